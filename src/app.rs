@@ -1,0 +1,151 @@
+//! [`Application`]: builds the gateway from [`Settings`] on an already bound
+//! listener, runs it until a shutdown future resolves, then shuts down gracefully:
+//! every WebSocket is closed with 1001, the feeds stop, the server drains.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpServer};
+use tokio::sync::{watch, Semaphore};
+
+use crate::feeds::{supervise, FeedContext, FeedStatus};
+use crate::http::{routes, ApiError};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::universe;
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub feeds: Vec<Arc<FeedStatus>>,
+    /// One permit per WebSocket connection (`server.max_connections`).
+    pub connections: Arc<Semaphore>,
+    /// Flips to `true` on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    pub started: Instant,
+}
+
+/// A built, not yet running gateway.
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Application {
+    /// Loads the universe and binds `server.host:server.port` (port 0 picks one).
+    pub fn build(settings: Settings) -> anyhow::Result<Application> {
+        let addr = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        Self::build_on(settings, listener)
+    }
+
+    /// Builds the gateway on an already bound listener.
+    pub fn build_on(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
+        let universe = universe::load(&settings.universe.file)?;
+        let hub = Arc::new(Hub::new(universe));
+        let feeds = settings
+            .feeds
+            .iter()
+            .map(|f| Arc::new(FeedStatus::new(f)))
+            .collect();
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let state = Arc::new(AppState {
+            connections: Arc::new(Semaphore::new(settings.server.max_connections)),
+            settings: Arc::new(settings),
+            hub,
+            metrics: Arc::new(Metrics::new()),
+            feeds,
+            shutdown,
+            started: Instant::now(),
+        });
+        Ok(Application {
+            listener,
+            state,
+            shutdown_tx,
+        })
+    }
+
+    /// The address the gateway listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        // unwrap: a bound TCP listener always has a local address.
+        self.listener.local_addr().expect("unwrap: bound listener")
+    }
+
+    /// The shared state (for embedding and tests).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully. Must be called
+    /// inside an actix system (`actix_web::rt::System`).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let settings = state.settings.clone();
+        let addr = self.local_addr();
+
+        let mut feed_tasks = Vec::new();
+        for (cfg, status) in settings.feeds.iter().zip(&state.feeds) {
+            let ctx = FeedContext {
+                hub: state.hub.clone(),
+                status: status.clone(),
+                metrics: state.metrics.clone(),
+                shutdown: state.shutdown.clone(),
+            };
+            feed_tasks.push(tokio::spawn(supervise(cfg.clone(), ctx)));
+        }
+
+        let data = web::Data::from(state.clone());
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let server =
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                        ApiError::bad_request(format!("bad query string: {e}")).into()
+                    }))
+                    .app_data(web::PathConfig::default().error_handler(|e, _| {
+                        ApiError::bad_request(format!("bad path: {e}")).into()
+                    }))
+                    .configure(routes)
+            })
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
+            .listen(self.listener)?
+            .run();
+        let handle = server.handle();
+        let server_task = actix_web::rt::spawn(server);
+        tracing::info!(%addr, workers, feeds = settings.feeds.len(), symbols = state.hub.len(), "ticker gateway listening on {addr}");
+
+        shutdown.await;
+        tracing::info!("shutting down: closing connections with 1001, stopping feeds");
+        let _ = self.shutdown_tx.send(true);
+        // Give sessions a moment to send their 1001 before the server stops.
+        let max = settings.server.max_connections;
+        let drained = tokio::time::timeout(settings.server.shutdown_timeout, async {
+            let _all = state.connections.acquire_many(max as u32).await;
+        })
+        .await
+        .is_ok();
+        if !drained {
+            tracing::warn!("some connections did not close in time");
+        }
+        for t in feed_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        handle.stop(true).await;
+        let _ = server_task.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! The symbol/quote API (short polling): `/api/v1/symbols`, `/api/v1/quotes`,
+//! `/api/v1/quotes/{sym}` and `/api/v1/feeds`.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::ApiError;
+use crate::app::AppState;
+use crate::hub::{Hub, SymbolId};
+use crate::quote::{is_valid_symbol, Fields, Quote};
+
+/// A full quote as the API shows it: `sym`, `seq`, `t` and every field set.
+#[derive(Serialize)]
+pub struct QuoteView<'a> {
+    pub sym: &'a str,
+    pub seq: u64,
+    pub t: i64,
+    #[serde(flatten)]
+    pub fields: &'a Fields,
+}
+
+fn view<'a>(sym: &'a str, q: &'a Quote) -> QuoteView<'a> {
+    QuoteView {
+        sym,
+        seq: q.seq,
+        t: q.t,
+        fields: &q.fields,
+    }
+}
+
+/// `GET /api/v1/symbols`: the universe.
+pub async fn symbols(state: web::Data<AppState>) -> HttpResponse {
+    let list: Vec<_> = state.hub.universe().collect();
+    HttpResponse::Ok().json(list)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotesParams {
+    symbols: Option<String>,
+}
+
+fn resolve(hub: &Hub, names: &str) -> Result<Vec<SymbolId>, ApiError> {
+    let mut ids = Vec::new();
+    let mut unknown = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match is_valid_symbol(name).then(|| hub.lookup(name)).flatten() {
+            Some(id) => ids.push(id),
+            None => unknown.push(name.to_owned()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(ApiError::new(
+            404,
+            "unknown_symbol",
+            format!("unknown symbol: {}", unknown.join(", ")),
+        )
+        .with_symbols(unknown));
+    }
+    if ids.is_empty() {
+        return Err(ApiError::bad_request(
+            "symbols must name at least one symbol",
+        ));
+    }
+    Ok(ids)
+}
+
+/// `GET /api/v1/quotes?symbols=A,B`: the latest full quotes (every quoted symbol
+/// when `symbols` is absent). Symbols with no quote yet are left out.
+pub async fn quotes(
+    state: web::Data<AppState>,
+    query: web::Query<QuotesParams>,
+) -> Result<HttpResponse, ApiError> {
+    let hub = &state.hub;
+    let ids: Vec<SymbolId> = match &query.symbols {
+        Some(list) => resolve(hub, list)?,
+        None => (0..hub.len() as SymbolId).collect(),
+    };
+    let quotes: Vec<(Arc<str>, Arc<Quote>)> = ids
+        .into_iter()
+        .filter_map(|id| hub.latest(id).map(|q| (hub.symbol(id).clone(), q)))
+        .collect();
+    let body: Vec<QuoteView> = quotes.iter().map(|(s, q)| view(s, q)).collect();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `GET /api/v1/quotes/{sym}`: one latest full quote.
+pub async fn quote(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let sym = path.into_inner();
+    let hub = &state.hub;
+    let id = is_valid_symbol(&sym)
+        .then(|| hub.lookup(&sym))
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::new(404, "unknown_symbol", format!("unknown symbol: {sym}"))
+                .with_symbols(vec![sym.clone()])
+        })?;
+    let q = hub.latest(id).ok_or_else(|| {
+        ApiError::new(404, "no_quote", format!("no quote for {sym} yet"))
+            .with_symbols(vec![sym.clone()])
+    })?;
+    Ok(HttpResponse::Ok().json(view(&sym, &q)))
+}
+
+/// `GET /api/v1/feeds`: each adapter's name, kind, state and counters.
+pub async fn feeds(state: web::Data<AppState>) -> HttpResponse {
+    let reports: Vec<_> = state.feeds.iter().map(|f| f.report()).collect();
+    HttpResponse::Ok().json(reports)
+}

@@ -1,0 +1,25 @@
+//! The HTTP side: routes, the JSON error type every 4xx/5xx uses, the symbol and
+//! quote API, health and readiness, and the Prometheus endpoint.
+
+mod api;
+mod error;
+mod health;
+
+use actix_web::web;
+
+pub use error::ApiError;
+
+use crate::transport::ws::ws_endpoint;
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ws", web::get().to(ws_endpoint))
+        .route("/api/v1/symbols", web::get().to(api::symbols))
+        .route("/api/v1/quotes", web::get().to(api::quotes))
+        .route("/api/v1/quotes/{sym}", web::get().to(api::quote))
+        .route("/api/v1/feeds", web::get().to(api::feeds))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .default_service(web::to(error::not_found));
+}

@@ -1,0 +1,27 @@
+//! ticker-gateway: a live stock-ticker push gateway.
+//!
+//! Feed adapters publish quotes into the hub; each client has a session that keeps
+//! only its symbols, throttles and conflates them, and pushes deltas over a
+//! transport. Layout:
+//!
+//! - [`settings`]: typed, layered settings (`config/default.toml`, overlay, env).
+//! - [`universe`]: the symbol universe file.
+//! - [`quote`]: quotes, exact decimal prices, deltas.
+//! - [`feeds`]: feed adapters (`sim`, `replay`) behind one trait, supervised with backoff.
+//! - [`hub`]: symbol interning, latest quote and `seq` per symbol, per-symbol fan-out.
+//! - [`session`]: the transport-independent session core and the ticker.v1 messages.
+//! - [`transport`]: WebSocket (JSON / MessagePack).
+//! - [`http`]: routes, the symbol/quote API, health, metrics.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully.
+
+pub mod app;
+pub mod feeds;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod quote;
+pub mod session;
+pub mod settings;
+pub mod transport;
+pub mod universe;

@@ -1,0 +1,292 @@
+//! Quotes: the gateway's latest known state of one symbol (PROTOCOL.md section 1).
+//!
+//! A [`Quote`] is a full state; a [`QuoteUpdate`] is what a feed adapter publishes
+//! (any subset of the fields). Prices are [`Price`]s: exact decimals that keep the
+//! scale the feed gave them, so `"189.10"` stays `"189.10"`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Instant;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An exact decimal price, compared by value *and* scale: `189.10` and `189.1`
+/// print differently, so for deltas they are different values.
+#[derive(Clone, Copy, Debug)]
+pub struct Price(pub Decimal);
+
+impl PartialEq for Price {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.serialize() == other.0.serialize()
+    }
+}
+impl Eq for Price {}
+
+impl fmt::Display for Price {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Why a price string was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid price {0:?}: expected a plain decimal such as \"189.10\"")]
+pub struct PriceError(String);
+
+impl FromStr for Price {
+    type Err = PriceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok_chars = !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+            && !s.starts_with('.')
+            && !s.ends_with('.');
+        if !ok_chars {
+            return Err(PriceError(s.to_owned()));
+        }
+        Decimal::from_str_exact(s)
+            .map(Price)
+            .map_err(|_| PriceError(s.to_owned()))
+    }
+}
+
+impl Serialize for Price {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Price {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Returns true when `s` is a well-formed symbol: 1–16 chars of `A-Z 0-9 . - _ /`.
+pub fn is_valid_symbol(s: &str) -> bool {
+    (1..=16).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"._-/".contains(&b))
+}
+
+/// The quote fields a feed can set, all optional. Used both as a feed's partial
+/// update and as the body of a full quote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bp: Option<Price>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ap: Option<Price>,
+    #[serde(rename = "as", skip_serializing_if = "Option::is_none")]
+    pub as_: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lp: Option<Price>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ls: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub v: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub o: Option<Price>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h: Option<Price>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l: Option<Price>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pc: Option<Price>,
+}
+
+macro_rules! each_field {
+    ($m:ident) => {
+        $m!(bp, "bp", Price);
+        $m!(bs, "bs", u64);
+        $m!(ap, "ap", Price);
+        $m!(as_, "as", u64);
+        $m!(lp, "lp", Price);
+        $m!(ls, "ls", u64);
+        $m!(v, "v", u64);
+        $m!(o, "o", Price);
+        $m!(h, "h", Price);
+        $m!(l, "l", Price);
+        $m!(pc, "pc", Price);
+    };
+}
+pub(crate) use each_field;
+
+impl Fields {
+    /// Overwrites every field `update` sets; returns true if any value changed.
+    pub fn merge(&mut self, update: &Fields) -> bool {
+        let mut changed = false;
+        macro_rules! merge_one {
+            ($f:ident, $k:literal, $t:ty) => {
+                if let Some(v) = update.$f {
+                    if self.$f != Some(v) {
+                        self.$f = Some(v);
+                        changed = true;
+                    }
+                }
+            };
+        }
+        each_field!(merge_one);
+        changed
+    }
+
+    /// Bit mask of the fields whose value in `self` differs from `prev` (see [`FieldMask`]).
+    pub fn diff(&self, prev: &Fields) -> FieldMask {
+        let mut mask = 0u16;
+        let mut bit = 1u16;
+        macro_rules! diff_one {
+            ($f:ident, $k:literal, $t:ty) => {
+                if self.$f.is_some() && self.$f != prev.$f {
+                    mask |= bit;
+                }
+                bit <<= 1;
+            };
+        }
+        each_field!(diff_one);
+        let _ = bit;
+        FieldMask(mask)
+    }
+
+    /// True when no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Fields::default()
+    }
+}
+
+/// Which fields of a [`Fields`] a message carries, one bit per field in
+/// declaration order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldMask(pub u16);
+
+impl FieldMask {
+    /// Every field.
+    pub const ALL: FieldMask = FieldMask(u16::MAX);
+    /// True when the mask selects nothing.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// What a feed adapter publishes: one symbol, a source timestamp, some fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuoteUpdate {
+    pub sym: String,
+    pub t: i64,
+    pub fields: Fields,
+}
+
+/// The wire shape of a recorded or upstream quote line: the keys of PROTOCOL.md
+/// section 1. A recorded `seq` is accepted and ignored (the gateway assigns its own).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    sym: String,
+    t: i64,
+    #[serde(default)]
+    #[allow(dead_code)]
+    seq: Option<u64>,
+    bp: Option<Price>,
+    bs: Option<u64>,
+    ap: Option<Price>,
+    #[serde(rename = "as")]
+    as_: Option<u64>,
+    lp: Option<Price>,
+    ls: Option<u64>,
+    v: Option<u64>,
+    o: Option<Price>,
+    h: Option<Price>,
+    l: Option<Price>,
+    pc: Option<Price>,
+}
+
+impl<'de> Deserialize<'de> for QuoteUpdate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = RawUpdate::deserialize(d)?;
+        Ok(QuoteUpdate {
+            sym: r.sym,
+            t: r.t,
+            fields: Fields {
+                bp: r.bp,
+                bs: r.bs,
+                ap: r.ap,
+                as_: r.as_,
+                lp: r.lp,
+                ls: r.ls,
+                v: r.v,
+                o: r.o,
+                h: r.h,
+                l: r.l,
+                pc: r.pc,
+            },
+        })
+    }
+}
+
+/// The gateway's full latest state of one symbol.
+#[derive(Clone, Debug)]
+pub struct Quote {
+    pub seq: u64,
+    pub t: i64,
+    pub fields: Fields,
+    /// When the gateway accepted the update that produced this state.
+    pub ingested: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Price {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn price_keeps_trailing_zeros_and_compares_by_scale() {
+        assert_eq!(p("189.10").to_string(), "189.10");
+        assert_ne!(p("189.10"), p("189.1"));
+        assert_eq!(p("0.0001"), p("0.0001"));
+        assert_eq!(serde_json::to_string(&p("411.20")).unwrap(), "\"411.20\"");
+    }
+
+    #[test]
+    fn price_refuses_exponents_plus_signs_and_junk() {
+        for bad in ["1e5", "+1.00", "", "abc", "1.2.3", ".5", "5.", "NaN"] {
+            assert!(bad.parse::<Price>().is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn symbol_charset_and_length() {
+        assert!(is_valid_symbol("BRK.B"));
+        assert!(is_valid_symbol("EUR/USD"));
+        assert!(!is_valid_symbol(""));
+        assert!(!is_valid_symbol("aapl"));
+        assert!(!is_valid_symbol("ABCDEFGHIJKLMNOPQ"));
+        assert!(!is_valid_symbol("A B"));
+    }
+
+    #[test]
+    fn merge_and_diff_track_changed_fields_only() {
+        let mut full: Fields =
+            serde_json::from_str(r#"{"bp":"1.00","bs":100,"ap":"1.01","as":200}"#).unwrap();
+        let before = full.clone();
+        let upd: Fields = serde_json::from_str(r#"{"bp":"1.00","bs":300}"#).unwrap();
+        assert!(full.merge(&upd));
+        let mask = full.diff(&before);
+        assert_eq!(mask, FieldMask(0b10)); // only bs
+        assert!(!full.clone().merge(&upd));
+    }
+
+    #[test]
+    fn update_parses_protocol_keys_and_rejects_unknown_ones() {
+        let u: QuoteUpdate =
+            serde_json::from_str(r#"{"sym":"AAPL","t":5,"as":10,"lp":"2.50"}"#).unwrap();
+        assert_eq!(u.fields.as_, Some(10));
+        assert!(serde_json::from_str::<QuoteUpdate>(r#"{"sym":"A","t":1,"zz":1}"#).is_err());
+    }
+}

@@ -1,0 +1,428 @@
+//! The transport-independent session core (one per client): subscriptions with
+//! granted rates, the last state sent per symbol (for deltas), the throttle, and an
+//! outbox of replies. Transports feed it client ops and pull ready messages from it
+//! when their socket can take a frame; they never see quotes any other way.
+//!
+//! Conflation falls out of the design: the hub only marks a symbol dirty; when the
+//! session sends, it diffs the symbol's *latest* quote against what this client last
+//! received. A client that cannot keep up skips intermediate states, never fields.
+
+pub mod encode;
+pub mod protocol;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::hub::{Hub, Inbox, Subscriber, SymbolId};
+use crate::metrics::Metrics;
+use crate::quote::{is_valid_symbol, FieldMask, Quote};
+use crate::settings::SessionSettings;
+use protocol::{ClientOp, ErrorCode, Format, Limits, QuoteKind, RequestId, ServerMsg};
+
+/// Error lists name at most this many symbols (the count is in the message).
+const MAX_LISTED_SYMBOLS: usize = 100;
+
+/// Per-session limits, from the `[session]` settings.
+#[derive(Clone, Debug)]
+pub struct SessionLimits {
+    pub max_symbols: usize,
+    pub default_rate: f64,
+    pub min_rate: f64,
+    pub max_rate: f64,
+}
+
+impl From<&SessionSettings> for SessionLimits {
+    fn from(s: &SessionSettings) -> Self {
+        SessionLimits {
+            max_symbols: s.max_symbols,
+            default_rate: s.default_rate,
+            min_rate: s.min_rate,
+            max_rate: s.max_rate,
+        }
+    }
+}
+
+struct Subscription {
+    rate: f64,
+    interval: Duration,
+    last_sent_at: Option<Instant>,
+    sent: Option<Arc<Quote>>,
+    handle: Arc<Subscriber>,
+    throttled: bool,
+}
+
+impl Subscription {
+    fn next_allowed(&self) -> Option<Instant> {
+        self.last_sent_at.map(|t| t + self.interval)
+    }
+}
+
+/// One client's session state.
+pub struct Session {
+    id: String,
+    format: Format,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    inbox: Arc<Inbox>,
+    limits: SessionLimits,
+    subs: HashMap<SymbolId, Subscription>,
+    throttled: Vec<SymbolId>,
+    outbox: Vec<ServerMsg>,
+}
+
+/// A fresh random session id such as `s-8f3a09c2d1e4`.
+pub fn new_session_id() -> String {
+    format!("s-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+impl Session {
+    /// A new session; its first message (`welcome`) is already in the outbox.
+    pub fn new(
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        limits: SessionLimits,
+        format: Format,
+    ) -> Self {
+        let id = new_session_id();
+        let welcome = ServerMsg::Welcome {
+            session: id.clone(),
+            format,
+            limits: Limits {
+                max_symbols: limits.max_symbols,
+                max_rate: limits.max_rate,
+                default_rate: limits.default_rate,
+            },
+        };
+        Session {
+            id,
+            format,
+            hub,
+            metrics,
+            inbox: Arc::new(Inbox::new()),
+            limits,
+            subs: HashMap::new(),
+            throttled: Vec::new(),
+            outbox: vec![welcome],
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The session's inbox; await [`Inbox::notified`] to learn of new quotes.
+    pub fn inbox(&self) -> &Arc<Inbox> {
+        &self.inbox
+    }
+
+    /// Queues an error reply (also counted in the metrics).
+    pub fn push_error(
+        &mut self,
+        id: RequestId,
+        code: ErrorCode,
+        message: impl Into<String>,
+        symbols: Option<Vec<String>>,
+    ) {
+        self.metrics
+            .client_errors
+            .with_label_values(&[code.as_str()])
+            .inc();
+        self.outbox.push(ServerMsg::Error {
+            id,
+            code,
+            message: message.into(),
+            symbols,
+        });
+    }
+
+    /// Decodes one client frame and handles it (a bad frame becomes `bad_request`).
+    pub fn handle_frame(&mut self, payload: &[u8], binary: bool, now: Instant) {
+        match protocol::parse_op(payload, binary) {
+            Ok(op) => self.handle_op(op, now),
+            Err(e) => self.push_error(e.id, ErrorCode::BadRequest, e.message, None),
+        }
+    }
+
+    /// Handles one client op; replies go to the outbox.
+    pub fn handle_op(&mut self, op: ClientOp, now: Instant) {
+        match op {
+            ClientOp::Subscribe {
+                id,
+                symbols,
+                max_rate,
+                snapshot,
+            } => self.subscribe(id, symbols, max_rate, snapshot, now),
+            ClientOp::Unsubscribe { id, symbols } => self.unsubscribe(id, symbols),
+            ClientOp::List { id } => {
+                let mut symbols: Vec<(Arc<str>, f64)> = self
+                    .subs
+                    .iter()
+                    .map(|(sym, s)| (self.hub.symbol(*sym).clone(), s.rate))
+                    .collect();
+                symbols.sort_by(|a, b| a.0.cmp(&b.0));
+                self.outbox.push(ServerMsg::Subscriptions { id, symbols });
+            }
+            ClientOp::Ping { id } => self.outbox.push(ServerMsg::Pong { id }),
+            ClientOp::Auth { id, .. } => self.push_error(
+                id,
+                ErrorCode::BadRequest,
+                "authentication is not enabled on this server",
+                None,
+            ),
+        }
+    }
+
+    /// Splits requested symbols into known ids (deduplicated, in request order)
+    /// and the names that are malformed or not in the universe.
+    fn resolve(&self, symbols: Vec<String>) -> (Vec<SymbolId>, Vec<String>) {
+        let mut ids = Vec::with_capacity(symbols.len());
+        let mut unknown = Vec::new();
+        for s in symbols {
+            match is_valid_symbol(&s).then(|| self.hub.lookup(&s)).flatten() {
+                Some(id) if !ids.contains(&id) => ids.push(id),
+                Some(_) => {}
+                None => unknown.push(s),
+            }
+        }
+        (ids, unknown)
+    }
+
+    fn report_unknown(&mut self, id: &RequestId, unknown: Vec<String>) {
+        if unknown.is_empty() {
+            return;
+        }
+        let message = if unknown.len() == 1 {
+            format!("unknown symbol: {}", unknown[0])
+        } else {
+            format!("{} unknown symbols: {}", unknown.len(), summary(&unknown))
+        };
+        let listed = unknown.into_iter().take(MAX_LISTED_SYMBOLS).collect();
+        self.push_error(id.clone(), ErrorCode::UnknownSymbol, message, Some(listed));
+    }
+
+    fn subscribe(
+        &mut self,
+        id: RequestId,
+        symbols: Vec<String>,
+        max_rate: Option<f64>,
+        snapshot: bool,
+        now: Instant,
+    ) {
+        let (ids, unknown) = self.resolve(symbols);
+        let rate = max_rate
+            .unwrap_or(self.limits.default_rate)
+            .clamp(self.limits.min_rate, self.limits.max_rate);
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let mut room = self.limits.max_symbols.saturating_sub(self.subs.len());
+        let mut granted = Vec::new();
+        let mut refused = Vec::new();
+        for sym in ids {
+            if !self.subs.contains_key(&sym) {
+                if room == 0 {
+                    refused.push(self.hub.symbol(sym).to_string());
+                    continue;
+                }
+                room -= 1;
+                let handle = self.hub.subscribe(sym, &self.inbox);
+                self.metrics.subscriptions_active.inc();
+                self.subs.insert(
+                    sym,
+                    Subscription {
+                        rate,
+                        interval,
+                        last_sent_at: None,
+                        sent: None,
+                        handle,
+                        throttled: false,
+                    },
+                );
+            }
+            granted.push(sym);
+        }
+        self.report_unknown(&id, unknown);
+        if !granted.is_empty() {
+            self.outbox.push(ServerMsg::Subscribed {
+                id: id.clone(),
+                symbols: granted
+                    .iter()
+                    .map(|s| self.hub.symbol(*s).clone())
+                    .collect(),
+                max_rate: rate,
+            });
+        }
+        if !refused.is_empty() {
+            let message = format!(
+                "subscription limit is {} symbols; not subscribed: {}",
+                self.limits.max_symbols,
+                summary(&refused)
+            );
+            refused.truncate(MAX_LISTED_SYMBOLS);
+            self.push_error(id, ErrorCode::TooManySymbols, message, Some(refused));
+        }
+        for sym in granted {
+            let latest = self.hub.latest(sym);
+            let sub = self.subs.get_mut(&sym).expect("unwrap: subscribed above");
+            sub.rate = rate;
+            sub.interval = interval;
+            if !snapshot {
+                // No snapshot wanted: later updates are deltas from the current state.
+                if sub.sent.is_none() {
+                    sub.sent = latest;
+                }
+                continue;
+            }
+            if let Some(quote) = latest {
+                sub.sent = Some(quote.clone());
+                sub.last_sent_at = Some(now);
+                self.outbox.push(ServerMsg::Quote {
+                    kind: QuoteKind::Snapshot,
+                    sym: self.hub.symbol(sym).clone(),
+                    quote,
+                    mask: FieldMask::ALL,
+                });
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, id: RequestId, symbols: Vec<String>) {
+        let (ids, unknown) = self.resolve(symbols);
+        self.report_unknown(&id, unknown);
+        if ids.is_empty() {
+            return;
+        }
+        for sym in &ids {
+            self.drop_subscription(*sym);
+        }
+        self.throttled.retain(|s| !ids.contains(s));
+        self.outbox.push(ServerMsg::Unsubscribed {
+            id,
+            symbols: ids.iter().map(|s| self.hub.symbol(*s).clone()).collect(),
+        });
+    }
+
+    fn drop_subscription(&mut self, sym: SymbolId) {
+        if let Some(sub) = self.subs.remove(&sym) {
+            self.hub.unsubscribe(&sub.handle);
+            self.metrics.subscriptions_active.dec();
+        }
+    }
+
+    /// Number of subscribed symbols.
+    pub fn subscription_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// True when [`Session::take_ready`] would return something now.
+    pub fn has_ready(&self, now: Instant) -> bool {
+        !self.outbox.is_empty()
+            || self.inbox.has_dirty()
+            || self.next_deadline().is_some_and(|d| d <= now)
+    }
+
+    /// The earliest moment a throttled symbol may be sent again.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.throttled
+            .iter()
+            .filter_map(|s| self.subs.get(s).and_then(Subscription::next_allowed))
+            .min()
+    }
+
+    /// Everything that may be sent now: queued replies first, then one snapshot or
+    /// delta per dirty symbol whose throttle allows it. Symbols still throttled stay
+    /// pending (one merged state each) until [`Session::next_deadline`].
+    pub fn take_ready(&mut self, now: Instant) -> Vec<ServerMsg> {
+        let mut out = std::mem::take(&mut self.outbox);
+        let dirty = self.inbox.take();
+        for sym in dirty {
+            let Some(sub) = self.subs.get_mut(&sym) else {
+                continue;
+            };
+            sub.handle.queued.store(false, Ordering::Release);
+            if sub.throttled {
+                continue;
+            }
+            if sub.next_allowed().is_some_and(|t| t > now) {
+                sub.throttled = true;
+                self.throttled.push(sym);
+                continue;
+            }
+            self.emit(sym, now, &mut out);
+        }
+        if !self.throttled.is_empty() {
+            let mut still = Vec::new();
+            for sym in std::mem::take(&mut self.throttled) {
+                let Some(sub) = self.subs.get_mut(&sym) else {
+                    continue;
+                };
+                if sub.next_allowed().is_some_and(|t| t > now) {
+                    still.push(sym);
+                } else {
+                    sub.throttled = false;
+                    self.emit(sym, now, &mut out);
+                }
+            }
+            self.throttled = still;
+        }
+        out
+    }
+
+    fn emit(&mut self, sym: SymbolId, now: Instant, out: &mut Vec<ServerMsg>) {
+        let Some(latest) = self.hub.latest(sym) else {
+            return;
+        };
+        let sub = self.subs.get_mut(&sym).expect("unwrap: caller checked");
+        let (kind, mask) = match &sub.sent {
+            None => (QuoteKind::Snapshot, FieldMask::ALL),
+            Some(prev) if latest.seq <= prev.seq => return,
+            Some(prev) => {
+                let skipped = latest.seq - prev.seq - 1;
+                if skipped > 0 {
+                    self.metrics.updates_conflated.inc_by(skipped);
+                }
+                (QuoteKind::Update, latest.fields.diff(&prev.fields))
+            }
+        };
+        sub.sent = Some(latest.clone());
+        sub.last_sent_at = Some(now);
+        out.push(ServerMsg::Quote {
+            kind,
+            sym: self.hub.symbol(sym).clone(),
+            quote: latest,
+            mask,
+        });
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let syms: Vec<SymbolId> = self.subs.keys().copied().collect();
+        for sym in syms {
+            self.drop_subscription(sym);
+        }
+    }
+}
+
+/// "A, B, C and 997 more".
+fn summary(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let head = names
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        format!("{head} and {} more", names.len() - SHOWN)
+    } else {
+        head
+    }
+}
+
+#[cfg(test)]
+mod tests;

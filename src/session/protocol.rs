@@ -1,0 +1,434 @@
+//! The ticker.v1 messages (PROTOCOL.md sections 3 and 4): client ops parsed from
+//! JSON or MessagePack, server messages serialized to either.
+
+use std::sync::Arc;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::quote::{FieldMask, Quote};
+
+/// The wire format of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Msgpack,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Msgpack => "msgpack",
+        }
+    }
+}
+
+/// Error codes of PROTOCOL.md section 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownSymbol,
+    TooManySymbols,
+    NotEntitled,
+    Unauthorized,
+    RateLimited,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownSymbol => "unknown_symbol",
+            ErrorCode::TooManySymbols => "too_many_symbols",
+            ErrorCode::NotEntitled => "not_entitled",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A request id: any JSON string or integer, echoed back.
+pub type RequestId = Option<Value>;
+
+/// One client op.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientOp {
+    Subscribe {
+        id: RequestId,
+        symbols: Vec<String>,
+        max_rate: Option<f64>,
+        snapshot: bool,
+    },
+    Unsubscribe {
+        id: RequestId,
+        symbols: Vec<String>,
+    },
+    List {
+        id: RequestId,
+    },
+    Ping {
+        id: RequestId,
+    },
+    Auth {
+        id: RequestId,
+        token: String,
+    },
+}
+
+/// A client frame that is not a valid op; becomes a `bad_request` error.
+#[derive(Debug, PartialEq)]
+pub struct BadRequest {
+    pub id: RequestId,
+    pub message: String,
+}
+
+fn bad(id: &RequestId, message: impl Into<String>) -> BadRequest {
+    BadRequest {
+        id: id.clone(),
+        message: message.into(),
+    }
+}
+
+/// Decodes a frame: JSON text, or MessagePack (binary frames), into an op.
+pub fn parse_op(payload: &[u8], binary: bool) -> Result<ClientOp, BadRequest> {
+    let value: Value = if binary {
+        rmp_serde::from_slice(payload)
+            .map_err(|e| bad(&None, format!("not valid MessagePack: {e}")))?
+    } else {
+        serde_json::from_slice(payload).map_err(|e| bad(&None, format!("not valid JSON: {e}")))?
+    };
+    op_from_value(value)
+}
+
+/// Interprets a decoded value as an op.
+pub fn op_from_value(value: Value) -> Result<ClientOp, BadRequest> {
+    let Value::Object(mut obj) = value else {
+        return Err(bad(
+            &None,
+            "a client message must be an object with an \"op\"",
+        ));
+    };
+    let id = match obj.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::String(_)) => Some(v),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(Value::Number(n)),
+        Some(_) => return Err(bad(&None, "\"id\" must be a string or an integer")),
+    };
+    let op = match obj.remove("op") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(bad(&id, "\"op\" must be a string")),
+        None => return Err(bad(&id, "missing \"op\"")),
+    };
+    let symbols = |obj: &mut serde_json::Map<String, Value>| -> Result<Vec<String>, BadRequest> {
+        match obj.remove("symbols") {
+            Some(Value::Array(items)) => {
+                if items.is_empty() {
+                    return Err(bad(&id, "\"symbols\" must not be empty"));
+                }
+                items
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(s),
+                        _ => Err(bad(&id, "\"symbols\" must be an array of strings")),
+                    })
+                    .collect()
+            }
+            Some(_) => Err(bad(&id, "\"symbols\" must be an array of strings")),
+            None => Err(bad(&id, format!("\"{op}\" needs \"symbols\""))),
+        }
+    };
+    match op.as_str() {
+        "subscribe" => {
+            let syms = symbols(&mut obj)?;
+            let max_rate = match obj.remove("max_rate") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) => match n.as_f64() {
+                    Some(r) if r.is_finite() && r > 0.0 => Some(r),
+                    _ => return Err(bad(&id, "\"max_rate\" must be a positive number")),
+                },
+                Some(_) => return Err(bad(&id, "\"max_rate\" must be a positive number")),
+            };
+            let snapshot = match obj.remove("snapshot") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => b,
+                Some(_) => return Err(bad(&id, "\"snapshot\" must be true or false")),
+            };
+            Ok(ClientOp::Subscribe {
+                id,
+                symbols: syms,
+                max_rate,
+                snapshot,
+            })
+        }
+        "unsubscribe" => Ok(ClientOp::Unsubscribe {
+            symbols: symbols(&mut obj)?,
+            id,
+        }),
+        "list" => Ok(ClientOp::List { id }),
+        "ping" => Ok(ClientOp::Ping { id }),
+        "auth" => match obj.remove("token") {
+            Some(Value::String(token)) => Ok(ClientOp::Auth { id, token }),
+            _ => Err(bad(&id, "\"auth\" needs a string \"token\"")),
+        },
+        other => Err(bad(&id, format!("unknown op {other:?}"))),
+    }
+}
+
+/// Whether a quote message is a full snapshot or a delta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuoteKind {
+    Snapshot,
+    Update,
+}
+
+/// The limits announced in `welcome`.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_symbols: usize,
+    pub max_rate: f64,
+    pub default_rate: f64,
+}
+
+/// One server → client message.
+#[derive(Clone, Debug)]
+pub enum ServerMsg {
+    Welcome {
+        session: String,
+        format: Format,
+        limits: Limits,
+    },
+    Subscribed {
+        id: RequestId,
+        symbols: Vec<Arc<str>>,
+        max_rate: f64,
+    },
+    Unsubscribed {
+        id: RequestId,
+        symbols: Vec<Arc<str>>,
+    },
+    Subscriptions {
+        id: RequestId,
+        symbols: Vec<(Arc<str>, f64)>,
+    },
+    Pong {
+        id: RequestId,
+    },
+    Error {
+        id: RequestId,
+        code: ErrorCode,
+        message: String,
+        symbols: Option<Vec<String>>,
+    },
+    Quote {
+        kind: QuoteKind,
+        sym: Arc<str>,
+        quote: Arc<Quote>,
+        mask: FieldMask,
+    },
+}
+
+impl ServerMsg {
+    /// The message's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ServerMsg::Welcome { .. } => "welcome",
+            ServerMsg::Subscribed { .. } => "subscribed",
+            ServerMsg::Unsubscribed { .. } => "unsubscribed",
+            ServerMsg::Subscriptions { .. } => "subscriptions",
+            ServerMsg::Pong { .. } => "pong",
+            ServerMsg::Error { .. } => "error",
+            ServerMsg::Quote {
+                kind: QuoteKind::Snapshot,
+                ..
+            } => "snapshot",
+            ServerMsg::Quote {
+                kind: QuoteKind::Update,
+                ..
+            } => "update",
+        }
+    }
+}
+
+/// A rate as JSON wants to see it: `2` rather than `2.0` when it is whole.
+struct Rate(f64);
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.fract() == 0.0 && self.0 >= 0.0 && self.0 < 1e15 {
+            s.serialize_u64(self.0 as u64)
+        } else {
+            s.serialize_f64(self.0)
+        }
+    }
+}
+
+impl Serialize for Limits {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("max_symbols", &self.max_symbols)?;
+        m.serialize_entry("max_rate", &Rate(self.max_rate))?;
+        m.serialize_entry("default_rate", &Rate(self.default_rate))?;
+        m.end()
+    }
+}
+
+struct SubEntry<'a>(&'a str, f64);
+
+impl Serialize for SubEntry<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("sym", self.0)?;
+        m.serialize_entry("max_rate", &Rate(self.1))?;
+        m.end()
+    }
+}
+
+impl Serialize for ServerMsg {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("type", self.type_name())?;
+        let id_entry = |m: &mut S::SerializeMap, id: &RequestId| match id {
+            Some(id) => m.serialize_entry("id", id),
+            None => Ok(()),
+        };
+        match self {
+            ServerMsg::Welcome {
+                session,
+                format,
+                limits,
+            } => {
+                m.serialize_entry("session", session)?;
+                m.serialize_entry("protocol", "ticker.v1")?;
+                m.serialize_entry("format", format.as_str())?;
+                m.serialize_entry("limits", limits)?;
+            }
+            ServerMsg::Subscribed {
+                id,
+                symbols,
+                max_rate,
+            } => {
+                id_entry(&mut m, id)?;
+                m.serialize_entry("symbols", symbols)?;
+                m.serialize_entry("max_rate", &Rate(*max_rate))?;
+            }
+            ServerMsg::Unsubscribed { id, symbols } => {
+                id_entry(&mut m, id)?;
+                m.serialize_entry("symbols", symbols)?;
+            }
+            ServerMsg::Subscriptions { id, symbols } => {
+                id_entry(&mut m, id)?;
+                let entries: Vec<SubEntry> = symbols.iter().map(|(s, r)| SubEntry(s, *r)).collect();
+                m.serialize_entry("symbols", &entries)?;
+            }
+            ServerMsg::Pong { id } => id_entry(&mut m, id)?,
+            ServerMsg::Error {
+                id,
+                code,
+                message,
+                symbols,
+            } => {
+                id_entry(&mut m, id)?;
+                m.serialize_entry("code", code.as_str())?;
+                m.serialize_entry("message", message)?;
+                if let Some(symbols) = symbols {
+                    m.serialize_entry("symbols", symbols)?;
+                }
+            }
+            ServerMsg::Quote {
+                sym, quote, mask, ..
+            } => {
+                m.serialize_entry("sym", &**sym)?;
+                m.serialize_entry("seq", &quote.seq)?;
+                m.serialize_entry("t", &quote.t)?;
+                let f = &quote.fields;
+                let mut bit = 1u16;
+                macro_rules! field {
+                    ($f:ident, $k:literal, $t:ty) => {
+                        if mask.0 & bit != 0 {
+                            if let Some(v) = &f.$f {
+                                m.serialize_entry($k, v)?;
+                            }
+                        }
+                        bit <<= 1;
+                    };
+                }
+                crate::quote::each_field!(field);
+                let _ = bit;
+            }
+        }
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_each_op() {
+        let op = parse_op(
+            br#"{"op":"subscribe","id":1,"symbols":["AAPL"],"max_rate":2,"snapshot":false}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            op,
+            ClientOp::Subscribe {
+                id: Some(json!(1)),
+                symbols: vec!["AAPL".into()],
+                max_rate: Some(2.0),
+                snapshot: false
+            }
+        );
+        assert_eq!(
+            parse_op(br#"{"op":"ping","id":"x"}"#, false).unwrap(),
+            ClientOp::Ping {
+                id: Some(json!("x"))
+            }
+        );
+        let mp = rmp_serde::to_vec_named(&json!({"op":"list","id":3})).unwrap();
+        assert_eq!(
+            parse_op(&mp, true).unwrap(),
+            ClientOp::List { id: Some(json!(3)) }
+        );
+    }
+
+    #[test]
+    fn bad_input_is_a_bad_request_with_the_id_when_known() {
+        for (frame, want_id) in [
+            (&b"not json"[..], None),
+            (b"[1,2]", None),
+            (br#"{"op":"dance","id":7}"#, Some(json!(7))),
+            (
+                br#"{"op":"subscribe","id":8,"symbols":"AAPL"}"#,
+                Some(json!(8)),
+            ),
+            (
+                br#"{"op":"subscribe","symbols":["A"],"max_rate":"fast"}"#,
+                None,
+            ),
+            (br#"{"op":"subscribe","symbols":["A"],"snapshot":1}"#, None),
+            (br#"{"op":5}"#, None),
+            (br#"{"op":"ping","id":1.5}"#, None),
+        ] {
+            let err = parse_op(frame, false).unwrap_err();
+            assert_eq!(err.id, want_id, "{}", String::from_utf8_lossy(frame));
+        }
+    }
+
+    #[test]
+    fn messages_serialize_with_protocol_keys() {
+        let msg = ServerMsg::Subscribed {
+            id: Some(json!(1)),
+            symbols: vec![Arc::from("AAPL")],
+            max_rate: 2.0,
+        };
+        assert_eq!(
+            serde_json::to_value(&msg).unwrap(),
+            json!({"type":"subscribed","id":1,"symbols":["AAPL"],"max_rate":2})
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! Session core tests: time is passed in, so throttling is tested without sleeping.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::protocol::{ClientOp, Format};
+use super::{Session, SessionLimits};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::quote::QuoteUpdate;
+use crate::universe::parse;
+
+fn setup() -> (Arc<Hub>, Session) {
+    let hub = Arc::new(Hub::new(
+        parse("h\nAAA\tA\t1.00\t0.01\tsim\nBBB\tB\t2.00\t0.01\tsim\nCCC\tC\t3.00\t0.01\tsim\n")
+            .unwrap(),
+    ));
+    let limits = SessionLimits {
+        max_symbols: 2,
+        default_rate: 10.0,
+        min_rate: 0.5,
+        max_rate: 50.0,
+    };
+    let s = Session::new(hub.clone(), Arc::new(Metrics::new()), limits, Format::Json);
+    (hub, s)
+}
+
+fn feed(hub: &Hub, json: Value) {
+    let u: QuoteUpdate = serde_json::from_value(json).unwrap();
+    hub.ingest(&u).unwrap();
+}
+
+fn take(s: &mut Session, now: Instant) -> Vec<Value> {
+    s.take_ready(now)
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap())
+        .collect()
+}
+
+fn sub(s: &mut Session, syms: &[&str], rate: f64, now: Instant) {
+    s.handle_op(
+        ClientOp::Subscribe {
+            id: Some(json!(1)),
+            symbols: syms.iter().map(|x| x.to_string()).collect(),
+            max_rate: Some(rate),
+            snapshot: true,
+        },
+        now,
+    );
+}
+
+#[test]
+fn welcome_then_subscribed_then_snapshot_then_deltas() {
+    let (hub, mut s) = setup();
+    let t0 = Instant::now();
+    feed(
+        &hub,
+        json!({"sym":"AAA","t":1,"bp":"1.00","bs":100,"ap":"1.01","as":200}),
+    );
+    sub(&mut s, &["AAA"], 10.0, t0);
+    let msgs = take(&mut s, t0);
+    assert_eq!(msgs[0]["type"], "welcome");
+    assert_eq!(
+        msgs[1],
+        json!({"type":"subscribed","id":1,"symbols":["AAA"],"max_rate":10})
+    );
+    assert_eq!(
+        msgs[2],
+        json!({"type":"snapshot","sym":"AAA","seq":1,"t":1,"bp":"1.00","bs":100,"ap":"1.01","as":200})
+    );
+    feed(&hub, json!({"sym":"AAA","t":2,"bp":"1.00","bs":300}));
+    let msgs = take(&mut s, t0 + Duration::from_millis(100));
+    assert_eq!(
+        msgs,
+        vec![json!({"type":"update","sym":"AAA","seq":2,"t":2,"bs":300})]
+    );
+}
+
+#[test]
+fn throttle_conflates_into_one_delta_with_every_changed_field() {
+    let (hub, mut s) = setup();
+    let t0 = Instant::now();
+    feed(&hub, json!({"sym":"AAA","t":1,"bp":"1.00","bs":100}));
+    sub(&mut s, &["AAA"], 2.0, t0);
+    take(&mut s, t0);
+    feed(&hub, json!({"sym":"AAA","t":2,"bp":"1.01"}));
+    feed(&hub, json!({"sym":"AAA","t":3,"bs":500}));
+    feed(&hub, json!({"sym":"AAA","t":4,"lp":"1.02"}));
+    // Inside the 500 ms interval: nothing yet, one pending state.
+    assert!(take(&mut s, t0 + Duration::from_millis(100)).is_empty());
+    let due = s.next_deadline().unwrap();
+    assert_eq!(due, t0 + Duration::from_millis(500));
+    assert!(!s.has_ready(t0 + Duration::from_millis(499)));
+    let msgs = take(&mut s, due);
+    assert_eq!(
+        msgs,
+        vec![json!({"type":"update","sym":"AAA","seq":4,"t":4,"bp":"1.01","bs":500,"lp":"1.02"})]
+    );
+}
+
+#[test]
+fn unsubscribe_silences_pending_state() {
+    let (hub, mut s) = setup();
+    let t0 = Instant::now();
+    feed(&hub, json!({"sym":"AAA","t":1,"bp":"1.00"}));
+    sub(&mut s, &["AAA"], 1.0, t0);
+    take(&mut s, t0);
+    feed(&hub, json!({"sym":"AAA","t":2,"bp":"1.01"}));
+    take(&mut s, t0 + Duration::from_millis(10)); // now throttled
+    s.handle_op(
+        ClientOp::Unsubscribe {
+            id: None,
+            symbols: vec!["AAA".into()],
+        },
+        t0,
+    );
+    feed(&hub, json!({"sym":"AAA","t":3,"bp":"1.02"}));
+    let msgs = take(&mut s, t0 + Duration::from_secs(5));
+    assert_eq!(msgs, vec![json!({"type":"unsubscribed","symbols":["AAA"]})]);
+    assert!(s.next_deadline().is_none());
+}
+
+#[test]
+fn good_and_bad_symbols_and_the_limit() {
+    let (_hub, mut s) = setup();
+    let t0 = Instant::now();
+    take(&mut s, t0);
+    sub(&mut s, &["AAA", "ZZZ", "bad sym", "BBB", "CCC"], 100.0, t0);
+    let msgs = take(&mut s, t0);
+    let types: Vec<&str> = msgs.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["error", "subscribed", "error"]);
+    assert_eq!(msgs[0]["code"], "unknown_symbol");
+    assert_eq!(msgs[0]["symbols"], json!(["ZZZ", "bad sym"]));
+    assert_eq!(msgs[1]["symbols"], json!(["AAA", "BBB"]));
+    assert_eq!(msgs[1]["max_rate"], 50, "rate clamped to the maximum");
+    assert_eq!(msgs[2]["code"], "too_many_symbols");
+    assert_eq!(msgs[2]["symbols"], json!(["CCC"]));
+    s.handle_op(
+        ClientOp::List {
+            id: Some(json!("l")),
+        },
+        t0,
+    );
+    assert_eq!(
+        take(&mut s, t0)[0],
+        json!({"type":"subscriptions","id":"l","symbols":[{"sym":"AAA","max_rate":50},{"sym":"BBB","max_rate":50}]})
+    );
+}
+
+#[test]
+fn first_quote_after_subscribe_is_a_snapshot() {
+    let (hub, mut s) = setup();
+    let t0 = Instant::now();
+    sub(&mut s, &["BBB"], 10.0, t0);
+    take(&mut s, t0);
+    feed(&hub, json!({"sym":"BBB","t":7,"lp":"2.00"}));
+    let msgs = take(&mut s, t0);
+    assert_eq!(
+        msgs,
+        vec![json!({"type":"snapshot","sym":"BBB","seq":1,"t":7,"lp":"2.00"})]
+    );
+}
