@@ -331,6 +331,17 @@ mod tests {
     }
 
     #[test]
+    fn overlay_feeds_replace_the_default_list() {
+        let s = Settings::load_with(
+            None,
+            &["[[feeds]]\nname = \"r\"\nkind = \"replay\"\nfile = \"feeds/sample-session.ndjson\"\n"],
+        )
+        .unwrap();
+        assert_eq!(s.feeds.len(), 1);
+        assert_eq!(s.feeds[0].kind(), "replay");
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));

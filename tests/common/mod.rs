@@ -1,0 +1,460 @@
+//! Test harness: starts the real gateway on port 0 in this process (its own actix
+//! system on a background thread) and talks to it with real WebSocket and HTTP
+//! clients. The test can also publish quotes straight into the hub, the same path
+//! the feed adapters use, so updates arrive exactly when a test wants them.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use ticker_gateway::app::{AppState, Application};
+use ticker_gateway::quote::QuoteUpdate;
+use ticker_gateway::settings::Settings;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The shipped sample recording.
+pub fn sample_recording() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("feeds/sample-session.ndjson")
+}
+
+/// Writes `lines` to a fresh temporary file and returns its path.
+pub fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ticker-gateway-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A replay feed playing the sample recording as fast as possible, once: every
+/// sample symbol has a full quote within milliseconds of start-up, then the feed
+/// goes quiet and the test publishes what it needs.
+pub fn replay_instant() -> String {
+    format!(
+        "[[feeds]]\nname = \"replay\"\nkind = \"replay\"\nfile = {:?}\nspeed = 0\n",
+        sample_recording().to_str().unwrap()
+    )
+}
+
+/// A running gateway.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts a gateway with the defaults plus `overlay` (TOML). The default sim feed is
+/// replaced by whatever `[[feeds]]` the overlay names (none: no feed at all).
+pub async fn spawn_app(overlay: &str) -> TestApp {
+    let base = "feeds = []\n[server]\nport = 0\nworkers = 2\n";
+    let settings = Settings::load_with(None, &[base, overlay]).expect("test settings");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = Application::build_on(settings, listener).unwrap();
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        actix_web::rt::System::new()
+            .block_on(app.run_until(async {
+                let _ = stop_rx.await;
+            }))
+            .unwrap();
+    });
+    let app = TestApp {
+        addr,
+        state,
+        http: reqwest::Client::new(),
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    };
+    app.wait_ready().await;
+    app
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.addr, query)
+    }
+
+    /// Waits for `/readyz` to answer 200.
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every feed adapter has finished (replay feeds that play once).
+    pub async fn wait_feeds_done(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (_, feeds) = self.get_json("/api/v1/feeds").await;
+            if feeds
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|f| f["state"] == "finished")
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "feeds never finished: {feeds}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    /// The gateway's full quote of `sym` from the HTTP API.
+    pub async fn rest_quote(&self, sym: &str) -> Value {
+        let (status, body) = self.get_json(&format!("/api/v1/quotes/{sym}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Publishes one update into the hub, as a feed adapter would.
+    pub fn publish(&self, update: Value) -> u64 {
+        let u: QuoteUpdate = serde_json::from_value(update).expect("valid update");
+        self.state.hub.ingest(&u).expect("known symbol")
+    }
+
+    /// The value of one metric sample (summed over series whose labels contain
+    /// every `label="value"` pair given).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut total = 0.0;
+        for line in text.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = match line.rsplit_once(' ') {
+                Some(x) => x,
+                None => continue,
+            };
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, l)) => (m, l),
+                None => (series, ""),
+            };
+            if metric != name {
+                continue;
+            }
+            if labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+            {
+                total += value.parse::<f64>().unwrap();
+            }
+        }
+        total
+    }
+
+    /// Polls a metric until `pred` holds (an event observed through /metrics).
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        pred: impl Fn(f64) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = self.metric(name, labels).await;
+            if pred(v) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "metric {name}{labels:?} stuck at {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a client received: messages, or the close.
+#[derive(Debug)]
+pub enum Event {
+    Msgs(Vec<Value>),
+    Ping,
+    Closed(Option<u16>),
+}
+
+/// A real WebSocket client that checks the protocol's per-connection guarantees on
+/// everything it receives: every frame is an array; `seq` strictly increases per
+/// symbol (order); the first quote message of a symbol after `subscribed` is a
+/// `snapshot` (snapshot first); nothing arrives for a symbol after `unsubscribed`
+/// (silence). It also keeps the client's view of each symbol (snapshot with updates
+/// applied), for convergence checks.
+pub struct Client {
+    pub ws: Ws,
+    pub msgpack: bool,
+    pub protocol: Option<String>,
+    pub state: HashMap<String, Value>,
+    last_seq: HashMap<String, u64>,
+    unsubscribed: std::collections::HashSet<String>,
+    pub received: Vec<Value>,
+    pending: std::collections::VecDeque<Value>,
+    resubscribed: std::collections::HashSet<String>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        Self::connect_with(url, &[]).await
+    }
+
+    pub async fn connect_with(url: &str, protocols: &[&str]) -> Client {
+        let mut req = url.into_client_request().unwrap();
+        if !protocols.is_empty() {
+            req.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                protocols.join(", ").parse().unwrap(),
+            );
+        }
+        let (ws, resp) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("connect");
+        let protocol = resp
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let msgpack = protocol.as_deref() == Some("ticker.v1.msgpack")
+            || (protocol.is_none() && url.contains("format=msgpack"));
+        Client::from_ws(ws, msgpack, protocol)
+    }
+
+    pub fn from_ws(ws: Ws, msgpack: bool, protocol: Option<String>) -> Client {
+        Client {
+            ws,
+            msgpack,
+            protocol,
+            state: HashMap::new(),
+            last_seq: HashMap::new(),
+            unsubscribed: Default::default(),
+            received: Vec::new(),
+            pending: Default::default(),
+            resubscribed: Default::default(),
+        }
+    }
+
+    /// Sends one op (as JSON text, or MessagePack binary for msgpack sessions).
+    pub async fn send(&mut self, op: Value) {
+        let msg = if self.msgpack {
+            Message::Binary(rmp_serde::to_vec_named(&op).unwrap().into())
+        } else {
+            Message::Text(op.to_string().into())
+        };
+        self.ws.send(msg).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.ws.send(msg).await.unwrap();
+    }
+
+    /// The next event, checking the guarantees on every message.
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame");
+            let frame = match frame {
+                None => return Event::Closed(None),
+                Some(Err(_)) => return Event::Closed(None),
+                Some(Ok(f)) => f,
+            };
+            let value: Value = match frame {
+                Message::Text(t) => {
+                    assert!(!self.msgpack, "text frame on a msgpack session");
+                    serde_json::from_str(&t).expect("server frame is JSON")
+                }
+                Message::Binary(b) => {
+                    assert!(self.msgpack, "binary frame on a JSON session");
+                    rmp_serde::from_slice(&b).expect("server frame is MessagePack")
+                }
+                Message::Ping(_) => return Event::Ping,
+                Message::Pong(_) | Message::Frame(_) => continue,
+                Message::Close(c) => return Event::Closed(c.map(|c| u16::from(c.code))),
+            };
+            let Value::Array(msgs) = value else {
+                panic!("server frame is not an array: {value}");
+            };
+            assert!(!msgs.is_empty(), "empty frame");
+            for m in &msgs {
+                self.check(m);
+            }
+            self.received.extend(msgs.iter().cloned());
+            return Event::Msgs(msgs);
+        }
+    }
+
+    fn check(&mut self, m: &Value) {
+        let ty = m["type"].as_str().expect("message has a type");
+        match ty {
+            "subscribed" => {
+                for s in m["symbols"].as_array().unwrap() {
+                    let s = s.as_str().unwrap().to_owned();
+                    self.unsubscribed.remove(&s);
+                    // A fresh snapshot after a re-subscription may repeat the seq the
+                    // client already has (same state, fresh copy).
+                    self.resubscribed.insert(s);
+                }
+            }
+            "unsubscribed" => {
+                for s in m["symbols"].as_array().unwrap() {
+                    self.unsubscribed.insert(s.as_str().unwrap().to_owned());
+                }
+            }
+            "snapshot" | "update" => {
+                let sym = m["sym"].as_str().unwrap().to_owned();
+                assert!(
+                    !self.unsubscribed.contains(&sym),
+                    "message for {sym} after unsubscribed: {m}"
+                );
+                let seq = m["seq"].as_u64().expect("seq");
+                let fresh_snapshot = ty == "snapshot" && self.resubscribed.remove(&sym);
+                if let Some(prev) = self.last_seq.get(&sym) {
+                    if fresh_snapshot {
+                        assert!(seq >= *prev, "seq went back from {prev} to {seq} for {sym}");
+                    } else {
+                        assert!(seq > *prev, "seq went from {prev} to {seq} for {sym}");
+                    }
+                }
+                self.last_seq.insert(sym.clone(), seq);
+                assert!(m["t"].is_i64() || m["t"].is_u64(), "t missing: {m}");
+                if ty == "snapshot" {
+                    let mut s = m.clone();
+                    s.as_object_mut().unwrap().remove("type");
+                    self.state.insert(sym, s);
+                } else {
+                    let state = self
+                        .state
+                        .get_mut(&sym)
+                        .unwrap_or_else(|| panic!("update before snapshot for {sym}: {m}"));
+                    for (k, v) in m.as_object().unwrap() {
+                        if k != "type" {
+                            state[k] = v.clone();
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The next message, one at a time (frames are split into their messages).
+    pub async fn next_msg(&mut self) -> Value {
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return m;
+            }
+            match self.next_event().await {
+                Event::Msgs(msgs) => self.pending.extend(msgs),
+                Event::Ping => {}
+                Event::Closed(code) => panic!("connection closed ({code:?}) while waiting"),
+            }
+        }
+    }
+
+    /// Receives messages until one satisfies `pred`; returns it. Messages after it
+    /// in the same frame stay queued for the next call.
+    pub async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let m = self.next_msg().await;
+            if pred(&m) {
+                return m;
+            }
+        }
+    }
+
+    /// Receives until a message of `type` arrives.
+    pub async fn until_type(&mut self, ty: &str) -> Value {
+        self.until(|m| m["type"] == ty).await
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn until_closed(&mut self) -> Option<u16> {
+        self.pending.clear();
+        loop {
+            if let Event::Closed(code) = self.next_event().await {
+                return code;
+            }
+        }
+    }
+
+    /// Subscribes and waits for the `subscribed` reply.
+    pub async fn subscribe(&mut self, symbols: &[&str], max_rate: f64) -> Value {
+        self.send(json!({"op":"subscribe","id":"sub","symbols":symbols,"max_rate":max_rate}))
+            .await;
+        self.until(|m| m["type"] == "subscribed" && m["id"] == "sub")
+            .await
+    }
+}
+
+/// The close code constant for assertions.
+pub fn code(c: CloseCode) -> u16 {
+    u16::from(c)
+}

@@ -1,0 +1,430 @@
+//! The HTTP side of the gateway against a real server: the symbol and quote API,
+//! its JSON errors, the feeds report, health/readiness and the Prometheus endpoint.
+
+mod common;
+use common::*;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use ticker_gateway::app::Application;
+use ticker_gateway::settings::Settings;
+use tokio::sync::oneshot;
+
+/// Polls `GET {base}/api/v1/feeds` every 20 ms until every feed's state is
+/// "finished" (failing the test after [`WAIT`]); returns the last report.
+async fn wait_feeds_finished(http: &reqwest::Client, base: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let r = http
+            .get(format!("{base}/api/v1/feeds"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let feeds: Value = r.json().await.unwrap();
+        let list = feeds.as_array().expect("feeds is an array");
+        if list.iter().all(|f| f["state"] == "finished") {
+            return feeds;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "feeds never finished: {feeds}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn feeds_finished(app: &TestApp) -> Value {
+    wait_feeds_finished(&app.http, &app.url("")).await
+}
+
+/// The valid quote lines of the shipped sample, as JSON objects.
+fn sample_lines() -> Vec<Value> {
+    std::fs::read_to_string(sample_recording())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("sample line is JSON"))
+        .collect()
+}
+
+/// A replay feed entry named `name` on `file`, played as fast as possible.
+fn replay_feed(name: &str, file: &std::path::Path, start_timeout: &str) -> String {
+    format!(
+        "[[feeds]]\nname = {name:?}\nkind = \"replay\"\nfile = {:?}\nspeed = 0\nstart_timeout = {start_timeout:?}\n",
+        file.to_str().unwrap()
+    )
+}
+
+/// True for a decimal string with exactly two digits after the point.
+fn two_decimals(v: &Value) -> bool {
+    let Some(s) = v.as_str() else { return false };
+    let s = s.strip_prefix('-').unwrap_or(s);
+    match s.split_once('.') {
+        Some((int, frac)) => {
+            !int.is_empty()
+                && int.bytes().all(|b| b.is_ascii_digit())
+                && frac.len() == 2
+                && frac.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// Asserts an error body of the protocol's shape with `code`.
+fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(body["message"].is_string(), "{body}");
+}
+
+/// GET that does not insist on a JSON body (for checking content types).
+async fn get_raw(app: &TestApp, path: &str) -> (u16, Option<String>, String) {
+    let r = app.http.get(app.url(path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    let ctype = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, ctype, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn symbols_lists_the_universe() {
+    let app = spawn_app("").await;
+    let (status, body) = app.get_json("/api/v1/symbols").await;
+    assert_eq!(status, 200, "{body}");
+    let list = body.as_array().expect("symbols is an array");
+    assert!(list.len() >= 500, "only {} symbols", list.len());
+    for entry in list {
+        let obj = entry.as_object().expect("each symbol is an object");
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["feed", "name", "sym"], "{entry}");
+        assert!(obj.values().all(Value::is_string), "{entry}");
+    }
+    let aapl = list
+        .iter()
+        .find(|e| e["sym"] == "AAPL")
+        .expect("AAPL is in the universe");
+    assert!(!aapl["name"].as_str().unwrap().is_empty(), "{aapl}");
+}
+
+#[tokio::test]
+async fn quote_after_replay_matches_the_recording() {
+    let app = spawn_app(&replay_instant()).await;
+    feeds_finished(&app).await;
+
+    let (status, q) = app.get_json("/api/v1/quotes/AAPL").await;
+    assert_eq!(status, 200, "{q}");
+    assert_eq!(q["sym"], "AAPL", "{q}");
+    assert!(q["t"].is_i64(), "{q}");
+    let aapl_lines: Vec<Value> = sample_lines()
+        .into_iter()
+        .filter(|l| l["sym"] == "AAPL")
+        .collect();
+    assert!(!aapl_lines.is_empty());
+    assert_eq!(q["seq"].as_u64(), Some(aapl_lines.len() as u64), "{q}");
+    assert_eq!(q["t"], aapl_lines.last().unwrap()["t"], "{q}");
+    for k in ["bp", "ap", "lp", "o", "h", "l", "pc"] {
+        assert!(
+            two_decimals(&q[k]),
+            "price {k} is not a two-decimal string: {q}"
+        );
+    }
+    for k in ["bs", "as", "ls", "v"] {
+        assert!(q[k].is_u64(), "{k} is not an integer: {q}");
+    }
+
+    let (status, many) = app.get_json("/api/v1/quotes?symbols=AAPL,MSFT").await;
+    assert_eq!(status, 200, "{many}");
+    let many = many.as_array().expect("quotes is an array");
+    assert_eq!(many.len(), 2, "{many:?}");
+    let from_list = many
+        .iter()
+        .find(|m| m["sym"] == "AAPL")
+        .expect("AAPL in the list");
+    assert_eq!(from_list, &q);
+    assert!(many.iter().any(|m| m["sym"] == "MSFT"), "{many:?}");
+}
+
+#[tokio::test]
+async fn unknown_and_unquoted_symbols_are_404() {
+    let app = spawn_app(&replay_instant()).await;
+    feeds_finished(&app).await;
+
+    for path in ["/api/v1/quotes/ZZZZ", "/api/v1/quotes?symbols=AAPL,ZZZZ"] {
+        let (status, body) = app.get_json(path).await;
+        assert_error(status, &body, 404, "unknown_symbol");
+        assert_eq!(body["symbols"], json!(["ZZZZ"]), "{path}: {body}");
+    }
+
+    let long = "A".repeat(20);
+    for bad in ["aapl", long.as_str()] {
+        let (status, body) = app.get_json(&format!("/api/v1/quotes/{bad}")).await;
+        assert_error(status, &body, 404, "unknown_symbol");
+        assert_eq!(body["symbols"], json!([bad]), "{body}");
+        let (status, body) = app.get_json(&format!("/api/v1/quotes?symbols={bad}")).await;
+        assert_error(status, &body, 404, "unknown_symbol");
+        assert_eq!(body["symbols"], json!([bad]), "{body}");
+    }
+
+    // IBM is in the universe but not in the sample recording.
+    assert!(sample_lines().iter().all(|l| l["sym"] != "IBM"));
+    let (status, body) = app.get_json("/api/v1/symbols").await;
+    assert_eq!(status, 200);
+    assert!(body.as_array().unwrap().iter().any(|s| s["sym"] == "IBM"));
+    let (status, body) = app.get_json("/api/v1/quotes/IBM").await;
+    assert_error(status, &body, 404, "no_quote");
+}
+
+#[tokio::test]
+async fn bad_requests_answer_json_errors() {
+    let app = spawn_app("").await;
+
+    let (status, body) = app.get_json("/nope").await;
+    assert_error(status, &body, 404, "not_found");
+
+    let (status, body) = app.get_json("/api/v1/quotes?bogus=1").await;
+    assert_error(status, &body, 400, "bad_request");
+
+    // A plain GET, no upgrade headers.
+    let (status, body) = app.get_json("/ws").await;
+    assert_error(status, &body, 400, "bad_request");
+
+    let (status, body) = app.get_json("/ws?format=xml").await;
+    assert_error(status, &body, 400, "bad_request");
+
+    // The error bodies are JSON by content type as well.
+    let (_, ctype, _) = get_raw(&app, "/nope").await;
+    assert!(
+        ctype
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("application/json"),
+        "{ctype:?}"
+    );
+}
+
+#[tokio::test]
+async fn feeds_report_the_finished_replay() {
+    let app = spawn_app(&replay_instant()).await;
+    let feeds = feeds_finished(&app).await;
+    let list = feeds.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{feeds}");
+    let f = &list[0];
+    assert_eq!(f["name"], "replay", "{f}");
+    assert_eq!(f["kind"], "replay", "{f}");
+    assert_eq!(f["state"], "finished", "{f}");
+    let valid = sample_lines().len() as u64;
+    assert_eq!(valid, 3000);
+    assert_eq!(f["quotes_received"].as_u64(), Some(valid), "{f}");
+    assert_eq!(f["quotes_rejected"].as_u64(), Some(0), "{f}");
+    assert!(f["last_quote_age_ms"].is_u64(), "{f}");
+}
+
+#[tokio::test]
+async fn malformed_replay_lines_are_counted_and_skipped() {
+    let text = [
+        r#"{"sym":"AAPL","t":1763730000000,"bp":"267.76","bs":600}"#,
+        "not json",
+        r#"{"sym":"AAPL","t":1763730000001,"bp":"267.77","colour":"red"}"#,
+        r#"{"sym":"AAPL","t":1763730000002,"ap":"267.80"}"#,
+        r#"{"sym":"AAPL","t":1763730000003,"bp":267.5}"#,
+        r#"{"sym":"ZZZZ","t":1763730000004,"bp":"1.00"}"#,
+        r#"{"sym":"AAPL","t":1763730000005,"lp":"267.78","ls":100}"#,
+    ]
+    .join("\n");
+    let file = temp_file("bad-lines.ndjson", &text);
+    let app = spawn_app(&replay_feed("replay", &file, "60s")).await;
+    let feeds = feeds_finished(&app).await;
+    let f = &feeds[0];
+    assert_eq!(f["state"], "finished", "{f}");
+    assert_eq!(f["quotes_received"].as_u64(), Some(3), "{f}");
+    assert_eq!(f["quotes_rejected"].as_u64(), Some(4), "{f}");
+    assert_eq!(
+        app.metric("ticker_feed_quotes_rejected_total", &[("feed", "replay")])
+            .await,
+        4.0
+    );
+    assert_eq!(
+        app.metric("ticker_feed_quotes_received_total", &[("feed", "replay")])
+            .await,
+        3.0
+    );
+
+    // Only the three good lines reached the hub.
+    let q = app.rest_quote("AAPL").await;
+    assert_eq!(q["seq"], 3, "{q}");
+    assert_eq!(q["bp"], "267.76", "{q}");
+    assert_eq!(q["ap"], "267.80", "{q}");
+    assert_eq!(q["lp"], "267.78", "{q}");
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_without_feeds() {
+    let app = spawn_app("").await;
+    let (status, body) = app.get_json("/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"status": "ok"}));
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"status": "ready"}));
+}
+
+/// A gateway started without waiting for readiness (spawn_app insists on it).
+struct UnreadyApp {
+    addr: SocketAddr,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UnreadyApp {
+    fn start(overlay: &str) -> UnreadyApp {
+        let base = "feeds = []\n[server]\nport = 0\nworkers = 2\n";
+        let settings = Settings::load_with(None, &[base, overlay]).expect("test settings");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let app = Application::build_on(settings, listener).unwrap();
+        let addr = app.local_addr();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new()
+                .block_on(app.run_until(async {
+                    let _ = stop_rx.await;
+                }))
+                .unwrap();
+        });
+        UnreadyApp {
+            addr,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for UnreadyApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test]
+async fn readyz_waits_for_a_feed_that_has_not_delivered() {
+    let file = temp_file(
+        "unknown-only.ndjson",
+        "{\"sym\":\"ZZZZ\",\"t\":1763730000000,\"bp\":\"1.00\"}\n",
+    );
+    let app = UnreadyApp::start(&replay_feed("lonely", &file, "60s"));
+    let base = app.base();
+    let feeds = wait_feeds_finished(&app.http, &base).await;
+    assert_eq!(feeds[0]["quotes_received"], 0, "{feeds}");
+    assert_eq!(feeds[0]["quotes_rejected"], 1, "{feeds}");
+    assert!(feeds[0]["last_quote_age_ms"].is_null(), "{feeds}");
+
+    let r = app.http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"status": "starting", "waiting_for": ["lonely"]})
+    );
+
+    // Liveness does not depend on the feeds.
+    let r = app
+        .http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+const METRIC_NAMES: [&str; 11] = [
+    "ticker_feed_quotes_received_total",
+    "ticker_sessions_active",
+    "ticker_subscriptions_active",
+    "ticker_messages_sent_total",
+    "ticker_frames_sent_total",
+    "ticker_sent_bytes_total",
+    "ticker_updates_conflated_total",
+    "ticker_slow_consumer_closes_total",
+    "ticker_client_errors_total",
+    "ticker_feed_to_socket_latency_seconds",
+    "process_cpu_seconds_total",
+];
+
+#[tokio::test]
+async fn metrics_expose_every_family() {
+    let app = spawn_app(&replay_instant()).await;
+    feeds_finished(&app).await;
+    let (status, ctype, text) = get_raw(&app, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        ctype.as_deref().unwrap_or("").starts_with("text/plain"),
+        "{ctype:?}"
+    );
+    let missing: Vec<&str> = METRIC_NAMES
+        .iter()
+        .copied()
+        .filter(|name| !text.contains(name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing metrics {missing:?} in:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_sessions_and_subscriptions() {
+    let app = spawn_app(&replay_instant()).await;
+    feeds_finished(&app).await;
+    assert_eq!(
+        app.metric("ticker_sessions_active", &[("transport", "ws")])
+            .await,
+        0.0
+    );
+    assert_eq!(app.metric("ticker_subscriptions_active", &[]).await, 0.0);
+
+    let mut client = Client::connect(&app.ws_url("")).await;
+    client.subscribe(&["AAPL"], 5.0).await;
+    let snap = client
+        .until(|m| m["type"] == "snapshot" && m["sym"] == "AAPL")
+        .await;
+    assert_eq!(snap["seq"], app.rest_quote("AAPL").await["seq"]);
+
+    app.wait_metric("ticker_sessions_active", &[("transport", "ws")], |v| {
+        v == 1.0
+    })
+    .await;
+    app.wait_metric("ticker_subscriptions_active", &[], |v| v == 1.0)
+        .await;
+    app.wait_metric(
+        "ticker_messages_sent_total",
+        &[("transport", "ws"), ("type", "snapshot")],
+        |v| v >= 1.0,
+    )
+    .await;
+
+    // Ending the session releases both.
+    client.ws.close(None).await.unwrap();
+    app.wait_metric("ticker_sessions_active", &[("transport", "ws")], |v| {
+        v == 0.0
+    })
+    .await;
+    app.wait_metric("ticker_subscriptions_active", &[], |v| v == 0.0)
+        .await;
+}

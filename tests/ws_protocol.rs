@@ -1,0 +1,176 @@
+//! WebSocket protocol: welcome, subscribe/unsubscribe/list/ping replies, snapshot
+//! first, deltas with only changed fields, JSON and MessagePack negotiation.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn keys(m: &Value) -> Vec<String> {
+    let mut k: Vec<String> = m.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+async fn quiet_app() -> TestApp {
+    let app = spawn_app(&replay_instant()).await;
+    app.wait_feeds_done().await;
+    app
+}
+
+#[tokio::test]
+async fn welcome_announces_session_protocol_and_limits() {
+    let app = quiet_app().await;
+    let mut c = Client::connect(&app.ws_url("")).await;
+    let w = c.until_type("welcome").await;
+    assert!(w["session"].as_str().unwrap().starts_with("s-"));
+    assert_eq!(w["protocol"], "ticker.v1");
+    assert_eq!(w["format"], "json");
+    assert_eq!(
+        w["limits"],
+        json!({"max_symbols":500,"max_rate":50,"default_rate":10})
+    );
+    assert_eq!(c.protocol, None);
+}
+
+#[tokio::test]
+async fn snapshot_first_then_deltas_carry_only_changed_fields() {
+    let app = quiet_app().await;
+    let mut c = Client::connect(&app.ws_url("")).await;
+    c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL","MSFT"],"max_rate":5}))
+        .await;
+    let sub = c.until_type("subscribed").await;
+    assert_eq!(sub, json!({"type":"subscribed","id":1,"symbols":["AAPL","MSFT"],"max_rate":5}));
+    for sym in ["AAPL", "MSFT"] {
+        let snap = c.until(|m| m["type"] == "snapshot" && m["sym"] == sym).await;
+        let mut rest = app.rest_quote(sym).await;
+        rest["type"] = json!("snapshot");
+        assert_eq!(snap, rest, "snapshot equals the API's full quote");
+        for k in ["bp", "ap", "lp", "o", "h", "l", "pc"] {
+            assert!(snap[k].is_string(), "{k} is a decimal string: {snap}");
+        }
+    }
+
+    let before = c.state["AAPL"].clone();
+    let t = before["t"].as_i64().unwrap() + 1;
+    let bs = before["bs"].as_u64().unwrap() + 100;
+    // bp is re-sent unchanged: it must not appear in the delta.
+    app.publish(json!({"sym":"AAPL","t":t,"bp":before["bp"],"bs":bs}));
+    let upd = c.until(|m| m["type"] == "update" && m["sym"] == "AAPL").await;
+    assert_eq!(keys(&upd), ["bs", "seq", "sym", "t", "type"]);
+    assert_eq!(upd["bs"], bs);
+    assert_eq!(upd["seq"], before["seq"].as_u64().unwrap() + 1);
+
+    // A price that differs only in its trailing zero is a different value.
+    let lp = before["lp"].as_str().unwrap();
+    let shorter = lp.trim_end_matches('0').trim_end_matches('.');
+    if shorter != lp {
+        app.publish(json!({"sym":"AAPL","t":t + 1,"lp":shorter}));
+        let upd = c.until(|m| m["type"] == "update" && m["sym"] == "AAPL").await;
+        assert_eq!(upd["lp"], shorter);
+    }
+    assert_eq!(c.state["AAPL"], app.rest_quote("AAPL").await);
+}
+
+#[tokio::test]
+async fn resubscribe_changes_rate_and_sends_a_fresh_snapshot() {
+    let app = quiet_app().await;
+    let mut c = Client::connect(&app.ws_url("")).await;
+    c.subscribe(&["NVDA"], 2.0).await;
+    c.until_type("snapshot").await;
+    c.send(json!({"op":"subscribe","id":2,"symbols":["NVDA"],"max_rate":1000}))
+        .await;
+    let sub = c.until_type("subscribed").await;
+    assert_eq!(sub["max_rate"], 50, "clamped to the server's maximum");
+    let snap = c.until_type("snapshot").await;
+    assert_eq!(snap["sym"], "NVDA");
+    c.send(json!({"op":"subscribe","id":3,"symbols":["NVDA"],"max_rate":0.0001,"snapshot":false}))
+        .await;
+    let sub = c.until_type("subscribed").await;
+    assert_eq!(sub["max_rate"], 0.1, "clamped to the server's minimum");
+    c.send(json!({"op":"list","id":4})).await;
+    let list = c.until_type("subscriptions").await;
+    assert_eq!(
+        list,
+        json!({"type":"subscriptions","id":4,"symbols":[{"sym":"NVDA","max_rate":0.1}]})
+    );
+    // No snapshot was requested the last time: the next message is the pong.
+    c.send(json!({"op":"ping","id":"p"})).await;
+    let Event::Msgs(msgs) = c.next_event().await else {
+        panic!("expected messages")
+    };
+    assert_eq!(msgs, vec![json!({"type":"pong","id":"p"})]);
+}
+
+#[tokio::test]
+async fn unsubscribe_and_list_and_ping_reply_with_ids() {
+    let app = quiet_app().await;
+    let mut c = Client::connect(&app.ws_url("")).await;
+    c.subscribe(&["AAPL", "TSLA"], 10.0).await;
+    c.send(json!({"op":"unsubscribe","id":"u","symbols":["AAPL"]})).await;
+    let u = c.until_type("unsubscribed").await;
+    assert_eq!(u, json!({"type":"unsubscribed","id":"u","symbols":["AAPL"]}));
+    c.send(json!({"op":"list","id":3})).await;
+    let l = c.until_type("subscriptions").await;
+    assert_eq!(l["symbols"], json!([{"sym":"TSLA","max_rate":10}]));
+    c.send(json!({"op":"ping","id":4})).await;
+    assert_eq!(c.until_type("pong").await, json!({"type":"pong","id":4}));
+}
+
+#[tokio::test]
+async fn subprotocol_negotiation_follows_the_clients_preference() {
+    let app = quiet_app().await;
+    let url = app.ws_url("");
+    let c = Client::connect_with(&url, &["ticker.v1.msgpack", "ticker.v1.json"]).await;
+    assert_eq!(c.protocol.as_deref(), Some("ticker.v1.msgpack"));
+    let c = Client::connect_with(&url, &["v12.stomp-not-yet", "ticker.v1.json", "ticker.v1.msgpack"]).await;
+    assert_eq!(c.protocol.as_deref(), Some("ticker.v1.json"));
+}
+
+async fn msgpack_session(mut c: Client, app: &TestApp) {
+    assert!(c.msgpack);
+    let w = c.until_type("welcome").await;
+    assert_eq!(w["format"], "msgpack");
+    c.send(json!({"op":"subscribe","id":1,"symbols":["SPY"]})).await;
+    let sub = c.until_type("subscribed").await;
+    assert_eq!(sub["max_rate"], 10, "default rate");
+    let snap = c.until_type("snapshot").await;
+    let mut rest = app.rest_quote("SPY").await;
+    rest["type"] = json!("snapshot");
+    assert_eq!(snap, rest, "msgpack maps carry the JSON keys, prices as strings");
+    let t = snap["t"].as_i64().unwrap() + 5;
+    app.publish(json!({"sym":"SPY","t":t,"ls":700}));
+    let upd = c.until_type("update").await;
+    assert_eq!(keys(&upd), ["ls", "seq", "sym", "t", "type"]);
+    c.send(json!({"op":"bogus"})).await;
+    assert_eq!(c.until_type("error").await["code"], "bad_request");
+}
+
+#[tokio::test]
+async fn msgpack_by_subprotocol() {
+    let app = quiet_app().await;
+    let c = Client::connect_with(&app.ws_url(""), &["ticker.v1.msgpack"]).await;
+    msgpack_session(c, &app).await;
+}
+
+#[tokio::test]
+async fn msgpack_by_query_parameter() {
+    let app = quiet_app().await;
+    let c = Client::connect(&app.ws_url("?format=msgpack")).await;
+    assert_eq!(c.protocol, None);
+    msgpack_session(c, &app).await;
+}
+
+#[tokio::test]
+async fn symbol_without_a_quote_gets_its_snapshot_when_the_first_quote_arrives() {
+    let app = quiet_app().await;
+    let mut c = Client::connect(&app.ws_url("")).await;
+    let sub = c.subscribe(&["IBM"], 10.0).await;
+    assert_eq!(sub["symbols"], json!(["IBM"]));
+    app.publish(json!({"sym":"IBM","t":1,"bp":"250.10","bs":100}));
+    let first = c.until(|m| m["sym"] == "IBM").await;
+    assert_eq!(
+        first,
+        json!({"type":"snapshot","sym":"IBM","seq":1,"t":1,"bp":"250.10","bs":100})
+    );
+}
