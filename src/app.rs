@@ -92,6 +92,7 @@ impl Application {
 
         let mut feed_tasks = Vec::new();
         for (cfg, status) in settings.feeds.iter().zip(&state.feeds) {
+            state.metrics.register_feed(&status.name);
             let ctx = FeedContext {
                 hub: state.hub.clone(),
                 status: status.clone(),

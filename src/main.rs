@@ -16,24 +16,26 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+/// Registers the SIGINT/SIGTERM handlers now (so a signal that comes during start-up
+/// is not lost) and returns a future that resolves on the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn main() -> ExitCode {
@@ -51,8 +53,9 @@ fn main() -> ExitCode {
         }
     };
     let result = actix_web::rt::System::new().block_on(async move {
+        let signals = shutdown_signal()?;
         let app = Application::build(settings)?;
-        app.run_until(shutdown_signal()).await
+        app.run_until(signals).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

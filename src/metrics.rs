@@ -7,6 +7,19 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Transports that report metrics.
+pub const TRANSPORTS: [&str; 1] = ["ws"];
+
+/// Protocol error codes (PROTOCOL.md section 4).
+pub const ERROR_CODES: [&str; 6] = [
+    "bad_request",
+    "unknown_symbol",
+    "too_many_symbols",
+    "not_entitled",
+    "unauthorized",
+    "rate_limited",
+];
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -146,6 +159,22 @@ impl Metrics {
         .expect("unwrap: valid metric");
         r.register(Box::new(frame_messages.clone()))
             .expect("unwrap: unique metric");
+        // Series with known label values exist from the start (at 0), so dashboards
+        // and alerts see a value rather than no data.
+        for transport in TRANSPORTS {
+            sessions_active.with_label_values(&[transport]);
+            feed_to_socket_latency.with_label_values(&[transport]);
+            for ty in ["snapshot", "update", "reply"] {
+                messages_sent.with_label_values(&[transport, ty]);
+            }
+            for format in ["json", "msgpack"] {
+                frames_sent.with_label_values(&[transport, format]);
+                bytes_sent.with_label_values(&[transport, format]);
+            }
+        }
+        for code in ERROR_CODES {
+            client_errors.with_label_values(&[code]);
+        }
         Metrics {
             registry: r,
             feed_quotes_received,
@@ -163,6 +192,11 @@ impl Metrics {
             feed_to_socket_latency,
             frame_messages,
         }
+    }
+
+    /// Creates a feed's series at 0 so it shows before the first quote.
+    pub fn register_feed(&self, feed: &str) {
+        self.feed_quotes_received.with_label_values(&[feed]);
     }
 
     /// The text exposition of every metric.

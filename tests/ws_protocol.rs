@@ -12,12 +12,6 @@ fn keys(m: &Value) -> Vec<String> {
     k
 }
 
-async fn quiet_app() -> TestApp {
-    let app = spawn_app(&replay_instant()).await;
-    app.wait_feeds_done().await;
-    app
-}
-
 #[tokio::test]
 async fn welcome_announces_session_protocol_and_limits() {
     let app = quiet_app().await;
@@ -40,9 +34,14 @@ async fn snapshot_first_then_deltas_carry_only_changed_fields() {
     c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL","MSFT"],"max_rate":5}))
         .await;
     let sub = c.until_type("subscribed").await;
-    assert_eq!(sub, json!({"type":"subscribed","id":1,"symbols":["AAPL","MSFT"],"max_rate":5}));
+    assert_eq!(
+        sub,
+        json!({"type":"subscribed","id":1,"symbols":["AAPL","MSFT"],"max_rate":5})
+    );
     for sym in ["AAPL", "MSFT"] {
-        let snap = c.until(|m| m["type"] == "snapshot" && m["sym"] == sym).await;
+        let snap = c
+            .until(|m| m["type"] == "snapshot" && m["sym"] == sym)
+            .await;
         let mut rest = app.rest_quote(sym).await;
         rest["type"] = json!("snapshot");
         assert_eq!(snap, rest, "snapshot equals the API's full quote");
@@ -56,7 +55,9 @@ async fn snapshot_first_then_deltas_carry_only_changed_fields() {
     let bs = before["bs"].as_u64().unwrap() + 100;
     // bp is re-sent unchanged: it must not appear in the delta.
     app.publish(json!({"sym":"AAPL","t":t,"bp":before["bp"],"bs":bs}));
-    let upd = c.until(|m| m["type"] == "update" && m["sym"] == "AAPL").await;
+    let upd = c
+        .until(|m| m["type"] == "update" && m["sym"] == "AAPL")
+        .await;
     assert_eq!(keys(&upd), ["bs", "seq", "sym", "t", "type"]);
     assert_eq!(upd["bs"], bs);
     assert_eq!(upd["seq"], before["seq"].as_u64().unwrap() + 1);
@@ -66,7 +67,9 @@ async fn snapshot_first_then_deltas_carry_only_changed_fields() {
     let shorter = lp.trim_end_matches('0').trim_end_matches('.');
     if shorter != lp {
         app.publish(json!({"sym":"AAPL","t":t + 1,"lp":shorter}));
-        let upd = c.until(|m| m["type"] == "update" && m["sym"] == "AAPL").await;
+        let upd = c
+            .until(|m| m["type"] == "update" && m["sym"] == "AAPL")
+            .await;
         assert_eq!(upd["lp"], shorter);
     }
     assert_eq!(c.state["AAPL"], app.rest_quote("AAPL").await);
@@ -107,9 +110,13 @@ async fn unsubscribe_and_list_and_ping_reply_with_ids() {
     let app = quiet_app().await;
     let mut c = Client::connect(&app.ws_url("")).await;
     c.subscribe(&["AAPL", "TSLA"], 10.0).await;
-    c.send(json!({"op":"unsubscribe","id":"u","symbols":["AAPL"]})).await;
+    c.send(json!({"op":"unsubscribe","id":"u","symbols":["AAPL"]}))
+        .await;
     let u = c.until_type("unsubscribed").await;
-    assert_eq!(u, json!({"type":"unsubscribed","id":"u","symbols":["AAPL"]}));
+    assert_eq!(
+        u,
+        json!({"type":"unsubscribed","id":"u","symbols":["AAPL"]})
+    );
     c.send(json!({"op":"list","id":3})).await;
     let l = c.until_type("subscriptions").await;
     assert_eq!(l["symbols"], json!([{"sym":"TSLA","max_rate":10}]));
@@ -123,7 +130,11 @@ async fn subprotocol_negotiation_follows_the_clients_preference() {
     let url = app.ws_url("");
     let c = Client::connect_with(&url, &["ticker.v1.msgpack", "ticker.v1.json"]).await;
     assert_eq!(c.protocol.as_deref(), Some("ticker.v1.msgpack"));
-    let c = Client::connect_with(&url, &["v12.stomp-not-yet", "ticker.v1.json", "ticker.v1.msgpack"]).await;
+    let c = Client::connect_with(
+        &url,
+        &["v12.stomp-not-yet", "ticker.v1.json", "ticker.v1.msgpack"],
+    )
+    .await;
     assert_eq!(c.protocol.as_deref(), Some("ticker.v1.json"));
 }
 
@@ -131,13 +142,17 @@ async fn msgpack_session(mut c: Client, app: &TestApp) {
     assert!(c.msgpack);
     let w = c.until_type("welcome").await;
     assert_eq!(w["format"], "msgpack");
-    c.send(json!({"op":"subscribe","id":1,"symbols":["SPY"]})).await;
+    c.send(json!({"op":"subscribe","id":1,"symbols":["SPY"]}))
+        .await;
     let sub = c.until_type("subscribed").await;
     assert_eq!(sub["max_rate"], 10, "default rate");
     let snap = c.until_type("snapshot").await;
     let mut rest = app.rest_quote("SPY").await;
     rest["type"] = json!("snapshot");
-    assert_eq!(snap, rest, "msgpack maps carry the JSON keys, prices as strings");
+    assert_eq!(
+        snap, rest,
+        "msgpack maps carry the JSON keys, prices as strings"
+    );
     let t = snap["t"].as_i64().unwrap() + 5;
     app.publish(json!({"sym":"SPY","t":t,"ls":700}));
     let upd = c.until_type("update").await;

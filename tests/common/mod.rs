@@ -60,6 +60,19 @@ pub fn replay_instant() -> String {
     )
 }
 
+/// A gateway whose replay feed has already played the whole sample: every sample
+/// symbol has a quote and nothing moves unless the test publishes.
+pub async fn quiet_app() -> TestApp {
+    quiet_app_with("").await
+}
+
+/// [`quiet_app`] with extra settings (TOML).
+pub async fn quiet_app_with(extra: &str) -> TestApp {
+    let app = spawn_app(&format!("{}\n{extra}", replay_instant())).await;
+    app.wait_feeds_done().await;
+    app
+}
+
 /// A running gateway.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -229,6 +242,15 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
         if let Some(t) = self.thread.take() {
+            // Never hang a test run on a server that does not stop: wait a bounded time.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !t.is_finished() {
+                if std::time::Instant::now() > deadline {
+                    eprintln!("gateway at {} did not shut down within 20 s", self.addr);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = t.join();
         }
     }
