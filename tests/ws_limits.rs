@@ -167,7 +167,7 @@ async fn oversized_frame_closes_with_1009() {
 }
 
 #[tokio::test]
-async fn message_flood_closes_with_4029() {
+async fn message_flood_is_refused_then_closed_with_4029() {
     let app = quiet_app().await;
     let mut w = Witness::new(&app, "MSFT").await;
     let mut c = Client::connect(&app.ws_url("")).await;
@@ -182,6 +182,10 @@ async fn message_flood_closes_with_4029() {
             break;
         }
     }
+    // The first messages over the limit are refused with rate_limited ...
+    let e = c.until_type("error").await;
+    assert_eq!(e["code"], "rate_limited", "{e}");
+    // ... and a client that keeps flooding is closed.
     assert_eq!(c.until_closed().await, Some(4029));
     w.still_served(&app).await;
 }

@@ -4,4 +4,4 @@
 mod ratelimit;
 pub mod ws;
 
-pub use ratelimit::TokenBucket;
+pub use ratelimit::{Admission, TokenBucket};

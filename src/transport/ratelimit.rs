@@ -1,12 +1,27 @@
-//! A token bucket for client messages per second (flooding closes with 4029).
+//! Client message rate limiting: a token bucket. A message over the limit is
+//! refused with a `rate_limited` error; a client that keeps flooding (another full
+//! burst of refused messages) is closed with 4029.
 
 use std::time::Instant;
 
-/// Allows `rate` events per second on average, `burst` at once.
+/// What to do with one client message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Handle it.
+    Allowed,
+    /// Do not handle it; answer `rate_limited`.
+    Refused,
+    /// The client keeps flooding: close with 4029.
+    Exceeded,
+}
+
+/// Allows `rate` messages per second on average, `burst` at once.
 pub struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
+    /// Refused messages, draining at `rate` like the tokens refill.
+    excess: f64,
     last: Instant,
 }
 
@@ -16,20 +31,27 @@ impl TokenBucket {
             rate,
             burst: burst as f64,
             tokens: burst as f64,
+            excess: 0.0,
             last: now,
         }
     }
 
-    /// Takes one token; false when the bucket is empty.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+    /// Admits or refuses one message.
+    pub fn admit(&mut self, now: Instant) -> Admission {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
         self.last = now;
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.excess = (self.excess - refill).max(0.0);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
+            Admission::Allowed
         } else {
-            false
+            self.excess += 1.0;
+            if self.excess > self.burst {
+                Admission::Exceeded
+            } else {
+                Admission::Refused
+            }
         }
     }
 }
@@ -40,12 +62,17 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn burst_then_refill() {
+    fn burst_then_refill_then_refuse_then_close() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(10.0, 3, t0);
-        assert!(b.take(t0) && b.take(t0) && b.take(t0));
-        assert!(!b.take(t0));
-        assert!(b.take(t0 + Duration::from_millis(100)));
-        assert!(!b.take(t0 + Duration::from_millis(100)));
+        for _ in 0..3 {
+            assert_eq!(b.admit(t0), Admission::Allowed);
+        }
+        assert_eq!(b.admit(t0), Admission::Refused);
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(b.admit(t1), Admission::Allowed);
+        assert_eq!(b.admit(t1), Admission::Refused);
+        assert_eq!(b.admit(t1), Admission::Refused);
+        assert_eq!(b.admit(t1), Admission::Exceeded);
     }
 }

@@ -15,17 +15,17 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError};
 use bytes::Bytes;
-use futures_util::Sink;
+use futures_util::{Sink, SinkExt};
 use prometheus::IntCounter;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::TokenBucket;
+use super::{Admission, TokenBucket};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::metrics::Metrics;
 use crate::session::encode::encode_frame;
-use crate::session::protocol::{Format, ServerMsg};
+use crate::session::protocol::{ErrorCode, Format, ServerMsg};
 use crate::session::Session;
 
 /// Subprotocols we speak, in no particular order (the client's order decides).
@@ -206,18 +206,16 @@ async fn run_connection(
                     Some(Ok(msg)) => {
                         last_heard = now;
                         match msg {
-                            AggregatedMessage::Text(text) => {
-                                if !bucket.take(now) {
-                                    break End::Close(4029, "too many messages per second".into());
-                                }
-                                session.handle_frame(text.as_bytes(), false, now);
-                            }
-                            AggregatedMessage::Binary(bin) => {
-                                if !bucket.take(now) {
-                                    break End::Close(4029, "too many messages per second".into());
-                                }
-                                session.handle_frame(&bin, true, now);
-                            }
+                            AggregatedMessage::Text(text) => match bucket.admit(now) {
+                                Admission::Allowed => session.handle_frame(text.as_bytes(), false, now),
+                                Admission::Refused => refuse(&mut session, &cfg),
+                                Admission::Exceeded => break End::Close(4029, "too many messages per second".into()),
+                            },
+                            AggregatedMessage::Binary(bin) => match bucket.admit(now) {
+                                Admission::Allowed => session.handle_frame(&bin, true, now),
+                                Admission::Refused => refuse(&mut session, &cfg),
+                                Admission::Exceeded => break End::Close(4029, "too many messages per second".into()),
+                            },
                             AggregatedMessage::Ping(p) => pong_due = Some(p),
                             AggregatedMessage::Pong(_) => {}
                             AggregatedMessage::Close(reason) => break End::ClientClosed(reason),
@@ -239,14 +237,7 @@ async fn run_connection(
                     match encode_frame(format, &msgs) {
                         Some(frame) => {
                             record_frame(&counters, &latency, &metrics, &msgs, frame.len());
-                            match format {
-                                // unwrap: serde_json writes valid UTF-8.
-                                Format::Json => Message::Text(
-                                    bytestring::ByteString::try_from(frame)
-                                        .expect("unwrap: JSON is UTF-8"),
-                                ),
-                                Format::Msgpack => Message::Binary(frame),
-                            }
+                            data_message(format, frame)
                         }
                         None => continue,
                     }
@@ -270,6 +261,17 @@ async fn run_connection(
         }
     };
 
+    // Replies already queued (errors included) go out before our close frame.
+    let last_frame = match end {
+        End::Close(..) => {
+            let msgs = session.take_ready(Instant::now());
+            encode_frame(format, &msgs).map(|frame| {
+                record_frame(&counters, &latency, &metrics, &msgs, frame.len());
+                frame
+            })
+        }
+        _ => None,
+    };
     // Leave the fan-out before anything else, so a closing client costs nothing.
     drop(session);
     metrics.sessions_active.with_label_values(&["ws"]).dec();
@@ -279,6 +281,10 @@ async fn run_connection(
     match end {
         End::Close(code, text) => {
             count_close(&metrics, Some(code));
+            if let Some(frame) = last_frame {
+                let _ =
+                    tokio::time::timeout(close_wait, ws.send(data_message(format, frame))).await;
+            }
             let _ =
                 tokio::time::timeout(close_wait, ws.close(Some(close_reason(code, &text)))).await;
         }
@@ -296,6 +302,30 @@ async fn run_connection(
         }
         End::Gone => count_close(&metrics, None),
     }
+}
+
+/// A data frame: text for JSON, binary for MessagePack.
+fn data_message(format: Format, frame: Bytes) -> Message {
+    match format {
+        // unwrap: serde_json writes valid UTF-8.
+        Format::Json => {
+            Message::Text(bytestring::ByteString::try_from(frame).expect("unwrap: JSON is UTF-8"))
+        }
+        Format::Msgpack => Message::Binary(frame),
+    }
+}
+
+/// Answers a message refused by the rate limit (it is not handled).
+fn refuse(session: &mut Session, cfg: &crate::settings::SessionSettings) {
+    session.push_error(
+        None,
+        ErrorCode::RateLimited,
+        format!(
+            "more than {} messages per second; message ignored (keep this up and the connection closes with 4029)",
+            cfg.client_msgs_per_sec
+        ),
+        None,
+    );
 }
 
 fn record_frame(
