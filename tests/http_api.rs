@@ -4,40 +4,10 @@
 mod common;
 use common::*;
 
-use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
-
 use serde_json::{json, Value};
-use ticker_gateway::app::Application;
-use ticker_gateway::settings::Settings;
-use tokio::sync::oneshot;
-
-/// Polls `GET {base}/api/v1/feeds` every 20 ms until every feed's state is
-/// "finished" (failing the test after [`WAIT`]); returns the last report.
-async fn wait_feeds_finished(http: &reqwest::Client, base: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let r = http
-            .get(format!("{base}/api/v1/feeds"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let feeds: Value = r.json().await.unwrap();
-        let list = feeds.as_array().expect("feeds is an array");
-        if list.iter().all(|f| f["state"] == "finished") {
-            return feeds;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "feeds never finished: {feeds}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn feeds_finished(app: &TestApp) -> Value {
-    wait_feeds_finished(&app.http, &app.url("")).await
+    app.wait_feeds_done().await
 }
 
 /// The valid quote lines of the shipped sample, as JSON objects.
@@ -275,82 +245,28 @@ async fn healthz_and_readyz_without_feeds() {
     assert_eq!(body, json!({"status": "ready"}));
 }
 
-/// A gateway started without waiting for readiness (spawn_app insists on it).
-struct UnreadyApp {
-    addr: SocketAddr,
-    http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl UnreadyApp {
-    fn start(overlay: &str) -> UnreadyApp {
-        let base = "feeds = []\n[server]\nport = 0\nworkers = 2\n";
-        let settings = Settings::load_with(None, &[base, overlay]).expect("test settings");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let app = Application::build_on(settings, listener).unwrap();
-        let addr = app.local_addr();
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            actix_web::rt::System::new()
-                .block_on(app.run_until(async {
-                    let _ = stop_rx.await;
-                }))
-                .unwrap();
-        });
-        UnreadyApp {
-            addr,
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for UnreadyApp {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 #[tokio::test]
 async fn readyz_waits_for_a_feed_that_has_not_delivered() {
     let file = temp_file(
         "unknown-only.ndjson",
         "{\"sym\":\"ZZZZ\",\"t\":1763730000000,\"bp\":\"1.00\"}\n",
     );
-    let app = UnreadyApp::start(&replay_feed("lonely", &file, "60s"));
-    let base = app.base();
-    let feeds = wait_feeds_finished(&app.http, &base).await;
+    let app = start_app(&replay_feed("lonely", &file, "60s"));
+    let feeds = feeds_finished(&app).await;
     assert_eq!(feeds[0]["quotes_received"], 0, "{feeds}");
     assert_eq!(feeds[0]["quotes_rejected"], 1, "{feeds}");
     assert!(feeds[0]["last_quote_age_ms"].is_null(), "{feeds}");
 
-    let r = app.http.get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!(status, 503);
     assert_eq!(
         body,
         json!({"status": "starting", "waiting_for": ["lonely"]})
     );
 
     // Liveness does not depend on the feeds.
-    let r = app
-        .http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = app.get_json("/healthz").await;
+    assert_eq!(status, 200);
 }
 
 const METRIC_NAMES: [&str; 11] = [
@@ -427,4 +343,35 @@ async fn metrics_count_sessions_and_subscriptions() {
     .await;
     app.wait_metric("ticker_subscriptions_active", &[], |v| v == 0.0)
         .await;
+}
+
+#[tokio::test]
+async fn several_feeds_run_at_once_each_with_its_own_counters() {
+    let app = spawn_app(&format!(
+        "{}\n[[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 200.0\nsymbols = [\"IBM\", \"KO\"]\n",
+        replay_instant()
+    ))
+    .await;
+    app.wait_metric(
+        "ticker_feed_quotes_received_total",
+        &[("feed", "sim")],
+        |v| v > 2.0,
+    )
+    .await;
+    let (_, feeds) = app.get_json("/api/v1/feeds").await;
+    let names: Vec<&str> = feeds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["replay", "sim"]);
+    assert_eq!(feeds[1]["kind"], "sim");
+    assert_eq!(feeds[1]["state"], "running");
+    assert!(feeds[1]["quotes_received"].as_u64().unwrap() > 2);
+    // The sim quotes only its two symbols; the replay its eight.
+    assert_eq!(app.rest_quote("IBM").await["sym"], "IBM");
+    let (status, _) = app.get_json("/api/v1/quotes/XOM").await;
+    assert_eq!(status, 404);
+    assert_eq!(app.rest_quote("AAPL").await["sym"], "AAPL");
 }

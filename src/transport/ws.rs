@@ -265,9 +265,8 @@ async fn run_connection(
     let last_frame = match end {
         End::Close(..) => {
             let msgs = session.take_ready(Instant::now());
-            encode_frame(format, &msgs).map(|frame| {
+            encode_frame(format, &msgs).inspect(|frame| {
                 record_frame(&counters, &latency, &metrics, &msgs, frame.len());
-                frame
             })
         }
         _ => None,

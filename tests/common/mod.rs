@@ -82,9 +82,17 @@ pub struct TestApp {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Starts a gateway with the defaults plus `overlay` (TOML). The default sim feed is
-/// replaced by whatever `[[feeds]]` the overlay names (none: no feed at all).
+/// Starts a gateway with the defaults plus `overlay` (TOML) and waits until
+/// `/readyz` answers 200. The default sim feed is replaced by whatever `[[feeds]]`
+/// the overlay names (none: no feed at all).
 pub async fn spawn_app(overlay: &str) -> TestApp {
+    let app = start_app(overlay);
+    app.wait_ready().await;
+    app
+}
+
+/// Like [`spawn_app`], without waiting for readiness.
+pub fn start_app(overlay: &str) -> TestApp {
     let base = "feeds = []\n[server]\nport = 0\nworkers = 2\n";
     let settings = Settings::load_with(None, &[base, overlay]).expect("test settings");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -99,15 +107,13 @@ pub async fn spawn_app(overlay: &str) -> TestApp {
             }))
             .unwrap();
     });
-    let app = TestApp {
+    TestApp {
         addr,
         state,
         http: reqwest::Client::new(),
         stop: Some(stop_tx),
         thread: Some(thread),
-    };
-    app.wait_ready().await;
-    app
+    }
 }
 
 impl TestApp {
@@ -136,8 +142,9 @@ impl TestApp {
         }
     }
 
-    /// Waits until every feed adapter has finished (replay feeds that play once).
-    pub async fn wait_feeds_done(&self) {
+    /// Waits until every feed adapter has finished (replay feeds that play once);
+    /// returns the last `/api/v1/feeds` report.
+    pub async fn wait_feeds_done(&self) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let (_, feeds) = self.get_json("/api/v1/feeds").await;
@@ -147,7 +154,7 @@ impl TestApp {
                 .iter()
                 .all(|f| f["state"] == "finished")
             {
-                return;
+                return feeds;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
