@@ -375,3 +375,30 @@ async fn several_feeds_run_at_once_each_with_its_own_counters() {
     assert_eq!(status, 404);
     assert_eq!(app.rest_quote("AAPL").await["sym"], "AAPL");
 }
+
+#[tokio::test]
+async fn a_looping_replay_plays_its_recording_again_with_later_timestamps() {
+    let file = temp_file(
+        "three.ndjson",
+        "{\"sym\":\"AAPL\",\"t\":1000,\"bp\":\"1.00\"}\n\
+         {\"sym\":\"AAPL\",\"t\":1010,\"bp\":\"1.01\"}\n\
+         {\"sym\":\"AAPL\",\"t\":1020,\"bp\":\"1.02\"}\n",
+    );
+    let app = spawn_app(&format!(
+        "[[feeds]]\nname = \"tape\"\nkind = \"replay\"\nfile = {:?}\nspeed = 10.0\nloop = true\n",
+        file.to_str().unwrap()
+    ))
+    .await;
+    // Three passes or more: the feed keeps going and t moves forward each pass.
+    app.wait_metric(
+        "ticker_feed_quotes_received_total",
+        &[("feed", "tape")],
+        |v| v >= 9.0,
+    )
+    .await;
+    let q = app.rest_quote("AAPL").await;
+    assert!(q["seq"].as_u64().unwrap() >= 9, "{q}");
+    assert!(q["t"].as_i64().unwrap() >= 1020 + 2 * 21, "{q}");
+    let (_, feeds) = app.get_json("/api/v1/feeds").await;
+    assert_eq!(feeds[0]["state"], "running");
+}
