@@ -235,6 +235,9 @@ pub struct Quote {
     pub fields: Fields,
     /// When the gateway accepted the update that produced this state.
     pub ingested: Instant,
+    /// The same moment as microseconds since the Unix epoch (for the benchmark-only
+    /// `ti` field, comparable across processes on one host).
+    pub ingested_us: i64,
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub struct Settings {
     pub session: SessionSettings,
     pub universe: UniverseSettings,
     #[serde(default)]
+    pub bench: BenchSettings,
+    #[serde(default)]
     pub feeds: Vec<FeedSettings>,
 }
 
@@ -63,6 +65,16 @@ pub struct SessionSettings {
     pub max_frame_bytes: usize,
     pub client_msgs_per_sec: f64,
     pub client_msgs_burst: u32,
+}
+
+/// Benchmark-only switches; leave them off in production.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchSettings {
+    /// Stamp every snapshot/update with `ti`, the ingest time in µs since the Unix
+    /// epoch, so a load generator on the same host can measure feed→client latency.
+    #[serde(default)]
+    pub ingest_stamp: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -189,3 +189,24 @@ async fn symbol_without_a_quote_gets_its_snapshot_when_the_first_quote_arrives()
         json!({"type":"snapshot","sym":"IBM","seq":1,"t":1,"bp":"250.10","bs":100})
     );
 }
+
+#[tokio::test]
+async fn benchmark_ingest_stamp_only_when_switched_on() {
+    let app = quiet_app_with("[bench]\ningest_stamp = true\n").await;
+    let mut c = Client::connect(&app.ws_url("")).await;
+    c.subscribe(&["QQQ"], 10.0).await;
+    let snap = c.until_type("snapshot").await;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let ti = snap["ti"].as_i64().expect("ti stamp");
+    assert!(
+        ti <= now_us && now_us - ti < 60_000_000,
+        "ti {ti} vs now {now_us}"
+    );
+    let t = snap["t"].as_i64().unwrap() + 1;
+    app.publish(json!({"sym":"QQQ","t":t,"bs":1}));
+    let upd = c.until_type("update").await;
+    assert!(upd["ti"].as_i64().unwrap() >= ti);
+}

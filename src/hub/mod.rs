@@ -20,6 +20,13 @@ pub use inbox::{Inbox, Subscriber};
 use crate::quote::{Fields, Quote, QuoteUpdate};
 use crate::universe::SymbolInfo;
 
+/// Microseconds since the Unix epoch, now.
+pub fn unix_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// A symbol's interned id: its index in the universe.
 pub type SymbolId = u32;
 
@@ -124,6 +131,7 @@ impl Hub {
                 t,
                 fields: merged,
                 ingested: Instant::now(),
+                ingested_us: unix_micros(),
             }));
             seq
         };

@@ -26,20 +26,25 @@ const MAX_LISTED_SYMBOLS: usize = 100;
 
 /// Per-session limits, from the `[session]` settings.
 #[derive(Clone, Debug)]
-pub struct SessionLimits {
+pub struct SessionConfig {
     pub max_symbols: usize,
     pub default_rate: f64,
     pub min_rate: f64,
     pub max_rate: f64,
+    /// Benchmark only: stamp each quote message with `ti`, the gateway's ingest
+    /// time in microseconds since the Unix epoch.
+    pub ingest_stamp: bool,
 }
 
-impl From<&SessionSettings> for SessionLimits {
-    fn from(s: &SessionSettings) -> Self {
-        SessionLimits {
+impl SessionConfig {
+    /// The session settings plus the benchmark switch.
+    pub fn new(s: &SessionSettings, ingest_stamp: bool) -> Self {
+        SessionConfig {
             max_symbols: s.max_symbols,
             default_rate: s.default_rate,
             min_rate: s.min_rate,
             max_rate: s.max_rate,
+            ingest_stamp,
         }
     }
 }
@@ -66,7 +71,7 @@ pub struct Session {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     inbox: Arc<Inbox>,
-    limits: SessionLimits,
+    limits: SessionConfig,
     subs: HashMap<SymbolId, Subscription>,
     throttled: Vec<SymbolId>,
     outbox: Vec<ServerMsg>,
@@ -82,7 +87,7 @@ impl Session {
     pub fn new(
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
-        limits: SessionLimits,
+        limits: SessionConfig,
         format: Format,
     ) -> Self {
         let id = new_session_id();
@@ -285,6 +290,7 @@ impl Session {
                     sym: self.hub.symbol(sym).clone(),
                     quote,
                     mask: FieldMask::ALL,
+                    stamp: self.limits.ingest_stamp,
                 });
             }
         }
@@ -395,6 +401,7 @@ impl Session {
             sym: self.hub.symbol(sym).clone(),
             quote: latest,
             mask,
+            stamp: self.limits.ingest_stamp,
         });
     }
 }

@@ -226,6 +226,8 @@ pub enum ServerMsg {
         sym: Arc<str>,
         quote: Arc<Quote>,
         mask: FieldMask,
+        /// Benchmark only: add `ti` (ingest time, µs since the Unix epoch).
+        stamp: bool,
     },
 }
 
@@ -337,7 +339,11 @@ impl Serialize for ServerMsg {
                 }
             }
             ServerMsg::Quote {
-                sym, quote, mask, ..
+                sym,
+                quote,
+                mask,
+                stamp,
+                ..
             } => {
                 m.serialize_entry("sym", &**sym)?;
                 m.serialize_entry("seq", &quote.seq)?;
@@ -356,6 +362,9 @@ impl Serialize for ServerMsg {
                 }
                 crate::quote::each_field!(field);
                 let _ = bit;
+                if *stamp {
+                    m.serialize_entry("ti", &quote.ingested_us)?;
+                }
             }
         }
         m.end()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::protocol::{ClientOp, Format};
-use super::{Session, SessionLimits};
+use super::{Session, SessionConfig};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::quote::QuoteUpdate;
@@ -17,11 +17,12 @@ fn setup() -> (Arc<Hub>, Session) {
         parse("h\nAAA\tA\t1.00\t0.01\tsim\nBBB\tB\t2.00\t0.01\tsim\nCCC\tC\t3.00\t0.01\tsim\n")
             .unwrap(),
     ));
-    let limits = SessionLimits {
+    let limits = SessionConfig {
         max_symbols: 2,
         default_rate: 10.0,
         min_rate: 0.5,
         max_rate: 50.0,
+        ingest_stamp: false,
     };
     let s = Session::new(hub.clone(), Arc::new(Metrics::new()), limits, Format::Json);
     (hub, s)

@@ -26,7 +26,7 @@ use crate::http::ApiError;
 use crate::metrics::Metrics;
 use crate::session::encode::encode_frame;
 use crate::session::protocol::{ErrorCode, Format, ServerMsg};
-use crate::session::Session;
+use crate::session::{Session, SessionConfig};
 
 /// Subprotocols we speak, in no particular order (the client's order decides).
 const SUBPROTOCOLS: [&str; 2] = ["ticker.v1.json", "ticker.v1.msgpack"];
@@ -157,7 +157,12 @@ async fn run_connection(
         .max_frame_size(cfg.max_frame_bytes)
         .aggregate_continuations()
         .max_continuation_size(cfg.max_frame_bytes);
-    let mut session = Session::new(state.hub.clone(), metrics.clone(), (&cfg).into(), format);
+    let mut session = Session::new(
+        state.hub.clone(),
+        metrics.clone(),
+        SessionConfig::new(&cfg, state.settings.bench.ingest_stamp),
+        format,
+    );
     let inbox = session.inbox().clone();
     let mut shutdown = state.shutdown.clone();
     let start = tokio::time::Instant::now();
