@@ -56,11 +56,15 @@ impl Application {
             .map(|f| Arc::new(FeedStatus::new(f)))
             .collect();
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let metrics = Arc::new(Metrics::new());
+        metrics
+            .connections_max
+            .set(settings.server.max_connections as i64);
         let state = Arc::new(AppState {
             connections: Arc::new(Semaphore::new(settings.server.max_connections)),
             settings: Arc::new(settings),
             hub,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             feeds,
             shutdown,
             started: Instant::now(),

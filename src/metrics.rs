@@ -1,11 +1,16 @@
 //! Prometheus metrics. One [`Metrics`] per process, registered on its own
 //! [`Registry`] (plus process CPU/RSS/fd metrics). Labels are bounded: feed name,
-//! transport, format, message type, error code, close code — never a symbol or a client.
+//! transport, format, message type, error code, close code, feed state — never a
+//! symbol or a client. Names follow Prometheus conventions (`_total` counters, base
+//! units), checked by `promtool check metrics` in the test suite.
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::feeds::{FeedState, FeedStatus};
 
 /// Transports that report metrics.
 pub const TRANSPORTS: [&str; 1] = ["ws"];
@@ -25,26 +30,88 @@ pub struct Metrics {
     pub registry: Registry,
     pub feed_quotes_received: IntCounterVec,
     pub feed_quotes_rejected: IntCounterVec,
+    pub feed_state: IntGaugeVec,
+    pub feed_last_quote_age: GaugeVec,
     pub sessions_active: IntGaugeVec,
     pub subscriptions_active: IntGauge,
+    pub connections_max: IntGauge,
+    pub connections_opened: IntCounterVec,
+    pub connections_closed: IntCounterVec,
+    pub connections_rejected: IntCounterVec,
     pub messages_sent: IntCounterVec,
     pub frames_sent: IntCounterVec,
     pub bytes_sent: IntCounterVec,
     pub updates_conflated: IntCounter,
     pub slow_consumer_closes: IntCounter,
     pub client_errors: IntCounterVec,
-    pub connections_closed: IntCounterVec,
-    pub connections_rejected: IntCounterVec,
     pub feed_to_socket_latency: HistogramVec,
     pub frame_messages: Histogram,
+    pub send_queue_depth: Histogram,
+    pub build_info: GaugeVec,
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("unwrap: valid metric");
+/// Registers `c` and hands it back.
+fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    // unwrap: every metric is registered once, under a unique, valid name.
     r.register(Box::new(c.clone()))
-        .expect("unwrap: unique metric");
+        .expect("unwrap: unique metric name");
     c
 }
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+// unwrap (all constructors below): names, help texts and labels are constants
+// known to be valid.
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    reg(
+        r,
+        IntCounter::with_opts(opts(name, help)).expect("unwrap: valid metric"),
+    )
+}
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    reg(
+        r,
+        IntCounterVec::new(opts(name, help), labels).expect("unwrap: valid metric"),
+    )
+}
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    reg(
+        r,
+        IntGauge::with_opts(opts(name, help)).expect("unwrap: valid metric"),
+    )
+}
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    reg(
+        r,
+        IntGaugeVec::new(opts(name, help), labels).expect("unwrap: valid metric"),
+    )
+}
+fn float_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    reg(
+        r,
+        GaugeVec::new(opts(name, help), labels).expect("unwrap: valid metric"),
+    )
+}
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let o = HistogramOpts::new(name, help).buckets(buckets);
+    reg(r, Histogram::with_opts(o).expect("unwrap: valid metric"))
+}
+
+const COUNT_BUCKETS: [f64; 11] = [
+    0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+];
+
+/// Every feed state, for the one-hot `ticker_feed_state` gauge.
+pub const FEED_STATES: [FeedState; 6] = [
+    FeedState::Starting,
+    FeedState::Running,
+    FeedState::Reconnecting,
+    FeedState::Finished,
+    FeedState::Failed,
+    FeedState::Stopped,
+];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -53,150 +120,112 @@ impl Metrics {
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
-        .expect("unwrap: process collector registers once");
-        let feed_quotes_received = counter_vec(
-            &r,
-            "ticker_feed_quotes_received_total",
-            "Quote updates accepted from each feed adapter.",
-            &["feed"],
-        );
-        let feed_quotes_rejected = counter_vec(
-            &r,
-            "ticker_feed_quotes_rejected_total",
-            "Feed lines or quotes refused (malformed, unknown symbol), by feed and reason.",
-            &["feed", "reason"],
-        );
-        let sessions_active = IntGaugeVec::new(
-            Opts::new(
-                "ticker_sessions_active",
-                "Client sessions open now, by transport.",
-            ),
-            &["transport"],
+        .expect("unwrap: the process collector registers once");
+        let latency = HistogramOpts::new(
+            "ticker_feed_to_socket_latency_seconds",
+            "Time from the gateway accepting a quote to writing the frame that carries it (oldest quote per frame).",
         )
-        .expect("unwrap: valid metric");
-        r.register(Box::new(sessions_active.clone()))
-            .expect("unwrap: unique metric");
-        let subscriptions_active = IntGauge::new(
-            "ticker_subscriptions_active",
-            "Symbol subscriptions held by all sessions now.",
-        )
-        .expect("unwrap: valid metric");
-        r.register(Box::new(subscriptions_active.clone()))
-            .expect("unwrap: unique metric");
-        let messages_sent = counter_vec(
-            &r,
-            "ticker_messages_sent_total",
-            "Protocol messages sent to clients, by transport and message type.",
-            &["transport", "type"],
-        );
-        let frames_sent = counter_vec(
-            &r,
-            "ticker_frames_sent_total",
-            "Frames (batches of messages) written to clients, by transport and format.",
-            &["transport", "format"],
-        );
-        let bytes_sent = counter_vec(
-            &r,
-            "ticker_sent_bytes_total",
-            "Payload bytes written to clients, by transport and format.",
-            &["transport", "format"],
-        );
-        let updates_conflated = IntCounter::new(
-            "ticker_updates_conflated_total",
-            "Feed updates merged into a later message instead of being sent on their own (per client).",
-        )
-        .expect("unwrap: valid metric");
-        r.register(Box::new(updates_conflated.clone()))
-            .expect("unwrap: unique metric");
-        let slow_consumer_closes = IntCounter::new(
-            "ticker_slow_consumer_closes_total",
-            "Clients closed with 4008 because their socket accepted nothing for write_stall_timeout.",
-        )
-        .expect("unwrap: valid metric");
-        r.register(Box::new(slow_consumer_closes.clone()))
-            .expect("unwrap: unique metric");
-        let client_errors = counter_vec(
-            &r,
-            "ticker_client_errors_total",
-            "Protocol error messages sent to clients, by error code.",
-            &["code"],
-        );
-        let connections_closed = counter_vec(
-            &r,
-            "ticker_connections_closed_total",
-            "Client connections ended, by transport and close code (\"none\" when the peer vanished).",
-            &["transport", "code"],
-        );
-        let connections_rejected = counter_vec(
-            &r,
-            "ticker_connections_rejected_total",
-            "Connections refused at connect time, by reason.",
-            &["reason"],
-        );
-        let feed_to_socket_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "ticker_feed_to_socket_latency_seconds",
-                "Time from the gateway accepting a quote to writing the frame that carries it (oldest quote per frame).",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["transport"],
-        )
-        .expect("unwrap: valid metric");
-        r.register(Box::new(feed_to_socket_latency.clone()))
-            .expect("unwrap: unique metric");
-        let frame_messages = Histogram::with_opts(
-            HistogramOpts::new(
-                "ticker_frame_messages",
-                "Messages batched into each frame written to a client.",
-            )
-            .buckets(vec![
-                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
-            ]),
-        )
-        .expect("unwrap: valid metric");
-        r.register(Box::new(frame_messages.clone()))
-            .expect("unwrap: unique metric");
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+            1.0, 2.5, 5.0, 10.0,
+        ]);
+        let m = Metrics {
+            feed_quotes_received: counter_vec(&r, "ticker_feed_quotes_received_total",
+                "Quote updates accepted from each feed adapter.", &["feed"]),
+            feed_quotes_rejected: counter_vec(&r, "ticker_feed_quotes_rejected_total",
+                "Feed lines or quotes refused (malformed, unknown symbol), by feed and reason.",
+                &["feed", "reason"]),
+            feed_state: gauge_vec(&r, "ticker_feed_state",
+                "1 for the state each feed adapter is in, 0 for the others.", &["feed", "state"]),
+            feed_last_quote_age: float_gauge_vec(&r, "ticker_feed_last_quote_age_seconds",
+                "Seconds since each feed's last accepted quote (since start-up before the first).",
+                &["feed"]),
+            sessions_active: gauge_vec(&r, "ticker_sessions_active",
+                "Client sessions open now, by transport.", &["transport"]),
+            subscriptions_active: gauge(&r, "ticker_subscriptions_active",
+                "Symbol subscriptions held by all sessions now."),
+            connections_max: gauge(&r, "ticker_connections_max",
+                "The configured WebSocket connection limit (server.max_connections)."),
+            connections_opened: counter_vec(&r, "ticker_connections_opened_total",
+                "Client connections accepted, by transport.", &["transport"]),
+            connections_closed: counter_vec(&r, "ticker_connections_closed_total",
+                "Client connections ended, by transport and close code (\"none\" when the peer vanished).",
+                &["transport", "code"]),
+            connections_rejected: counter_vec(&r, "ticker_connections_rejected_total",
+                "Connections refused at connect time, by reason.", &["reason"]),
+            messages_sent: counter_vec(&r, "ticker_messages_sent_total",
+                "Protocol messages sent to clients, by transport and message type (snapshot, update, reply).",
+                &["transport", "type"]),
+            frames_sent: counter_vec(&r, "ticker_frames_sent_total",
+                "Frames (batches of messages) written to clients, by transport and format.",
+                &["transport", "format"]),
+            bytes_sent: counter_vec(&r, "ticker_sent_bytes_total",
+                "Payload bytes written to clients, by transport and format.", &["transport", "format"]),
+            updates_conflated: counter(&r, "ticker_updates_conflated_total",
+                "Feed updates merged into a later message instead of being sent on their own, summed over clients."),
+            slow_consumer_closes: counter(&r, "ticker_slow_consumer_closes_total",
+                "Clients closed with 4008 because their socket accepted nothing for write_stall_timeout."),
+            client_errors: counter_vec(&r, "ticker_client_errors_total",
+                "Protocol error messages sent to clients, by error code.", &["code"]),
+            feed_to_socket_latency: reg(&r, HistogramVec::new(latency, &["transport"])
+                .expect("unwrap: valid metric")),
+            frame_messages: histogram(&r, "ticker_frame_messages",
+                "Messages batched into each frame written to a client.", COUNT_BUCKETS[1..].to_vec()),
+            send_queue_depth: histogram(&r, "ticker_session_send_queue_depth",
+                "Symbols a session still held pending (behind its throttle) when it wrote a frame.",
+                COUNT_BUCKETS.to_vec()),
+            build_info: float_gauge_vec(&r, "ticker_build_info",
+                "Always 1; the version label names the running build.", &["version"]),
+            registry: r,
+        };
         // Series with known label values exist from the start (at 0), so dashboards
         // and alerts see a value rather than no data.
         for transport in TRANSPORTS {
-            sessions_active.with_label_values(&[transport]);
-            feed_to_socket_latency.with_label_values(&[transport]);
+            m.sessions_active.with_label_values(&[transport]);
+            m.connections_opened.with_label_values(&[transport]);
+            m.feed_to_socket_latency.with_label_values(&[transport]);
             for ty in ["snapshot", "update", "reply"] {
-                messages_sent.with_label_values(&[transport, ty]);
+                m.messages_sent.with_label_values(&[transport, ty]);
             }
             for format in ["json", "msgpack"] {
-                frames_sent.with_label_values(&[transport, format]);
-                bytes_sent.with_label_values(&[transport, format]);
+                m.frames_sent.with_label_values(&[transport, format]);
+                m.bytes_sent.with_label_values(&[transport, format]);
             }
         }
         for code in ERROR_CODES {
-            client_errors.with_label_values(&[code]);
+            m.client_errors.with_label_values(&[code]);
         }
-        Metrics {
-            registry: r,
-            feed_quotes_received,
-            feed_quotes_rejected,
-            sessions_active,
-            subscriptions_active,
-            messages_sent,
-            frames_sent,
-            bytes_sent,
-            updates_conflated,
-            slow_consumer_closes,
-            client_errors,
-            connections_closed,
-            connections_rejected,
-            feed_to_socket_latency,
-            frame_messages,
-        }
+        m.connections_rejected.with_label_values(&["server_full"]);
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+        m
     }
 
     /// Creates a feed's series at 0 so it shows before the first quote.
     pub fn register_feed(&self, feed: &str) {
         self.feed_quotes_received.with_label_values(&[feed]);
+        for reason in ["malformed", "unknown_symbol"] {
+            self.feed_quotes_rejected.with_label_values(&[feed, reason]);
+        }
+    }
+
+    /// Refreshes the gauges that are read off live state (feed states and ages).
+    pub fn refresh_feeds(&self, feeds: &[std::sync::Arc<FeedStatus>], uptime_secs: f64) {
+        for f in feeds {
+            let report = f.report();
+            for s in FEED_STATES {
+                self.feed_state
+                    .with_label_values(&[&f.name, s.as_str()])
+                    .set(i64::from(report.state == s));
+            }
+            let age = report
+                .last_quote_age_ms
+                .map_or(uptime_secs, |ms| ms as f64 / 1000.0);
+            self.feed_last_quote_age
+                .with_label_values(&[&f.name])
+                .set(age);
+        }
     }
 
     /// The text exposition of every metric.

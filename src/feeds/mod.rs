@@ -73,6 +73,19 @@ pub enum FeedState {
     Stopped,
 }
 
+impl FeedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedState::Starting => "starting",
+            FeedState::Running => "running",
+            FeedState::Reconnecting => "reconnecting",
+            FeedState::Finished => "finished",
+            FeedState::Failed => "failed",
+            FeedState::Stopped => "stopped",
+        }
+    }
+}
+
 /// Live status and counters of one adapter.
 pub struct FeedStatus {
     pub name: String,

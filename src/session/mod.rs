@@ -319,6 +319,11 @@ impl Session {
         }
     }
 
+    /// Symbols with a change held back by their throttle.
+    pub fn pending_count(&self) -> usize {
+        self.throttled.len()
+    }
+
     /// Number of subscribed symbols.
     pub fn subscription_count(&self) -> usize {
         self.subs.len()

@@ -151,7 +151,9 @@ async fn run_connection(
     let metrics = state.metrics.clone();
     let counters = WsCounters::new(&metrics, format);
     let latency = metrics.feed_to_socket_latency.with_label_values(&["ws"]);
+    let queue_depth = metrics.send_queue_depth.clone();
     metrics.sessions_active.with_label_values(&["ws"]).inc();
+    metrics.connections_opened.with_label_values(&["ws"]).inc();
 
     let mut stream = stream
         .max_frame_size(cfg.max_frame_bytes)
@@ -239,6 +241,7 @@ async fn run_connection(
                     Message::Ping(Bytes::new())
                 } else {
                     let msgs = session.take_ready(Instant::now());
+                    queue_depth.observe(session.pending_count() as f64);
                     match encode_frame(format, &msgs) {
                         Some(frame) => {
                             record_frame(&counters, &latency, &metrics, &msgs, frame.len());

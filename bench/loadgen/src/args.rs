@@ -1,0 +1,156 @@
+//! Command-line flags of `ticker-loadgen`.
+
+use std::net::IpAddr;
+
+use clap::{Parser, ValueEnum};
+
+/// How each client picks its symbols among the first `--universe-size` symbols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Distribution {
+    /// Every symbol equally likely.
+    Uniform,
+    /// Zipf with s = 1.0 over the universe order (the first symbols are the hot ones).
+    Zipf,
+}
+
+/// The wire format, chosen by WebSocket subprotocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// `ticker.v1.json`: text frames.
+    Json,
+    /// `ticker.v1.msgpack`: binary frames.
+    Msgpack,
+}
+
+impl Format {
+    /// The subprotocol asked for in the handshake.
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Format::Json => "ticker.v1.json",
+            Format::Msgpack => "ticker.v1.msgpack",
+        }
+    }
+
+    /// The name used in the JSON report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Msgpack => "msgpack",
+        }
+    }
+}
+
+/// Opens many WebSocket clients against ticker-gateway and measures what they get.
+///
+/// Timeline: clients connect at `--connect-rate` (ramp-up), then `--warmup` seconds
+/// pass, then `--duration` seconds are measured. The gateway must run with
+/// `[bench] ingest_stamp = true` for latency figures. One JSON object is printed on
+/// stdout (and written to `--json-out`); progress events are JSON lines on stderr.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "ticker-loadgen", version)]
+pub struct Args {
+    /// WebSocket URL of the gateway; the symbol list is fetched from the same host.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+
+    /// Number of clients (in --churn mode: clients cycling concurrently).
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+
+    /// Symbols each client subscribes to.
+    #[arg(long, default_value_t = 20)]
+    pub symbols_per_client: usize,
+
+    /// Clients pick among the first U symbols of GET /api/v1/symbols.
+    #[arg(long, default_value_t = 500)]
+    pub universe_size: usize,
+
+    /// How symbols are picked.
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    pub distribution: Distribution,
+
+    /// `max_rate` sent in the subscribe op (updates/s per symbol).
+    #[arg(long, default_value_t = 1000.0)]
+    pub max_rate: f64,
+
+    /// Wire format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+
+    /// Local addresses to bind client sockets to, round-robin (e.g. 127.0.0.2,127.0.0.3).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    pub source_ips: Vec<IpAddr>,
+
+    /// New connections per second during ramp-up.
+    #[arg(long, default_value_t = 1000.0)]
+    pub connect_rate: f64,
+
+    /// Seconds between the end of ramp-up and the start of measurement.
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup: f64,
+
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// Seed for symbol picking.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Churn mode: each client repeatedly connects, subscribes, waits for its
+    /// snapshots and closes.
+    #[arg(long)]
+    pub churn: bool,
+
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub json_out: Option<std::path::PathBuf>,
+
+    /// Tokio worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+
+    /// After ramp-up, wait for a line on stdin before the warmup starts (lets a
+    /// driver start the measured window of several loadgen processes together).
+    #[arg(long)]
+    pub sync_stdin: bool,
+
+    /// WebSocket read buffer per connection, in bytes.
+    #[arg(long, default_value_t = 8 * 1024)]
+    pub read_buffer: usize,
+
+    /// Give up on a connection attempt (TCP + handshake) after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+}
+
+impl Args {
+    /// Checks the combinations clap cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.clients > 0, "--clients must be at least 1");
+        anyhow::ensure!(self.universe_size > 0, "--universe-size must be at least 1");
+        anyhow::ensure!(
+            self.symbols_per_client > 0 && self.symbols_per_client <= self.universe_size,
+            "--symbols-per-client must lie between 1 and --universe-size"
+        );
+        anyhow::ensure!(
+            self.max_rate.is_finite() && self.max_rate > 0.0,
+            "--max-rate must be a positive number"
+        );
+        anyhow::ensure!(
+            self.connect_rate.is_finite() && self.connect_rate > 0.0,
+            "--connect-rate must be a positive number"
+        );
+        anyhow::ensure!(
+            self.warmup >= 0.0 && self.duration > 0.0,
+            "--warmup must be >= 0 and --duration > 0"
+        );
+        anyhow::ensure!(!self.source_ips.is_empty(), "--source-ips is empty");
+        anyhow::ensure!(self.workers > 0, "--workers must be at least 1");
+        anyhow::ensure!(
+            self.read_buffer >= 512,
+            "--read-buffer must be at least 512"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,289 @@
+//! One simulated client: a lightweight task that binds its socket to a source
+//! address, does the WebSocket handshake, subscribes once, then reads frames until
+//! the run ends (or, in churn mode, closes after its snapshots and starts over).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::args::Format;
+use crate::frame::{self, Tally};
+use crate::stats::Stats;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// How long a client waits for all its snapshots before it counts as settled anyway.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+/// Churn: how long a client waits for the server's side of the close handshake.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// What every client shares.
+pub struct Plan {
+    pub server: SocketAddr,
+    pub url: String,
+    pub format: Format,
+    pub ws_config: WebSocketConfig,
+    pub connect_timeout: Duration,
+    pub churn: bool,
+    pub stats: Arc<Stats>,
+}
+
+/// One client's identity and subscription.
+pub struct Client {
+    pub id: usize,
+    pub source: IpAddr,
+    /// The subscribe op, encoded once (a text or binary message).
+    pub subscribe: Message,
+    /// How many snapshots make the subscription complete.
+    pub symbols: u64,
+}
+
+#[derive(Serialize)]
+struct SubscribeOp<'a> {
+    op: &'static str,
+    symbols: &'a [&'a str],
+    max_rate: f64,
+}
+
+/// Encodes `{"op":"subscribe","symbols":[..],"max_rate":R}` as a message in `format`.
+pub fn subscribe_op(format: Format, symbols: &[&str], max_rate: f64) -> anyhow::Result<Message> {
+    let op = SubscribeOp {
+        op: "subscribe",
+        symbols,
+        max_rate,
+    };
+    Ok(match format {
+        Format::Json => Message::Text(serde_json::to_string(&op)?.into()),
+        Format::Msgpack => Message::Binary(rmp_serde::to_vec_named(&op)?.into()),
+    })
+}
+
+/// Microseconds since the Unix epoch (same clock as the gateway's `ti`).
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A short, stable name for a WebSocket error, used as a counter key.
+fn ws_error_key(stage: &str, e: &WsError) -> String {
+    match e {
+        WsError::Io(io) => format!("{stage}: io {:?}", io.kind()),
+        WsError::Http(resp) => format!("{stage}: http {}", resp.status().as_u16()),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => format!("{stage}: closed"),
+        WsError::Protocol(p) => format!("{stage}: protocol {p}"),
+        other => format!("{stage}: {other}"),
+    }
+}
+
+/// TCP connect from `source`, then the WebSocket handshake with the subprotocol.
+async fn connect(plan: &Plan, source: IpAddr) -> Result<Ws, String> {
+    let socket = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("socket: io {:?}", e.kind()))?;
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .map_err(|e| format!("bind: io {:?}", e.kind()))?;
+    let stream = socket
+        .connect(plan.server)
+        .await
+        .map_err(|e| format!("connect: io {:?}", e.kind()))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("connect: io {:?}", e.kind()))?;
+    let mut req = plan
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ws_error_key("request", &e))?;
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(plan.format.subprotocol()),
+    );
+    let (ws, _resp) =
+        tokio_tungstenite::client_async_with_config(req, stream, Some(plan.ws_config))
+            .await
+            .map_err(|e| ws_error_key("handshake", &e))?;
+    Ok(ws)
+}
+
+/// Connects within the connect timeout and records how long it took.
+async fn connect_timed(plan: &Plan, source: IpAddr) -> Option<Ws> {
+    let start = Instant::now();
+    match tokio::time::timeout(plan.connect_timeout, connect(plan, source)).await {
+        Ok(Ok(ws)) => {
+            plan.stats
+                .record_connect(start.elapsed().as_micros() as u64);
+            Some(ws)
+        }
+        Ok(Err(key)) => {
+            plan.stats.error(key);
+            None
+        }
+        Err(_) => {
+            plan.stats.error("connect: timeout");
+            None
+        }
+    }
+}
+
+/// How a read loop ended.
+enum End {
+    /// Churn: all snapshots received, the client closes now.
+    Snapshots,
+    /// The server closed, the stream ended or failed (already counted).
+    Gone,
+}
+
+/// One client for the whole run. `settle` is called once, when the first
+/// connection attempt has either failed or received all its snapshots (or waited
+/// `SNAPSHOT_WAIT` for them), so the driver knows when ramp-up is over.
+pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
+    let mut settle = Some(settle);
+    let mut tally = Tally::default();
+    loop {
+        let ws = connect_timed(&plan, client.source).await;
+        let Some(mut ws) = ws else {
+            if let Some(f) = settle.take() {
+                f();
+            }
+            if !plan.churn || plan.stats.done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let stats = &plan.stats;
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        let end = match ws.send(client.subscribe.clone()).await {
+            Ok(()) => read_loop(&plan, &client, &mut ws, &mut tally, &mut settle).await,
+            Err(e) => {
+                stats.error(ws_error_key("send", &e));
+                End::Gone
+            }
+        };
+        if let Some(f) = settle.take() {
+            f();
+        }
+        if let End::Snapshots = end {
+            close(&plan, &mut ws).await;
+        }
+        stats.open.fetch_sub(1, Ordering::Relaxed);
+        if !plan.churn || stats.done() {
+            return;
+        }
+    }
+}
+
+/// Reads frames until the server goes away, or (churn) until all snapshots came.
+async fn read_loop(
+    plan: &Plan,
+    client: &Client,
+    ws: &mut Ws,
+    tally: &mut Tally,
+    settle: &mut Option<impl FnOnce()>,
+) -> End {
+    let stats = &plan.stats;
+    let subscribed_at = Instant::now();
+    let snapshot_deadline = tokio::time::sleep(SNAPSHOT_WAIT);
+    tokio::pin!(snapshot_deadline);
+    let mut snapshots = 0u64;
+    let mut complete = false;
+    let end = loop {
+        let next = tokio::select! {
+            m = ws.next() => m,
+            _ = &mut snapshot_deadline, if !complete && settle.is_some() => {
+                if let Some(f) = settle.take() {
+                    f();
+                }
+                continue;
+            }
+        };
+        let (bytes, result) = match next {
+            Some(Ok(Message::Text(t))) => {
+                tally.reset();
+                let r = frame::read_json(t.as_bytes(), now_us(), tally).map_err(|_| "json");
+                (t.len(), r)
+            }
+            Some(Ok(Message::Binary(b))) => {
+                tally.reset();
+                let r = frame::read_msgpack(&b, now_us(), tally).map_err(|_| "msgpack");
+                (b.len(), r)
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let code =
+                    frame.map_or_else(|| "none".to_owned(), |f| u16::from(f.code).to_string());
+                stats.close(code);
+                break End::Gone;
+            }
+            Some(Ok(_)) => continue, // ping (answered by tungstenite), pong, raw frame
+            Some(Err(e)) => {
+                stats.error(ws_error_key("read", &e));
+                break End::Gone;
+            }
+            None => {
+                stats.close("eof");
+                break End::Gone;
+            }
+        };
+        if let Err(kind) = result {
+            stats.error(format!("parse: {kind}"));
+            continue;
+        }
+        stats.record_frame(client.id, bytes, tally);
+        snapshots += tally.snapshots;
+        if !complete && snapshots >= client.symbols {
+            complete = true;
+            stats.record_all_snapshots(subscribed_at.elapsed().as_micros() as u64);
+            stats.subscribed.fetch_add(1, Ordering::Relaxed);
+            if let Some(f) = settle.take() {
+                f();
+            }
+            if plan.churn {
+                break End::Snapshots;
+            }
+        }
+    };
+    if complete {
+        stats.subscribed.fetch_sub(1, Ordering::Relaxed);
+    }
+    end
+}
+
+/// Churn: a normal close, then wait briefly for the server's close frame.
+async fn close(plan: &Plan, ws: &mut Ws) {
+    let stats = &plan.stats;
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    if let Err(e) = ws.close(Some(frame)).await {
+        stats.error(ws_error_key("close", &e));
+        return;
+    }
+    let drained = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    if drained.is_err() {
+        stats.error("close: timeout");
+        return;
+    }
+    if stats.measuring() {
+        stats.cycles_measured.fetch_add(1, Ordering::Relaxed);
+    }
+}
