@@ -4,6 +4,7 @@
 mod api;
 mod error;
 mod health;
+mod assets;
 
 use actix_web::web;
 
@@ -13,7 +14,11 @@ use crate::transport::ws::ws_endpoint;
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ws", web::get().to(ws_endpoint))
+    cfg.route("/", web::get().to(assets::index))
+        .route("/client.js", web::get().to(assets::client_js))
+        .route("/dashboard.js", web::get().to(assets::dashboard_js))
+        .route("/dashboard.css", web::get().to(assets::dashboard_css))
+        .route("/ws", web::get().to(ws_endpoint))
         .route("/api/v1/symbols", web::get().to(api::symbols))
         .route("/api/v1/quotes", web::get().to(api::quotes))
         .route("/api/v1/quotes/{sym}", web::get().to(api::quote))
