@@ -15,6 +15,7 @@ use crate::http::{routes, ApiError};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::transport::poll::PollRegistry;
 use crate::universe;
 
 /// Everything the handlers share.
@@ -28,6 +29,8 @@ pub struct AppState {
     /// Flips to `true` on shutdown.
     pub shutdown: watch::Receiver<bool>,
     pub started: Instant,
+    /// Long-polling sessions.
+    pub polls: PollRegistry,
 }
 
 /// A built, not yet running gateway.
@@ -68,6 +71,7 @@ impl Application {
             feeds,
             shutdown,
             started: Instant::now(),
+            polls: PollRegistry::default(),
         });
         Ok(Application {
             listener,
@@ -106,6 +110,20 @@ impl Application {
             feed_tasks.push(tokio::spawn(supervise(cfg.clone(), ctx)));
         }
 
+        // Long-polling sessions nobody polls expire.
+        let reaper = {
+            let state = state.clone();
+            let timeout = settings.poll.session_timeout;
+            let every = (timeout / 4).min(Duration::from_secs(5));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    state.polls.reap(timeout);
+                }
+            })
+        };
+
         let data = web::Data::from(state.clone());
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -135,6 +153,8 @@ impl Application {
         shutdown.await;
         tracing::info!("shutting down: closing connections with 1001, stopping feeds");
         let _ = self.shutdown_tx.send(true);
+        reaper.abort();
+        state.polls.end_all();
         // Give sessions a moment to send their 1001 before the server stops.
         let max = settings.server.max_connections;
         let drained = tokio::time::timeout(settings.server.shutdown_timeout, async {

@@ -13,7 +13,7 @@ use prometheus::{
 use crate::feeds::{FeedState, FeedStatus};
 
 /// Transports that report metrics.
-pub const TRANSPORTS: [&str; 1] = ["ws"];
+pub const TRANSPORTS: [&str; 3] = ["ws", "sse", "poll"];
 
 /// Protocol error codes (PROTOCOL.md section 4).
 pub const ERROR_CODES: [&str; 6] = [

@@ -32,6 +32,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub session: SessionSettings,
     pub universe: UniverseSettings,
+    pub sse: SseSettings,
+    pub poll: PollSettings,
     #[serde(default)]
     pub bench: BenchSettings,
     #[serde(default)]
@@ -65,6 +67,27 @@ pub struct SessionSettings {
     pub max_frame_bytes: usize,
     pub client_msgs_per_sec: f64,
     pub client_msgs_burst: u32,
+}
+
+/// Server-Sent Events (`GET /sse`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseSettings {
+    /// A comment line goes out this often so proxies keep the stream open.
+    #[serde(deserialize_with = "de_duration")]
+    pub keepalive_interval: Duration,
+}
+
+/// Long-polling (`/poll`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollSettings {
+    /// A session not polled for this long expires (later polls get 410).
+    #[serde(deserialize_with = "de_duration")]
+    pub session_timeout: Duration,
+    /// The longest `wait` a poll may ask for.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_wait: Duration,
 }
 
 /// Benchmark-only switches; leave them off in production.
@@ -272,6 +295,15 @@ impl Settings {
         }
         if s.client_msgs_burst == 0 {
             return Err(invalid("session.client_msgs_burst", "must be at least 1"));
+        }
+        if self.sse.keepalive_interval.is_zero() {
+            return Err(invalid("sse.keepalive_interval", "must be above zero"));
+        }
+        if self.poll.session_timeout <= self.poll.max_wait {
+            return Err(invalid(
+                "poll.session_timeout",
+                "must be longer than poll.max_wait",
+            ));
         }
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));

@@ -14,7 +14,10 @@ fn asset(body: &'static str, content_type: &str) -> HttpResponse {
 
 /// `GET /`: the dashboard page.
 pub async fn index() -> HttpResponse {
-    asset(include_str!("../web/index.html"), "text/html; charset=utf-8")
+    asset(
+        include_str!("../web/index.html"),
+        "text/html; charset=utf-8",
+    )
 }
 
 /// `GET /client.js`: the client library (WebSocket, then SSE, then long-polling).
@@ -35,5 +38,8 @@ pub async fn dashboard_js() -> HttpResponse {
 
 /// `GET /dashboard.css`: the dashboard's styles.
 pub async fn dashboard_css() -> HttpResponse {
-    asset(include_str!("../web/dashboard.css"), "text/css; charset=utf-8")
+    asset(
+        include_str!("../web/dashboard.css"),
+        "text/css; charset=utf-8",
+    )
 }

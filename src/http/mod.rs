@@ -2,15 +2,16 @@
 //! quote API, health and readiness, and the Prometheus endpoint.
 
 mod api;
+mod assets;
 mod error;
 mod health;
-mod assets;
 
 use actix_web::web;
 
 pub use error::ApiError;
 
 use crate::transport::ws::ws_endpoint;
+use crate::transport::{poll, sse};
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -19,6 +20,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/dashboard.js", web::get().to(assets::dashboard_js))
         .route("/dashboard.css", web::get().to(assets::dashboard_css))
         .route("/ws", web::get().to(ws_endpoint))
+        .route("/sse", web::get().to(sse::sse_endpoint))
+        .route("/poll", web::post().to(poll::create))
+        .route("/poll/{session}", web::get().to(poll::poll))
+        .route("/poll/{session}", web::post().to(poll::op))
+        .route("/poll/{session}", web::delete().to(poll::delete))
         .route("/api/v1/symbols", web::get().to(api::symbols))
         .route("/api/v1/quotes", web::get().to(api::quotes))
         .route("/api/v1/quotes/{sym}", web::get().to(api::quote))

@@ -319,6 +319,12 @@ impl Session {
         }
     }
 
+    /// Only the queued replies (and the snapshots a subscribe produced), leaving
+    /// quote changes for [`Session::take_ready`]. Long-polling answers an op with these.
+    pub fn take_replies(&mut self) -> Vec<ServerMsg> {
+        std::mem::take(&mut self.outbox)
+    }
+
     /// Symbols with a change held back by their throttle.
     pub fn pending_count(&self) -> usize {
         self.throttled.len()

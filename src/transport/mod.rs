@@ -1,7 +1,12 @@
 //! Transports: thin adapters between a client connection and the session core.
-//! Each turns client input into session ops and session output into frames.
+//! Each turns client input into session ops and session output into frames:
+//! WebSocket (`ws`), Server-Sent Events (`sse`) and long-polling (`poll`).
 
+mod counters;
+pub mod poll;
 mod ratelimit;
+pub mod sse;
 pub mod ws;
 
+pub use counters::FrameCounters;
 pub use ratelimit::{Admission, TokenBucket};

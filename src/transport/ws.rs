@@ -16,16 +16,15 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
-use prometheus::IntCounter;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Admission, TokenBucket};
+use super::{Admission, FrameCounters, TokenBucket};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::metrics::Metrics;
 use crate::session::encode::encode_frame;
-use crate::session::protocol::{ErrorCode, Format, ServerMsg};
+use crate::session::protocol::{ErrorCode, Format};
 use crate::session::{Session, SessionConfig};
 
 /// Subprotocols we speak, in no particular order (the client's order decides).
@@ -119,27 +118,6 @@ enum End {
     Gone,
 }
 
-/// Counters resolved once per connection, so the hot path does no label lookups.
-struct WsCounters {
-    snapshots: IntCounter,
-    updates: IntCounter,
-    replies: IntCounter,
-    frames: IntCounter,
-    bytes: IntCounter,
-}
-
-impl WsCounters {
-    fn new(m: &Metrics, format: Format) -> WsCounters {
-        WsCounters {
-            snapshots: m.messages_sent.with_label_values(&["ws", "snapshot"]),
-            updates: m.messages_sent.with_label_values(&["ws", "update"]),
-            replies: m.messages_sent.with_label_values(&["ws", "reply"]),
-            frames: m.frames_sent.with_label_values(&["ws", format.as_str()]),
-            bytes: m.bytes_sent.with_label_values(&["ws", format.as_str()]),
-        }
-    }
-}
-
 async fn run_connection(
     mut ws: actix_ws::Session,
     stream: actix_ws::MessageStream,
@@ -149,11 +127,8 @@ async fn run_connection(
 ) {
     let cfg = state.settings.session.clone();
     let metrics = state.metrics.clone();
-    let counters = WsCounters::new(&metrics, format);
-    let latency = metrics.feed_to_socket_latency.with_label_values(&["ws"]);
+    let mut counters = FrameCounters::open(&metrics, "ws", format);
     let queue_depth = metrics.send_queue_depth.clone();
-    metrics.sessions_active.with_label_values(&["ws"]).inc();
-    metrics.connections_opened.with_label_values(&["ws"]).inc();
 
     let mut stream = stream
         .max_frame_size(cfg.max_frame_bytes)
@@ -244,7 +219,7 @@ async fn run_connection(
                     queue_depth.observe(session.pending_count() as f64);
                     match encode_frame(format, &msgs) {
                         Some(frame) => {
-                            record_frame(&counters, &latency, &metrics, &msgs, frame.len());
+                            counters.frame(&msgs, frame.len());
                             data_message(format, frame)
                         }
                         None => continue,
@@ -274,20 +249,19 @@ async fn run_connection(
         End::Close(..) => {
             let msgs = session.take_ready(Instant::now());
             encode_frame(format, &msgs).inspect(|frame| {
-                record_frame(&counters, &latency, &metrics, &msgs, frame.len());
+                counters.frame(&msgs, frame.len());
             })
         }
         _ => None,
     };
     // Leave the fan-out before anything else, so a closing client costs nothing.
     drop(session);
-    metrics.sessions_active.with_label_values(&["ws"]).dec();
     let close_wait = cfg
         .write_stall_timeout
         .min(std::time::Duration::from_secs(5));
     match end {
         End::Close(code, text) => {
-            count_close(&metrics, Some(code));
+            counters.closed(&code.to_string());
             if let Some(frame) = last_frame {
                 let _ =
                     tokio::time::timeout(close_wait, ws.send(data_message(format, frame))).await;
@@ -297,17 +271,17 @@ async fn run_connection(
         }
         End::SlowConsumer => {
             metrics.slow_consumer_closes.inc();
-            count_close(&metrics, Some(4008));
+            counters.closed("4008");
             let reason = close_reason(4008, "slow consumer: writes stalled");
             // The queue is full; the close goes out once the client reads again.
             let _ = tokio::time::timeout(cfg.write_stall_timeout, ws.close(Some(reason))).await;
         }
         End::ClientClosed(reason) => {
             let code: u16 = reason.as_ref().map_or(1000, |r| r.code.into());
-            count_close(&metrics, Some(code));
+            counters.closed(&code.to_string());
             let _ = tokio::time::timeout(close_wait, ws.close(reason)).await;
         }
-        End::Gone => count_close(&metrics, None),
+        End::Gone => counters.closed("none"),
     }
 }
 
@@ -333,39 +307,4 @@ fn refuse(session: &mut Session, cfg: &crate::settings::SessionSettings) {
         ),
         None,
     );
-}
-
-fn record_frame(
-    counters: &WsCounters,
-    latency: &prometheus::Histogram,
-    metrics: &Metrics,
-    msgs: &[ServerMsg],
-    len: usize,
-) {
-    let (mut snaps, mut upds, mut oldest) = (0u64, 0u64, None::<Instant>);
-    for m in msgs {
-        if let ServerMsg::Quote { kind, quote, .. } = m {
-            match kind {
-                crate::session::protocol::QuoteKind::Snapshot => snaps += 1,
-                crate::session::protocol::QuoteKind::Update => upds += 1,
-            }
-            oldest = Some(oldest.map_or(quote.ingested, |o: Instant| o.min(quote.ingested)));
-        }
-    }
-    let replies = msgs.len() as u64 - snaps - upds;
-    if snaps > 0 {
-        counters.snapshots.inc_by(snaps);
-    }
-    if upds > 0 {
-        counters.updates.inc_by(upds);
-    }
-    if replies > 0 {
-        counters.replies.inc_by(replies);
-    }
-    counters.frames.inc();
-    counters.bytes.inc_by(len as u64);
-    metrics.frame_messages.observe(msgs.len() as f64);
-    if let Some(t) = oldest {
-        latency.observe(t.elapsed().as_secs_f64());
-    }
 }

@@ -273,114 +273,48 @@ pub enum Event {
     Closed(Option<u16>),
 }
 
-/// A real WebSocket client that checks the protocol's per-connection guarantees on
-/// everything it receives: every frame is an array; `seq` strictly increases per
-/// symbol (order); the first quote message of a symbol after `subscribed` is a
-/// `snapshot` (snapshot first); nothing arrives for a symbol after `unsubscribed`
-/// (silence). It also keeps the client's view of each symbol (snapshot with updates
-/// applied), for convergence checks.
+/// The protocol's per-connection guarantees, checked on every message a test
+/// client receives, whatever the transport: `seq` strictly increases per symbol
+/// (order); the first quote message of a symbol after `subscribed` is a `snapshot`
+/// (snapshot first); nothing arrives for a symbol after `unsubscribed` (silence).
+/// It also keeps the client's view of each symbol (snapshot with updates applied),
+/// for convergence checks.
+#[derive(Default)]
+pub struct Guarantees {
+    pub state: HashMap<String, Value>,
+    last_seq: HashMap<String, u64>,
+    unsubscribed: std::collections::HashSet<String>,
+    resubscribed: std::collections::HashSet<String>,
+    pub received: Vec<Value>,
+}
+
+/// A real WebSocket client whose every message goes through [`Guarantees`].
 pub struct Client {
     pub ws: Ws,
     pub msgpack: bool,
     pub protocol: Option<String>,
-    pub state: HashMap<String, Value>,
-    last_seq: HashMap<String, u64>,
-    unsubscribed: std::collections::HashSet<String>,
-    pub received: Vec<Value>,
+    pub g: Guarantees,
     pending: std::collections::VecDeque<Value>,
-    resubscribed: std::collections::HashSet<String>,
 }
 
-impl Client {
-    pub async fn connect(url: &str) -> Client {
-        Self::connect_with(url, &[]).await
+impl std::ops::Deref for Client {
+    type Target = Guarantees;
+    fn deref(&self) -> &Guarantees {
+        &self.g
     }
+}
 
-    pub async fn connect_with(url: &str, protocols: &[&str]) -> Client {
-        let mut req = url.into_client_request().unwrap();
-        if !protocols.is_empty() {
-            req.headers_mut().insert(
-                "Sec-WebSocket-Protocol",
-                protocols.join(", ").parse().unwrap(),
-            );
+impl Guarantees {
+    /// Checks and records a batch of messages.
+    pub fn check_all(&mut self, msgs: &[Value]) {
+        for m in msgs {
+            self.check(m);
         }
-        let (ws, resp) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("connect");
-        let protocol = resp
-            .headers()
-            .get("Sec-WebSocket-Protocol")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let msgpack = protocol.as_deref() == Some("ticker.v1.msgpack")
-            || (protocol.is_none() && url.contains("format=msgpack"));
-        Client::from_ws(ws, msgpack, protocol)
+        self.received.extend(msgs.iter().cloned());
     }
 
-    pub fn from_ws(ws: Ws, msgpack: bool, protocol: Option<String>) -> Client {
-        Client {
-            ws,
-            msgpack,
-            protocol,
-            state: HashMap::new(),
-            last_seq: HashMap::new(),
-            unsubscribed: Default::default(),
-            received: Vec::new(),
-            pending: Default::default(),
-            resubscribed: Default::default(),
-        }
-    }
-
-    /// Sends one op (as JSON text, or MessagePack binary for msgpack sessions).
-    pub async fn send(&mut self, op: Value) {
-        let msg = if self.msgpack {
-            Message::Binary(rmp_serde::to_vec_named(&op).unwrap().into())
-        } else {
-            Message::Text(op.to_string().into())
-        };
-        self.ws.send(msg).await.unwrap();
-    }
-
-    pub async fn send_raw(&mut self, msg: Message) {
-        self.ws.send(msg).await.unwrap();
-    }
-
-    /// The next event, checking the guarantees on every message.
-    pub async fn next_event(&mut self) -> Event {
-        loop {
-            let frame = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for a frame");
-            let frame = match frame {
-                None => return Event::Closed(None),
-                Some(Err(_)) => return Event::Closed(None),
-                Some(Ok(f)) => f,
-            };
-            let value: Value = match frame {
-                Message::Text(t) => {
-                    assert!(!self.msgpack, "text frame on a msgpack session");
-                    serde_json::from_str(&t).expect("server frame is JSON")
-                }
-                Message::Binary(b) => {
-                    assert!(self.msgpack, "binary frame on a JSON session");
-                    rmp_serde::from_slice(&b).expect("server frame is MessagePack")
-                }
-                Message::Ping(_) => return Event::Ping,
-                Message::Pong(_) | Message::Frame(_) => continue,
-                Message::Close(c) => return Event::Closed(c.map(|c| u16::from(c.code))),
-            };
-            let Value::Array(msgs) = value else {
-                panic!("server frame is not an array: {value}");
-            };
-            assert!(!msgs.is_empty(), "empty frame");
-            for m in &msgs {
-                self.check(m);
-            }
-            self.received.extend(msgs.iter().cloned());
-            return Event::Msgs(msgs);
-        }
-    }
-
-    fn check(&mut self, m: &Value) {
+    /// Checks one message against the guarantees (panics on a violation).
+    pub fn check(&mut self, m: &Value) {
         let ty = m["type"].as_str().expect("message has a type");
         match ty {
             "subscribed" => {
@@ -431,6 +365,89 @@ impl Client {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        Self::connect_with(url, &[]).await
+    }
+
+    pub async fn connect_with(url: &str, protocols: &[&str]) -> Client {
+        let mut req = url.into_client_request().unwrap();
+        if !protocols.is_empty() {
+            req.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                protocols.join(", ").parse().unwrap(),
+            );
+        }
+        let (ws, resp) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("connect");
+        let protocol = resp
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let msgpack = protocol.as_deref() == Some("ticker.v1.msgpack")
+            || (protocol.is_none() && url.contains("format=msgpack"));
+        Client::from_ws(ws, msgpack, protocol)
+    }
+
+    pub fn from_ws(ws: Ws, msgpack: bool, protocol: Option<String>) -> Client {
+        Client {
+            ws,
+            msgpack,
+            protocol,
+            g: Guarantees::default(),
+            pending: Default::default(),
+        }
+    }
+
+    /// Sends one op (as JSON text, or MessagePack binary for msgpack sessions).
+    pub async fn send(&mut self, op: Value) {
+        let msg = if self.msgpack {
+            Message::Binary(rmp_serde::to_vec_named(&op).unwrap().into())
+        } else {
+            Message::Text(op.to_string().into())
+        };
+        self.ws.send(msg).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.ws.send(msg).await.unwrap();
+    }
+
+    /// The next event, checking the guarantees on every message.
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame");
+            let frame = match frame {
+                None => return Event::Closed(None),
+                Some(Err(_)) => return Event::Closed(None),
+                Some(Ok(f)) => f,
+            };
+            let value: Value = match frame {
+                Message::Text(t) => {
+                    assert!(!self.msgpack, "text frame on a msgpack session");
+                    serde_json::from_str(&t).expect("server frame is JSON")
+                }
+                Message::Binary(b) => {
+                    assert!(self.msgpack, "binary frame on a JSON session");
+                    rmp_serde::from_slice(&b).expect("server frame is MessagePack")
+                }
+                Message::Ping(_) => return Event::Ping,
+                Message::Pong(_) | Message::Frame(_) => continue,
+                Message::Close(c) => return Event::Closed(c.map(|c| u16::from(c.code))),
+            };
+            let Value::Array(msgs) = value else {
+                panic!("server frame is not an array: {value}");
+            };
+            assert!(!msgs.is_empty(), "empty frame");
+            self.g.check_all(&msgs);
+            return Event::Msgs(msgs);
         }
     }
 

@@ -1,0 +1,100 @@
+//! Per-session metric handles, resolved once when a session starts so writing a
+//! frame does no label lookups.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus::{Histogram, IntCounter};
+
+use crate::metrics::Metrics;
+use crate::session::protocol::{Format, QuoteKind, ServerMsg};
+
+/// A transport's counters for one session; counts it open on creation and
+/// closed (with a reason label) on [`FrameCounters::closed`].
+pub struct FrameCounters {
+    transport: &'static str,
+    metrics: Arc<Metrics>,
+    snapshots: IntCounter,
+    updates: IntCounter,
+    replies: IntCounter,
+    frames: IntCounter,
+    bytes: IntCounter,
+    latency: Histogram,
+    closed: bool,
+}
+
+impl FrameCounters {
+    /// Counts a new session of `transport` (opened, active).
+    pub fn open(metrics: &Arc<Metrics>, transport: &'static str, format: Format) -> Self {
+        let m = metrics;
+        m.sessions_active.with_label_values(&[transport]).inc();
+        m.connections_opened.with_label_values(&[transport]).inc();
+        FrameCounters {
+            transport,
+            metrics: metrics.clone(),
+            snapshots: m.messages_sent.with_label_values(&[transport, "snapshot"]),
+            updates: m.messages_sent.with_label_values(&[transport, "update"]),
+            replies: m.messages_sent.with_label_values(&[transport, "reply"]),
+            frames: m
+                .frames_sent
+                .with_label_values(&[transport, format.as_str()]),
+            bytes: m
+                .bytes_sent
+                .with_label_values(&[transport, format.as_str()]),
+            latency: m.feed_to_socket_latency.with_label_values(&[transport]),
+            closed: false,
+        }
+    }
+
+    /// Counts one written frame of `len` bytes carrying `msgs`.
+    pub fn frame(&self, msgs: &[ServerMsg], len: usize) {
+        let (mut snaps, mut upds, mut oldest) = (0u64, 0u64, None::<Instant>);
+        for m in msgs {
+            if let ServerMsg::Quote { kind, quote, .. } = m {
+                match kind {
+                    QuoteKind::Snapshot => snaps += 1,
+                    QuoteKind::Update => upds += 1,
+                }
+                oldest = Some(oldest.map_or(quote.ingested, |o| o.min(quote.ingested)));
+            }
+        }
+        let replies = msgs.len() as u64 - snaps - upds;
+        if snaps > 0 {
+            self.snapshots.inc_by(snaps);
+        }
+        if upds > 0 {
+            self.updates.inc_by(upds);
+        }
+        if replies > 0 {
+            self.replies.inc_by(replies);
+        }
+        self.frames.inc();
+        self.bytes.inc_by(len as u64);
+        self.metrics.frame_messages.observe(msgs.len() as f64);
+        if let Some(t) = oldest {
+            self.latency.observe(t.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Counts how a session ended: a close code, or a word such as `none`
+    /// (the peer vanished) or `expired`.
+    pub fn closed(&mut self, code: &str) {
+        if !self.closed {
+            self.closed = true;
+            self.metrics
+                .connections_closed
+                .with_label_values(&[self.transport, code])
+                .inc();
+        }
+    }
+}
+
+impl Drop for FrameCounters {
+    fn drop(&mut self) {
+        self.closed("none");
+        self.metrics
+            .sessions_active
+            .with_label_values(&[self.transport])
+            .dec();
+    }
+}

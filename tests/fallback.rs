@@ -1,0 +1,472 @@
+//! The fallback transports carry the same messages with the same guarantees as the
+//! WebSocket (PROTOCOL.md section 6): Server-Sent Events and long-polling, each
+//! tested for snapshot first, deltas, throttle with conflation, convergence,
+//! order and silence, plus their own rules (400 before a stream, 410 after expiry).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Something that yields protocol messages one at a time, all checked by
+/// [`Guarantees`].
+trait Source {
+    async fn next_msg(&mut self) -> Value;
+    fn g(&self) -> &Guarantees;
+
+    async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let m = self.next_msg().await;
+            if pred(&m) {
+                return m;
+            }
+        }
+    }
+}
+
+/// An SSE client reading the raw event stream.
+struct Sse {
+    resp: reqwest::Response,
+    buf: String,
+    pending: VecDeque<Value>,
+    g: Guarantees,
+    pub comments: usize,
+}
+
+impl Sse {
+    async fn open(app: &TestApp, query: &str) -> Sse {
+        let resp = app
+            .http
+            .get(app.url(&format!("/sse?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Sse {
+            resp,
+            buf: String::new(),
+            pending: VecDeque::new(),
+            g: Guarantees::default(),
+            comments: 0,
+        }
+    }
+
+    /// Parses every complete event in the buffer.
+    fn parse(&mut self) {
+        while let Some(end) = self.buf.find("\n\n") {
+            let block: String = self.buf.drain(..end + 2).collect();
+            let mut event = None;
+            let mut data = None;
+            for line in block.lines() {
+                if line.starts_with(':') {
+                    self.comments += 1;
+                } else if let Some(e) = line.strip_prefix("event: ") {
+                    event = Some(e.to_owned());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = Some(d.to_owned());
+                }
+            }
+            if let Some(data) = data {
+                let m: Value = serde_json::from_str(&data).expect("data is JSON");
+                assert_eq!(
+                    Some(m["type"].as_str().unwrap()),
+                    event.as_deref(),
+                    "{block}"
+                );
+                self.g.check_all(std::slice::from_ref(&m));
+                self.pending.push_back(m);
+            }
+        }
+    }
+
+    /// Reads one more chunk of the stream.
+    async fn read(&mut self) {
+        let chunk = tokio::time::timeout(WAIT, self.resp.chunk())
+            .await
+            .expect("timed out waiting for an event")
+            .expect("stream error")
+            .expect("stream ended");
+        self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        self.parse();
+    }
+}
+
+impl Source for Sse {
+    async fn next_msg(&mut self) -> Value {
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return m;
+            }
+            self.read().await;
+        }
+    }
+    fn g(&self) -> &Guarantees {
+        &self.g
+    }
+}
+
+/// A long-polling client.
+struct Poll {
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    pending: VecDeque<Value>,
+    g: Guarantees,
+}
+
+impl Poll {
+    async fn create(app: &TestApp, body: Value) -> Poll {
+        let r = app
+            .http
+            .post(app.url("/poll"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        let mut p = Poll {
+            http: app.http.clone(),
+            base: app.url(""),
+            session: v["session"].as_str().expect("session id").to_owned(),
+            pending: VecDeque::new(),
+            g: Guarantees::default(),
+        };
+        p.take(&v);
+        p
+    }
+
+    fn take(&mut self, body: &Value) {
+        let msgs = body["messages"].as_array().expect("messages").clone();
+        self.g.check_all(&msgs);
+        self.pending.extend(msgs);
+    }
+
+    /// One `GET /poll/{session}?wait=..`; returns the HTTP status and body.
+    async fn get(&mut self, wait: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}/poll/{}?wait={wait}", self.base, self.session))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        if status == 200 {
+            self.take(&body);
+        }
+        (status, body)
+    }
+
+    /// `POST /poll/{session}` with one op; returns its replies (also checked).
+    async fn op(&mut self, op: Value) -> Vec<Value> {
+        let r = self
+            .http
+            .post(format!("{}/poll/{}", self.base, self.session))
+            .json(&op)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        let msgs = body["messages"].as_array().unwrap().clone();
+        self.g.check_all(&msgs);
+        msgs
+    }
+}
+
+impl Source for Poll {
+    async fn next_msg(&mut self) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "no message within {WAIT:?}");
+            let (status, body) = self.get("5").await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    fn g(&self) -> &Guarantees {
+        &self.g
+    }
+}
+
+/// Snapshot first (equal to the API's quote), then a delta with only the changed
+/// field.
+async fn snapshot_then_delta(app: &TestApp, c: &mut impl Source) {
+    let w = c.until(|m| m["type"] == "welcome").await;
+    assert_eq!(w["format"], "json");
+    let s = c.until(|m| m["type"] == "subscribed").await;
+    assert_eq!(s["symbols"], json!(["AAPL", "MSFT"]));
+    assert_eq!(s["max_rate"], 5);
+    for sym in ["AAPL", "MSFT"] {
+        let snap = c
+            .until(|m| m["type"] == "snapshot" && m["sym"] == sym)
+            .await;
+        let mut rest = app.rest_quote(sym).await;
+        rest["type"] = json!("snapshot");
+        assert_eq!(snap, rest);
+    }
+    let q = app.rest_quote("AAPL").await;
+    let t = q["t"].as_i64().unwrap() + 1;
+    app.publish(json!({"sym":"AAPL","t":t,"bp":q["bp"],"as":q["as"].as_u64().unwrap() + 100}));
+    let u = c.until(|m| m["type"] == "update").await;
+    let mut keys: Vec<&str> = u.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["as", "seq", "sym", "t", "type"]);
+    assert_eq!(c.g().state["AAPL"], app.rest_quote("AAPL").await);
+}
+
+/// 60 updates over 1.5 s at max_rate 2: at most 3 messages in any second, every
+/// changed field carried, converged within 1/2 s + 250 ms of the last update.
+async fn throttle_and_converge(app: &TestApp, c: &mut impl Source, sym: &str) {
+    c.until(|m| m["type"] == "snapshot" && m["sym"] == sym)
+        .await;
+    let base = app.rest_quote(sym).await;
+    let (t0, bs0) = (base["t"].as_i64().unwrap(), base["bs"].as_u64().unwrap());
+    let publisher = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(25));
+        let mut last = Instant::now();
+        for i in 1..=60u64 {
+            tick.tick().await;
+            app.publish(json!({"sym": sym, "t": t0 + i as i64, "bs": bs0 + i}));
+            last = Instant::now();
+        }
+        last
+    };
+    let mut arrivals = Vec::new();
+    let final_bs = bs0 + 60;
+    let (last, ()) = tokio::join!(publisher, async {
+        loop {
+            let m = c.until(|m| m["sym"] == sym).await;
+            arrivals.push(Instant::now());
+            assert!(m.get("bs").is_some(), "conflated update lost bs: {m}");
+            if m["bs"] == final_bs {
+                break;
+            }
+        }
+    });
+    let converged = *arrivals.last().unwrap();
+    for (i, t) in arrivals.iter().enumerate() {
+        let n = arrivals[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(n <= 3, "{n} messages within 1 s at max_rate 2");
+    }
+    assert!(
+        arrivals.len() <= 6,
+        "{} messages for 60 updates",
+        arrivals.len()
+    );
+    let took = converged.saturating_duration_since(last);
+    assert!(
+        took <= Duration::from_millis(750),
+        "converged after {took:?}"
+    );
+    assert_eq!(c.g().state[sym], app.rest_quote(sym).await);
+}
+
+#[tokio::test]
+async fn sse_snapshot_first_then_deltas() {
+    let app = quiet_app().await;
+    let mut c = Sse::open(&app, "symbols=AAPL,MSFT&max_rate=5").await;
+    snapshot_then_delta(&app, &mut c).await;
+}
+
+#[tokio::test]
+async fn sse_throttles_conflates_and_converges() {
+    let app = quiet_app().await;
+    let mut c = Sse::open(&app, "symbols=NVDA&max_rate=2").await;
+    throttle_and_converge(&app, &mut c, "NVDA").await;
+}
+
+#[tokio::test]
+async fn sse_sends_keepalive_comments() {
+    let app = quiet_app_with("[sse]\nkeepalive_interval = \"100ms\"\n").await;
+    let mut c = Sse::open(&app, "symbols=SPY").await;
+    while c.comments < 2 {
+        c.read().await;
+    }
+}
+
+#[tokio::test]
+async fn sse_bad_parameters_get_400_with_a_json_error_before_any_stream() {
+    let app = quiet_app().await;
+    for (query, code) in [
+        ("symbols=AAPL,ZZZZ", "unknown_symbol"),
+        ("symbols=aapl", "unknown_symbol"),
+        ("symbols=", "bad_request"),
+        ("", "bad_request"),
+        ("symbols=AAPL&max_rate=fast", "bad_request"),
+        ("symbols=AAPL&max_rate=-1", "bad_request"),
+        ("symbols=AAPL&bogus=1", "bad_request"),
+    ] {
+        let (status, body) = app.get_json(&format!("/sse?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["type"], "error", "{query}: {body}");
+        assert_eq!(body["code"], code, "{query}: {body}");
+    }
+    let (_, body) = app.get_json("/sse?symbols=AAPL,ZZZZ").await;
+    assert_eq!(body["symbols"], json!(["ZZZZ"]));
+    let (_, universe) = app.get_json("/api/v1/symbols").await;
+    let many: Vec<&str> = universe
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(501)
+        .map(|s| s["sym"].as_str().unwrap())
+        .collect();
+    let (status, body) = app
+        .get_json(&format!("/sse?symbols={}", many.join(",")))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("too_many_symbols"))
+    );
+}
+
+#[tokio::test]
+async fn poll_snapshot_first_then_deltas() {
+    let app = quiet_app().await;
+    let mut c = Poll::create(&app, json!({"symbols":["AAPL","MSFT"],"max_rate":5})).await;
+    snapshot_then_delta(&app, &mut c).await;
+}
+
+#[tokio::test]
+async fn poll_throttles_conflates_and_converges() {
+    let app = quiet_app().await;
+    let mut c = Poll::create(&app, json!({"symbols":["TSLA"],"max_rate":2})).await;
+    throttle_and_converge(&app, &mut c, "TSLA").await;
+}
+
+#[tokio::test]
+async fn poll_ops_unsubscribe_and_silence() {
+    let app = quiet_app().await;
+    let mut c = Poll::create(&app, json!({"symbols":["AAPL","SPY"],"max_rate":50})).await;
+    c.until(|m| m["type"] == "snapshot" && m["sym"] == "SPY")
+        .await;
+    let replies = c.op(json!({"op":"ping","id":1})).await;
+    assert_eq!(replies, vec![json!({"type":"pong","id":1})]);
+    let replies = c
+        .op(json!({"op":"unsubscribe","id":2,"symbols":["AAPL"]}))
+        .await;
+    assert_eq!(
+        replies,
+        vec![json!({"type":"unsubscribed","id":2,"symbols":["AAPL"]})]
+    );
+    let replies = c
+        .op(json!({"op":"subscribe","id":3,"symbols":["MSFT","ZZZZ"]}))
+        .await;
+    let types: Vec<&str> = replies
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["error", "subscribed", "snapshot"]);
+    let replies = c.op(json!({"op":"dance"})).await;
+    assert_eq!(replies[0]["code"], "bad_request");
+    // Quotes for the unsubscribed symbol never arrive (Guarantees checks), the
+    // others do.
+    let a = app.rest_quote("AAPL").await["t"].as_i64().unwrap();
+    let s = app.rest_quote("SPY").await["t"].as_i64().unwrap();
+    app.publish(json!({"sym":"AAPL","t":a + 1,"bs":5}));
+    app.publish(json!({"sym":"SPY","t":s + 1,"bs":5}));
+    c.until(|m| m["type"] == "update" && m["sym"] == "SPY")
+        .await;
+}
+
+#[tokio::test]
+async fn poll_waits_then_answers_empty_and_expires_into_410() {
+    let app = quiet_app_with("[poll]\nsession_timeout = \"1s\"\nmax_wait = \"500ms\"\n").await;
+    let mut c = Poll::create(&app, json!({"symbols":["QQQ"]})).await;
+    c.pending.clear();
+    // Nothing changes: the poll waits `wait` and answers an empty list.
+    let started = Instant::now();
+    let (status, body) = c.get("0.3").await;
+    assert_eq!((status, body.clone()), (200, json!({"messages": []})));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Unpolled for longer than session_timeout: the session expires, then 410.
+    app.wait_metric(
+        "ticker_connections_closed_total",
+        &[("transport", "poll"), ("code", "expired")],
+        |v| v >= 1.0,
+    )
+    .await;
+    let (status, body) = c.get("0").await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["code"], "session_expired");
+    let (status, body) = app.get_json("/poll/s-doesnotexist").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("unknown_session"))
+    );
+}
+
+#[tokio::test]
+async fn poll_delete_ends_the_session_and_bad_bodies_are_400() {
+    let app = quiet_app().await;
+    let c = Poll::create(&app, json!({"symbols":["AAPL"]})).await;
+    let url = app.url(&format!("/poll/{}", c.session));
+    let r = app.http.delete(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    for body in [
+        "not json",
+        "[1]",
+        r#"{"symbols":"AAPL"}"#,
+        r#"{"symbols":["AAPL"],"max_rate":"x"}"#,
+        r#"{"bogus":1}"#,
+    ] {
+        let r = app
+            .http
+            .post(app.url("/poll"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "bad_request", "{body}: {v}");
+    }
+    assert_eq!(
+        app.metric("ticker_sessions_active", &[("transport", "poll")])
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_answers_as_soon_as_a_change_arrives() {
+    let app = quiet_app().await;
+    let mut c = Poll::create(&app, json!({"symbols":["QQQ"],"max_rate":50})).await;
+    c.pending.clear();
+    let t = app.rest_quote("QQQ").await["t"].as_i64().unwrap();
+    let started = Instant::now();
+    let waiting = c.get("25");
+    let publish = async {
+        // Let the poll reach its wait first, then publish.
+        app.wait_metric("ticker_sessions_active", &[("transport", "poll")], |v| {
+            v == 1.0
+        })
+        .await;
+        tokio::task::yield_now().await;
+        app.publish(json!({"sym":"QQQ","t":t + 1,"ls":7}));
+    };
+    let ((status, body), ()) = tokio::join!(waiting, publish);
+    assert_eq!(status, 200);
+    assert_eq!(body["messages"][0]["type"], "update", "{body}");
+    assert_eq!(body["messages"][0]["ls"], 7, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the poll sat out its wait"
+    );
+}
