@@ -119,6 +119,11 @@ pub struct Args {
     #[arg(long, default_value_t = 8 * 1024)]
     pub read_buffer: usize,
 
+    /// Diagnostic: re-arm TCP_QUICKACK after every frame so the client never delays
+    /// its ACKs (shows whether the server's Nagle algorithm holds frames back).
+    #[arg(long)]
+    pub quickack: bool,
+
     /// Give up on a connection attempt (TCP + handshake) after this many seconds.
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,

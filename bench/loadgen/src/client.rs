@@ -36,6 +36,7 @@ pub struct Plan {
     pub ws_config: WebSocketConfig,
     pub connect_timeout: Duration,
     pub churn: bool,
+    pub quickack: bool,
     pub stats: Arc<Stats>,
 }
 
@@ -95,6 +96,10 @@ async fn connect(plan: &Plan, source: IpAddr) -> Result<Ws, String> {
         IpAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|e| format!("socket: io {:?}", e.kind()))?;
+    // Lets a source port still in TIME_WAIT from an earlier run be bound again.
+    socket
+        .set_reuseaddr(true)
+        .map_err(|e| format!("socket: io {:?}", e.kind()))?;
     socket
         .bind(SocketAddr::new(source, 0))
         .map_err(|e| format!("bind: io {:?}", e.kind()))?;
@@ -240,6 +245,9 @@ async fn read_loop(
                 break End::Gone;
             }
         };
+        if plan.quickack {
+            crate::sys::quickack(ws.get_ref());
+        }
         if let Err(kind) = result {
             stats.error(format!("parse: {kind}"));
             continue;
@@ -264,7 +272,9 @@ async fn read_loop(
     end
 }
 
-/// Churn: a normal close, then wait briefly for the server's close frame.
+/// Churn: a normal close; once the server's close frame is back (the WebSocket
+/// close handshake is complete) the TCP connection is reset (SO_LINGER 0) instead
+/// of waiting for the server's FIN, so neither side piles up TIME_WAIT sockets.
 async fn close(plan: &Plan, ws: &mut Ws) {
     let stats = &plan.stats;
     let frame = CloseFrame {
@@ -275,15 +285,24 @@ async fn close(plan: &Plan, ws: &mut Ws) {
         stats.error(ws_error_key("close", &e));
         return;
     }
-    let drained = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(_)) = ws.next().await {}
+    let reply = tokio::time::timeout(CLOSE_WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return false,
+            }
+        }
     })
     .await;
-    if drained.is_err() {
-        stats.error("close: timeout");
-        return;
-    }
-    if stats.measuring() {
-        stats.cycles_measured.fetch_add(1, Ordering::Relaxed);
+    match reply {
+        Ok(true) => {
+            let _ = ws.get_ref().set_zero_linger();
+            if stats.measuring() {
+                stats.cycles_measured.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(false) => stats.error("close: no close frame from the server"),
+        Err(_) => stats.error("close: timeout"),
     }
 }

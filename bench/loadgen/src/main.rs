@@ -165,6 +165,7 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
             .max_write_buffer_size(64 * 1024),
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         churn: args.churn,
+        quickack: args.quickack,
         stats: stats.clone(),
     });
 

@@ -22,6 +22,23 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     Ok(rl.rlim_cur)
 }
 
+/// Asks the kernel to acknowledge received data at once on `socket` (Linux resets
+/// this after a while, so it is re-armed after every frame).
+pub fn quickack(socket: &impl std::os::fd::AsRawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a pointer to a c_int with its correct length;
+    // a failure only means the hint was not applied.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Clock ticks per second of the `utime`/`stime` fields (`getconf CLK_TCK`).
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.

@@ -1,0 +1,191 @@
+"""ticker-gateway under test: writes its benchmark config overlay, starts it with
+--config, waits for /readyz, samples its CPU time and RSS from /proc and a few
+counters from /metrics, and stops it with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")  # same as `getconf CLK_TCK` (100 here)
+UNIVERSE_ROWS = 500
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_universe(repo: Path, tmp: Path) -> Path:
+    """The first 500 rows of feeds/universe.tsv, header kept."""
+    lines = (repo / "feeds" / "universe.tsv").read_text().splitlines(keepends=True)
+    path = tmp / "universe-500.tsv"
+    path.write_text("".join(lines[: UNIVERSE_ROWS + 1]))
+    return path
+
+
+def write_overlay(tmp: Path, universe: Path, port: int, quotes_per_sec: float,
+                  max_rate: float, workers: int) -> Path:
+    """The benchmark overlay: big connection limit, rates that never throttle
+    (unless the client asks), ingest stamps on, one evenly spread sim feed."""
+    text = f"""# Written by bench/run.py for one benchmark run.
+[server]
+host = "127.0.0.1"
+port = {port}
+workers = {workers}
+max_connections = 20000
+
+[session]
+max_rate = {max_rate:.1f}
+default_rate = {max_rate:.1f}
+
+[bench]
+ingest_stamp = true
+
+[universe]
+file = "{universe}"
+
+# An overlay's [[feeds]] list replaces the default one.
+[[feeds]]
+name = "sim"
+kind = "sim"
+quotes_per_sec = {quotes_per_sec:.1f}
+hot_fraction = 1.0
+hot_share = 1.0
+seed = 42
+"""
+    path = tmp / f"gateway-{port}.toml"
+    path.write_text(text)
+    return path
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@dataclass
+class Sample:
+    """One look at the gateway process."""
+    t: float          # time.monotonic()
+    cpu_s: float      # utime + stime
+    rss_kib: int      # VmRSS
+    metrics: dict     # selected /metrics counters (may be empty)
+    threads: dict     # CPU seconds per thread, keyed "name#tid"
+
+
+class Gateway:
+    """One gateway process."""
+
+    def __init__(self, binary: Path, config: Path, port: int, log: Path):
+        self.port = port
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [str(binary), "--config", str(config)],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_raise_nofile,
+        )
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode} during start-up:\n"
+                                   + self.log_tail())
+            try:
+                with urllib.request.urlopen(self.http + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gateway not ready in time:\n" + self.log_tail())
+
+    def cpu_seconds(self) -> float:
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime
+
+    def thread_cpu(self) -> dict:
+        """CPU seconds per thread ("name#tid"), to see whether one thread saturates."""
+        out: dict = {}
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[f"{name}#{task.name}"] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return out
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def metrics(self) -> dict:
+        """Sums of the counters the report uses, over all label sets."""
+        wanted = {
+            "ticker_feed_quotes_received_total": "quotes",
+            'ticker_messages_sent_total{type="update"}': "updates_sent",
+            "ticker_updates_conflated_total": "conflated",
+            "ticker_slow_consumer_closes_total": "slow_consumer_closes",
+            "ticker_connections_rejected_total": "rejected",
+        }
+        out: dict = {}
+        try:
+            with urllib.request.urlopen(self.http + "/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except (urllib.error.URLError, OSError):
+            return out
+        for line in text.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            name_labels, value = line.rsplit(" ", 1)
+            name = name_labels.split("{", 1)[0]
+            for key, label in wanted.items():
+                key_name, _, key_label = key.partition("{")
+                if name == key_name and (not key_label or key_label.rstrip("}") in name_labels):
+                    out[label] = out.get(label, 0.0) + float(value)
+        return out
+
+    def sample(self, with_metrics: bool = True) -> Sample:
+        return Sample(time.monotonic(), self.cpu_seconds(), self.rss_kib(),
+                      self.metrics() if with_metrics else {}, self.thread_cpu())
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 20) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

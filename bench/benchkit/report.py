@@ -1,0 +1,134 @@
+"""Markdown tables and result files for bench/run.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _f(v, digits: int = 0) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float) and digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def fanout_table(steps: list[dict]) -> str:
+    rows = []
+    for s in steps:
+        rows.append([
+            _f(s["feed_qps"]), _f(s["clients_subscribed"]), _f(s["offered_ups"]),
+            _f(s["delivered_ups"]), _f(s["delivery_ratio"], 3), _f(s["server_cpu_pct"]),
+            _f(s["server_cpu_s_per_m"], 2), _f(s["latency_ms"]["p50"], 2),
+            _f(s["latency_ms"]["p99"], 2), _f(s["latency_ms"]["p999"], 2),
+            _f(s["server_rss_mib"], 1), _f(s["loadgen_cpu_pct"]),
+        ])
+    return _table(["feed q/s", "clients", "offered upd/s", "delivered upd/s", "ratio",
+                   "server CPU %", "server CPU-s / M upd", "p50 ms", "p99 ms", "p99.9 ms",
+                   "server RSS MiB", "loadgen CPU %"], rows)
+
+
+def knee_note(steps: list[dict]) -> str:
+    if not steps:
+        return ""
+    peak = max(steps, key=lambda s: s["delivered_ups"])
+    note = (f"Peak delivered: {_f(peak['delivered_ups'])} updates/s at {_f(peak['feed_qps'])} "
+            f"quotes/s (ratio {_f(peak['delivery_ratio'], 3)}).")
+    below = [s for s in steps if s["delivery_ratio"] is not None and s["delivery_ratio"] < 0.95]
+    if below:
+        first = below[0]
+        note += (f" Delivery falls below 95% of offered at {_f(first['feed_qps'])} quotes/s: "
+                 "the knee lies at or below that step.")
+    else:
+        note += " Delivery kept up with the offered load at every step (no knee reached)."
+    return note
+
+
+def idle_table(steps: list[dict]) -> str:
+    rows = [[
+        _f(s["connections"]), _f(s["clients_subscribed"]), _f(s["rss_before_mib"], 1),
+        _f(s["rss_after_mib"], 1), _f(s["bytes_per_connection"]),
+        _f(s["bytes_per_connection"] / 1024 if s["bytes_per_connection"] else None, 1),
+        _f(s["server_cpu_pct"], 1), _f(s["connect_ms"]["p99"], 1), _f(s["error_count"]),
+    ] for s in steps]
+    return _table(["connections", "subscribed", "RSS before MiB", "RSS after MiB",
+                   "ΔRSS / conn (bytes)", "KiB / conn", "server CPU % (idle)",
+                   "connect p99 ms", "errors"], rows)
+
+
+def throttled_table(steps: list[dict]) -> str:
+    rows = [[
+        _f(s["clients_subscribed"]), _f(s["feed_qps"]), _f(s["max_rate"], 1),
+        _f(s["offered_ups"]), _f(s["delivered_ups"]), _f(s["conflation_ratio"], 1),
+        _f(s["server_cpu_pct"]), _f(s["server_cpu_s_per_m"], 2),
+        _f(s["latency_ms"]["p99"], 2), _f(s["loadgen_cpu_pct"]),
+    ] for s in steps]
+    return _table(["clients", "feed q/s", "max_rate", "offered upd/s", "delivered upd/s",
+                   "conflation (offered/delivered)", "server CPU %",
+                   "server CPU-s / M delivered", "p99 ms", "loadgen CPU %"], rows)
+
+
+def churn_table(steps: list[dict]) -> str:
+    rows = [[
+        _f(s["clients"]), _f(s["connects_per_sec"]), _f(s["cycles_per_sec"]),
+        _f(s["error_count"]), _f(s["connect_ms"]["p50"], 2), _f(s["connect_ms"]["p99"], 2),
+        _f(s["all_snapshots_ms"]["p99"], 2), _f(s["server_cpu_pct"]), _f(s["loadgen_cpu_pct"]),
+    ] for s in steps]
+    return _table(["concurrent clients", "connects/s", "full cycles/s", "errors",
+                   "connect p50 ms", "connect p99 ms", "all snapshots p99 ms",
+                   "server CPU %", "loadgen CPU %"], rows)
+
+
+TABLES = {
+    "fanout-10k": fanout_table,
+    "idle-19k": idle_table,
+    "throttled": throttled_table,
+    "churn": churn_table,
+}
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    kind = "quick (smoke)" if result["quick"] else "full"
+    lines = [
+        f"## {result['scenario']} — {kind}, {result['date']}",
+        "",
+        f"Machine: {m['cpus']} CPUs, load average {m['loadavg_start']} at start, "
+        f"{m['loadavg_end']} at end. **Noisy**: {result['noise_note']}",
+        "",
+        f"Workload: {result['description']}",
+        "",
+        TABLES[result["scenario"]](result["steps"]),
+        "",
+    ]
+    if result["scenario"] == "fanout-10k":
+        lines += [knee_note(result["steps"]), ""]
+    for s in result["steps"]:
+        problems = []
+        if s.get("errors"):
+            problems.append("errors " + json.dumps(s["errors"]))
+        if s.get("closes"):
+            problems.append("closes " + json.dumps(s["closes"]))
+        if s.get("warnings"):
+            problems += s["warnings"]
+        if problems:
+            lines.append(f"- step {s['label']}: " + "; ".join(problems))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(result: dict, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if result["quick"] else ""
+    stem = f"{result['scenario']}{suffix}-{result['date']}"
+    json_path = out_dir / f"{stem}.json"
+    md_path = out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md_path.write_text(markdown(result))
+    return json_path, md_path

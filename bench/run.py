@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Benchmark driver for ticker-gateway (Python 3.11, standard library only).
+
+Builds nothing: run `cargo build --release --workspace` first, which makes
+target/release/ticker-gateway and target/release/ticker-loadgen.
+
+For each step of a scenario it writes a config overlay (free port, 20,000
+connections, 2 workers, rates that never throttle, [bench] ingest_stamp = true,
+a 500-symbol universe and one evenly spread sim feed), starts the gateway, runs
+the load generator split over several processes, samples the gateway's CPU and
+RSS at the edges of the measured window, stops the gateway with SIGTERM and
+writes bench/results/<scenario>[-quick]-<date>.{json,md}.
+
+    python3 bench/run.py --scenario fanout-10k --quick
+    python3 bench/run.py --scenario fanout-10k --steps 2000,4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.dont_write_bytecode = True   # keep bench/ free of __pycache__
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchkit import report  # noqa: E402
+from benchkit.gateway import Gateway, free_port, write_overlay, write_universe  # noqa: E402
+from benchkit.loadgen import Fleet  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+UNIVERSE = 500
+SYMBOLS_PER_CLIENT = 20
+SERVER_MAX_RATE = 1000.0
+NOISE_NOTE = ("one shared 2-core machine runs the gateway, the load generator and "
+              "another engineer's builds and tests; figures are indicative only.")
+
+# Per scenario: (full settings, quick settings).
+SCENARIOS: dict[str, tuple[dict, dict]] = {
+    "fanout-10k": (
+        dict(clients=10_000, procs=4, steps=[500, 1000, 2000, 4000, 8000], max_rate=1000.0,
+             warmup=5, duration=15, connect_rate=2000),
+        dict(clients=200, procs=2, steps=[1000, 4000], max_rate=1000.0,
+             warmup=2, duration=8, connect_rate=1000),
+    ),
+    "idle-19k": (
+        dict(clients=19_000, procs=4, steps=[1], max_rate=1000.0,
+             warmup=3, duration=5, connect_rate=2000),
+        dict(clients=1000, procs=2, steps=[1], max_rate=1000.0,
+             warmup=2, duration=3, connect_rate=1000),
+    ),
+    "throttled": (
+        dict(clients=10_000, procs=4, steps=[8000], max_rate=1.0,
+             warmup=5, duration=15, connect_rate=2000),
+        dict(clients=200, procs=2, steps=[8000], max_rate=1.0,
+             warmup=2, duration=8, connect_rate=1000),
+    ),
+    "churn": (
+        dict(clients=500, procs=2, steps=[1000], max_rate=1000.0,
+             warmup=3, duration=15, connect_rate=1000),
+        dict(clients=50, procs=1, steps=[1000], max_rate=1000.0,
+             warmup=2, duration=8, connect_rate=500),
+    ),
+}
+
+DESCRIPTIONS = {
+    "fanout-10k": "{clients} clients × 20 of 500 symbols (uniform), max_rate {max_rate:g}, "
+                  "feed stepped over {steps} quotes/s spread evenly; one gateway start per step.",
+    "idle-19k": "{clients} connections × 20 of 500 symbols, feed at 1 quote/s; "
+                "ΔRSS from before the first client to after all are connected and subscribed.",
+    "throttled": "{clients} clients × 20 of 500 symbols at max_rate {max_rate:g} on a "
+                 "{steps} quotes/s feed: the gateway must conflate.",
+    "churn": "{clients} concurrent clients, each looping connect → subscribe 20 symbols → "
+             "all snapshots → close, feed {steps} quotes/s.",
+}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+    p.add_argument("--quick", action="store_true", help="small smoke version (seconds, not minutes)")
+    p.add_argument("--steps", help="feed rates in quotes/s, comma-separated (overrides the scenario)")
+    p.add_argument("--clients", type=int, help="total clients (overrides the scenario)")
+    p.add_argument("--procs", type=int, help="loadgen processes")
+    p.add_argument("--warmup", type=float, help="seconds after ramp-up before measuring")
+    p.add_argument("--duration", type=float, help="measured seconds per step")
+    p.add_argument("--connect-rate", type=float, help="total new connections per second")
+    p.add_argument("--format", choices=["json", "msgpack"], default="json")
+    p.add_argument("--distribution", choices=["uniform", "zipf"], default="uniform")
+    p.add_argument("--loadgen-workers", type=int, default=1, help="tokio workers per loadgen process")
+    p.add_argument("--gateway-workers", type=int, default=2, help="gateway server.workers")
+    p.add_argument("--quickack", action="store_true",
+                   help="diagnostic: loadgen clients never delay ACKs (TCP_QUICKACK)")
+    p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    return p.parse_args()
+
+
+def binaries() -> tuple[Path, Path]:
+    gw = REPO / "target" / "release" / "ticker-gateway"
+    lg = REPO / "target" / "release" / "ticker-loadgen"
+    missing = [str(b) for b in (gw, lg) if not b.is_file()]
+    if missing:
+        sys.exit("error: missing " + ", ".join(missing)
+                 + "\nbuild them first:  cargo build --release --workspace")
+    return gw, lg
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]   # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_bin: Path,
+             args: argparse.Namespace) -> dict:
+    """One gateway start: ramp-up, warmup, measured window, stop."""
+    port = free_port()
+    overlay = write_overlay(tmp, write_universe(REPO, tmp), port, feed, SERVER_MAX_RATE,
+                            args.gateway_workers)
+    gateway = Gateway(gw_bin, overlay, port, tmp / f"gateway-{port}.log")
+    fleet = None
+    try:
+        gateway.wait_ready()
+        time.sleep(0.5)
+        before = gateway.sample()
+        extra = ["--symbols-per-client", str(SYMBOLS_PER_CLIENT), "--universe-size", str(UNIVERSE),
+                 "--distribution", args.distribution, "--max-rate", f"{cfg['max_rate']:g}",
+                 "--format", args.format, "--workers", str(args.loadgen_workers),
+                 "--warmup", f"{cfg['warmup']:g}", "--duration", f"{cfg['duration']:g}"]
+        if scenario == "churn":
+            extra.append("--churn")
+        if args.quickack:
+            extra.append("--quickack")
+        fleet = Fleet(lg_bin, tmp, cfg["procs"], cfg["clients"], gateway.ws_url, extra,
+                      cfg["connect_rate"])
+        ramp_budget = cfg["clients"] / cfg["connect_rate"] + 40
+        fleet.wait_all("ramped", ramp_budget)
+        ramped = gateway.sample(with_metrics=False)
+        fleet.go()
+        fleet.wait_all("measure_start", cfg["warmup"] + 30)
+        start = gateway.sample()
+        busy0 = machine_busy()
+        fleet.wait_all("measure_end", cfg["duration"] + 30)
+        busy1 = machine_busy()
+        end = gateway.sample()
+        lg = fleet.finish()
+    finally:
+        if fleet is not None:
+            fleet.kill()
+        exit_code = gateway.stop()
+    step = summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code)
+    step["machine_busy_pct"] = 100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
+    step["quickack"] = args.quickack
+    return step
+
+
+def summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code) -> dict:
+    window = end.t - start.t
+    cpu = end.cpu_s - start.cpu_s
+    delta = {k: end.metrics.get(k, 0.0) - start.metrics.get(k, 0.0) for k in end.metrics}
+    subscribed = lg["subscribed_at_measure_start"]
+    subs_per_symbol = subscribed * SYMBOLS_PER_CLIENT / UNIVERSE
+    delivered = lg["updates_per_sec"]
+    offered = feed * subs_per_symbol
+    feed_actual = delta["quotes"] / window if "quotes" in delta and window > 0 else None
+    warnings = []
+    if scenario != "churn" and subscribed < cfg["clients"]:
+        warnings.append(f"only {subscribed} of {cfg['clients']} clients had all their snapshots "
+                        "when measuring started")
+    if scenario != "idle-19k" and lg["latency_ms"]["count"] == 0 and scenario != "churn":
+        warnings.append("no update carried `ti`: is [bench] ingest_stamp on?")
+    if feed_actual is not None and feed > 10 and feed_actual < 0.95 * feed:
+        warnings.append(f"the sim feed produced only {feed_actual:,.0f} of {feed:,.0f} quotes/s")
+    if exit_code != 0:
+        warnings.append(f"gateway exited with {exit_code} on SIGTERM")
+    connections = lg["open_at_measure_start"]
+    rss_delta = (start.rss_kib - before.rss_kib) * 1024
+    step = {
+        "label": f"{feed:g} q/s",
+        "feed_qps": feed,
+        "feed_qps_measured": feed_actual,
+        "max_rate": cfg["max_rate"],
+        "clients": cfg["clients"],
+        "clients_subscribed": subscribed,
+        "connections": connections,
+        "subscribers_per_symbol": subs_per_symbol,
+        "offered_ups": offered,
+        "offered_ups_from_measured_feed": feed_actual * subs_per_symbol if feed_actual else None,
+        "delivered_ups": delivered,
+        "delivery_ratio": delivered / offered if offered else None,
+        "conflation_ratio": offered / delivered if delivered else None,
+        "server_updates_sent_ups": delta["updates_sent"] / window if "updates_sent" in delta else None,
+        "server_conflated_ps": delta["conflated"] / window if "conflated" in delta else None,
+        "window_s": window,
+        "server_cpu_s": cpu,
+        "server_cpu_pct": 100 * cpu / window if window else None,
+        "server_cpu_s_per_m": cpu / (delivered * window / 1e6) if delivered else None,
+        "server_thread_cpu_pct": {
+            name: round(100 * (cpu_s - start.threads.get(name, 0.0)) / window, 1)
+            for name, cpu_s in sorted(end.threads.items(),
+                                      key=lambda kv: start.threads.get(kv[0], 0.0) - kv[1])
+            if cpu_s - start.threads.get(name, 0.0) >= 0.01 * window
+        } if window else {},
+        "server_rss_mib": end.rss_kib / 1024,
+        "rss_before_mib": before.rss_kib / 1024,
+        "rss_ramped_mib": ramped.rss_kib / 1024,
+        "rss_after_mib": start.rss_kib / 1024,
+        "bytes_per_connection": rss_delta / connections if connections else None,
+        "loadgen_cpu_pct": 100 * lg["loadgen_cpu_s_measured"] / lg["duration_s"],
+        "latency_ms": lg["latency_ms"],
+        "connect_ms": lg["connect_ms"],
+        "all_snapshots_ms": lg["all_snapshots_ms"],
+        "connects_per_sec": lg["connects_per_sec"],
+        "cycles_per_sec": lg["cycles_per_sec"],
+        "errors": lg["errors"],
+        "error_count": sum(lg["errors"].values()),
+        "closes": lg["closes"],
+        "gateway_exit_code": exit_code,
+        "warnings": warnings,
+        "loadgen": lg,
+    }
+    return step
+
+
+def main() -> None:
+    args = parse_args()
+    gw_bin, lg_bin = binaries()
+    full, quick = SCENARIOS[args.scenario]
+    cfg = dict(quick if args.quick else full)
+    for key in ("clients", "procs", "warmup", "duration", "connect_rate"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.steps:
+        cfg["steps"] = [float(x) for x in args.steps.split(",") if x.strip()]
+    date = time.strftime("%Y-%m-%d-%H%M%S")
+    result = {
+        "scenario": args.scenario,
+        "quick": args.quick,
+        "date": date,
+        "description": DESCRIPTIONS[args.scenario].format(
+            clients=f"{cfg['clients']:,}", max_rate=cfg["max_rate"],
+            steps=", ".join(f"{s:,g}" for s in cfg["steps"])),
+        "noise_note": NOISE_NOTE,
+        "settings": cfg | {"format": args.format, "distribution": args.distribution,
+                           "loadgen_workers": args.loadgen_workers,
+                           "gateway_workers": args.gateway_workers,
+                           "symbols_per_client": SYMBOLS_PER_CLIENT, "universe": UNIVERSE},
+        "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release,
+                    "loadavg_start": loadavg()},
+        "steps": [],
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="ticker-bench-"))
+    try:
+        for feed in cfg["steps"]:
+            print(f"[{args.scenario}] feed {feed:g} q/s, {cfg['clients']} clients ...", file=sys.stderr)
+            step = run_step(cfg, args.scenario, feed, tmp, gw_bin, lg_bin, args)
+            result["steps"].append(step)
+            print(f"  delivered {step['delivered_ups']:,.0f} upd/s, "
+                  f"{step['connects_per_sec']:,.0f} connects/s, server CPU "
+                  f"{step['server_cpu_pct']:.0f}%, p99 {step['latency_ms'].get('p99')} ms, "
+                  f"errors {step['error_count']}", file=sys.stderr)
+    except (RuntimeError, OSError) as e:
+        sys.exit(f"error: {e}\n(temp dir kept: {tmp})")
+    result["machine"]["loadavg_end"] = loadavg()
+    for step in result["steps"]:   # per-bucket histograms stay out of the saved file
+        for h in ("latency_ms", "connect_ms", "all_snapshots_ms"):
+            step["loadgen"].pop(h, None)
+    json_path, md_path = report.write(result, args.out_dir)
+    print(report.markdown(result))
+    print(f"written: {json_path}, {md_path}", file=sys.stderr)
+    if not args.keep_tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"temp dir kept: {tmp}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
