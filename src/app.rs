@@ -142,6 +142,8 @@ impl Application {
                     .configure(routes)
             })
             .workers(workers)
+            // Quotes are small and latency matters: no Nagle delay on client sockets.
+            .tcp_nodelay(true)
             .disable_signals()
             .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
             .listen(self.listener)?
