@@ -1,1 +1,452 @@
+/*
+ * client.js: TickerClient, a small browser client for the ticker.v1 gateway
+ * (PROTOCOL.md). No build step, no dependencies; loading it defines
+ * window.TickerClient.
+ *
+ *   const client = TickerClient.connect("", {      // "" = this page's origin
+ *     transports: ["ws", "sse", "poll"],           // tried in this order
+ *     maxRate: 5,                                  // updates/s per symbol (null: server default)
+ *     stallTimeoutMs: 20000,                       // no message or heartbeat this long = stalled
+ *     onState(state, client) {},                   // state or transport changed
+ *     onMessage(msg, client) {},                   // every server message, after merging
+ *     onError(err, client) {},                     // server error messages; transport failures
+ *   });                                            //   arrive as {code: "transport", message}
+ *   client.subscribe(["AAPL", "MSFT"]);
+ *   client.quotes.AAPL      // {sym, seq, t, bp, ap, lp, ...}: snapshot with updates applied
+ *   client.setRate(2); client.unsubscribe(["MSFT"]); client.close();
+ *
+ * client.state is "connecting" (never open yet), "open", "reconnecting" or "closed";
+ * client.transport is the transport in use or being tried: "ws", "sse" or "poll".
+ *
+ * Transports (all carry the same message objects):
+ *  - ws:   WebSocket /ws, subprotocol ticker.v1.json; every frame is a JSON array of
+ *          messages. Browsers hide the server's pings, so the client sends
+ *          {"op":"ping"} every 10 s; the pong (or any message) proves the link alive.
+ *  - sse:  GET /sse?symbols=..&max_rate=..; each event's name is the message type,
+ *          its data the message. Read with fetch() and a small parser rather than
+ *          EventSource, because EventSource hides the server's 15 s comment
+ *          heartbeats (a quiet symbol set would look stalled) and the JSON body of a
+ *          400 (so an unknown symbol could not be reported). A new symbol set or
+ *          rate reopens the stream with the new query.
+ *  - poll: POST /poll → {session, messages}; then GET /poll/{session}?wait=25 in a
+ *          loop; ops go to POST /poll/{session}; DELETE on close; 410 (expired;
+ *          or 404, unknown) starts a new session.
+ *  SSE and poll need at least one symbol: with none, they count as open but idle
+ *  and start streaming on the first subscribe.
+ *
+ * Falling back and reconnecting: a transport that fails to open (error, or no sign
+ * of life within openTimeoutMs) or that stalls is replaced by the next one in
+ * `transports` at once; after the whole list failed, the next round starts after a
+ * jittered exponential backoff (0.5 s doubling to 10 s, ±25 %). A transport that was
+ * working and drops starts a new round from the first (preferred) transport, after
+ * the backoff. After every (re)connect the client subscribes its symbols again.
+ *
+ * One max_rate applies to all of a client's symbols (SSE can carry only one).
+ * Symbols the server refuses (unknown_symbol, not_entitled, too_many_symbols) are
+ * dropped from the client's set, so a reconnect does not ask for them again.
+ */
+(function (global) {
+  "use strict";
 
+  const DEFAULTS = {
+    transports: ["ws", "sse", "poll"],
+    maxRate: null,
+    stallTimeoutMs: 20000,
+    openTimeoutMs: 10000,
+    pingIntervalMs: 10000,
+    pollWaitSec: 25,
+    onState() {}, onMessage() {}, onError() {},
+  };
+  const REFUSED = ["unknown_symbol", "not_entitled", "too_many_symbols"];
+  const STABLE_MS = 5000;
+
+  /** Backoff before reconnect attempt n (0-based): 0.5 s doubling to 10 s, ±25 %. */
+  function backoffMs(n) {
+    return Math.min(10000, 500 * 2 ** n) * (0.75 + Math.random() * 0.5);
+  }
+
+  /** Reads a JSON error body, or null. */
+  function errorBody(res) {
+    return res.json().then((b) => (b && b.type === "error" ? b : null), () => null);
+  }
+
+  class Client {
+    constructor(baseUrl, opts) {
+      this.opts = Object.assign({}, DEFAULTS, opts);
+      const base = baseUrl || global.location.origin;
+      this.httpBase = base.replace(/\/+$/, "");
+      this.wsBase = this.httpBase.replace(/^http/, "ws");
+      this.state = "connecting";
+      this.transport = this.opts.transports[0];
+      this.quotes = {};
+      this.symbols = new Set((opts && opts.symbols) || []);
+      this.rate = this.opts.maxRate;
+      this.limits = null;
+      this.conn = null; // the live attempt: {name, established, ...}
+      this.ti = 0; // index of the transport being used or tried
+      this.failures = 0; // backoff step: failed rounds since the last success
+      this.nextId = 1;
+      // Start on the next tick, so subscribe() calls right after connect() make
+      // the first request already carry the symbols.
+      this.timer = setTimeout(() => this._open(), 0);
+      this.watchdog = setInterval(() => this._checkStall(), 1000);
+    }
+
+    // ---- public API ------------------------------------------------------
+
+    /** Adds symbols (and optionally sets the client's max_rate). */
+    subscribe(symbols, maxRate) {
+      const fresh = symbols.map((s) => String(s).trim().toUpperCase()).filter((s) => s && !this.symbols.has(s));
+      if (maxRate !== undefined && maxRate !== this.rate) this.setRate(maxRate);
+      if (!fresh.length) return;
+      fresh.forEach((s) => this.symbols.add(s));
+      this._apply({ op: "subscribe", symbols: fresh, max_rate: this.rate, snapshot: true });
+    }
+
+    /** Removes symbols; their quotes are forgotten at once. */
+    unsubscribe(symbols) {
+      const gone = symbols.map((s) => String(s).toUpperCase()).filter((s) => this.symbols.delete(s));
+      gone.forEach((s) => delete this.quotes[s]);
+      if (gone.length) this._apply({ op: "unsubscribe", symbols: gone });
+    }
+
+    /** Changes the max_rate of every subscribed symbol. */
+    setRate(rate) {
+      this.rate = rate;
+      if (this.symbols.size) {
+        this._apply({ op: "subscribe", symbols: [...this.symbols], max_rate: rate, snapshot: false });
+      }
+    }
+
+    close() {
+      if (this.state === "closed") return;
+      clearTimeout(this.timer);
+      clearInterval(this.watchdog);
+      if (this.conn) this._teardown(this.conn);
+      this.conn = null;
+      this._setState("closed");
+    }
+
+    // ---- connection management ------------------------------------------
+
+    _setState(state) {
+      if (this.state === "closed") return;
+      this.state = state;
+      this.opts.onState(state, this);
+    }
+
+    /** Opens the transport at this.ti. */
+    _open() {
+      if (this.state === "closed") return;
+      const name = this.opts.transports[this.ti];
+      const conn = { name, established: 0, lastRx: Date.now() }; // established: when it opened
+      this.conn = conn;
+      this.transport = name;
+      this.opts.onState(this.state, this); // report the transport being tried
+      conn.openTimer = setTimeout(() => this._fail(conn, "no answer in time"), this.opts.openTimeoutMs);
+      try {
+        TRANSPORTS[name].open(this, conn);
+      } catch (e) {
+        setTimeout(() => this._fail(conn, e.message || String(e)), 0); // e.g. WebSocket unavailable
+      }
+    }
+
+    /** A sign of life on `conn`; returns false if `conn` is no longer current. */
+    _alive(conn) {
+      if (conn !== this.conn) return false;
+      conn.lastRx = Date.now();
+      if (!conn.established) {
+        conn.established = conn.lastRx;
+        clearTimeout(conn.openTimer);
+        this._setState("open");
+      }
+      return true;
+    }
+
+    /** `conn` failed: fall back to the next transport, or reconnect after a backoff. */
+    _fail(conn, reason, stalled) {
+      if (conn !== this.conn || this.state === "closed") return;
+      this._teardown(conn);
+      this.conn = null;
+      this.opts.onError({ type: "error", code: "transport", message: `${conn.name}: ${reason}` }, this);
+      // Only a connection that stayed up a while resets the backoff, so a server that
+      // accepts and drops at once is not hammered every 0.5 s.
+      if (conn.established && Date.now() - conn.established > STABLE_MS) this.failures = 0;
+      let delay = 0;
+      if (conn.established && !stalled) {
+        // It worked and dropped: start again from the preferred transport.
+        this.ti = 0;
+        delay = backoffMs(this.failures++);
+      } else if (++this.ti >= this.opts.transports.length) {
+        // Every transport failed this round.
+        this.ti = 0;
+        delay = backoffMs(this.failures++);
+      }
+      this._setState(this.state === "connecting" ? "connecting" : "reconnecting");
+      this.timer = setTimeout(() => this._open(), delay);
+    }
+
+    _teardown(conn) {
+      conn.closed = true;
+      clearTimeout(conn.openTimer);
+      TRANSPORTS[conn.name].close(this, conn);
+    }
+
+    _checkStall() {
+      const c = this.conn;
+      if (!c || !c.established || c.idle) return;
+      // A long poll may rightly stay silent for its whole `wait`.
+      const limit = this.opts.stallTimeoutMs + (c.name === "poll" ? this.opts.pollWaitSec * 1000 : 0);
+      if (Date.now() - c.lastRx > limit) this._fail(c, `no message for ${Math.round(limit / 1000)} s`, true);
+    }
+
+    /** Carries a subscription change to the server over the current transport. */
+    _apply(op) {
+      const c = this.conn;
+      if (c && !c.closed) TRANSPORTS[c.name].apply(this, c, Object.assign({ id: this.nextId++ }, op));
+    }
+
+    /** The op that (re)subscribes every symbol, or null if there are none. */
+    _subscribeAll() {
+      return this.symbols.size
+        ? { op: "subscribe", id: this.nextId++, symbols: [...this.symbols], max_rate: this.rate, snapshot: true }
+        : null;
+    }
+
+    // ---- messages ---------------------------------------------------------
+
+    _handle(m) {
+      if (!m || typeof m !== "object") return;
+      switch (m.type) {
+        case "welcome":
+          this.limits = m.limits || null;
+          break;
+        case "snapshot":
+          if (!this.symbols.has(m.sym)) return; // late message for a dropped symbol
+          this.quotes[m.sym] = Object.assign({}, m);
+          delete this.quotes[m.sym].type;
+          break;
+        case "update": {
+          if (!this.symbols.has(m.sym)) return;
+          const q = this.quotes[m.sym] || (this.quotes[m.sym] = {});
+          for (const k in m) if (k !== "type") q[k] = m[k];
+          break;
+        }
+        case "unsubscribed":
+          (m.symbols || []).forEach((s) => { if (!this.symbols.has(s)) delete this.quotes[s]; });
+          break;
+        case "error":
+          if (REFUSED.includes(m.code)) {
+            (m.symbols || []).forEach((s) => { this.symbols.delete(s); delete this.quotes[s]; });
+          }
+          this.opts.onError(m, this);
+          break;
+      }
+      this.opts.onMessage(m, this);
+    }
+
+    _handleAll(list) {
+      (Array.isArray(list) ? list : [list]).forEach((m) => this._handle(m));
+    }
+  }
+
+  // ---- transports ----------------------------------------------------------
+  // Each has open(client, conn), close(client, conn) and apply(client, conn, op).
+
+  const TRANSPORTS = {};
+
+  TRANSPORTS.ws = {
+    open(client, conn) {
+      const ws = new global.WebSocket(client.wsBase + "/ws", ["ticker.v1.json"]);
+      conn.ws = ws;
+      ws.onopen = () => {
+        const sub = client._subscribeAll();
+        if (sub) ws.send(JSON.stringify(sub));
+        conn.ping = setInterval(() => this.apply(client, conn, { op: "ping" }), client.opts.pingIntervalMs);
+      };
+      ws.onmessage = (ev) => {
+        // A (mock or hostile) server that opens and sends nothing is not "open".
+        if (typeof ev.data !== "string" || !client._alive(conn)) return;
+        let frame;
+        try { frame = JSON.parse(ev.data); } catch (e) { return; }
+        client._handleAll(frame);
+      };
+      ws.onclose = (ev) => client._fail(conn, `closed (${ev.code}${ev.reason ? " " + ev.reason : ""})`);
+    },
+    close(client, conn) {
+      clearInterval(conn.ping);
+      const ws = conn.ws;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      try { ws.close(1000); } catch (e) { /* already closed */ }
+    },
+    apply(client, conn, op) {
+      if (conn.ws.readyState === 1) conn.ws.send(JSON.stringify(op)); // else: sent on open
+    },
+  };
+
+  TRANSPORTS.sse = {
+    open(client, conn) {
+      const ctl = (conn.ctl = new AbortController());
+      conn.idle = !client.symbols.size;
+      if (conn.idle) {
+        client._alive(conn); // nothing to stream: open but idle until symbols are added
+        return;
+      }
+      let url = `${client.httpBase}/sse?symbols=${encodeURIComponent([...client.symbols].join(","))}`;
+      if (client.rate != null) url += `&max_rate=${encodeURIComponent(client.rate)}`;
+      fetch(url, { signal: ctl.signal, cache: "no-store", headers: { Accept: "text/event-stream" } })
+        .then(async (res) => {
+          if (res.status === 400) {
+            const err = await errorBody(res);
+            if (err && REFUSED.includes(err.code) && (err.symbols || []).length && !ctl.signal.aborted) {
+              client._handle(err); // drops the refused symbols ...
+              return this.reopen(client, conn); // ... and asks again for the rest
+            }
+          }
+          if (!res.ok || !/^text\/event-stream/.test(res.headers.get("content-type") || "")) {
+            throw new Error(`HTTP ${res.status}`);
+          }
+          client._alive(conn);
+          await this.read(client, conn, ctl, res.body.getReader());
+          throw new Error("stream ended");
+        })
+        .catch((e) => { if (!ctl.signal.aborted) client._fail(conn, e.message || String(e)); });
+    },
+    /** Parses text/event-stream: "event:" names the type, "data:" lines the JSON. */
+    async read(client, conn, ctl, reader) {
+      const decoder = new TextDecoder();
+      let buf = "", event = "", data = [];
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || ctl.signal.aborted) return; // aborted: replaced by a new stream, or closed
+        buf += decoder.decode(value, { stream: true });
+        let nl;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, nl).replace(/\r$/, "");
+          buf = buf.slice(nl + 1);
+          if (line === "") {
+            if (data.length && client._alive(conn)) {
+              let m = null;
+              try { m = JSON.parse(data.join("\n")); } catch (e) { /* not JSON: skip */ }
+              if (m && !m.type && event) m.type = event;
+              client._handleAll(m);
+            }
+            event = "";
+            data = [];
+          } else if (line[0] === ":") {
+            client._alive(conn); // heartbeat comment
+          } else {
+            const i = line.indexOf(":");
+            const field = i < 0 ? line : line.slice(0, i);
+            const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+            if (field === "event") event = val;
+            else if (field === "data") data.push(val);
+          }
+        }
+      }
+    },
+    close(client, conn) {
+      if (conn.ctl) conn.ctl.abort();
+    },
+    /** A new symbol set or rate means a new stream; coalesce changes made together. */
+    apply(client, conn, op) {
+      if (op.op === "ping" || conn.reopenPending) return;
+      conn.reopenPending = true;
+      setTimeout(() => { conn.reopenPending = false; if (!conn.closed) this.reopen(client, conn); }, 0);
+    },
+    reopen(client, conn) {
+      if (conn.ctl) conn.ctl.abort();
+      this.open(client, conn);
+    },
+  };
+
+  TRANSPORTS.poll = {
+    open(client, conn) {
+      const ctl = (conn.ctl = new AbortController());
+      conn.idle = !client.symbols.size;
+      if (conn.idle) {
+        client._alive(conn); // a session needs a symbol: open but idle until one is added
+        return;
+      }
+      // Errors of a loop whose session was replaced (ctl swapped) are not failures.
+      this.start(client, conn).catch((e) => {
+        if (!conn.closed && conn.ctl === ctl) client._fail(conn, e.message || String(e));
+      });
+    },
+    /** Creates a session with every symbol, then long-polls it. */
+    async start(client, conn) {
+      conn.session = null;
+      const body = { symbols: [...client.symbols], max_rate: client.rate };
+      const res = await this.fetch(client, conn, "/poll", "POST", body);
+      if (!res.ok) {
+        const err = await errorBody(res);
+        if (res.status === 400 && err && REFUSED.includes(err.code) && (err.symbols || []).length) {
+          client._handle(err);
+          return this.start(client, conn);
+        }
+        throw new Error(`HTTP ${res.status}`);
+      }
+      const reply = await res.json();
+      if (conn.closed) return this.end(client, reply.session);
+      conn.session = reply.session;
+      client._alive(conn);
+      client._handleAll(reply.messages || []);
+      for (const op of conn.queued || []) this.apply(client, conn, op); // made while creating
+      conn.queued = [];
+      const session = conn.session;
+      while (!conn.closed && conn.session === session) {
+        const r = await this.fetch(client, conn, `/poll/${session}?wait=${client.opts.pollWaitSec}`, "GET");
+        if (r.status === 410 || r.status === 404) return this.start(client, conn); // expired: a new session
+        if (!r.ok) throw new Error(`HTTP ${r.status}`);
+        const got = await r.json();
+        if (conn.closed || !client._alive(conn)) return;
+        client._handleAll(got.messages || []);
+      }
+    },
+    fetch(client, conn, path, method, body) {
+      const init = { method, signal: conn.ctl.signal, cache: "no-store" };
+      if (body !== undefined) {
+        init.headers = { "Content-Type": "application/json" };
+        init.body = JSON.stringify(body);
+      }
+      return fetch(client.httpBase + path, init);
+    },
+    /** One op: POST /poll/{session}; the answer carries its replies. */
+    apply(client, conn, op) {
+      if (conn.idle) {
+        if (op.op === "subscribe") this.open(client, conn); // the first symbol: create a session
+        return;
+      }
+      if (!conn.session) {
+        if (op.op !== "ping") (conn.queued = conn.queued || []).push(op);
+        return;
+      }
+      const session = conn.session;
+      const ctl = conn.ctl;
+      this.fetch(client, conn, `/poll/${session}`, "POST", op)
+        .then(async (res) => {
+          if (res.status === 410 || res.status === 404) {
+            if (conn.session === session) { conn.session = null; conn.ctl.abort(); this.open(client, conn); }
+            return;
+          }
+          if (!res.ok) throw new Error(`HTTP ${res.status} on ${op.op}`);
+          const got = await res.json();
+          if (!conn.closed && client._alive(conn)) client._handleAll(got.messages || []);
+        })
+        .catch((e) => { if (!conn.closed && conn.ctl === ctl) client._fail(conn, e.message || String(e)); });
+    },
+    end(client, session) {
+      if (session) fetch(`${client.httpBase}/poll/${session}`, { method: "DELETE", keepalive: true }).catch(() => {});
+    },
+    close(client, conn) {
+      conn.ctl.abort();
+      this.end(client, conn.session);
+    },
+  };
+
+  global.TickerClient = {
+    /** Connects to the gateway at `baseUrl` ("" for this page's origin). */
+    connect: (baseUrl, opts) => new Client(baseUrl, opts || {}),
+    Client,
+  };
+})(typeof window !== "undefined" ? window : globalThis);
