@@ -216,15 +216,7 @@ async fn prometheus_scrapes_the_gateway_and_every_panel_and_alert_evaluates() {
         .await;
 
     // promtool lints the live exposition: no warnings at all.
-    let body = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = app.metrics_text().await;
     let mut child = Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -2,11 +2,13 @@
 //! Each turns client input into session ops and session output into frames:
 //! WebSocket (`ws`), Server-Sent Events (`sse`) and long-polling (`poll`).
 
+mod clock;
 mod counters;
 pub mod poll;
 mod ratelimit;
 pub mod sse;
 pub mod ws;
 
+pub use clock::WriteClock;
 pub use counters::FrameCounters;
 pub use ratelimit::{Admission, TokenBucket};

@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::FrameCounters;
+use super::{FrameCounters, WriteClock};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::session::protocol::{ClientOp, Format, ServerMsg};
@@ -162,23 +162,12 @@ async fn run_stream(
     let every = cfg.sse.keepalive_interval;
     let mut keepalive = tokio::time::interval_at(start + every, every);
     let mut keepalive_due = false;
-    let mut stall_since: Option<Instant> = None;
-    let far = start + std::time::Duration::from_secs(86_400 * 365);
+    let mut clock = WriteClock::new(cfg.session.write_stall_timeout);
 
     let end = loop {
         let now = Instant::now();
         let want = keepalive_due || session.has_ready(now);
-        if want {
-            stall_since.get_or_insert(now);
-        } else {
-            stall_since = None;
-        }
-        let throttle_at = session
-            .next_deadline()
-            .map_or(far, tokio::time::Instant::from_std);
-        let stall_at = stall_since.map_or(far, |s| {
-            tokio::time::Instant::from_std(s + cfg.session.write_stall_timeout)
-        });
+        let (throttle_at, stall_at) = clock.turn(want, now, session.next_deadline());
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break "1001",
@@ -198,10 +187,10 @@ async fn run_stream(
                     continue;
                 }
                 permit.send(buf.freeze());
-                stall_since = None;
+                clock.wrote();
             }
             _ = inbox.notified(), if !want => {}
-            _ = tokio::time::sleep_until(throttle_at), if !want && throttle_at < far => {}
+            _ = tokio::time::sleep_until(throttle_at), if !want && throttle_at < clock.never() => {}
             _ = tokio::time::sleep_until(stall_at), if want => {
                 state.metrics.slow_consumer_closes.inc();
                 break "4008";

@@ -19,7 +19,7 @@ use futures_util::{Sink, SinkExt};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Admission, FrameCounters, TokenBucket};
+use super::{Admission, FrameCounters, TokenBucket, WriteClock};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::metrics::Metrics;
@@ -154,23 +154,12 @@ async fn run_connection(
     );
     let mut pong_due: Option<Bytes> = None;
     let mut ping_due = false;
-    let mut stall_since: Option<Instant> = None;
-    let far = start + std::time::Duration::from_secs(86_400 * 365);
+    let mut clock = WriteClock::new(cfg.write_stall_timeout);
 
     let end = loop {
         let now = Instant::now();
         let want_write = ping_due || pong_due.is_some() || session.has_ready(now);
-        if want_write {
-            stall_since.get_or_insert(now);
-        } else {
-            stall_since = None;
-        }
-        let throttle_at = session
-            .next_deadline()
-            .map_or(far, tokio::time::Instant::from_std);
-        let stall_at = stall_since.map_or(far, |s| {
-            tokio::time::Instant::from_std(s + cfg.write_stall_timeout)
-        });
+        let (throttle_at, stall_at) = clock.turn(want_write, now, session.next_deadline());
 
         tokio::select! {
             biased;
@@ -228,10 +217,10 @@ async fn run_connection(
                 if Pin::new(&mut ws).start_send(msg).is_err() {
                     break End::Gone;
                 }
-                stall_since = None;
+                clock.wrote();
             }
             _ = inbox.notified(), if !want_write => {}
-            _ = tokio::time::sleep_until(throttle_at), if !want_write && throttle_at < far => {}
+            _ = tokio::time::sleep_until(throttle_at), if !want_write && throttle_at < clock.never() => {}
             _ = tokio::time::sleep_until(stall_at), if want_write => break End::SlowConsumer,
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() >= cfg.client_timeout {

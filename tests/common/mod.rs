@@ -183,18 +183,17 @@ impl TestApp {
         self.state.hub.ingest(&u).expect("known symbol")
     }
 
+    /// The `/metrics` exposition text.
+    pub async fn metrics_text(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     /// The value of one metric sample (summed over series whose labels contain
     /// every `label="value"` pair given).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = self.metrics_text().await;
         let mut total = 0.0;
         for line in text.lines() {
             if line.starts_with('#') {
