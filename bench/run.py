@@ -13,6 +13,11 @@ writes bench/results/<scenario>[-quick]-<date>.{json,md}.
 
     python3 bench/run.py --scenario fanout-10k --quick
     python3 bench/run.py --scenario fanout-10k --steps 2000,4000
+    python3 bench/run.py --scenario fanout-10k --quick --peers ws,socketio
+
+--peers (fanout-10k, idle-19k) also runs each step against peer servers from
+bench/peers (Node `ws`, Socket.IO 4; install with `npm ci --prefix bench/peers`),
+one after the other, with the same feed, universe and loadgen split.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import report  # noqa: E402
 from benchkit.gateway import Gateway, free_port, write_overlay, write_universe  # noqa: E402
 from benchkit.loadgen import Fleet  # noqa: E402
+from benchkit import peers as peerkit  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 UNIVERSE = 500
@@ -96,6 +102,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--gateway-workers", type=int, default=2, help="gateway server.workers")
     p.add_argument("--quickack", action="store_true",
                    help="diagnostic: loadgen clients never delay ACKs (TCP_QUICKACK)")
+    p.add_argument("--peers", default="",
+                   help="also run each step against these peer servers, comma-separated: "
+                        "ws, socketio (fanout-10k and idle-19k only; needs node and "
+                        "`npm ci --prefix bench/peers`)")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     return p.parse_args()
@@ -123,12 +133,18 @@ def loadavg() -> str:
 
 
 def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_bin: Path,
-             args: argparse.Namespace) -> dict:
-    """One gateway start: ramp-up, warmup, measured window, stop."""
+             args: argparse.Namespace, peer: str | None = None) -> dict:
+    """One server start (the gateway, or the peer `peer`): ramp-up, warmup,
+    measured window, stop."""
     port = free_port()
-    overlay = write_overlay(tmp, write_universe(REPO, tmp), port, feed, SERVER_MAX_RATE,
-                            args.gateway_workers)
-    gateway = Gateway(gw_bin, overlay, port, tmp / f"gateway-{port}.log")
+    universe = write_universe(REPO, tmp)
+    if peer is None:
+        overlay = write_overlay(tmp, universe, port, feed, SERVER_MAX_RATE, args.gateway_workers)
+        gateway = Gateway(gw_bin, overlay, port, tmp / f"gateway-{port}.log")
+        server, protocol = peerkit.GATEWAY_LABEL, "ticker"
+    else:
+        gateway = peerkit.Peer(REPO, peer, universe, port, feed, UNIVERSE, tmp / f"{peer}-{port}.log")
+        server, protocol = gateway.label, gateway.protocol
     fleet = None
     try:
         gateway.wait_ready()
@@ -137,7 +153,8 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
         extra = ["--symbols-per-client", str(SYMBOLS_PER_CLIENT), "--universe-size", str(UNIVERSE),
                  "--distribution", args.distribution, "--max-rate", f"{cfg['max_rate']:g}",
                  "--format", args.format, "--workers", str(args.loadgen_workers),
-                 "--warmup", f"{cfg['warmup']:g}", "--duration", f"{cfg['duration']:g}"]
+                 "--warmup", f"{cfg['warmup']:g}", "--duration", f"{cfg['duration']:g}",
+                 "--protocol", protocol]
         if scenario == "churn":
             extra.append("--churn")
         if args.quickack:
@@ -160,6 +177,10 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
             fleet.kill()
         exit_code = gateway.stop()
     step = summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code)
+    step["server"] = server
+    if peer is not None:
+        step["label"] += f" {server}"
+        step["warnings"] = [w.replace("gateway exited", f"{server} exited") for w in step["warnings"]]
     step["machine_busy_pct"] = 100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
     step["quickack"] = args.quickack
     return step
@@ -243,6 +264,15 @@ def main() -> None:
             cfg[key] = getattr(args, key)
     if args.steps:
         cfg["steps"] = [float(x) for x in args.steps.split(",") if x.strip()]
+    peer_names = [x.strip() for x in args.peers.split(",") if x.strip()]
+    peer_versions = None
+    if peer_names:
+        if args.scenario not in ("fanout-10k", "idle-19k"):
+            sys.exit("error: --peers works with --scenario fanout-10k or idle-19k "
+                     "(the peers neither throttle nor are built for churn)")
+        if args.format != "json":
+            sys.exit("error: --peers needs --format json (the peers speak JSON only)")
+        peer_versions = peerkit.check(REPO, peer_names)
     date = time.strftime("%Y-%m-%d-%H%M%S")
     result = {
         "scenario": args.scenario,
@@ -256,6 +286,8 @@ def main() -> None:
                            "loadgen_workers": args.loadgen_workers,
                            "gateway_workers": args.gateway_workers,
                            "symbols_per_client": SYMBOLS_PER_CLIENT, "universe": UNIVERSE},
+        "servers": [peerkit.GATEWAY_LABEL] + [peerkit.PEERS[n][0] for n in peer_names],
+        "peer_versions": peer_versions,
         "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release,
                     "loadavg_start": loadavg()},
         "steps": [],
@@ -263,13 +295,16 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ticker-bench-"))
     try:
         for feed in cfg["steps"]:
-            print(f"[{args.scenario}] feed {feed:g} q/s, {cfg['clients']} clients ...", file=sys.stderr)
-            step = run_step(cfg, args.scenario, feed, tmp, gw_bin, lg_bin, args)
-            result["steps"].append(step)
-            print(f"  delivered {step['delivered_ups']:,.0f} upd/s, "
-                  f"{step['connects_per_sec']:,.0f} connects/s, server CPU "
-                  f"{step['server_cpu_pct']:.0f}%, p99 {step['latency_ms'].get('p99')} ms, "
-                  f"errors {step['error_count']}", file=sys.stderr)
+            for peer in [None, *peer_names]:
+                name = peerkit.PEERS[peer][0] if peer else peerkit.GATEWAY_LABEL
+                print(f"[{args.scenario}] {name}: feed {feed:g} q/s, {cfg['clients']} clients ...",
+                      file=sys.stderr)
+                step = run_step(cfg, args.scenario, feed, tmp, gw_bin, lg_bin, args, peer)
+                result["steps"].append(step)
+                print(f"  delivered {step['delivered_ups']:,.0f} upd/s, "
+                      f"{step['connects_per_sec']:,.0f} connects/s, server CPU "
+                      f"{step['server_cpu_pct']:.0f}%, p99 {step['latency_ms'].get('p99')} ms, "
+                      f"errors {step['error_count']}", file=sys.stderr)
     except (RuntimeError, OSError) as e:
         sys.exit(f"error: {e}\n(temp dir kept: {tmp})")
     result["machine"]["loadavg_end"] = loadavg()

@@ -20,22 +20,57 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def _with_peers(steps: list[dict]) -> bool:
+    return any(s.get("server", "gateway") != "gateway" for s in steps)
+
+
+def _ratio(steps: list[dict], s: dict, key) -> str:
+    """s's figure ÷ the gateway's at the same feed rate (`key` picks the figure)."""
+    gw = next((g for g in steps if g.get("server", "gateway") == "gateway"
+               and g["feed_qps"] == s["feed_qps"]), None)
+    if gw is None:
+        return "–"
+    a, b = key(s), key(gw)
+    return _f(a / b, 2) if a is not None and b else "–"
+
+
+def _p99(s: dict):
+    return s["latency_ms"]["p99"]
+
+
 def fanout_table(steps: list[dict]) -> str:
+    peers = _with_peers(steps)
     rows = []
     for s in steps:
-        rows.append([
+        lead = [s.get("server", "gateway")] if peers else []
+        ratios = [
+            _ratio(steps, s, lambda x: x["server_cpu_s_per_m"]),
+            _ratio(steps, s, _p99),
+            _ratio(steps, s, lambda x: x["server_rss_mib"]),
+        ] if peers else []
+        rows.append(lead + [
             _f(s["feed_qps"]), _f(s["clients_subscribed"]), _f(s["offered_ups"]),
             _f(s["delivered_ups"]), _f(s["delivery_ratio"], 3), _f(s["server_cpu_pct"]),
             _f(s["server_cpu_s_per_m"], 2), _f(s["latency_ms"]["p50"], 2),
             _f(s["latency_ms"]["p99"], 2), _f(s["latency_ms"]["p999"], 2),
             _f(s["server_rss_mib"], 1), _f(s["loadgen_cpu_pct"]),
-        ])
-    return _table(["feed q/s", "clients", "offered upd/s", "delivered upd/s", "ratio",
-                   "server CPU %", "server CPU-s / M upd", "p50 ms", "p99 ms", "p99.9 ms",
-                   "server RSS MiB", "loadgen CPU %"], rows)
+        ] + ratios)
+    return _table((["server"] if peers else []) + [
+        "feed q/s", "clients", "offered upd/s", "delivered upd/s", "ratio",
+        "server CPU %", "server CPU-s / M upd", "p50 ms", "p99 ms", "p99.9 ms",
+        "server RSS MiB", "loadgen CPU %"] + ([
+            "CPU-s / M ÷ gateway", "p99 ÷ gateway", "RSS ÷ gateway"] if peers else []), rows)
 
 
 def knee_note(steps: list[dict]) -> str:
+    if not _with_peers(steps):
+        return _knee_note(steps)
+    servers = list(dict.fromkeys(s.get("server", "gateway") for s in steps))
+    return "\n".join(f"- {name}: " + _knee_note([s for s in steps if s.get("server") == name])
+                     for name in servers)
+
+
+def _knee_note(steps: list[dict]) -> str:
     if not steps:
         return ""
     peak = max(steps, key=lambda s: s["delivered_ups"])
@@ -52,15 +87,18 @@ def knee_note(steps: list[dict]) -> str:
 
 
 def idle_table(steps: list[dict]) -> str:
-    rows = [[
+    peers = _with_peers(steps)
+    rows = [([s.get("server", "gateway")] if peers else []) + [
         _f(s["connections"]), _f(s["clients_subscribed"]), _f(s["rss_before_mib"], 1),
         _f(s["rss_after_mib"], 1), _f(s["bytes_per_connection"]),
         _f(s["bytes_per_connection"] / 1024 if s["bytes_per_connection"] else None, 1),
         _f(s["server_cpu_pct"], 1), _f(s["connect_ms"]["p99"], 1), _f(s["error_count"]),
-    ] for s in steps]
-    return _table(["connections", "subscribed", "RSS before MiB", "RSS after MiB",
+    ] + ([_ratio(steps, s, lambda x: x["bytes_per_connection"])] if peers else [])
+        for s in steps]
+    return _table((["server"] if peers else []) + ["connections", "subscribed", "RSS before MiB", "RSS after MiB",
                    "ΔRSS / conn (bytes)", "KiB / conn", "server CPU % (idle)",
-                   "connect p99 ms", "errors"], rows)
+                   "connect p99 ms", "errors"]
+                  + (["ΔRSS / conn ÷ gateway"] if peers else []), rows)
 
 
 def throttled_table(steps: list[dict]) -> str:
@@ -105,6 +143,14 @@ def markdown(result: dict) -> str:
         "",
         f"Workload: {result['description']}",
         "",
+    ]
+    if result.get("peer_versions"):
+        v = result["peer_versions"]
+        lines += [f"Servers, one after the other per step: {', '.join(result['servers'])} "
+                  f"(node {v.get('node')}, ws {v.get('ws')}, socket.io {v.get('socket.io')}; "
+                  "room per symbol, same simulated feed rate and universe). "
+                  "Ratio columns: the row's figure ÷ the gateway's at the same feed rate.", ""]
+    lines += [
         TABLES[result["scenario"]](result["steps"]),
         "",
     ]

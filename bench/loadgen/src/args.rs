@@ -40,6 +40,26 @@ impl Format {
     }
 }
 
+/// The protocol spoken over the WebSocket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// ticker.v1 (the gateway, and the `ws` peer in bench/peers).
+    Ticker,
+    /// Socket.IO v4 over Engine.IO v4, WebSocket transport only (the Socket.IO
+    /// peer): `--url ws://HOST:PORT/socket.io/?EIO=4&transport=websocket`.
+    Socketio,
+}
+
+impl Protocol {
+    /// The name used in the JSON report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Ticker => "ticker",
+            Protocol::Socketio => "socketio",
+        }
+    }
+}
+
 /// Opens many WebSocket clients against ticker-gateway and measures what they get.
 ///
 /// Timeline: clients connect at `--connect-rate` (ramp-up), then `--warmup` seconds
@@ -76,6 +96,11 @@ pub struct Args {
     /// Wire format.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
+
+    /// Protocol: ticker.v1, or Socket.IO v4 (JSON only; the client emits
+    /// `subscribe` {symbols, max_rate} and counts `update` / `snapshot` events).
+    #[arg(long, value_enum, default_value_t = Protocol::Ticker)]
+    pub protocol: Protocol,
 
     /// Local addresses to bind client sockets to, round-robin (e.g. 127.0.0.2,127.0.0.3).
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
@@ -149,6 +174,10 @@ impl Args {
         anyhow::ensure!(
             self.warmup >= 0.0 && self.duration > 0.0,
             "--warmup must be >= 0 and --duration > 0"
+        );
+        anyhow::ensure!(
+            self.protocol == Protocol::Ticker || self.format == Format::Json,
+            "--protocol socketio needs --format json"
         );
         anyhow::ensure!(!self.source_ips.is_empty(), "--source-ips is empty");
         anyhow::ensure!(self.workers > 0, "--workers must be at least 1");

@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::args::Format;
-use crate::frame::{self, Tally};
+use crate::args::{Format, Protocol};
+use crate::frame::{self, SioAction, Tally};
 use crate::stats::Stats;
 
 type Ws = WebSocketStream<TcpStream>;
@@ -33,6 +33,7 @@ pub struct Plan {
     pub server: SocketAddr,
     pub url: String,
     pub format: Format,
+    pub protocol: Protocol,
     pub ws_config: WebSocketConfig,
     pub connect_timeout: Duration,
     pub churn: bool,
@@ -44,7 +45,7 @@ pub struct Plan {
 pub struct Client {
     pub id: usize,
     pub source: IpAddr,
-    /// The subscribe op, encoded once (a text or binary message).
+    /// The subscribe op (or Socket.IO subscribe event), encoded once.
     pub subscribe: Message,
     /// How many snapshots make the subscription complete.
     pub symbols: u64,
@@ -57,8 +58,26 @@ struct SubscribeOp<'a> {
     max_rate: f64,
 }
 
-/// Encodes `{"op":"subscribe","symbols":[..],"max_rate":R}` as a message in `format`.
-pub fn subscribe_op(format: Format, symbols: &[&str], max_rate: f64) -> anyhow::Result<Message> {
+#[derive(Serialize)]
+struct SioSubscribe<'a> {
+    symbols: &'a [&'a str],
+    max_rate: f64,
+}
+
+/// Encodes `{"op":"subscribe","symbols":[..],"max_rate":R}` as a message in
+/// `format`, or for Socket.IO the event `42["subscribe",{"symbols":[..],"max_rate":R}]`.
+pub fn subscribe_op(
+    protocol: Protocol,
+    format: Format,
+    symbols: &[&str],
+    max_rate: f64,
+) -> anyhow::Result<Message> {
+    if protocol == Protocol::Socketio {
+        let event = ("subscribe", SioSubscribe { symbols, max_rate });
+        return Ok(Message::Text(
+            format!("42{}", serde_json::to_string(&event)?).into(),
+        ));
+    }
     let op = SubscribeOp {
         op: "subscribe",
         symbols,
@@ -115,10 +134,12 @@ async fn connect(plan: &Plan, source: IpAddr) -> Result<Ws, String> {
         .as_str()
         .into_client_request()
         .map_err(|e| ws_error_key("request", &e))?;
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(plan.format.subprotocol()),
-    );
+    if plan.protocol == Protocol::Ticker {
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(plan.format.subprotocol()),
+        );
+    }
     let (ws, _resp) =
         tokio_tungstenite::client_async_with_config(req, stream, Some(plan.ws_config))
             .await
@@ -174,7 +195,12 @@ pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
         };
         let stats = &plan.stats;
         stats.open.fetch_add(1, Ordering::Relaxed);
-        let end = match ws.send(client.subscribe.clone()).await {
+        // Socket.IO: the subscribe event goes out once the namespace is connected.
+        let sent = match plan.protocol {
+            Protocol::Ticker => ws.send(client.subscribe.clone()).await,
+            Protocol::Socketio => Ok(()),
+        };
+        let end = match sent {
             Ok(()) => read_loop(&plan, &client, &mut ws, &mut tally, &mut settle).await,
             Err(e) => {
                 stats.error(ws_error_key("send", &e));
@@ -203,7 +229,7 @@ async fn read_loop(
     settle: &mut Option<impl FnOnce()>,
 ) -> End {
     let stats = &plan.stats;
-    let subscribed_at = Instant::now();
+    let mut subscribed_at = Instant::now();
     let snapshot_deadline = tokio::time::sleep(SNAPSHOT_WAIT);
     tokio::pin!(snapshot_deadline);
     let mut snapshots = 0u64;
@@ -219,6 +245,33 @@ async fn read_loop(
             }
         };
         let (bytes, result) = match next {
+            Some(Ok(Message::Text(t))) if plan.protocol == Protocol::Socketio => {
+                tally.reset();
+                let reply = match frame::read_socketio(t.as_bytes(), now_us(), tally) {
+                    Ok(SioAction::None) => None,
+                    Ok(SioAction::Reply(packet)) => Some(Message::text(packet)),
+                    Ok(SioAction::Subscribe) => {
+                        subscribed_at = Instant::now();
+                        Some(client.subscribe.clone())
+                    }
+                    Ok(SioAction::Closed) => {
+                        stats.close("socketio");
+                        break End::Gone;
+                    }
+                    Err(_) => {
+                        stats.error("parse: socketio");
+                        continue;
+                    }
+                };
+                if let Some(m) = reply {
+                    if let Err(e) = ws.send(m).await {
+                        stats.error(ws_error_key("send", &e));
+                        break End::Gone;
+                    }
+                    continue;
+                }
+                (t.len(), Ok(()))
+            }
             Some(Ok(Message::Text(t))) => {
                 tally.reset();
                 let r = frame::read_json(t.as_bytes(), now_us(), tally).map_err(|_| "json");

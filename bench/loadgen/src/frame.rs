@@ -124,6 +124,78 @@ pub fn read_msgpack(
     FrameSeed { now_us, tally }.deserialize(&mut d)
 }
 
+/// What an Engine.IO v4 / Socket.IO v4 text packet asks of the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SioAction {
+    /// Nothing to do (an event was counted into the tally, or a noop).
+    None,
+    /// Send this packet: `40` (Socket.IO connect to "/") after the Engine.IO
+    /// open `0{..}`, `3` (pong) after a ping `2`.
+    Reply(&'static str),
+    /// `40{"sid":..}`: the namespace is connected, emit the subscribe event now.
+    Subscribe,
+    /// Engine.IO close `1`, Socket.IO disconnect `41` or connect error `44`.
+    Closed,
+}
+
+/// Socket.IO event payload: only `ti` is read.
+#[derive(Deserialize)]
+struct Stamp {
+    #[serde(default)]
+    ti: Option<u64>,
+}
+
+struct EventSeed<'a> {
+    now_us: u64,
+    tally: &'a mut Tally,
+}
+
+impl<'de> Visitor<'de> for EventSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Socket.IO event array [name, payload]")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        match seq.next_element::<Kind>()? {
+            Some(Kind::Update) => {
+                self.tally.updates += 1;
+                if let Some(Stamp { ti: Some(ti) }) = seq.next_element::<Stamp>()? {
+                    self.tally.latencies_us.push(self.now_us.saturating_sub(ti));
+                }
+            }
+            Some(Kind::Snapshot) => self.tally.snapshots += 1,
+            Some(Kind::Error) => self.tally.errors += 1,
+            Some(Kind::Other) | None => self.tally.others += 1,
+        }
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+/// Reads one Engine.IO text packet. A Socket.IO event `42["name",{..}]` (default
+/// namespace, optional ack id) is counted into `tally` like a ticker.v1 message of
+/// type `name`: `update` (with its `ti`), `snapshot`, `error`, anything else.
+pub fn read_socketio(
+    bytes: &[u8],
+    now_us: u64,
+    tally: &mut Tally,
+) -> Result<SioAction, serde_json::Error> {
+    Ok(match bytes {
+        [b'4', b'2', rest @ ..] => {
+            let start = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            let mut d = serde_json::Deserializer::from_slice(&rest[start..]);
+            d.deserialize_seq(EventSeed { now_us, tally })?;
+            d.end()?;
+            SioAction::None
+        }
+        [b'4', b'0', ..] => SioAction::Subscribe,
+        [b'4', b'1' | b'4', ..] | [b'1', ..] => SioAction::Closed,
+        [b'0', ..] => SioAction::Reply("40"),
+        [b'2', ..] => SioAction::Reply("3"),
+        _ => SioAction::None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +231,37 @@ mod tests {
         let mut t = Tally::default();
         read_msgpack(&bytes, 1000, &mut t).unwrap();
         check(&t);
+    }
+
+    #[test]
+    fn reads_socketio_packets() {
+        let mut t = Tally::default();
+        let open = br#"0{"sid":"a","upgrades":[],"pingInterval":25000,"pingTimeout":20000}"#;
+        assert_eq!(
+            read_socketio(open, 0, &mut t).unwrap(),
+            SioAction::Reply("40")
+        );
+        assert_eq!(
+            read_socketio(br#"40{"sid":"b"}"#, 0, &mut t).unwrap(),
+            SioAction::Subscribe
+        );
+        assert_eq!(
+            read_socketio(b"2", 0, &mut t).unwrap(),
+            SioAction::Reply("3")
+        );
+        assert_eq!(read_socketio(b"41", 0, &mut t).unwrap(), SioAction::Closed);
+        let events: [&[u8]; 4] = [
+            br#"42["subscribed",{"symbols":["A"],"max_rate":5}]"#,
+            br#"42["snapshot",{"type":"snapshot","sym":"A","ti":1}]"#,
+            br#"42["update",{"type":"update","sym":"A","bp":"1.10","ti":950}]"#,
+            br#"427["update",{"sym":"A"}]"#,
+        ];
+        for e in events {
+            assert_eq!(read_socketio(e, 1000, &mut t).unwrap(), SioAction::None);
+        }
+        assert_eq!((t.updates, t.snapshots, t.others), (2, 1, 1));
+        assert_eq!(t.latencies_us, vec![50]);
+        assert!(read_socketio(br#"42["update",{"#, 0, &mut t).is_err());
     }
 
     #[test]

@@ -125,7 +125,7 @@ fn build_clients(args: &Args, symbols: &[String]) -> anyhow::Result<Vec<Client>>
             Ok(Client {
                 id,
                 source: args.source_ips[id % args.source_ips.len()],
-                subscribe: client::subscribe_op(args.format, &names, args.max_rate)?,
+                subscribe: client::subscribe_op(args.protocol, args.format, &names, args.max_rate)?,
                 symbols: names.len() as u64,
             })
         })
@@ -159,6 +159,7 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
         server,
         url: args.url.clone(),
         format: args.format,
+        protocol: args.protocol,
         ws_config: WebSocketConfig::default()
             .read_buffer_size(args.read_buffer)
             .write_buffer_size(0)
@@ -209,6 +210,7 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
         "tool": "ticker-loadgen",
         "url": args.url,
         "format": args.format.as_str(),
+        "protocol": args.protocol.as_str(),
         "mode": if args.churn { "churn" } else { "steady" },
         "clients": args.clients,
         "symbols_per_client": args.symbols_per_client,

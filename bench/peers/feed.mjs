@@ -1,0 +1,157 @@
+// Shared by the peer servers: settings from env/args, the symbol universe, a
+// simulated feed like the gateway's `sim` (quotes spread evenly over the symbols,
+// emitted every 5 ms), and a tiny HTTP handler (/readyz, /api/v1/symbols, /metrics).
+
+import { readFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+
+/** --port/--qps/--universe/--symbols flags, falling back to PORT, FEED_QPS, UNIVERSE_FILE, SYMBOLS. */
+export function settings(argv = process.argv.slice(2), env = process.env) {
+  const flags = {};
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(argv[i]);
+    if (m) flags[m[1]] = m[2] ?? argv[++i];
+  }
+  return {
+    host: flags.host ?? env.HOST ?? "127.0.0.1",
+    port: Number(flags.port ?? env.PORT ?? 8090),
+    qps: Number(flags.qps ?? env.FEED_QPS ?? 1000),
+    universe: flags.universe ?? env.UNIVERSE_FILE ?? new URL("../../feeds/universe.tsv", import.meta.url).pathname,
+    symbols: Number(flags.symbols ?? env.SYMBOLS ?? 500),
+  };
+}
+
+/** Microseconds since the Unix epoch, sub-millisecond resolution (same clock as the loadgen). */
+export function nowUs() {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}
+
+/** The first `n` rows of a universe TSV (sym, name, ref_price, tick_size, feed). */
+export function loadUniverse(path, n) {
+  const rows = readFileSync(path, "utf8").split("\n").slice(1).filter((l) => l.trim());
+  return rows.slice(0, n).map((line) => {
+    const [sym, name, refPrice, tickSize, feed] = line.split("\t");
+    const decimals = (tickSize.split(".")[1] ?? "").length;
+    const tick = Number(tickSize);
+    return { sym, name, feed, decimals, tick, ref: Math.max(10, Math.round(Number(refPrice) / tick)) };
+  });
+}
+
+/**
+ * A random-walk market over `universe`. Every 5 ms it emits the quotes due at
+ * `qps` (round-robin over the symbols, so evenly spread), calling onQuote(sym, msg)
+ * with a partial update like the gateway's sim feed: a bid or ask change with its
+ * size, or a trade (last price, size, volume). Prices are decimal strings.
+ */
+export class SimFeed {
+  constructor(universe, qps, onQuote) {
+    this.qps = qps;
+    this.onQuote = onQuote;
+    this.received = 0;
+    this.next = 0;
+    this.state = universe.map((u) => {
+      const bid = u.ref - 1;
+      const s = {
+        u, seq: 1, t: Date.now(), ti: nowUs(), bid, ask: bid + 2, last: u.ref,
+        bs: 100, as: 100, ls: 100, v: 0,
+      };
+      s.snapshot = this.full(s);
+      return s;
+    });
+  }
+
+  price(s, ticks) {
+    return (ticks * s.u.tick).toFixed(s.u.decimals);
+  }
+
+  full(s) {
+    return {
+      type: "snapshot", sym: s.u.sym, seq: s.seq, t: s.t,
+      bp: this.price(s, s.bid), bs: s.bs, ap: this.price(s, s.ask), as: s.as,
+      lp: this.price(s, s.last), ls: s.ls, v: s.v, ti: s.ti,
+    };
+  }
+
+  step(s) {
+    s.seq += 1;
+    s.t = Date.now();
+    s.ti = nowUs();
+    const m = { type: "update", sym: s.u.sym, seq: s.seq, t: s.t };
+    const r = Math.random();
+    if (r < 0.55) {
+      // Quote change: move the bid or the ask by one tick, spread stays 1–3 ticks.
+      const up = Math.random() < 0.5 ? 1 : -1;
+      if (Math.random() < 0.5) {
+        s.bid = Math.max(1, Math.min(s.ask - 1, s.bid + up));
+        if (s.ask - s.bid > 3) s.bid = s.ask - 3;
+        s.bs = 100 * (1 + Math.floor(Math.random() * 10));
+        m.bp = this.price(s, s.bid);
+        m.bs = s.bs;
+      } else {
+        s.ask = Math.max(s.bid + 1, s.ask + up);
+        if (s.ask - s.bid > 3) s.ask = s.bid + 3;
+        s.as = 100 * (1 + Math.floor(Math.random() * 10));
+        m.ap = this.price(s, s.ask);
+        m.as = s.as;
+      }
+    } else {
+      s.last = Math.random() < 0.5 ? s.bid : s.ask;
+      s.ls = 100 * (1 + Math.floor(Math.random() * 5));
+      s.v += s.ls;
+      m.lp = this.price(s, s.last);
+      m.ls = s.ls;
+      m.v = s.v;
+    }
+    m.ti = s.ti;
+    s.snapshot = null; // rebuilt lazily
+    return m;
+  }
+
+  snapshot(sym) {
+    const s = this.bySym?.get(sym);
+    if (!s) return null;
+    if (!s.snapshot) s.snapshot = this.full(s);
+    return s.snapshot;
+  }
+
+  start() {
+    this.bySym = new Map(this.state.map((s) => [s.u.sym, s]));
+    const t0 = performance.now();
+    let emitted = 0;
+    this.timer = setInterval(() => {
+      const due = Math.floor(((performance.now() - t0) / 1000) * this.qps) - emitted;
+      for (let i = 0; i < due; i++) {
+        const s = this.state[this.next];
+        this.next = (this.next + 1) % this.state.length;
+        this.onQuote(s.u.sym, this.step(s));
+      }
+      emitted += Math.max(0, due);
+      this.received += Math.max(0, due);
+    }, 5);
+  }
+}
+
+/**
+ * The HTTP side both peers share: GET /readyz → 200, GET /api/v1/symbols (the
+ * loadgen reads the universe from it, as from the gateway), GET /metrics with the
+ * two counters the driver reads. Returns false for paths it does not serve.
+ */
+export function httpHandler(universe, counters) {
+  const symbols = JSON.stringify(universe.map((u) => ({ sym: u.sym, name: u.name, feed: u.feed })));
+  return (req, res) => {
+    const path = req.url.split("?")[0];
+    if (path === "/readyz" || path === "/healthz") {
+      res.writeHead(200, { "content-type": "text/plain" }).end("ready\n");
+    } else if (path === "/api/v1/symbols") {
+      res.writeHead(200, { "content-type": "application/json" }).end(symbols);
+    } else if (path === "/metrics") {
+      const c = counters();
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(
+        `ticker_feed_quotes_received_total ${c.quotes}\n` +
+        `ticker_messages_sent_total{type="update"} ${c.updates}\n`);
+    } else {
+      return false;
+    }
+    return true;
+  };
+}
