@@ -211,8 +211,7 @@ async fn snapshot_then_delta(app: &TestApp, c: &mut impl Source) {
         let snap = c
             .until(|m| m["type"] == "snapshot" && m["sym"] == sym)
             .await;
-        let mut rest = app.rest_quote(sym).await;
-        rest["type"] = json!("snapshot");
+        let rest = app.rest_snapshot(sym).await;
         assert_eq!(snap, rest);
     }
     let q = app.rest_quote("AAPL").await;

@@ -6,10 +6,6 @@ use common::*;
 
 use serde_json::{json, Value};
 
-async fn feeds_finished(app: &TestApp) -> Value {
-    app.wait_feeds_done().await
-}
-
 /// The valid quote lines of the shipped sample, as JSON objects.
 fn sample_lines() -> Vec<Value> {
     std::fs::read_to_string(sample_recording())
@@ -86,7 +82,7 @@ async fn symbols_lists_the_universe() {
 #[tokio::test]
 async fn quote_after_replay_matches_the_recording() {
     let app = spawn_app(&replay_instant()).await;
-    feeds_finished(&app).await;
+    app.wait_feeds_done().await;
 
     let (status, q) = app.get_json("/api/v1/quotes/AAPL").await;
     assert_eq!(status, 200, "{q}");
@@ -124,7 +120,7 @@ async fn quote_after_replay_matches_the_recording() {
 #[tokio::test]
 async fn unknown_and_unquoted_symbols_are_404() {
     let app = spawn_app(&replay_instant()).await;
-    feeds_finished(&app).await;
+    app.wait_feeds_done().await;
 
     for path in ["/api/v1/quotes/ZZZZ", "/api/v1/quotes?symbols=AAPL,ZZZZ"] {
         let (status, body) = app.get_json(path).await;
@@ -182,7 +178,7 @@ async fn bad_requests_answer_json_errors() {
 #[tokio::test]
 async fn feeds_report_the_finished_replay() {
     let app = spawn_app(&replay_instant()).await;
-    let feeds = feeds_finished(&app).await;
+    let feeds = app.wait_feeds_done().await;
     let list = feeds.as_array().unwrap();
     assert_eq!(list.len(), 1, "{feeds}");
     let f = &list[0];
@@ -210,7 +206,7 @@ async fn malformed_replay_lines_are_counted_and_skipped() {
     .join("\n");
     let file = temp_file("bad-lines.ndjson", &text);
     let app = spawn_app(&replay_feed("replay", &file, "60s")).await;
-    let feeds = feeds_finished(&app).await;
+    let feeds = app.wait_feeds_done().await;
     let f = &feeds[0];
     assert_eq!(f["state"], "finished", "{f}");
     assert_eq!(f["quotes_received"].as_u64(), Some(3), "{f}");
@@ -252,7 +248,7 @@ async fn readyz_waits_for_a_feed_that_has_not_delivered() {
         "{\"sym\":\"ZZZZ\",\"t\":1763730000000,\"bp\":\"1.00\"}\n",
     );
     let app = start_app(&replay_feed("lonely", &file, "60s"));
-    let feeds = feeds_finished(&app).await;
+    let feeds = app.wait_feeds_done().await;
     assert_eq!(feeds[0]["quotes_received"], 0, "{feeds}");
     assert_eq!(feeds[0]["quotes_rejected"], 1, "{feeds}");
     assert!(feeds[0]["last_quote_age_ms"].is_null(), "{feeds}");
@@ -286,7 +282,7 @@ const METRIC_NAMES: [&str; 11] = [
 #[tokio::test]
 async fn metrics_expose_every_family() {
     let app = spawn_app(&replay_instant()).await;
-    feeds_finished(&app).await;
+    app.wait_feeds_done().await;
     let (status, ctype, text) = get_raw(&app, "/metrics").await;
     assert_eq!(status, 200);
     assert!(
@@ -307,7 +303,7 @@ async fn metrics_expose_every_family() {
 #[tokio::test]
 async fn metrics_count_sessions_and_subscriptions() {
     let app = spawn_app(&replay_instant()).await;
-    feeds_finished(&app).await;
+    app.wait_feeds_done().await;
     assert_eq!(
         app.metric("ticker_sessions_active", &[("transport", "ws")])
             .await,

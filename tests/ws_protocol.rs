@@ -42,8 +42,7 @@ async fn snapshot_first_then_deltas_carry_only_changed_fields() {
         let snap = c
             .until(|m| m["type"] == "snapshot" && m["sym"] == sym)
             .await;
-        let mut rest = app.rest_quote(sym).await;
-        rest["type"] = json!("snapshot");
+        let rest = app.rest_snapshot(sym).await;
         assert_eq!(snap, rest, "snapshot equals the API's full quote");
         for k in ["bp", "ap", "lp", "o", "h", "l", "pc"] {
             assert!(snap[k].is_string(), "{k} is a decimal string: {snap}");
@@ -62,15 +61,14 @@ async fn snapshot_first_then_deltas_carry_only_changed_fields() {
     assert_eq!(upd["bs"], bs);
     assert_eq!(upd["seq"], before["seq"].as_u64().unwrap() + 1);
 
-    // A price that differs only in its trailing zero is a different value.
-    let lp = before["lp"].as_str().unwrap();
-    let shorter = lp.trim_end_matches('0').trim_end_matches('.');
-    if shorter != lp {
-        app.publish(json!({"sym":"AAPL","t":t + 1,"lp":shorter}));
+    // A price that differs only in its trailing zero is a different value: it is
+    // sent, and exactly as the feed wrote it.
+    for (i, lp) in ["123.40", "123.4"].into_iter().enumerate() {
+        app.publish(json!({"sym":"AAPL","t":t + 1 + i as i64,"lp":lp}));
         let upd = c
             .until(|m| m["type"] == "update" && m["sym"] == "AAPL")
             .await;
-        assert_eq!(upd["lp"], shorter);
+        assert_eq!(upd["lp"], lp);
     }
     assert_eq!(c.state["AAPL"], app.rest_quote("AAPL").await);
 }
@@ -147,8 +145,7 @@ async fn msgpack_session(mut c: Client, app: &TestApp) {
     let sub = c.until_type("subscribed").await;
     assert_eq!(sub["max_rate"], 10, "default rate");
     let snap = c.until_type("snapshot").await;
-    let mut rest = app.rest_quote("SPY").await;
-    rest["type"] = json!("snapshot");
+    let rest = app.rest_snapshot("SPY").await;
     assert_eq!(
         snap, rest,
         "msgpack maps carry the JSON keys, prices as strings"

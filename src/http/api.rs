@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiError;
 use crate::app::AppState;
 use crate::hub::{Hub, SymbolId};
-use crate::quote::{is_valid_symbol, Fields, Quote};
+use crate::quote::{Fields, Quote};
 
 /// A full quote as the API shows it: `sym`, `seq`, `t` and every field set.
 #[derive(Serialize)]
@@ -43,14 +43,7 @@ pub struct QuotesParams {
 }
 
 fn resolve(hub: &Hub, names: &str) -> Result<Vec<SymbolId>, ApiError> {
-    let mut ids = Vec::new();
-    let mut unknown = Vec::new();
-    for name in names.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match is_valid_symbol(name).then(|| hub.lookup(name)).flatten() {
-            Some(id) => ids.push(id),
-            None => unknown.push(name.to_owned()),
-        }
-    }
+    let (ids, unknown) = hub.resolve(names.split(',').map(str::trim).filter(|s| !s.is_empty()));
     if !unknown.is_empty() {
         return Err(ApiError::new(
             404,
@@ -93,13 +86,10 @@ pub async fn quote(
 ) -> Result<HttpResponse, ApiError> {
     let sym = path.into_inner();
     let hub = &state.hub;
-    let id = is_valid_symbol(&sym)
-        .then(|| hub.lookup(&sym))
-        .flatten()
-        .ok_or_else(|| {
-            ApiError::new(404, "unknown_symbol", format!("unknown symbol: {sym}"))
-                .with_symbols(vec![sym.clone()])
-        })?;
+    let id = hub.find(&sym).ok_or_else(|| {
+        ApiError::new(404, "unknown_symbol", format!("unknown symbol: {sym}"))
+            .with_symbols(vec![sym.clone()])
+    })?;
     let q = hub.latest(id).ok_or_else(|| {
         ApiError::new(404, "no_quote", format!("no quote for {sym} yet"))
             .with_symbols(vec![sym.clone()])

@@ -28,9 +28,10 @@ impl Inbox {
         self.notify.notify_one();
     }
 
-    /// Takes every dirty mark.
-    pub fn take(&self) -> Vec<SymbolId> {
-        std::mem::take(&mut *self.dirty.lock())
+    /// Takes every dirty mark by swapping lists with `buf` (which should be
+    /// empty): the inbox keeps `buf`'s capacity, so neither side allocates.
+    pub fn swap(&self, buf: &mut Vec<SymbolId>) {
+        std::mem::swap(&mut *self.dirty.lock(), buf);
     }
 
     /// True when some symbol is marked dirty.

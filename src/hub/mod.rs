@@ -17,7 +17,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use inbox::{Inbox, Subscriber};
 
-use crate::quote::{Fields, Quote, QuoteUpdate};
+use crate::quote::{is_valid_symbol, Fields, Quote, QuoteUpdate};
 use crate::universe::SymbolInfo;
 
 /// Microseconds since the Unix epoch, now.
@@ -74,6 +74,29 @@ impl Hub {
     /// The id of a symbol in the universe.
     pub fn lookup(&self, sym: &str) -> Option<SymbolId> {
         self.index.get(sym).copied()
+    }
+
+    /// The id of a well-formed symbol in the universe (malformed names: `None`).
+    pub fn find(&self, name: &str) -> Option<SymbolId> {
+        is_valid_symbol(name).then(|| self.lookup(name)).flatten()
+    }
+
+    /// Splits requested names into known ids (deduplicated, in request order) and
+    /// the names that are malformed or not in the universe.
+    pub fn resolve<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> (Vec<SymbolId>, Vec<String>) {
+        let mut ids = Vec::new();
+        let mut unknown = Vec::new();
+        for name in names {
+            match self.find(name) {
+                Some(id) if !ids.contains(&id) => ids.push(id),
+                Some(_) => {}
+                None => unknown.push(name.to_owned()),
+            }
+        }
+        (ids, unknown)
     }
 
     /// The symbol's text.
@@ -205,11 +228,15 @@ mod tests {
                 .unwrap();
         }
         h.ingest(&upd("BBB", r#"{"sym":"","t":1}"#)).unwrap();
-        assert_eq!(inbox.take(), vec![0]);
+        let mut dirty = Vec::new();
+        inbox.swap(&mut dirty);
+        assert_eq!(dirty, vec![0]);
         sub.queued.store(false, Ordering::Release);
         h.unsubscribe(&sub);
         h.ingest(&upd("AAA", r#"{"sym":"","t":9}"#)).unwrap();
-        assert!(inbox.take().is_empty());
+        dirty.clear();
+        inbox.swap(&mut dirty);
+        assert!(dirty.is_empty());
         assert_eq!(h.demand(0), 0);
     }
 }

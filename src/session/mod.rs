@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::hub::{Hub, Inbox, Subscriber, SymbolId};
 use crate::metrics::Metrics;
-use crate::quote::{is_valid_symbol, FieldMask, Quote};
+use crate::quote::{FieldMask, Quote};
 use crate::settings::SessionSettings;
 use protocol::{ClientOp, ErrorCode, Format, Limits, QuoteKind, RequestId, ServerMsg};
 
@@ -67,13 +67,14 @@ impl Subscription {
 /// One client's session state.
 pub struct Session {
     id: String,
-    format: Format,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     inbox: Arc<Inbox>,
     limits: SessionConfig,
     subs: HashMap<SymbolId, Subscription>,
     throttled: Vec<SymbolId>,
+    /// The spare dirty-list buffer swapped with the inbox's on each take.
+    scratch: Vec<SymbolId>,
     outbox: Vec<ServerMsg>,
 }
 
@@ -102,23 +103,19 @@ impl Session {
         };
         Session {
             id,
-            format,
             hub,
             metrics,
             inbox: Arc::new(Inbox::new()),
             limits,
             subs: HashMap::new(),
             throttled: Vec::new(),
+            scratch: Vec::new(),
             outbox: vec![welcome],
         }
     }
 
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    pub fn format(&self) -> Format {
-        self.format
     }
 
     /// The session's inbox; await [`Inbox::notified`] to learn of new quotes.
@@ -183,21 +180,6 @@ impl Session {
         }
     }
 
-    /// Splits requested symbols into known ids (deduplicated, in request order)
-    /// and the names that are malformed or not in the universe.
-    fn resolve(&self, symbols: Vec<String>) -> (Vec<SymbolId>, Vec<String>) {
-        let mut ids = Vec::with_capacity(symbols.len());
-        let mut unknown = Vec::new();
-        for s in symbols {
-            match is_valid_symbol(&s).then(|| self.hub.lookup(&s)).flatten() {
-                Some(id) if !ids.contains(&id) => ids.push(id),
-                Some(_) => {}
-                None => unknown.push(s),
-            }
-        }
-        (ids, unknown)
-    }
-
     fn report_unknown(&mut self, id: &RequestId, unknown: Vec<String>) {
         if unknown.is_empty() {
             return;
@@ -219,7 +201,7 @@ impl Session {
         snapshot: bool,
         now: Instant,
     ) {
-        let (ids, unknown) = self.resolve(symbols);
+        let (ids, unknown) = self.hub.resolve(symbols.iter().map(String::as_str));
         let rate = max_rate
             .unwrap_or(self.limits.default_rate)
             .clamp(self.limits.min_rate, self.limits.max_rate);
@@ -297,7 +279,7 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, id: RequestId, symbols: Vec<String>) {
-        let (ids, unknown) = self.resolve(symbols);
+        let (ids, unknown) = self.hub.resolve(symbols.iter().map(String::as_str));
         self.report_unknown(&id, unknown);
         if ids.is_empty() {
             return;
@@ -330,16 +312,18 @@ impl Session {
         self.throttled.len()
     }
 
-    /// Number of subscribed symbols.
-    pub fn subscription_count(&self) -> usize {
-        self.subs.len()
-    }
-
     /// True when [`Session::take_ready`] would return something now.
     pub fn has_ready(&self, now: Instant) -> bool {
-        !self.outbox.is_empty()
-            || self.inbox.has_dirty()
-            || self.next_deadline().is_some_and(|d| d <= now)
+        self.readiness(now).0
+    }
+
+    /// [`Session::has_ready`] and [`Session::next_deadline`] in one pass (what a
+    /// session loop needs on every turn).
+    pub fn readiness(&self, now: Instant) -> (bool, Option<Instant>) {
+        let deadline = self.next_deadline();
+        let ready =
+            !self.outbox.is_empty() || self.inbox.has_dirty() || deadline.is_some_and(|d| d <= now);
+        (ready, deadline)
     }
 
     /// The earliest moment a throttled symbol may be sent again.
@@ -355,8 +339,13 @@ impl Session {
     /// pending (one merged state each) until [`Session::next_deadline`].
     pub fn take_ready(&mut self, now: Instant) -> Vec<ServerMsg> {
         let mut out = std::mem::take(&mut self.outbox);
-        let dirty = self.inbox.take();
-        for sym in dirty {
+        let hub = &*self.hub;
+        let stamp = self.limits.ingest_stamp;
+        let mut conflated = 0;
+        // Swap buffers with the inbox: neither side allocates per frame.
+        let mut dirty = std::mem::take(&mut self.scratch);
+        self.inbox.swap(&mut dirty);
+        for &sym in &dirty {
             let Some(sub) = self.subs.get_mut(&sym) else {
                 continue;
             };
@@ -369,52 +358,62 @@ impl Session {
                 self.throttled.push(sym);
                 continue;
             }
-            self.emit(sym, now, &mut out);
+            conflated += emit(hub, sym, sub, now, stamp, &mut out);
         }
-        if !self.throttled.is_empty() {
-            let mut still = Vec::new();
-            for sym in std::mem::take(&mut self.throttled) {
-                let Some(sub) = self.subs.get_mut(&sym) else {
-                    continue;
-                };
-                if sub.next_allowed().is_some_and(|t| t > now) {
-                    still.push(sym);
-                } else {
-                    sub.throttled = false;
-                    self.emit(sym, now, &mut out);
-                }
+        dirty.clear();
+        self.scratch = dirty;
+        let subs = &mut self.subs;
+        self.throttled.retain(|&sym| {
+            let Some(sub) = subs.get_mut(&sym) else {
+                return false;
+            };
+            if sub.next_allowed().is_some_and(|t| t > now) {
+                return true;
             }
-            self.throttled = still;
+            sub.throttled = false;
+            conflated += emit(hub, sym, sub, now, stamp, &mut out);
+            false
+        });
+        if conflated > 0 {
+            self.metrics.updates_conflated.inc_by(conflated);
         }
         out
     }
+}
 
-    fn emit(&mut self, sym: SymbolId, now: Instant, out: &mut Vec<ServerMsg>) {
-        let Some(latest) = self.hub.latest(sym) else {
-            return;
-        };
-        let sub = self.subs.get_mut(&sym).expect("unwrap: caller checked");
-        let (kind, mask) = match &sub.sent {
-            None => (QuoteKind::Snapshot, FieldMask::ALL),
-            Some(prev) if latest.seq <= prev.seq => return,
-            Some(prev) => {
-                let skipped = latest.seq - prev.seq - 1;
-                if skipped > 0 {
-                    self.metrics.updates_conflated.inc_by(skipped);
-                }
-                (QuoteKind::Update, latest.fields.diff(&prev.fields))
-            }
-        };
-        sub.sent = Some(latest.clone());
-        sub.last_sent_at = Some(now);
-        out.push(ServerMsg::Quote {
-            kind,
-            sym: self.hub.symbol(sym).clone(),
-            quote: latest,
-            mask,
-            stamp: self.limits.ingest_stamp,
-        });
-    }
+/// Queues the snapshot or delta that brings this client's view of `sym` to the
+/// latest quote (nothing if it already has it); returns how many feed updates the
+/// delta merged beyond the one it carries (conflated).
+fn emit(
+    hub: &Hub,
+    sym: SymbolId,
+    sub: &mut Subscription,
+    now: Instant,
+    stamp: bool,
+    out: &mut Vec<ServerMsg>,
+) -> u64 {
+    let Some(latest) = hub.latest(sym) else {
+        return 0;
+    };
+    let (kind, mask, skipped) = match &sub.sent {
+        None => (QuoteKind::Snapshot, FieldMask::ALL, 0),
+        Some(prev) if latest.seq <= prev.seq => return 0,
+        Some(prev) => (
+            QuoteKind::Update,
+            latest.fields.diff(&prev.fields),
+            latest.seq - prev.seq - 1,
+        ),
+    };
+    sub.sent = Some(latest.clone());
+    sub.last_sent_at = Some(now);
+    out.push(ServerMsg::Quote {
+        kind,
+        sym: hub.symbol(sym).clone(),
+        quote: latest,
+        mask,
+        stamp,
+    });
+    skipped
 }
 
 impl Drop for Session {

@@ -116,16 +116,6 @@ impl PollRegistry {
             self.end(&id, "1001");
         }
     }
-
-    /// Number of live sessions.
-    pub fn len(&self) -> usize {
-        self.live.lock().len()
-    }
-
-    /// True when no session is live.
-    pub fn is_empty(&self) -> bool {
-        self.live.lock().is_empty()
-    }
 }
 
 /// Reads a request body up to `limit` bytes.

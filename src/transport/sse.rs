@@ -166,8 +166,9 @@ async fn run_stream(
 
     let end = loop {
         let now = Instant::now();
-        let want = keepalive_due || session.has_ready(now);
-        let (throttle_at, stall_at) = clock.turn(want, now, session.next_deadline());
+        let (ready, next_deadline) = session.readiness(now);
+        let want = keepalive_due || ready;
+        let (throttle_at, stall_at) = clock.turn(want, now, next_deadline);
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break "1001",

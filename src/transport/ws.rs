@@ -158,8 +158,9 @@ async fn run_connection(
 
     let end = loop {
         let now = Instant::now();
-        let want_write = ping_due || pong_due.is_some() || session.has_ready(now);
-        let (throttle_at, stall_at) = clock.turn(want_write, now, session.next_deadline());
+        let (ready, next_deadline) = session.readiness(now);
+        let want_write = ping_due || pong_due.is_some() || ready;
+        let (throttle_at, stall_at) = clock.turn(want_write, now, next_deadline);
 
         tokio::select! {
             biased;

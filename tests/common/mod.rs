@@ -177,6 +177,14 @@ impl TestApp {
         body
     }
 
+    /// The API's full quote of `sym` shaped as the `snapshot` message a client
+    /// subscribing now must receive.
+    pub async fn rest_snapshot(&self, sym: &str) -> Value {
+        let mut q = self.rest_quote(sym).await;
+        q["type"] = json!("snapshot");
+        q
+    }
+
     /// Publishes one update into the hub, as a feed adapter would.
     pub fn publish(&self, update: Value) -> u64 {
         let u: QuoteUpdate = serde_json::from_value(update).expect("valid update");
