@@ -3,21 +3,23 @@
 //! over client frames, session output, the throttle clock, the heartbeat and
 //! shutdown, and ends with exactly one close (codes of PROTOCOL.md section 8).
 //!
-//! Writes use smart batching: the loop hands actix-ws a frame only when its bounded
-//! outgoing queue has room, and everything that piled up meanwhile goes out together
-//! in the next frame. A socket that takes nothing for `write_stall_timeout` is a slow
-//! consumer and is closed with 4008.
+//! Writes use smart batching: the loop writes a frame only when the previous one has
+//! left for the socket (see [`outgoing`]), and everything that piled up meanwhile
+//! goes out together in the next frame. A connection whose frame is not taken for
+//! `write_stall_timeout` is a slow consumer and is closed with 4008.
 
-use std::future::poll_fn;
+mod outgoing;
+
 use std::time::Instant;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError};
+use actix_ws::{AggregatedMessage, CloseReason, ProtocolError};
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
+
+use outgoing::{Outgoing, OutgoingBody};
 
 use super::{Admission, FrameCounters, TokenBucket, WriteClock};
 use crate::app::AppState;
@@ -53,8 +55,13 @@ pub async fn ws_endpoint(
             )))
         }
     };
-    let (response, ws, stream) = actix_ws::handle_with_protocols(&req, body, &SUBPROTOCOLS)
-        .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade: {e}")))?;
+    // actix-ws does the handshake, subprotocol choice and frame decoding; its
+    // writer is replaced by our one-frame slot (see `outgoing`). Its own body is
+    // kept inside ours and dropped with it, which is how its reader learns that
+    // the connection is gone.
+    let (response, _unused_writer, stream) =
+        actix_ws::handle_with_protocols(&req, body, &SUBPROTOCOLS)
+            .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade: {e}")))?;
     let format = match response
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -64,10 +71,14 @@ pub async fn ws_endpoint(
         Some(_) => Format::Json,
         None => query_format,
     };
+    let (out, body) = Outgoing::new();
+    let response = response
+        .map_body(|_, actix_ws_body| OutgoingBody::holding(body, actix_ws_body))
+        .map_into_boxed_body();
     match state.connections.clone().try_acquire_owned() {
         Ok(permit) => {
             actix_web::rt::spawn(run_connection(
-                ws,
+                out,
                 stream,
                 state.into_inner(),
                 format,
@@ -81,21 +92,10 @@ pub async fn ws_endpoint(
                 .with_label_values(&["server_full"])
                 .inc();
             count_close(&state.metrics, Some(1013));
-            actix_web::rt::spawn(async move {
-                let _ = ws
-                    .close(Some(close_reason(1013, "server full, try again later")))
-                    .await;
-            });
+            out.close(Some((1013, "server full, try again later")));
         }
     }
     Ok(response)
-}
-
-fn close_reason(code: u16, text: &str) -> CloseReason {
-    CloseReason {
-        code: CloseCode::from(code),
-        description: Some(text.to_owned()),
-    }
 }
 
 fn count_close(metrics: &Metrics, code: Option<u16>) {
@@ -119,7 +119,7 @@ enum End {
 }
 
 async fn run_connection(
-    mut ws: actix_ws::Session,
+    out: Outgoing,
     stream: actix_ws::MessageStream,
     state: std::sync::Arc<AppState>,
     format: Format,
@@ -160,6 +160,29 @@ async fn run_connection(
         let now = Instant::now();
         let (ready, next_deadline) = session.readiness(now);
         let want_write = ping_due || pong_due.is_some() || ready;
+        if want_write && out.has_room() {
+            // Everything that piled up while the last frame was in flight goes out
+            // together; the slot is full again until the dispatcher takes it.
+            if let Some(p) = pong_due.take() {
+                out.pong(&p);
+            }
+            if std::mem::take(&mut ping_due) {
+                out.ping();
+            }
+            if ready {
+                let msgs = session.take_ready(now);
+                queue_depth.observe(session.pending_count() as f64);
+                if let Some(frame) = encode_frame(format, &msgs) {
+                    counters.frame(&msgs, frame.len());
+                    out.data(format, &frame);
+                }
+            }
+            clock.wrote();
+            continue;
+        }
+        if out.is_gone() {
+            break End::Gone;
+        }
         let (throttle_at, stall_at) = clock.turn(want_write, now, next_deadline);
 
         tokio::select! {
@@ -195,31 +218,7 @@ async fn run_connection(
                     }
                 }
             }
-            ready = poll_fn(|cx| Pin::new(&mut ws).poll_ready(cx)), if want_write => {
-                if ready.is_err() {
-                    break End::Gone;
-                }
-                let msg = if let Some(p) = pong_due.take() {
-                    Message::Pong(p)
-                } else if ping_due {
-                    ping_due = false;
-                    Message::Ping(Bytes::new())
-                } else {
-                    let msgs = session.take_ready(Instant::now());
-                    queue_depth.observe(session.pending_count() as f64);
-                    match encode_frame(format, &msgs) {
-                        Some(frame) => {
-                            counters.frame(&msgs, frame.len());
-                            data_message(format, frame)
-                        }
-                        None => continue,
-                    }
-                };
-                if Pin::new(&mut ws).start_send(msg).is_err() {
-                    break End::Gone;
-                }
-                clock.wrote();
-            }
+            _ = out.writable(), if want_write => {}
             _ = inbox.notified(), if !want_write => {}
             _ = tokio::time::sleep_until(throttle_at), if !want_write && throttle_at < clock.never() => {}
             _ = tokio::time::sleep_until(stall_at), if want_write => break End::SlowConsumer,
@@ -235,54 +234,43 @@ async fn run_connection(
     };
 
     // Replies already queued (errors included) go out before our close frame.
-    let last_frame = match end {
-        End::Close(..) => {
-            let msgs = session.take_ready(Instant::now());
-            encode_frame(format, &msgs).inspect(|frame| {
-                counters.frame(&msgs, frame.len());
-            })
+    if let End::Close(..) = end {
+        let msgs = session.take_ready(Instant::now());
+        if let Some(frame) = encode_frame(format, &msgs) {
+            counters.frame(&msgs, frame.len());
+            out.data(format, &frame);
         }
-        _ => None,
-    };
+    }
     // Leave the fan-out before anything else, so a closing client costs nothing.
     drop(session);
-    let close_wait = cfg
-        .write_stall_timeout
-        .min(std::time::Duration::from_secs(5));
     match end {
         End::Close(code, text) => {
             counters.closed(&code.to_string());
-            if let Some(frame) = last_frame {
-                let _ =
-                    tokio::time::timeout(close_wait, ws.send(data_message(format, frame))).await;
-            }
-            let _ =
-                tokio::time::timeout(close_wait, ws.close(Some(close_reason(code, &text)))).await;
+            out.close(Some((code, &text)));
         }
         End::SlowConsumer => {
             metrics.slow_consumer_closes.inc();
             counters.closed("4008");
-            let reason = close_reason(4008, "slow consumer: writes stalled");
-            // The queue is full; the close goes out once the client reads again.
-            let _ = tokio::time::timeout(cfg.write_stall_timeout, ws.close(Some(reason))).await;
+            // The slot is full; the close goes out if the client reads again in
+            // time, else the connection is dropped.
+            out.close(Some((4008, "slow consumer: writes stalled")));
+            if tokio::time::timeout(cfg.write_stall_timeout, out.writable())
+                .await
+                .is_err()
+            {
+                out.abort();
+            }
         }
         End::ClientClosed(reason) => {
             let code: u16 = reason.as_ref().map_or(1000, |r| r.code.into());
             counters.closed(&code.to_string());
-            let _ = tokio::time::timeout(close_wait, ws.close(reason)).await;
+            out.close(
+                reason
+                    .as_ref()
+                    .map(|r| (code, r.description.as_deref().unwrap_or(""))),
+            );
         }
         End::Gone => counters.closed("none"),
-    }
-}
-
-/// A data frame: text for JSON, binary for MessagePack.
-fn data_message(format: Format, frame: Bytes) -> Message {
-    match format {
-        // unwrap: serde_json writes valid UTF-8.
-        Format::Json => {
-            Message::Text(bytestring::ByteString::try_from(frame).expect("unwrap: JSON is UTF-8"))
-        }
-        Format::Msgpack => Message::Binary(frame),
     }
 }
 
