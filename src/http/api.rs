@@ -21,9 +21,9 @@ pub struct QuoteView<'a> {
     pub fields: &'a Fields,
 }
 
-fn view<'a>(sym: &'a str, q: &'a Quote) -> QuoteView<'a> {
+fn view(q: &Quote) -> QuoteView<'_> {
     QuoteView {
-        sym,
+        sym: &q.sym,
         seq: q.seq,
         t: q.t,
         fields: &q.fields,
@@ -71,11 +71,8 @@ pub async fn quotes(
         Some(list) => resolve(hub, list)?,
         None => (0..hub.len() as SymbolId).collect(),
     };
-    let quotes: Vec<(Arc<str>, Arc<Quote>)> = ids
-        .into_iter()
-        .filter_map(|id| hub.latest(id).map(|q| (hub.symbol(id).clone(), q)))
-        .collect();
-    let body: Vec<QuoteView> = quotes.iter().map(|(s, q)| view(s, q)).collect();
+    let quotes: Vec<Arc<Quote>> = ids.into_iter().filter_map(|id| hub.latest(id)).collect();
+    let body: Vec<QuoteView> = quotes.iter().map(|q| view(q)).collect();
     Ok(HttpResponse::Ok().json(body))
 }
 
@@ -94,7 +91,7 @@ pub async fn quote(
         ApiError::new(404, "no_quote", format!("no quote for {sym} yet"))
             .with_symbols(vec![sym.clone()])
     })?;
-    Ok(HttpResponse::Ok().json(view(&sym, &q)))
+    Ok(HttpResponse::Ok().json(view(&q)))
 }
 
 /// `GET /api/v1/feeds`: each adapter's name, kind, state and counters.

@@ -61,7 +61,7 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    pub(super) fn new(sym: SymbolId, inbox: Arc<Inbox>) -> Subscriber {
+    pub(crate) fn new(sym: SymbolId, inbox: Arc<Inbox>) -> Subscriber {
         Subscriber {
             sym,
             queued: AtomicBool::new(false),

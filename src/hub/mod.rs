@@ -149,13 +149,14 @@ impl Hub {
                 None => (1, Fields::default()),
             };
             merged.merge(fields);
-            *latest = Some(Arc::new(Quote {
+            *latest = Some(Arc::new(Quote::new(
+                slot.sym.clone(),
                 seq,
                 t,
-                fields: merged,
-                ingested: Instant::now(),
-                ingested_us: unix_micros(),
-            }));
+                merged,
+                Instant::now(),
+                unix_micros(),
+            )));
             seq
         };
         for sub in slot.subscribers.lock().iter() {
@@ -208,6 +209,7 @@ mod tests {
             .unwrap();
         assert_eq!(seq, 2);
         let q = h.latest(0).unwrap();
+        assert_eq!(&*q.sym, "AAA");
         assert_eq!(q.fields.bp.unwrap().to_string(), "1.00");
         assert_eq!(q.fields.bs, Some(200));
         assert_eq!(q.t, 2);

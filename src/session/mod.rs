@@ -9,17 +9,18 @@
 
 pub mod encode;
 pub mod protocol;
+mod subscriptions;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::hub::{Hub, Inbox, Subscriber, SymbolId};
+use crate::hub::{Hub, Inbox, SymbolId};
 use crate::metrics::Metrics;
-use crate::quote::{FieldMask, Quote};
+use crate::quote::FieldMask;
 use crate::settings::SessionSettings;
 use protocol::{ClientOp, ErrorCode, Format, Limits, QuoteKind, RequestId, ServerMsg};
+use subscriptions::{Subscription, Subscriptions};
 
 /// Error lists name at most this many symbols (the count is in the message).
 const MAX_LISTED_SYMBOLS: usize = 100;
@@ -49,21 +50,6 @@ impl SessionConfig {
     }
 }
 
-struct Subscription {
-    rate: f64,
-    interval: Duration,
-    last_sent_at: Option<Instant>,
-    sent: Option<Arc<Quote>>,
-    handle: Arc<Subscriber>,
-    throttled: bool,
-}
-
-impl Subscription {
-    fn next_allowed(&self) -> Option<Instant> {
-        self.last_sent_at.map(|t| t + self.interval)
-    }
-}
-
 /// One client's session state.
 pub struct Session {
     id: String,
@@ -71,7 +57,7 @@ pub struct Session {
     metrics: Arc<Metrics>,
     inbox: Arc<Inbox>,
     limits: SessionConfig,
-    subs: HashMap<SymbolId, Subscription>,
+    subs: Subscriptions,
     throttled: Vec<SymbolId>,
     /// The spare dirty-list buffer swapped with the inbox's on each take.
     scratch: Vec<SymbolId>,
@@ -107,7 +93,7 @@ impl Session {
             metrics,
             inbox: Arc::new(Inbox::new()),
             limits,
-            subs: HashMap::new(),
+            subs: Subscriptions::default(),
             throttled: Vec::new(),
             scratch: Vec::new(),
             outbox: vec![welcome],
@@ -165,7 +151,7 @@ impl Session {
                 let mut symbols: Vec<(Arc<str>, f64)> = self
                     .subs
                     .iter()
-                    .map(|(sym, s)| (self.hub.symbol(*sym).clone(), s.rate))
+                    .map(|(sym, s)| (self.hub.symbol(sym).clone(), s.rate))
                     .collect();
                 symbols.sort_by(|a, b| a.0.cmp(&b.0));
                 self.outbox.push(ServerMsg::Subscriptions { id, symbols });
@@ -205,12 +191,11 @@ impl Session {
         let rate = max_rate
             .unwrap_or(self.limits.default_rate)
             .clamp(self.limits.min_rate, self.limits.max_rate);
-        let interval = Duration::from_secs_f64(1.0 / rate);
         let mut room = self.limits.max_symbols.saturating_sub(self.subs.len());
         let mut granted = Vec::new();
         let mut refused = Vec::new();
         for sym in ids {
-            if !self.subs.contains_key(&sym) {
+            if !self.subs.contains(sym) {
                 if room == 0 {
                     refused.push(self.hub.symbol(sym).to_string());
                     continue;
@@ -218,20 +203,11 @@ impl Session {
                 room -= 1;
                 let handle = self.hub.subscribe(sym, &self.inbox);
                 self.metrics.subscriptions_active.inc();
-                self.subs.insert(
-                    sym,
-                    Subscription {
-                        rate,
-                        interval,
-                        last_sent_at: None,
-                        sent: None,
-                        handle,
-                        throttled: false,
-                    },
-                );
+                self.subs.insert(sym, Subscription::new(handle, rate));
             }
             granted.push(sym);
         }
+        self.subs.trim();
         self.report_unknown(&id, unknown);
         if !granted.is_empty() {
             self.outbox.push(ServerMsg::Subscribed {
@@ -254,9 +230,8 @@ impl Session {
         }
         for sym in granted {
             let latest = self.hub.latest(sym);
-            let sub = self.subs.get_mut(&sym).expect("unwrap: subscribed above");
-            sub.rate = rate;
-            sub.interval = interval;
+            let sub = self.subs.get_mut(sym).expect("unwrap: subscribed above");
+            sub.set_rate(rate);
             if !snapshot {
                 // No snapshot wanted: later updates are deltas from the current state.
                 if sub.sent.is_none() {
@@ -269,7 +244,6 @@ impl Session {
                 sub.last_sent_at = Some(now);
                 self.outbox.push(ServerMsg::Quote {
                     kind: QuoteKind::Snapshot,
-                    sym: self.hub.symbol(sym).clone(),
                     quote,
                     mask: FieldMask::ALL,
                     stamp: self.limits.ingest_stamp,
@@ -287,6 +261,7 @@ impl Session {
         for sym in &ids {
             self.drop_subscription(*sym);
         }
+        self.subs.trim();
         self.throttled.retain(|s| !ids.contains(s));
         self.outbox.push(ServerMsg::Unsubscribed {
             id,
@@ -295,7 +270,7 @@ impl Session {
     }
 
     fn drop_subscription(&mut self, sym: SymbolId) {
-        if let Some(sub) = self.subs.remove(&sym) {
+        if let Some(sub) = self.subs.remove(sym) {
             self.hub.unsubscribe(&sub.handle);
             self.metrics.subscriptions_active.dec();
         }
@@ -330,7 +305,7 @@ impl Session {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.throttled
             .iter()
-            .filter_map(|s| self.subs.get(s).and_then(Subscription::next_allowed))
+            .filter_map(|&s| self.subs.get(s).and_then(Subscription::next_allowed))
             .min()
     }
 
@@ -346,7 +321,7 @@ impl Session {
         let mut dirty = std::mem::take(&mut self.scratch);
         self.inbox.swap(&mut dirty);
         for &sym in &dirty {
-            let Some(sub) = self.subs.get_mut(&sym) else {
+            let Some(sub) = self.subs.get_mut(sym) else {
                 continue;
             };
             sub.handle.queued.store(false, Ordering::Release);
@@ -364,7 +339,7 @@ impl Session {
         self.scratch = dirty;
         let subs = &mut self.subs;
         self.throttled.retain(|&sym| {
-            let Some(sub) = subs.get_mut(&sym) else {
+            let Some(sub) = subs.get_mut(sym) else {
                 return false;
             };
             if sub.next_allowed().is_some_and(|t| t > now) {
@@ -408,7 +383,6 @@ fn emit(
     sub.last_sent_at = Some(now);
     out.push(ServerMsg::Quote {
         kind,
-        sym: hub.symbol(sym).clone(),
         quote: latest,
         mask,
         stamp,
@@ -418,7 +392,7 @@ fn emit(
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let syms: Vec<SymbolId> = self.subs.keys().copied().collect();
+        let syms: Vec<SymbolId> = self.subs.iter().map(|(s, _)| s).collect();
         for sym in syms {
             self.drop_subscription(sym);
         }

@@ -223,7 +223,7 @@ pub enum ServerMsg {
     },
     Quote {
         kind: QuoteKind,
-        sym: Arc<str>,
+        /// Also carries the symbol's name (`quote.sym`).
         quote: Arc<Quote>,
         mask: FieldMask,
         /// Benchmark only: add `ti` (ingest time, µs since the Unix epoch).
@@ -339,13 +339,11 @@ impl Serialize for ServerMsg {
                 }
             }
             ServerMsg::Quote {
-                sym,
-                quote,
-                mask,
-                stamp,
-                ..
+                quote, mask, stamp, ..
             } => {
-                m.serialize_entry("sym", &**sym)?;
+                // Keep in step with the cached fragments (`quote::Fragments`), which
+                // `encode::encode_frame` writes instead; its tests compare the two.
+                m.serialize_entry("sym", &*quote.sym)?;
                 m.serialize_entry("seq", &quote.seq)?;
                 m.serialize_entry("t", &quote.t)?;
                 let f = &quote.fields;

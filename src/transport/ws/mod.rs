@@ -10,6 +10,7 @@
 
 mod outgoing;
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use actix_web::http::header;
@@ -25,9 +26,15 @@ use super::{Admission, FrameCounters, TokenBucket, WriteClock};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::metrics::Metrics;
-use crate::session::encode::encode_frame;
+use crate::session::encode::encode_frames;
 use crate::session::protocol::{ErrorCode, Format};
 use crate::session::{Session, SessionConfig};
+
+/// A batch larger than this goes out as several frames, one per write. Each write
+/// then fits in the first page of actix's 8 KiB per-connection write buffer, which
+/// keeps the rest of that buffer untouched (not resident) on idle connections: a
+/// 20-symbol snapshot burst would otherwise cost every connection a page more.
+const FRAME_BYTES: usize = 3 * 1024;
 
 /// Subprotocols we speak, in no particular order (the client's order decides).
 const SUBPROTOCOLS: [&str; 2] = ["ticker.v1.json", "ticker.v1.msgpack"];
@@ -125,7 +132,7 @@ async fn run_connection(
     format: Format,
     _permit: OwnedSemaphorePermit,
 ) {
-    let cfg = state.settings.session.clone();
+    let cfg = &state.settings.session;
     let metrics = state.metrics.clone();
     let mut counters = FrameCounters::open(&metrics, "ws", format);
     let queue_depth = metrics.send_queue_depth.clone();
@@ -137,15 +144,16 @@ async fn run_connection(
     let mut session = Session::new(
         state.hub.clone(),
         metrics.clone(),
-        SessionConfig::new(&cfg, state.settings.bench.ingest_stamp),
+        SessionConfig::new(cfg, state.settings.bench.ingest_stamp),
         format,
     );
     let inbox = session.inbox().clone();
     let mut shutdown = state.shutdown.clone();
-    let start = tokio::time::Instant::now();
-    let mut heartbeat =
-        tokio::time::interval_at(start + cfg.heartbeat_interval, cfg.heartbeat_interval);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One timer for the heartbeat, the throttle and the write stall, reset to the
+    // earliest of them each turn (an idle connection's state is what it costs).
+    let mut heartbeat_at = tokio::time::Instant::now() + cfg.heartbeat_interval;
+    let timer = tokio::time::sleep_until(heartbeat_at);
+    tokio::pin!(timer);
     let mut last_heard = Instant::now();
     let mut bucket = TokenBucket::new(
         cfg.client_msgs_per_sec,
@@ -155,11 +163,13 @@ async fn run_connection(
     let mut pong_due: Option<Bytes> = None;
     let mut ping_due = false;
     let mut clock = WriteClock::new(cfg.write_stall_timeout);
+    // Encoded frames of a batch larger than FRAME_BYTES, written one per turn.
+    let mut spill: VecDeque<Bytes> = VecDeque::new();
 
     let end = loop {
         let now = Instant::now();
         let (ready, next_deadline) = session.readiness(now);
-        let want_write = ping_due || pong_due.is_some() || ready;
+        let want_write = ping_due || pong_due.is_some() || ready || !spill.is_empty();
         if want_write && out.has_room() {
             // Everything that piled up while the last frame was in flight goes out
             // together; the slot is full again until the dispatcher takes it.
@@ -169,13 +179,16 @@ async fn run_connection(
             if std::mem::take(&mut ping_due) {
                 out.ping();
             }
-            if ready {
+            if ready && spill.is_empty() {
                 let msgs = session.take_ready(now);
                 queue_depth.observe(session.pending_count() as f64);
-                if let Some(frame) = encode_frame(format, &msgs) {
-                    counters.frame(&msgs, frame.len());
-                    out.data(format, &frame);
-                }
+                encode_frames(format, &msgs, FRAME_BYTES, |part, frame| {
+                    counters.frame(part, frame.len());
+                    spill.push_back(frame);
+                });
+            }
+            if let Some(frame) = spill.pop_front() {
+                out.data(format, &frame);
             }
             clock.wrote();
             continue;
@@ -184,6 +197,10 @@ async fn run_connection(
             break End::Gone;
         }
         let (throttle_at, stall_at) = clock.turn(want_write, now, next_deadline);
+        let wake_at = heartbeat_at.min(if want_write { stall_at } else { throttle_at });
+        if timer.deadline() != wake_at {
+            timer.as_mut().reset(wake_at);
+        }
 
         tokio::select! {
             biased;
@@ -203,12 +220,12 @@ async fn run_connection(
                         match msg {
                             AggregatedMessage::Text(text) => match bucket.admit(now) {
                                 Admission::Allowed => session.handle_frame(text.as_bytes(), false, now),
-                                Admission::Refused => refuse(&mut session, &cfg),
+                                Admission::Refused => refuse(&mut session, cfg),
                                 Admission::Exceeded => break End::Close(4029, "too many messages per second".into()),
                             },
                             AggregatedMessage::Binary(bin) => match bucket.admit(now) {
                                 Admission::Allowed => session.handle_frame(&bin, true, now),
-                                Admission::Refused => refuse(&mut session, &cfg),
+                                Admission::Refused => refuse(&mut session, cfg),
                                 Admission::Exceeded => break End::Close(4029, "too many messages per second".into()),
                             },
                             AggregatedMessage::Ping(p) => pong_due = Some(p),
@@ -220,15 +237,21 @@ async fn run_connection(
             }
             _ = out.writable(), if want_write => {}
             _ = inbox.notified(), if !want_write => {}
-            _ = tokio::time::sleep_until(throttle_at), if !want_write && throttle_at < clock.never() => {}
-            _ = tokio::time::sleep_until(stall_at), if want_write => break End::SlowConsumer,
-            _ = heartbeat.tick() => {
-                if last_heard.elapsed() >= cfg.client_timeout {
-                    break End::Close(1000, format!(
-                        "client timeout: nothing received for {:?}", cfg.client_timeout
-                    ));
+            _ = &mut timer => {
+                let now = tokio::time::Instant::now();
+                if want_write && now >= stall_at {
+                    break End::SlowConsumer;
                 }
-                ping_due = true;
+                if now >= heartbeat_at {
+                    if last_heard.elapsed() >= cfg.client_timeout {
+                        break End::Close(1000, format!(
+                            "client timeout: nothing received for {:?}", cfg.client_timeout
+                        ));
+                    }
+                    ping_due = true;
+                    heartbeat_at = now + cfg.heartbeat_interval;
+                }
+                // Otherwise a throttled symbol is due: the next turn sends it.
             }
         }
     };
@@ -236,8 +259,11 @@ async fn run_connection(
     // Replies already queued (errors included) go out before our close frame.
     if let End::Close(..) = end {
         let msgs = session.take_ready(Instant::now());
-        if let Some(frame) = encode_frame(format, &msgs) {
-            counters.frame(&msgs, frame.len());
+        encode_frames(format, &msgs, FRAME_BYTES, |part, frame| {
+            counters.frame(part, frame.len());
+            spill.push_back(frame);
+        });
+        for frame in spill.drain(..) {
             out.data(format, &frame);
         }
     }

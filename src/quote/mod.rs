@@ -2,14 +2,20 @@
 //!
 //! A [`Quote`] is a full state; a [`QuoteUpdate`] is what a feed adapter publishes
 //! (any subset of the fields). Prices are [`Price`]s: exact decimals that keep the
-//! scale the feed gave them, so `"189.10"` stays `"189.10"`.
+//! scale the feed gave them, so `"189.10"` stays `"189.10"`. A quote also caches its
+//! own wire encoding ([`Fragments`]), so fan-out to many clients encodes it once.
+
+mod wire;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use wire::Fragments;
 
 /// An exact decimal price, compared by value *and* scale: `189.10` and `189.1`
 /// print differently, so for deltas they are different values.
@@ -227,9 +233,11 @@ impl<'de> Deserialize<'de> for QuoteUpdate {
     }
 }
 
-/// The gateway's full latest state of one symbol.
-#[derive(Clone, Debug)]
+/// The gateway's full latest state of one symbol. Immutable once built (it is
+/// shared as `Arc<Quote>`): its wire fragments are cached on first use.
+#[derive(Debug)]
 pub struct Quote {
+    pub sym: Arc<str>,
     pub seq: u64,
     pub t: i64,
     pub fields: Fields,
@@ -238,6 +246,43 @@ pub struct Quote {
     /// The same moment as microseconds since the Unix epoch (for the benchmark-only
     /// `ti` field, comparable across processes on one host).
     pub ingested_us: i64,
+    /// Encoded at most once per format, by the first session that sends the quote;
+    /// a quote nobody reads costs nothing.
+    json: OnceLock<Fragments>,
+    msgpack: OnceLock<Fragments>,
+}
+
+impl Quote {
+    /// A quote with no cached encodings yet.
+    pub fn new(
+        sym: Arc<str>,
+        seq: u64,
+        t: i64,
+        fields: Fields,
+        ingested: Instant,
+        ingested_us: i64,
+    ) -> Quote {
+        Quote {
+            sym,
+            seq,
+            t,
+            fields,
+            ingested,
+            ingested_us,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+        }
+    }
+
+    /// The quote's `sym`, `seq`, `t` and field entries as JSON text.
+    pub fn json_fragments(&self) -> &Fragments {
+        self.json.get_or_init(|| Fragments::json(self))
+    }
+
+    /// The quote's `sym`, `seq`, `t` and field entries as MessagePack.
+    pub fn msgpack_fragments(&self) -> &Fragments {
+        self.msgpack.get_or_init(|| Fragments::msgpack(self))
+    }
 }
 
 #[cfg(test)]
