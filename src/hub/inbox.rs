@@ -2,7 +2,7 @@
 //! plus the wake-up. Bounded by construction: a [`Subscriber`]'s `queued` flag lets
 //! each symbol in at most once until the session drains it.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -61,6 +61,16 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
+    /// The session took the dirty mark: the next change marks it again. Call before
+    /// reading the symbol's latest quote.
+    pub fn clear(&self) {
+        self.queued.store(false, Ordering::Relaxed);
+        // Pairs with the fence in `Hub::ingest_fields` (a store then a load on
+        // each side: only sequentially consistent fences keep both from reading
+        // stale values and losing an update).
+        fence(Ordering::SeqCst);
+    }
+
     pub(crate) fn new(sym: SymbolId, inbox: Arc<Inbox>) -> Subscriber {
         Subscriber {
             sym,

@@ -9,11 +9,12 @@
 mod inbox;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::{Mutex, RwLock};
+use arc_swap::{ArcSwapOption, Guard};
+use parking_lot::Mutex;
 
 pub use inbox::{Inbox, Subscriber};
 
@@ -40,7 +41,11 @@ pub enum IngestError {
 struct SymbolSlot {
     info: SymbolInfo,
     sym: Arc<str>,
-    latest: RwLock<Option<Arc<Quote>>>,
+    /// Read on every delivered update by every session, so lock-free: a shared
+    /// lock's counter bouncing between cores cost more than the rest of a delta.
+    latest: ArcSwapOption<Quote>,
+    /// Serializes feeds that update the same symbol (seq must not repeat).
+    write: Mutex<()>,
     subscribers: Mutex<Vec<Arc<Subscriber>>>,
 }
 
@@ -63,7 +68,8 @@ impl Hub {
                 SymbolSlot {
                     sym: Arc::from(info.sym.as_str()),
                     info,
-                    latest: RwLock::new(None),
+                    latest: ArcSwapOption::empty(),
+                    write: Mutex::new(()),
                     subscribers: Mutex::new(Vec::new()),
                 }
             })
@@ -121,7 +127,13 @@ impl Hub {
 
     /// The latest full quote of a symbol, if any feed has set it.
     pub fn latest(&self, id: SymbolId) -> Option<Arc<Quote>> {
-        self.slots[id as usize].latest.read().clone()
+        self.slots[id as usize].latest.load_full()
+    }
+
+    /// [`Hub::latest`] without taking a reference count: for a quick look (such as
+    /// comparing `seq`) before deciding to keep the quote.
+    pub fn peek(&self, id: SymbolId) -> Guard<Option<Arc<Quote>>> {
+        self.slots[id as usize].latest.load()
     }
 
     /// How many sessions subscribe to the symbol (feeds use it to follow demand).
@@ -143,24 +155,29 @@ impl Hub {
     pub fn ingest_fields(&self, id: SymbolId, t: i64, fields: &Fields) -> u64 {
         let slot = &self.slots[id as usize];
         let seq = {
-            let mut latest = slot.latest.write();
-            let (seq, mut merged) = match latest.as_ref() {
+            let _writer = slot.write.lock();
+            let (seq, mut merged) = match slot.latest.load().as_ref() {
                 Some(q) => (q.seq + 1, q.fields.clone()),
                 None => (1, Fields::default()),
             };
             merged.merge(fields);
-            *latest = Some(Arc::new(Quote::new(
+            slot.latest.store(Some(Arc::new(Quote::new(
                 slot.sym.clone(),
                 seq,
                 t,
                 merged,
                 Instant::now(),
                 unix_micros(),
-            )));
+            ))));
             seq
         };
+        // Pairs with the fence in `Subscriber::clear`: either this pass sees the
+        // session's cleared mark, or the session sees the quote just stored.
+        fence(Ordering::SeqCst);
         for sub in slot.subscribers.lock().iter() {
-            if !sub.queued.swap(true, Ordering::AcqRel) {
+            // Read before writing: a subscriber still marked (the usual case under
+            // load) costs a shared read, not a cache-line transfer.
+            if !sub.queued.load(Ordering::Relaxed) && !sub.queued.swap(true, Ordering::AcqRel) {
                 sub.inbox.push(id);
             }
         }

@@ -11,7 +11,6 @@ pub mod encode;
 pub mod protocol;
 mod subscriptions;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -324,7 +323,7 @@ impl Session {
             let Some(sub) = self.subs.get_mut(sym) else {
                 continue;
             };
-            sub.handle.queued.store(false, Ordering::Release);
+            sub.handle.clear();
             if sub.throttled {
                 continue;
             }
@@ -367,7 +366,8 @@ fn emit(
     stamp: bool,
     out: &mut Vec<ServerMsg>,
 ) -> u64 {
-    let Some(latest) = hub.latest(sym) else {
+    let peek = hub.peek(sym);
+    let Some(latest) = peek.as_ref() else {
         return 0;
     };
     let (kind, mask, skipped) = match &sub.sent {
@@ -383,7 +383,7 @@ fn emit(
     sub.last_sent_at = Some(now);
     out.push(ServerMsg::Quote {
         kind,
-        quote: latest,
+        quote: latest.clone(),
         mask,
         stamp,
     });
