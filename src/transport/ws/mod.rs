@@ -8,19 +8,20 @@
 //! goes out together in the next frame. A connection whose frame is not taken for
 //! `write_stall_timeout` is a slow consumer and is closed with 4008.
 
+mod incoming;
 mod outgoing;
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use actix_web::http::header;
+use actix_http::ws::CloseReason;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, CloseReason, ProtocolError};
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
-use outgoing::{Outgoing, OutgoingBody};
+use incoming::{ClientFrame, Incoming, ReadError};
+use outgoing::Outgoing;
 
 use super::{Admission, FrameCounters, TokenBucket, WriteClock};
 use crate::app::AppState;
@@ -48,7 +49,7 @@ struct WsParams {
 /// `GET /ws`: the WebSocket upgrade.
 pub async fn ws_endpoint(
     req: HttpRequest,
-    body: web::Payload,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let params = web::Query::<WsParams>::from_query(req.query_string())
@@ -62,26 +63,21 @@ pub async fn ws_endpoint(
             )))
         }
     };
-    // actix-ws does the handshake, subprotocol choice and frame decoding; its
-    // writer is replaced by our one-frame slot (see `outgoing`). Its own body is
-    // kept inside ours and dropped with it, which is how its reader learns that
-    // the connection is gone.
-    let (response, _unused_writer, stream) =
-        actix_ws::handle_with_protocols(&req, body, &SUBPROTOCOLS)
-            .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade: {e}")))?;
-    let format = match response
-        .headers()
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-    {
+    let (mut response, protocol) = incoming::handshake(&req, &SUBPROTOCOLS)
+        .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade: {e}")))?;
+    let format = match protocol {
         Some("ticker.v1.msgpack") => Format::Msgpack,
         Some(_) => Format::Json,
         None => query_format,
     };
     let (out, body) = Outgoing::new();
-    let response = response
-        .map_body(|_, actix_ws_body| OutgoingBody::holding(body, actix_ws_body))
-        .map_into_boxed_body();
+    let response: HttpResponse = response
+        .message_body(body)
+        // unwrap: the builder fails only on a bad header, and ours are fixed strings.
+        .expect("unwrap: the upgrade response's headers are valid")
+        .map_into_boxed_body()
+        .into();
+    let stream = Incoming::new(payload.into_inner(), state.settings.session.max_frame_bytes);
     match state.connections.clone().try_acquire_owned() {
         Ok(permit) => {
             actix_web::rt::spawn(run_connection(
@@ -127,7 +123,7 @@ enum End {
 
 async fn run_connection(
     out: Outgoing,
-    stream: actix_ws::MessageStream,
+    mut stream: Incoming,
     state: std::sync::Arc<AppState>,
     format: Format,
     _permit: OwnedSemaphorePermit,
@@ -137,10 +133,6 @@ async fn run_connection(
     let mut counters = FrameCounters::open(&metrics, "ws", format);
     let queue_depth = metrics.send_queue_depth.clone();
 
-    let mut stream = stream
-        .max_frame_size(cfg.max_frame_bytes)
-        .aggregate_continuations()
-        .max_continuation_size(cfg.max_frame_bytes);
     let mut session = Session::new(
         state.hub.clone(),
         metrics.clone(),
@@ -211,26 +203,26 @@ async fn run_connection(
                 let now = Instant::now();
                 match frame {
                     None => break End::Gone,
-                    Some(Err(ProtocolError::Overflow)) | Some(Err(ProtocolError::Io(_))) => {
+                    Some(Err(ReadError::TooLarge)) => {
                         break End::Close(1009, format!("frame larger than {} bytes", cfg.max_frame_bytes));
                     }
-                    Some(Err(e)) => break End::Close(1002, format!("protocol error: {e}")),
+                    Some(Err(ReadError::Protocol(e))) => break End::Close(1002, format!("protocol error: {e}")),
                     Some(Ok(msg)) => {
                         last_heard = now;
                         match msg {
-                            AggregatedMessage::Text(text) => match bucket.admit(now) {
-                                Admission::Allowed => session.handle_frame(text.as_bytes(), false, now),
+                            ClientFrame::Text(text) => match bucket.admit(now) {
+                                Admission::Allowed => session.handle_frame(&text, false, now),
                                 Admission::Refused => refuse(&mut session, cfg),
                                 Admission::Exceeded => break End::Close(4029, "too many messages per second".into()),
                             },
-                            AggregatedMessage::Binary(bin) => match bucket.admit(now) {
+                            ClientFrame::Binary(bin) => match bucket.admit(now) {
                                 Admission::Allowed => session.handle_frame(&bin, true, now),
                                 Admission::Refused => refuse(&mut session, cfg),
                                 Admission::Exceeded => break End::Close(4029, "too many messages per second".into()),
                             },
-                            AggregatedMessage::Ping(p) => pong_due = Some(p),
-                            AggregatedMessage::Pong(_) => {}
-                            AggregatedMessage::Close(reason) => break End::ClientClosed(reason),
+                            ClientFrame::Ping(p) => pong_due = Some(p),
+                            ClientFrame::Pong => {}
+                            ClientFrame::Close(reason) => break End::ClientClosed(reason),
                         }
                     }
                 }

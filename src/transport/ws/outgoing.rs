@@ -2,7 +2,8 @@
 //! loop and actix's connection dispatcher, which reads it as the response body.
 //!
 //! Why not `actix_ws::Session`: it queues up to 32 frames in a channel, so the
-//! session never learns that a write is in flight and sends one frame per update.
+//! session never learns that a write is in flight and sends one frame per update
+//! (and every connection pays for the channel).
 //! Here the dispatcher polls the body only while its own write buffer has room; the
 //! slot stays full until it does. While it is full the session keeps merging
 //! changes, and the next frame carries all of them: smart batching, with no timer.
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
-use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::body::{BodySize, MessageBody};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
@@ -48,8 +49,6 @@ pub struct Outgoing {
 /// The response body actix's dispatcher polls for bytes to send.
 pub struct OutgoingBody {
     slot: Arc<Mutex<Slot>>,
-    /// Dropped with this body (see [`OutgoingBody::holding`]).
-    held: Option<BoxBody>,
 }
 
 /// The error that ends an aborted connection.
@@ -60,10 +59,7 @@ pub struct Aborted;
 impl Outgoing {
     pub fn new() -> (Outgoing, OutgoingBody) {
         let slot = Arc::new(Mutex::new(Slot::default()));
-        (
-            Outgoing { slot: slot.clone() },
-            OutgoingBody { slot, held: None },
-        )
+        (Outgoing { slot: slot.clone() }, OutgoingBody { slot })
     }
 
     /// True when the previous frame was taken: a new one may be written now.
@@ -157,15 +153,6 @@ impl Drop for Outgoing {
         if let Some(w) = waker {
             w.wake();
         }
-    }
-}
-
-impl OutgoingBody {
-    /// Keeps `other` alive exactly as long as this body: actix-ws's reader watches
-    /// its own (unused) body to learn that the connection is gone.
-    pub fn holding(mut self, other: BoxBody) -> Self {
-        self.held = Some(other);
-        self
     }
 }
 

@@ -1,0 +1,231 @@
+//! The read side of a WebSocket connection: the upgrade handshake (with
+//! subprotocol choice) and client frames decoded from the request payload with
+//! actix-http's WebSocket codec, continuations joined up to the frame limit.
+//!
+//! This is what `actix_ws::handle` does, minus the writer it pairs with every
+//! reader: a 32-message channel allocated per connection (1.8 KiB that an idle
+//! connection never uses), while our writer is [`super::outgoing`].
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_codec::Decoder;
+use actix_http::ws::{self, CloseReason, Codec, Frame, Item, ProtocolError};
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::HttpRequest;
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+
+/// One complete client message or control frame.
+#[derive(Debug, PartialEq)]
+pub enum ClientFrame {
+    Text(Bytes),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong,
+    Close(Option<CloseReason>),
+}
+
+/// Why reading stopped with an error.
+#[derive(Debug, PartialEq)]
+pub enum ReadError {
+    /// A frame, or a message joined from continuations, over the limit (1009).
+    TooLarge,
+    /// Anything else the codec refuses (1002).
+    Protocol(String),
+}
+
+/// Validates the upgrade request; returns the response builder (101 with the
+/// accept key) and the first subprotocol the client offers that we speak.
+pub fn handshake(
+    req: &HttpRequest,
+    ours: &[&'static str],
+) -> Result<(actix_http::ResponseBuilder, Option<&'static str>), ws::HandshakeError> {
+    let mut response = ws::handshake(req.head())?;
+    let chosen = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|offered| ours.iter().copied().find(|p| *p == offered));
+    if let Some(p) = chosen {
+        response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, p));
+    }
+    Ok((response, chosen))
+}
+
+/// Client frames from the upgraded request's payload.
+pub struct Incoming {
+    payload: Payload,
+    buf: BytesMut,
+    codec: Codec,
+    max_size: usize,
+    /// A message being joined from continuation frames: (is text, bytes so far).
+    partial: Option<(bool, BytesMut)>,
+}
+
+impl Incoming {
+    /// Reads `payload`; frames and joined messages may hold up to `max_size` bytes.
+    pub fn new(payload: Payload, max_size: usize) -> Self {
+        Incoming {
+            payload,
+            buf: BytesMut::new(),
+            codec: Codec::new().max_size(max_size),
+            max_size,
+            partial: None,
+        }
+    }
+
+    /// The next client frame; `None` once the connection is gone. Cancel-safe:
+    /// everything read is kept in `self` across calls.
+    pub async fn recv(&mut self) -> Option<Result<ClientFrame, ReadError>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ClientFrame, ReadError>>> {
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(frame)) => match self.assemble(frame) {
+                    Some(done) => return Poll::Ready(Some(done)),
+                    None => continue,
+                },
+                Ok(None) => {}
+                Err(ProtocolError::Overflow) => return Poll::Ready(Some(Err(ReadError::TooLarge))),
+                Err(e) => return Poll::Ready(Some(Err(ReadError::Protocol(e.to_string())))),
+            }
+            if self.buf.is_empty() && self.buf.capacity() > 0 {
+                // An idle connection keeps no read buffer of its own.
+                self.buf = BytesMut::new();
+            }
+            match Pin::new(&mut self.payload).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => self.buf.extend_from_slice(&bytes),
+                // The dispatcher ended the payload: the peer is gone.
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// A whole frame as is; continuation pieces joined (`None` until the last).
+    fn assemble(&mut self, frame: Frame) -> Option<Result<ClientFrame, ReadError>> {
+        let piece = match frame {
+            Frame::Text(b) => return Some(Ok(ClientFrame::Text(b))),
+            Frame::Binary(b) => return Some(Ok(ClientFrame::Binary(b))),
+            Frame::Ping(b) => return Some(Ok(ClientFrame::Ping(b))),
+            Frame::Pong(_) => return Some(Ok(ClientFrame::Pong)),
+            Frame::Close(reason) => return Some(Ok(ClientFrame::Close(reason))),
+            Frame::Continuation(piece) => piece,
+        };
+        let (text, bytes, last) = match piece {
+            Item::FirstText(b) => (Some(true), b, false),
+            Item::FirstBinary(b) => (Some(false), b, false),
+            Item::Continue(b) => (None, b, false),
+            Item::Last(b) => (None, b, true),
+        };
+        if let Some(text) = text {
+            self.partial = Some((text, BytesMut::new()));
+        }
+        let Some((text, joined)) = self.partial.as_mut() else {
+            return Some(Err(ReadError::Protocol(
+                "continuation frame without a first frame".into(),
+            )));
+        };
+        if joined.len() + bytes.len() > self.max_size {
+            return Some(Err(ReadError::TooLarge));
+        }
+        joined.extend_from_slice(&bytes);
+        if !last {
+            return None;
+        }
+        let text = *text;
+        let (_, joined) = self.partial.take()?;
+        let message = joined.freeze();
+        Some(Ok(if text {
+            ClientFrame::Text(message)
+        } else {
+            ClientFrame::Binary(message)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_http::ws::{OpCode, Parser};
+
+    /// A masked client frame, as a browser sends it.
+    fn client_frame(op: OpCode, fin: bool, payload: &[u8]) -> Bytes {
+        let mut buf = BytesMut::new();
+        Parser::write_message(&mut buf, payload, op, fin, true);
+        buf.freeze()
+    }
+
+    fn incoming(chunks: Vec<Bytes>, max: usize) -> Incoming {
+        let stream = futures_util::stream::iter(
+            chunks
+                .into_iter()
+                .map(Ok::<_, actix_web::error::PayloadError>),
+        );
+        let boxed: actix_http::BoxedPayloadStream = Box::pin(stream);
+        Incoming::new(Payload::from(boxed), max)
+    }
+
+    #[actix_web::test]
+    async fn frames_split_across_reads_and_continuations_are_joined() {
+        let mut all = BytesMut::new();
+        all.extend_from_slice(&client_frame(OpCode::Text, true, b"{\"op\":\"ping\"}"));
+        all.extend_from_slice(&client_frame(OpCode::Binary, false, b"ab"));
+        all.extend_from_slice(&client_frame(OpCode::Continue, false, b"cd"));
+        all.extend_from_slice(&client_frame(OpCode::Ping, true, b"hi"));
+        all.extend_from_slice(&client_frame(OpCode::Continue, true, b"ef"));
+        let all = all.freeze();
+        // Byte-sized reads: every frame arrives in pieces.
+        let chunks = (0..all.len()).map(|i| all.slice(i..i + 1)).collect();
+        let mut r = incoming(chunks, 64);
+        assert_eq!(
+            r.recv().await,
+            Some(Ok(ClientFrame::Text(Bytes::from_static(
+                b"{\"op\":\"ping\"}"
+            ))))
+        );
+        // A control frame may come between continuation pieces.
+        assert_eq!(
+            r.recv().await,
+            Some(Ok(ClientFrame::Ping(Bytes::from_static(b"hi"))))
+        );
+        assert_eq!(
+            r.recv().await,
+            Some(Ok(ClientFrame::Binary(Bytes::from_static(b"abcdef"))))
+        );
+        assert_eq!(r.recv().await, None, "payload ended: the peer is gone");
+    }
+
+    #[actix_web::test]
+    async fn oversized_frames_and_joined_messages_are_refused() {
+        let big = client_frame(OpCode::Text, true, &[b'x'; 65]);
+        assert_eq!(
+            incoming(vec![big], 64).recv().await,
+            Some(Err(ReadError::TooLarge))
+        );
+        let parts = vec![
+            client_frame(OpCode::Text, false, &[b'x'; 40]),
+            client_frame(OpCode::Continue, true, &[b'x'; 40]),
+        ];
+        assert_eq!(
+            incoming(parts, 64).recv().await,
+            Some(Err(ReadError::TooLarge))
+        );
+        let unmasked = {
+            let mut b = BytesMut::new();
+            Parser::write_message(&mut b, b"x", OpCode::Text, true, false);
+            b.freeze()
+        };
+        assert!(matches!(
+            incoming(vec![unmasked], 64).recv().await,
+            Some(Err(ReadError::Protocol(_)))
+        ));
+    }
+}
