@@ -141,6 +141,12 @@ async fn run_connection(
     );
     let inbox = session.inbox().clone();
     let mut shutdown = state.shutdown.clone();
+    // Both waits live across turns: re-creating them each turn would register
+    // and unregister a waiter per frame.
+    let shutting_down = shutdown.wait_for(|s| *s);
+    tokio::pin!(shutting_down);
+    let news = inbox.notified();
+    tokio::pin!(news);
     // One timer for the heartbeat, the throttle and the write stall, reset to the
     // earliest of them each turn (an idle connection's state is what it costs).
     let mut heartbeat_at = tokio::time::Instant::now() + cfg.heartbeat_interval;
@@ -196,7 +202,7 @@ async fn run_connection(
 
         tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => {
+            _ = &mut shutting_down => {
                 break End::Close(1001, "server shutting down".into());
             }
             frame = stream.recv() => {
@@ -228,7 +234,7 @@ async fn run_connection(
                 }
             }
             _ = out.writable(), if want_write => {}
-            _ = inbox.notified(), if !want_write => {}
+            _ = &mut news, if !want_write => news.set(inbox.notified()),
             _ = &mut timer => {
                 let now = tokio::time::Instant::now();
                 if want_write && now >= stall_at {
