@@ -42,16 +42,7 @@ pub fn encode_frames(
                     if end > start {
                         buf.put_u8(b',');
                     }
-                    let mut w = (&mut buf).writer();
-                    // unwrap: writing into memory cannot fail, and our messages hold
-                    // only strings, integers and finite floats.
-                    match &msgs[end] {
-                        m @ ServerMsg::Quote {
-                            quote, mask, stamp, ..
-                        } => write_json_quote(&mut w, m.type_name(), quote, *mask, *stamp)
-                            .expect("unwrap: in-memory write"),
-                        m => serde_json::to_writer(&mut w, m).expect("unwrap: JSON encoding"),
-                    }
+                    write_json_message(&mut buf, &msgs[end]);
                     end += 1;
                 }
                 buf.put_u8(b']');
@@ -82,6 +73,20 @@ pub fn encode_frames(
         }
         emit(&msgs[start..end], buf.freeze());
         start = end;
+    }
+}
+
+/// Appends one message as JSON (quotes from their cached entries).
+pub fn write_json_message(buf: &mut BytesMut, m: &ServerMsg) {
+    let mut w = buf.writer();
+    // unwrap: writing into memory cannot fail, and our messages hold only strings,
+    // integers and finite floats.
+    match m {
+        ServerMsg::Quote {
+            quote, mask, stamp, ..
+        } => write_json_quote(&mut w, m.type_name(), quote, *mask, *stamp)
+            .expect("unwrap: in-memory write"),
+        _ => serde_json::to_writer(&mut w, m).expect("unwrap: JSON encoding"),
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use super::{FrameCounters, WriteClock};
 use crate::app::AppState;
 use crate::http::ApiError;
+use crate::session::encode::write_json_message;
 use crate::session::protocol::{ClientOp, Format, ServerMsg};
 use crate::session::{Session, SessionConfig};
 
@@ -142,8 +143,7 @@ pub fn encode_events(msgs: &[ServerMsg], buf: &mut BytesMut) {
         buf.put_slice(b"event: ");
         buf.put_slice(m.type_name().as_bytes());
         buf.put_slice(b"\ndata: ");
-        // unwrap: our messages hold only strings, integers and finite floats.
-        serde_json::to_writer(buf.writer(), m).expect("unwrap: JSON encoding");
+        write_json_message(buf, m);
         buf.put_slice(b"\n\n");
     }
 }
