@@ -323,15 +323,17 @@ impl Session {
             let Some(sub) = self.subs.get_mut(sym) else {
                 continue;
             };
-            sub.handle.clear();
             if sub.throttled {
                 continue;
             }
             if sub.next_allowed().is_some_and(|t| t > now) {
+                // The mark stays set while the symbol waits for its throttle, so
+                // the hub neither re-queues it nor wakes us for every quote.
                 sub.throttled = true;
                 self.throttled.push(sym);
                 continue;
             }
+            sub.handle.clear();
             conflated += emit(hub, sym, sub, now, stamp, &mut out);
         }
         dirty.clear();
@@ -345,6 +347,7 @@ impl Session {
                 return true;
             }
             sub.throttled = false;
+            sub.handle.clear();
             conflated += emit(hub, sym, sub, now, stamp, &mut out);
             false
         });

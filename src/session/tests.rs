@@ -102,6 +102,37 @@ fn throttle_conflates_into_one_delta_with_every_changed_field() {
 }
 
 #[test]
+fn a_throttled_symbol_does_not_wake_the_session_for_every_quote() {
+    let (hub, mut s) = setup();
+    let t0 = Instant::now();
+    feed(&hub, json!({"sym":"AAA","t":1,"bp":"1.00"}));
+    sub(&mut s, &["AAA"], 1.0, t0);
+    take(&mut s, t0);
+    feed(&hub, json!({"sym":"AAA","t":2,"bp":"1.01"}));
+    assert!(
+        s.inbox().has_dirty(),
+        "a change while not throttled marks the session"
+    );
+    assert!(
+        take(&mut s, t0 + Duration::from_millis(10)).is_empty(),
+        "throttled"
+    );
+    // While it waits for its throttle, further quotes leave the session alone...
+    feed(&hub, json!({"sym":"AAA","t":3,"bp":"1.02"}));
+    feed(&hub, json!({"sym":"AAA","t":4,"bs":7}));
+    assert!(!s.inbox().has_dirty());
+    // ...and the throttle still delivers everything merged.
+    let msgs = take(&mut s, t0 + Duration::from_secs(1));
+    assert_eq!(
+        msgs,
+        vec![json!({"type":"update","sym":"AAA","seq":4,"t":4,"bp":"1.02","bs":7})]
+    );
+    // Once sent, the next change marks the session again.
+    feed(&hub, json!({"sym":"AAA","t":5,"bp":"1.03"}));
+    assert!(s.inbox().has_dirty());
+}
+
+#[test]
 fn unsubscribe_silences_pending_state() {
     let (hub, mut s) = setup();
     let t0 = Instant::now();
