@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parent.parent
 UNIVERSE = 500
 SYMBOLS_PER_CLIENT = 20
 SERVER_MAX_RATE = 1000.0
-NOISE_NOTE = ("one shared 2-core machine runs the gateway, the load generator and "
-              "another engineer's builds and tests; figures are indicative only.")
+NOISE_NOTE = ("one 2-core machine runs the gateway and the load generator (and "
+              "whatever else is running on it); figures are indicative only.")
 
 # Per scenario: (full settings, quick settings).
 SCENARIOS: dict[str, tuple[dict, dict]] = {

@@ -6,11 +6,12 @@
 //!
 //! - [`settings`]: typed, layered settings (`config/default.toml`, overlay, env).
 //! - [`universe`]: the symbol universe file.
-//! - [`quote`]: quotes, exact decimal prices, deltas.
+//! - [`quote`]: quotes, exact decimal prices, deltas, pre-encoded wire entries.
 //! - [`feeds`]: feed adapters (`sim`, `replay`) behind one trait, supervised with backoff.
 //! - [`hub`]: symbol interning, latest quote and `seq` per symbol, per-symbol fan-out.
 //! - [`session`]: the transport-independent session core and the ticker.v1 messages.
-//! - [`transport`]: WebSocket (JSON / MessagePack).
+//! - [`transport`]: WebSocket (JSON / MessagePack, on actix-http's codec with a
+//!   one-frame write slot), Server-Sent Events and long-polling.
 //! - [`http`]: routes, the symbol/quote API, health, metrics.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully.
