@@ -305,3 +305,40 @@ async fn slow_consumer_is_closed_with_4008_and_others_keep_flowing() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_slow_consumer_that_never_reads_again_is_reset() {
+    let app = spawn_app(
+        "[session]\nwrite_stall_timeout = \"300ms\"\n\
+         [[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 20000.0\nhot_fraction = 1.0\nseed = 1\n",
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(app.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(app.ws_url(""), MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    let mut slow = Client::from_ws(ws, false, None);
+    let (_, universe) = app.get_json("/api/v1/symbols").await;
+    let syms: Vec<&str> = universe
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(500)
+        .map(|s| s["sym"].as_str().unwrap())
+        .collect();
+    slow.send(json!({"op":"subscribe","symbols":syms,"max_rate":50}))
+        .await;
+
+    // It stops reading: 4008 is queued behind everything the server holds for it,
+    // and when it has read nothing for another write_stall_timeout the server
+    // resets the connection (even with actix's own write buffer full).
+    app.wait_metric("ticker_slow_consumer_resets_total", &[], |v| v >= 1.0)
+        .await;
+    // The server let go of the socket while the client still reads nothing.
+    app.wait_metric("ticker_ws_sockets_open", &[], |v| v == 0.0)
+        .await;
+    // Reading now ends in a reset, not in the close frame that never left.
+    assert_eq!(slow.until_closed().await, None);
+}

@@ -21,7 +21,8 @@ use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
 use incoming::{ClientFrame, Incoming, ReadError};
-use outgoing::Outgoing;
+pub use outgoing::remember_socket;
+use outgoing::{ClientSocket, Outgoing};
 
 use super::{Admission, FrameCounters, TokenBucket, WriteClock};
 use crate::app::AppState;
@@ -70,7 +71,10 @@ pub async fn ws_endpoint(
         Some(_) => Format::Json,
         None => query_format,
     };
-    let (out, body) = Outgoing::new();
+    let (out, body) = Outgoing::new(
+        req.conn_data::<ClientSocket>().copied(),
+        Some(state.metrics.ws_sockets_open.clone()),
+    );
     let response: HttpResponse = response
         .message_body(body)
         // unwrap: the builder fails only on a bad header, and ours are fixed strings.
@@ -282,6 +286,7 @@ async fn run_connection(
                 .await
                 .is_err()
             {
+                metrics.slow_consumer_resets.inc();
                 out.abort();
             }
         }

@@ -10,15 +10,19 @@
 //! The same signal times slow consumers exactly (the slot not taken for
 //! `write_stall_timeout` means 4008).
 
+use std::any::Any;
 use std::future::poll_fn;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
 use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::Extensions;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+use prometheus::IntGauge;
 
 use crate::session::protocol::Format;
 
@@ -44,11 +48,15 @@ struct Slot {
 /// The session loop's handle on the slot.
 pub struct Outgoing {
     slot: Arc<Mutex<Slot>>,
+    /// For [`Outgoing::abort`]; `None` where there is no TCP socket (tests).
+    socket: Option<ClientSocket>,
 }
 
 /// The response body actix's dispatcher polls for bytes to send.
 pub struct OutgoingBody {
     slot: Arc<Mutex<Slot>>,
+    /// Counts this connection's socket as open until the dispatcher drops the body.
+    open: Option<IntGauge>,
 }
 
 /// The error that ends an aborted connection.
@@ -57,9 +65,16 @@ pub struct OutgoingBody {
 pub struct Aborted;
 
 impl Outgoing {
-    pub fn new() -> (Outgoing, OutgoingBody) {
+    pub fn new(socket: Option<ClientSocket>, open: Option<IntGauge>) -> (Outgoing, OutgoingBody) {
         let slot = Arc::new(Mutex::new(Slot::default()));
-        (Outgoing { slot: slot.clone() }, OutgoingBody { slot })
+        let out = Outgoing {
+            slot: slot.clone(),
+            socket,
+        };
+        if let Some(g) = &open {
+            g.inc();
+        }
+        (out, OutgoingBody { slot, open })
     }
 
     /// True when the previous frame was taken: a new one may be written now.
@@ -116,11 +131,20 @@ impl Outgoing {
         self.slot.lock().closed = true;
     }
 
-    /// Drops the connection without flushing what is still queued.
+    /// Drops the connection without flushing what is still queued. With the
+    /// socket at hand this works even when actix's own write buffer is full (then
+    /// it no longer polls the body): the socket is reset, which wakes and ends the
+    /// dispatcher.
     pub fn abort(&self) {
         let waker = {
             let mut s = self.slot.lock();
             s.abort = true;
+            // The body lives inside the dispatcher, which owns the socket: while
+            // it is not gone, the descriptor is still this connection's. Both
+            // run on this worker thread, so that cannot change under us.
+            if let (false, Some(socket)) = (s.gone, self.socket) {
+                socket.reset();
+            }
             s.body_waker.take()
         };
         if let Some(w) = waker {
@@ -191,6 +215,9 @@ impl MessageBody for OutgoingBody {
 
 impl Drop for OutgoingBody {
     fn drop(&mut self) {
+        if let Some(g) = &self.open {
+            g.dec();
+        }
         let waker = {
             let mut s = self.slot.lock();
             s.gone = true;
@@ -199,6 +226,41 @@ impl Drop for OutgoingBody {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+}
+
+/// The raw descriptor of a client's TCP socket, stored per connection by
+/// [`remember_socket`].
+#[derive(Clone, Copy, Debug)]
+pub struct ClientSocket(RawFd);
+
+impl ClientSocket {
+    /// Resets the connection: `SO_LINGER` 0 makes the final close send RST and
+    /// drop unsent data; `shutdown` wakes the dispatcher to notice.
+    fn reset(&self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: the descriptor is open (see `Outgoing::abort`); both calls only
+        // read their arguments, and a failure leaves the socket as it was.
+        unsafe {
+            libc::setsockopt(
+                self.0,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+            libc::shutdown(self.0, libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// `HttpServer::on_connect` hook: remembers each TCP connection's descriptor.
+pub fn remember_socket(conn: &dyn Any, ext: &mut Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        ext.insert(ClientSocket(tcp.as_raw_fd()));
     }
 }
 
@@ -238,7 +300,7 @@ mod tests {
 
     #[test]
     fn the_slot_holds_one_batch_until_the_body_takes_it() {
-        let (out, mut body) = Outgoing::new();
+        let (out, mut body) = Outgoing::new(None, None);
         assert!(out.has_room());
         assert!(poll_body(&mut body).is_pending());
         out.data(Format::Json, b"[1]");
@@ -260,7 +322,7 @@ mod tests {
 
     #[test]
     fn close_ends_the_body_after_the_close_frame() {
-        let (out, mut body) = Outgoing::new();
+        let (out, mut body) = Outgoing::new(None, None);
         out.data(Format::Msgpack, &[0x90]);
         out.close(Some((4008, &"x".repeat(300))));
         out.data(Format::Msgpack, &[0x90]);
@@ -279,7 +341,7 @@ mod tests {
 
     #[test]
     fn abort_fails_the_body_and_a_dropped_body_means_gone() {
-        let (out, mut body) = Outgoing::new();
+        let (out, mut body) = Outgoing::new(None, None);
         out.data(Format::Json, b"[]");
         out.abort();
         assert!(matches!(poll_body(&mut body), Poll::Ready(Some(Err(_)))));
