@@ -8,7 +8,9 @@
 //! slot stays full until it does. While it is full the session keeps merging
 //! changes, and the next frame carries all of them: smart batching, with no timer.
 //! The same signal times slow consumers exactly (the slot not taken for
-//! `write_stall_timeout` means 4008).
+//! `write_stall_timeout` means 4008). Once actix's buffer is full it stops polling
+//! the body altogether, so a client that never reads again is cut by resetting
+//! its socket ([`Outgoing::abort`]), not through the body.
 
 use std::any::Any;
 use std::future::poll_fn;
