@@ -132,18 +132,33 @@ def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def feed_start_delay(cfg: dict, scenario: str) -> float:
+    """Seconds the feed stays still after the server starts: clients connect and
+    take their snapshots on a quiet feed (a server busy with fan-out would
+    otherwise time out connects, and a peer would end up serving fewer clients),
+    and the feed moves well before the measured window. Churn measures connects
+    under load, so its feed moves from the start."""
+    if scenario == "churn":
+        return 0.0
+    ramp = cfg["clients"] / cfg["connect_rate"]
+    return ramp + min(3.0, cfg["warmup"] / 2)
+
+
 def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_bin: Path,
              args: argparse.Namespace, peer: str | None = None) -> dict:
     """One server start (the gateway, or the peer `peer`): ramp-up, warmup,
     measured window, stop."""
     port = free_port()
     universe = write_universe(REPO, tmp)
+    delay = feed_start_delay(cfg, scenario)
     if peer is None:
-        overlay = write_overlay(tmp, universe, port, feed, SERVER_MAX_RATE, args.gateway_workers)
+        overlay = write_overlay(tmp, universe, port, feed, SERVER_MAX_RATE, args.gateway_workers,
+                                delay)
         gateway = Gateway(gw_bin, overlay, port, tmp / f"gateway-{port}.log")
         server, protocol = peerkit.GATEWAY_LABEL, "ticker"
     else:
-        gateway = peerkit.Peer(REPO, peer, universe, port, feed, UNIVERSE, tmp / f"{peer}-{port}.log")
+        gateway = peerkit.Peer(REPO, peer, universe, port, feed, UNIVERSE, tmp / f"{peer}-{port}.log",
+                               delay)
         server, protocol = gateway.label, gateway.protocol
     fleet = None
     try:

@@ -154,6 +154,10 @@ pub struct SimSettings {
     pub symbols: Vec<String>,
     #[serde(default = "default_start_timeout", deserialize_with = "de_duration")]
     pub start_timeout: Duration,
+    /// Every symbol's opening quote is published at once; the market starts moving
+    /// this long after (lets a benchmark connect its clients on a quiet feed).
+    #[serde(default, deserialize_with = "de_duration")]
+    pub start_delay: Duration,
 }
 
 fn default_hot_fraction() -> f64 {

@@ -35,9 +35,10 @@ def write_universe(repo: Path, tmp: Path) -> Path:
 
 
 def write_overlay(tmp: Path, universe: Path, port: int, quotes_per_sec: float,
-                  max_rate: float, workers: int) -> Path:
+                  max_rate: float, workers: int, start_delay: float = 0.0) -> Path:
     """The benchmark overlay: big connection limit, rates that never throttle
-    (unless the client asks), ingest stamps on, one evenly spread sim feed."""
+    (unless the client asks), ingest stamps on, one evenly spread sim feed that
+    starts moving `start_delay` seconds after start-up."""
     text = f"""# Written by bench/run.py for one benchmark run.
 [server]
 host = "127.0.0.1"
@@ -60,6 +61,7 @@ file = "{universe}"
 name = "sim"
 kind = "sim"
 quotes_per_sec = {quotes_per_sec:.1f}
+start_delay = "{start_delay:.3f}s"
 hot_fraction = 1.0
 hot_share = 1.0
 seed = 42

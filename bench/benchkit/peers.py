@@ -50,14 +50,15 @@ class Peer(Gateway):
     """One peer server process (node); same sampling and stop as the gateway."""
 
     def __init__(self, repo: Path, name: str, universe: Path, port: int,
-                 quotes_per_sec: float, symbols: int, log: Path):
+                 quotes_per_sec: float, symbols: int, log: Path, start_delay: float = 0.0):
         self.label, script, self.protocol, self.ws_path = PEERS[name]
         self.port = port
         self.log_path = log
         self._log = open(log, "wb")
         cmd = [shutil.which("node") or "node", str(repo / "bench" / "peers" / script),
                "--port", str(port), "--qps", f"{quotes_per_sec:g}",
-               "--universe", str(universe), "--symbols", str(symbols)]
+               "--universe", str(universe), "--symbols", str(symbols),
+               "--start-delay", f"{start_delay:.3f}"]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, preexec_fn=_raise_nofile)
 

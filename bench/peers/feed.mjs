@@ -18,6 +18,8 @@ export function settings(argv = process.argv.slice(2), env = process.env) {
     qps: Number(flags.qps ?? env.FEED_QPS ?? 1000),
     universe: flags.universe ?? env.UNIVERSE_FILE ?? new URL("../../feeds/universe.tsv", import.meta.url).pathname,
     symbols: Number(flags.symbols ?? env.SYMBOLS ?? 500),
+    // Seconds without movement after start (the opening quotes exist at once).
+    startDelay: Number(flags["start-delay"] ?? env.START_DELAY ?? 0),
   };
 }
 
@@ -114,8 +116,12 @@ export class SimFeed {
     return s.snapshot;
   }
 
-  start() {
+  start(delaySeconds = 0) {
     this.bySym = new Map(this.state.map((s) => [s.u.sym, s]));
+    if (delaySeconds > 0) {
+      setTimeout(() => this.start(0), delaySeconds * 1000);
+      return;
+    }
     const t0 = performance.now();
     let emitted = 0;
     this.timer = setInterval(() => {

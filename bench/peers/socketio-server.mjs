@@ -45,7 +45,7 @@ io.on("connection", (socket) => {
 });
 
 server.listen(cfg.port, cfg.host, () => {
-  feed.start();
+  feed.start(cfg.startDelay);
   console.log(`socket.io peer on ${cfg.host}:${cfg.port}, ${universe.length} symbols, ${cfg.qps} quotes/s`);
 });
 process.on("SIGTERM", () => process.exit(0));

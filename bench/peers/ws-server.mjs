@@ -76,7 +76,7 @@ wss.on("connection", (ws) => {
 });
 
 server.listen(cfg.port, cfg.host, () => {
-  feed.start();
+  feed.start(cfg.startDelay);
   console.log(`ws peer on ${cfg.host}:${cfg.port}, ${universe.length} symbols, ${cfg.qps} quotes/s`);
 });
 process.on("SIGTERM", () => process.exit(0));

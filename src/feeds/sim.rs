@@ -3,7 +3,7 @@
 //! volume, high and low. A few "hot" symbols take a large share of the quotes, as in
 //! real markets. The same seed gives the same sequence of events.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -60,6 +60,7 @@ pub struct SimFeed {
     hot: usize,
     hot_share: f64,
     quotes_per_sec: f64,
+    start_delay: Duration,
 }
 
 fn lot(rng: &mut SmallRng, max_lots: u64) -> u64 {
@@ -134,6 +135,7 @@ impl SimFeed {
             hot,
             hot_share: settings.hot_share,
             quotes_per_sec: settings.quotes_per_sec,
+            start_delay: settings.start_delay,
         })
     }
 
@@ -224,17 +226,23 @@ impl FeedAdapter for SimFeed {
             ctx.hub.ingest_fields(s.id, t, &s.full());
         }
         ctx.accepted(self.symbols.len() as u64);
+        if !self.start_delay.is_zero() {
+            tokio::select! {
+                _ = ctx.shutdown_signal() => return Ok(()),
+                _ = tokio::time::sleep(self.start_delay) => {}
+            }
+        }
 
         let mut ticker = tokio::time::interval(Duration::from_millis(5));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = Instant::now();
+        let mut last = tokio::time::Instant::now();
         let mut budget = 0.0f64;
         loop {
             tokio::select! {
                 _ = ctx.shutdown_signal() => return Ok(()),
                 _ = ticker.tick() => {}
             }
-            let now = Instant::now();
+            let now = tokio::time::Instant::now();
             budget += self.quotes_per_sec * now.duration_since(last).as_secs_f64();
             last = now;
             // Never burst more than a second's worth after a stall.
@@ -269,7 +277,39 @@ mod tests {
             seed,
             symbols: vec![],
             start_timeout: Duration::from_secs(1),
+            start_delay: Duration::ZERO,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opening_quotes_at_once_then_quiet_for_the_start_delay() {
+        use std::sync::Arc;
+        let hub = Arc::new(Hub::new(parse(BUILTIN_TSV).unwrap()));
+        let mut s = settings(3);
+        s.quotes_per_sec = 1000.0;
+        s.start_delay = Duration::from_secs(10);
+        let feed = SimFeed::new(&s, &hub).unwrap();
+        let ids: Vec<SymbolId> = feed.symbols.iter().map(|x| x.id).collect();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let ctx = FeedContext {
+            hub: hub.clone(),
+            status: Arc::new(super::super::FeedStatus::new(
+                &crate::settings::FeedSettings::Sim(s.clone()),
+            )),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            shutdown,
+        };
+        let total_seq = || -> u64 { ids.iter().map(|&id| hub.latest(id).unwrap().seq).sum() };
+        let check = async {
+            // The clock is paused: these sleeps only advance it.
+            tokio::time::sleep(Duration::from_secs(9)).await;
+            assert_eq!(total_seq(), ids.len() as u64, "only the opening quotes");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert!(total_seq() > ids.len() as u64, "moving after the delay");
+            stop.send(true).unwrap();
+        };
+        let (ran, ()) = tokio::join!(feed.run(ctx), check);
+        assert!(ran.is_ok());
     }
 
     #[test]
