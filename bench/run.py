@@ -48,7 +48,7 @@ NOISE_NOTE = ("one 2-core machine runs the gateway and the load generator (and "
 # Per scenario: (full settings, quick settings).
 SCENARIOS: dict[str, tuple[dict, dict]] = {
     "fanout-10k": (
-        dict(clients=10_000, procs=4, steps=[500, 1000, 2000, 4000, 8000], max_rate=1000.0,
+        dict(clients=10_000, procs=2, steps=[500, 1000, 2000, 4000, 8000, 16000], max_rate=1000.0,
              warmup=5, duration=15, connect_rate=2000),
         dict(clients=200, procs=2, steps=[1000, 4000], max_rate=1000.0,
              warmup=2, duration=8, connect_rate=1000),
@@ -60,7 +60,7 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
              warmup=2, duration=3, connect_rate=1000),
     ),
     "throttled": (
-        dict(clients=10_000, procs=4, steps=[8000], max_rate=1.0,
+        dict(clients=10_000, procs=2, steps=[8000], max_rate=1.0,
              warmup=5, duration=15, connect_rate=2000),
         dict(clients=200, procs=2, steps=[8000], max_rate=1.0,
              warmup=2, duration=8, connect_rate=1000),
