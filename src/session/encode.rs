@@ -4,7 +4,7 @@
 //! Quote messages, the bulk of the traffic, are not serialized per client: each
 //! quote caches its encoded entries ([`Fragments`]) and a message is copied
 //! together from them. The bytes equal what `ServerMsg`'s `Serialize` impl writes
-//! (the tests below check it), which SSE and long-polling still use.
+//! (the tests below check it), which long-polling still uses.
 
 use std::io::{self, Write};
 
@@ -12,13 +12,6 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::protocol::{Format, ServerMsg};
 use crate::quote::{FieldMask, Fragments, Quote};
-
-/// Encodes a batch of messages as one frame. Returns `None` for an empty batch.
-pub fn encode_frame(format: Format, msgs: &[ServerMsg]) -> Option<Bytes> {
-    let mut frame = None;
-    encode_frames(format, msgs, usize::MAX, |_, f| frame = Some(f));
-    frame
-}
 
 /// Encodes a batch as frames of about `target` bytes each (a frame closes once it
 /// reaches `target`, so it may pass it by one message), calling `emit` with each
@@ -148,6 +141,13 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+
+    /// The whole batch as one frame (`None` for an empty batch).
+    fn encode_frame(format: Format, msgs: &[ServerMsg]) -> Option<Bytes> {
+        let mut frame = None;
+        encode_frames(format, msgs, usize::MAX, |_, f| frame = Some(f));
+        frame
+    }
     use crate::quote::{Fields, Price};
     use crate::session::protocol::{QuoteKind, ServerMsg};
 
@@ -191,7 +191,7 @@ mod tests {
         }
     }
 
-    /// What `encode_frame` wrote before the fast path: every message through serde.
+    /// What a frame was before the fast path: every message through serde.
     fn serde_frame(format: Format, msgs: &[ServerMsg]) -> Vec<u8> {
         match format {
             Format::Json => serde_json::to_vec(msgs).unwrap(),
