@@ -102,7 +102,8 @@ fn write_json_quote(
     w.write_all(b"\",")?;
     write_entries(w, quote.json_fragments(), mask)?;
     if stamp {
-        write!(w, ",\"ti\":{}", quote.ingested_us)?;
+        w.write_all(b",\"ti\":")?;
+        w.write_all(itoa::Buffer::new().format(quote.ingested_us).as_bytes())?;
     }
     w.write_all(b"}")
 }

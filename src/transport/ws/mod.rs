@@ -3,13 +3,16 @@
 //! over client frames, session output, the throttle clock, the heartbeat and
 //! shutdown, and ends with exactly one close (codes of PROTOCOL.md section 8).
 //!
-//! Writes use smart batching: the loop writes a frame only when the previous one has
-//! left for the socket (see [`outgoing`]), and everything that piled up meanwhile
-//! goes out together in the next frame. A connection whose frame is not taken for
-//! `write_stall_timeout` is a slow consumer and is closed with 4008.
+//! The loop runs inside the response body that actix's dispatcher polls (see
+//! [`outgoing`]): one task per connection. Writes use smart batching: the loop
+//! writes a frame only when the previous one has left for the socket, and
+//! everything that piled up meanwhile goes out together in the next frame. A
+//! connection whose socket takes nothing for `write_stall_timeout` is a slow
+//! consumer and is closed with 4008 (see [`watchdog`]).
 
 mod incoming;
 mod outgoing;
+mod watchdog;
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -24,7 +27,7 @@ use incoming::{ClientFrame, Incoming, ReadError};
 pub use outgoing::remember_socket;
 use outgoing::{ClientSocket, Outgoing};
 
-use super::{Admission, FrameCounters, TokenBucket, WriteClock};
+use super::{Admission, FrameCounters, TokenBucket};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::metrics::Metrics;
@@ -71,23 +74,18 @@ pub async fn ws_endpoint(
         Some(_) => Format::Json,
         None => query_format,
     };
-    let (out, body) = Outgoing::new(
+    let (out, mut body) = Outgoing::new(
         req.conn_data::<ClientSocket>().copied(),
-        Some(state.metrics.ws_sockets_open.clone()),
+        Some(&state.metrics),
+        state.settings.session.write_stall_timeout,
     );
-    let response: HttpResponse = response
-        .message_body(body)
-        // unwrap: the builder fails only on a bad header, and ours are fixed strings.
-        .expect("unwrap: the upgrade response's headers are valid")
-        .map_into_boxed_body()
-        .into();
     let stream = Incoming::new(payload.into_inner(), state.settings.session.max_frame_bytes);
     match state.connections.clone().try_acquire_owned() {
         Ok(permit) => {
-            actix_web::rt::spawn(run_connection(
+            body.drive(run_connection(
                 out,
                 stream,
-                state.into_inner(),
+                state.clone().into_inner(),
                 format,
                 permit,
             ));
@@ -102,7 +100,12 @@ pub async fn ws_endpoint(
             out.close(Some((1013, "server full, try again later")));
         }
     }
-    Ok(response)
+    Ok(response
+        .message_body(body)
+        // unwrap: the builder fails only on a bad header, and ours are fixed strings.
+        .expect("unwrap: the upgrade response's headers are valid")
+        .map_into_boxed_body()
+        .into())
 }
 
 fn count_close(metrics: &Metrics, code: Option<u16>) {
@@ -121,7 +124,7 @@ enum End {
     ClientClosed(Option<CloseReason>),
     /// The socket accepted nothing for `write_stall_timeout`.
     SlowConsumer,
-    /// The peer vanished; nothing to send.
+    /// The client's stream ended without a close frame; nothing to send.
     Gone,
 }
 
@@ -134,7 +137,10 @@ async fn run_connection(
 ) {
     let cfg = &state.settings.session;
     let metrics = state.metrics.clone();
-    let mut counters = FrameCounters::open(&metrics, "ws", format);
+    let mut counters = WsCounters {
+        inner: FrameCounters::open(&metrics, "ws", format),
+        out: &out,
+    };
     let queue_depth = metrics.send_queue_depth.clone();
 
     let mut session = Session::new(
@@ -151,8 +157,9 @@ async fn run_connection(
     tokio::pin!(shutting_down);
     let news = inbox.notified();
     tokio::pin!(news);
-    // One timer for the heartbeat, the throttle and the write stall, reset to the
-    // earliest of them each turn (an idle connection's state is what it costs).
+    // One timer for the heartbeat and the throttle, reset to the earlier of them
+    // each turn (an idle connection's state is what it costs). Write stalls are
+    // the watchdog's: while the socket takes nothing this loop does not run.
     let mut heartbeat_at = tokio::time::Instant::now() + cfg.heartbeat_interval;
     let timer = tokio::time::sleep_until(heartbeat_at);
     tokio::pin!(timer);
@@ -164,11 +171,14 @@ async fn run_connection(
     );
     let mut pong_due: Option<Bytes> = None;
     let mut ping_due = false;
-    let mut clock = WriteClock::new(cfg.write_stall_timeout);
+    let never = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
     // Encoded frames of a batch larger than FRAME_BYTES, written one per turn.
     let mut spill: VecDeque<Bytes> = VecDeque::new();
 
     let end = loop {
+        if out.is_stalled() {
+            break End::SlowConsumer;
+        }
         let now = Instant::now();
         let (ready, next_deadline) = session.readiness(now);
         let want_write = ping_due || pong_due.is_some() || ready || !spill.is_empty();
@@ -192,14 +202,14 @@ async fn run_connection(
             if let Some(frame) = spill.pop_front() {
                 out.data(format, &frame);
             }
-            clock.wrote();
             continue;
         }
-        if out.is_gone() {
-            break End::Gone;
-        }
-        let (throttle_at, stall_at) = clock.turn(want_write, now, next_deadline);
-        let wake_at = heartbeat_at.min(if want_write { stall_at } else { throttle_at });
+        let throttle_at = next_deadline.map_or(never, tokio::time::Instant::from_std);
+        let wake_at = if want_write {
+            heartbeat_at
+        } else {
+            heartbeat_at.min(throttle_at)
+        };
         if timer.deadline() != wake_at {
             timer.as_mut().reset(wake_at);
         }
@@ -241,9 +251,6 @@ async fn run_connection(
             _ = &mut news, if !want_write => news.set(inbox.notified()),
             _ = &mut timer => {
                 let now = tokio::time::Instant::now();
-                if want_write && now >= stall_at {
-                    break End::SlowConsumer;
-                }
                 if now >= heartbeat_at {
                     if last_heard.elapsed() >= cfg.client_timeout {
                         break End::Close(1000, format!(
@@ -277,18 +284,11 @@ async fn run_connection(
             out.close(Some((code, &text)));
         }
         End::SlowConsumer => {
-            metrics.slow_consumer_closes.inc();
+            // The client reads again (this loop runs): the close follows what
+            // was already queued. (The watchdog counted the slow consumer, and
+            // resets the socket if this never runs.)
             counters.closed("4008");
-            // The slot is full; the close goes out if the client reads again in
-            // time, else the connection is dropped.
             out.close(Some((4008, "slow consumer: writes stalled")));
-            if tokio::time::timeout(cfg.write_stall_timeout, out.writable())
-                .await
-                .is_err()
-            {
-                metrics.slow_consumer_resets.inc();
-                out.abort();
-            }
         }
         End::ClientClosed(reason) => {
             let code: u16 = reason.as_ref().map_or(1000, |r| r.code.into());
@@ -300,6 +300,34 @@ async fn run_connection(
             );
         }
         End::Gone => counters.closed("none"),
+    }
+}
+
+/// A connection's counters. One the watchdog cut counts as closed with 4008 even
+/// when its loop never ran again (it is dropped with the body).
+struct WsCounters<'a> {
+    inner: FrameCounters,
+    out: &'a Outgoing,
+}
+
+impl std::ops::Deref for WsCounters<'_> {
+    type Target = FrameCounters;
+    fn deref(&self) -> &FrameCounters {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for WsCounters<'_> {
+    fn deref_mut(&mut self) -> &mut FrameCounters {
+        &mut self.inner
+    }
+}
+
+impl Drop for WsCounters<'_> {
+    fn drop(&mut self) {
+        if self.out.is_stalled() {
+            self.inner.closed("4008");
+        }
     }
 }
 

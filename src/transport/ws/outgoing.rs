@@ -1,31 +1,44 @@
-//! The write side of a WebSocket connection: a one-frame slot between the session
-//! loop and actix's connection dispatcher, which reads it as the response body.
+//! The write side of a WebSocket connection: a one-frame slot read by actix's
+//! connection dispatcher as the response body, and the session loop that fills
+//! it, which runs inside that body (one task per connection).
 //!
 //! Why not `actix_ws::Session`: it queues up to 32 frames in a channel, so the
 //! session never learns that a write is in flight and sends one frame per update
-//! (and every connection pays for the channel).
-//! Here the dispatcher polls the body only while its own write buffer has room; the
-//! slot stays full until it does. While it is full the session keeps merging
-//! changes, and the next frame carries all of them: smart batching, with no timer.
-//! The same signal times slow consumers exactly (the slot not taken for
-//! `write_stall_timeout` means 4008). Once actix's buffer is full it stops polling
-//! the body altogether, so a client that never reads again is cut by resetting
-//! its socket ([`Outgoing::abort`]), not through the body.
+//! (and every connection pays for the channel and a task of its own).
+//! Here the dispatcher polls the body only while its own write buffer has room,
+//! and polling the body is what runs the session loop ([`OutgoingBody::drive`]):
+//! a wake-up of the session (a quote, a client frame, a timer) is a wake-up of
+//! the dispatcher, and the frame it writes goes to the socket in the same turn.
+//! While the socket takes nothing the loop does not run; the session keeps
+//! merging changes, and the next frame carries all of them: smart batching, with
+//! no timer.
+//!
+//! The same signal times slow consumers. The dispatcher stops polling the body
+//! only when its write buffer is full, that is right after taking a frame; a
+//! connection whose frame was taken and that was not polled since for
+//! `write_stall_timeout` is stalled. Its loop cannot notice (it is not polled),
+//! so a per-worker [`watchdog`](super::watchdog) does: it marks the connection
+//! stalled (the loop closes with 4008 when it next runs) and, after another
+//! `write_stall_timeout`, resets the socket ([`Shared::abort`]).
 
 use std::any::Any;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::Extensions;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 
+use super::watchdog;
+use crate::metrics::Metrics;
 use crate::session::protocol::Format;
 
 /// RFC 6455: a control frame carries at most 125 bytes, so a close reason at most 123.
@@ -43,20 +56,149 @@ struct Slot {
     abort: bool,
     /// The dispatcher dropped the body: the connection is gone.
     gone: bool,
-    body_waker: Option<Waker>,
+    /// The writer runs inside the body's poll, so it never needs to wake it.
+    inline: bool,
     writer_waker: Option<Waker>,
+}
+
+/// What the slow-consumer watchdog needs of a connection.
+pub(super) struct Stall {
+    pub timeout: Duration,
+    pub closes: IntCounter,
+    pub resets: IntCounter,
+}
+
+/// One connection's state, shared by the writer, the body and the watchdog. It is
+/// also the waker the session loop runs with, which wakes the dispatcher.
+pub(super) struct Shared {
+    slot: Mutex<Slot>,
+    /// The dispatcher task's waker, set at the first poll of the body. Wake-ups
+    /// come from other threads (the feed's); they only read it.
+    dispatcher: OnceLock<Waker>,
+    /// Set if the body were ever polled by another task; then `moved_to` is the
+    /// waker (never seen with actix, whose dispatcher is one task per connection).
+    moved: AtomicBool,
+    moved_to: Mutex<Option<Waker>>,
+    /// When the dispatcher took the session's last frame without polling the
+    /// body since, in milliseconds since [`epoch`] plus one; 0 when it did.
+    woken_at: AtomicU64,
+    stalled: AtomicBool,
+    /// For [`Shared::abort`]; `None` where there is no TCP socket (tests).
+    socket: Option<ClientSocket>,
+    stall: Option<Stall>,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds since [`epoch`], plus one so that 0 can mean "never".
+pub(super) fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+impl Wake for Shared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_dispatcher();
+    }
+}
+
+impl Shared {
+    /// How long the session loop has been waiting to run (ms), if it is.
+    pub(super) fn waiting(&self, now_ms: u64) -> Option<u64> {
+        match self.woken_at.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(now_ms.saturating_sub(at)),
+        }
+    }
+
+    /// Notes that the dispatcher took a frame (unless the body was not polled
+    /// since the last one).
+    fn taken(&self) {
+        if self.woken_at.load(Ordering::Relaxed) == 0 {
+            self.woken_at.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn stall(&self) -> Option<&Stall> {
+        self.stall.as_ref()
+    }
+
+    pub(super) fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn is_gone(&self) -> bool {
+        self.slot.lock().gone
+    }
+
+    /// Marks the connection a slow consumer; its loop closes with 4008 when it
+    /// next runs.
+    pub(super) fn mark_stalled(&self) {
+        self.stalled.store(true, Ordering::Relaxed);
+        self.wake_dispatcher();
+    }
+
+    /// Drops the connection without flushing what is still queued. With the
+    /// socket at hand this works even when actix's own write buffer is full (then
+    /// it no longer polls the body): the socket is reset, which wakes and ends the
+    /// dispatcher. Call it on the connection's worker thread (see below).
+    pub(super) fn abort(&self) {
+        {
+            let mut s = self.slot.lock();
+            s.abort = true;
+            // The body lives inside the dispatcher, which owns the socket: while
+            // it is not gone, the descriptor is still this connection's. Both
+            // run on this worker thread, so that cannot change under us.
+            if let (false, Some(socket)) = (s.gone, self.socket) {
+                socket.reset();
+            }
+        }
+        self.wake_dispatcher();
+    }
+
+    fn wake_dispatcher(&self) {
+        if self.moved.load(Ordering::Acquire) {
+            if let Some(w) = &*self.moved_to.lock() {
+                w.wake_by_ref();
+            }
+        } else if let Some(w) = self.dispatcher.get() {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Remembers the waker of the task polling the body.
+    fn polled_by(&self, waker: &Waker) {
+        match self.dispatcher.get() {
+            Some(w) if w.will_wake(waker) => {}
+            None if self.dispatcher.set(waker.clone()).is_ok() => {}
+            _ => {
+                *self.moved_to.lock() = Some(waker.clone());
+                self.moved.store(true, Ordering::Release);
+            }
+        }
+    }
 }
 
 /// The session loop's handle on the slot.
 pub struct Outgoing {
-    slot: Arc<Mutex<Slot>>,
-    /// For [`Outgoing::abort`]; `None` where there is no TCP socket (tests).
-    socket: Option<ClientSocket>,
+    shared: Arc<Shared>,
 }
+
+/// The session loop, run by the body.
+type Driver = Pin<Box<dyn Future<Output = ()>>>;
 
 /// The response body actix's dispatcher polls for bytes to send.
 pub struct OutgoingBody {
-    slot: Arc<Mutex<Slot>>,
+    shared: Arc<Shared>,
+    /// `shared` as a waker, made once.
+    waker: Waker,
+    driver: Option<Driver>,
     /// Counts this connection's socket as open until the dispatcher drops the body.
     open: Option<IntGauge>,
 }
@@ -67,33 +209,66 @@ pub struct OutgoingBody {
 pub struct Aborted;
 
 impl Outgoing {
-    pub fn new(socket: Option<ClientSocket>, open: Option<IntGauge>) -> (Outgoing, OutgoingBody) {
-        let slot = Arc::new(Mutex::new(Slot::default()));
-        let out = Outgoing {
-            slot: slot.clone(),
+    /// A connection's writer and body. With `metrics`, its socket counts as open
+    /// and a session it drives is watched for stalls of `stall_timeout`.
+    pub fn new(
+        socket: Option<ClientSocket>,
+        metrics: Option<&Metrics>,
+        stall_timeout: Duration,
+    ) -> (Outgoing, OutgoingBody) {
+        let shared = Arc::new(Shared {
+            slot: Mutex::new(Slot::default()),
+            dispatcher: OnceLock::new(),
+            moved: AtomicBool::new(false),
+            moved_to: Mutex::new(None),
+            woken_at: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
             socket,
-        };
+            stall: metrics.map(|m| Stall {
+                timeout: stall_timeout,
+                closes: m.slow_consumer_closes.clone(),
+                resets: m.slow_consumer_resets.clone(),
+            }),
+        });
+        let open = metrics.map(|m| m.ws_sockets_open.clone());
         if let Some(g) = &open {
             g.inc();
         }
-        (out, OutgoingBody { slot, open })
+        let body = OutgoingBody {
+            waker: Waker::from(shared.clone()),
+            shared: shared.clone(),
+            driver: None,
+            open,
+        };
+        (Outgoing { shared }, body)
     }
 
     /// True when the previous frame was taken: a new one may be written now.
     pub fn has_room(&self) -> bool {
-        let s = self.slot.lock();
+        let s = self.shared.slot.lock();
         s.buf.is_empty() && !s.closed && !s.gone
     }
 
     /// True once the dispatcher has dropped the connection.
+    #[cfg(test)]
     pub fn is_gone(&self) -> bool {
-        self.slot.lock().gone
+        self.shared.is_gone()
+    }
+
+    #[cfg(test)]
+    pub(super) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// True once the watchdog found this connection's writes stalled.
+    pub fn is_stalled(&self) -> bool {
+        self.shared.is_stalled()
     }
 
     /// Resolves when the slot is empty again (or the connection is gone).
     pub async fn writable(&self) {
         poll_fn(|cx| {
-            let mut s = self.slot.lock();
+            let mut s = self.shared.slot.lock();
             if s.buf.is_empty() || s.gone {
                 Poll::Ready(())
             } else {
@@ -130,54 +305,52 @@ impl Outgoing {
             description: Some(truncate(text, MAX_CLOSE_REASON).to_owned()),
         });
         self.write(|buf| Parser::write_close(buf, reason, false));
-        self.slot.lock().closed = true;
+        self.shared.slot.lock().closed = true;
     }
 
-    /// Drops the connection without flushing what is still queued. With the
-    /// socket at hand this works even when actix's own write buffer is full (then
-    /// it no longer polls the body): the socket is reset, which wakes and ends the
-    /// dispatcher.
+    /// Drops the connection without flushing (see [`Shared::abort`]).
+    #[cfg(test)]
     pub fn abort(&self) {
-        let waker = {
-            let mut s = self.slot.lock();
-            s.abort = true;
-            // The body lives inside the dispatcher, which owns the socket: while
-            // it is not gone, the descriptor is still this connection's. Both
-            // run on this worker thread, so that cannot change under us.
-            if let (false, Some(socket)) = (s.gone, self.socket) {
-                socket.reset();
-            }
-            s.body_waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.shared.abort();
     }
 
     fn write(&self, encode: impl FnOnce(&mut BytesMut)) {
-        let waker = {
-            let mut s = self.slot.lock();
+        let wake = {
+            let mut s = self.shared.slot.lock();
             if s.closed || s.gone {
                 return;
             }
             encode(&mut s.buf);
-            s.body_waker.take()
+            !s.inline
         };
-        if let Some(w) = waker {
-            w.wake();
+        if wake {
+            self.shared.wake_dispatcher();
         }
     }
 }
 
 impl Drop for Outgoing {
     fn drop(&mut self) {
-        let waker = {
-            let mut s = self.slot.lock();
+        let wake = {
+            let mut s = self.shared.slot.lock();
             s.finished = true;
-            s.body_waker.take()
+            !s.inline
         };
-        if let Some(w) = waker {
-            w.wake();
+        if wake {
+            self.shared.wake_dispatcher();
+        }
+    }
+}
+
+impl OutgoingBody {
+    /// Runs `session` (which writes through this body's [`Outgoing`]) inside the
+    /// body: each poll of the body runs it until it waits, and its wake-ups wake
+    /// the dispatcher. A connection with a socket is watched for stalls.
+    pub fn drive(&mut self, session: impl Future<Output = ()> + 'static) {
+        self.shared.slot.lock().inline = true;
+        self.driver = Some(Box::pin(session));
+        if self.shared.socket.is_some() && self.shared.stall.is_some() {
+            watchdog::watch(&self.shared);
         }
     }
 }
@@ -193,25 +366,54 @@ impl MessageBody for OutgoingBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let mut s = self.slot.lock();
-        if s.abort {
-            return Poll::Ready(Some(Err(Aborted)));
+        let this = self.get_mut();
+        this.shared.polled_by(cx.waker());
+        if this.shared.woken_at.load(Ordering::Relaxed) != 0 {
+            this.shared.woken_at.store(0, Ordering::Relaxed);
         }
-        if !s.buf.is_empty() {
-            // Taken whole (not split) so an idle connection keeps no buffer.
-            let frame = std::mem::take(&mut s.buf).freeze();
-            let waker = s.writer_waker.take();
-            drop(s);
-            if let Some(w) = waker {
-                w.wake();
+        let mut ran = false;
+        loop {
+            {
+                let mut s = this.shared.slot.lock();
+                if s.abort {
+                    return Poll::Ready(Some(Err(Aborted)));
+                }
+                if !s.buf.is_empty() {
+                    // Taken whole (not split) so an idle connection keeps no buffer.
+                    let frame = std::mem::take(&mut s.buf).freeze();
+                    // An inline writer runs at the next poll, which the dispatcher
+                    // makes as soon as its buffer has room: no wake-up needed. If
+                    // the socket takes nothing, that wait is what the watchdog times.
+                    let waker = if s.inline {
+                        this.shared.taken();
+                        None
+                    } else {
+                        s.writer_waker.take()
+                    };
+                    drop(s);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                if s.finished || s.closed {
+                    return Poll::Ready(None);
+                }
             }
-            return Poll::Ready(Some(Ok(frame)));
+            let Some(driver) = this.driver.as_mut().filter(|_| !ran) else {
+                return Poll::Pending;
+            };
+            ran = true;
+            if driver
+                .as_mut()
+                .poll(&mut Context::from_waker(&this.waker))
+                .is_ready()
+            {
+                // Dropping the loop drops its `Outgoing`: the body ends once the
+                // slot is empty.
+                this.driver = None;
+            }
         }
-        if s.finished || s.closed {
-            return Poll::Ready(None);
-        }
-        s.body_waker = Some(cx.waker().clone());
-        Poll::Pending
     }
 }
 
@@ -221,10 +423,13 @@ impl Drop for OutgoingBody {
             g.dec();
         }
         let waker = {
-            let mut s = self.slot.lock();
+            let mut s = self.shared.slot.lock();
             s.gone = true;
             s.writer_waker.take()
         };
+        // The session loop (if still running) goes with the body: it leaves the
+        // fan-out and counts the connection closed.
+        self.driver = None;
         if let Some(w) = waker {
             w.wake();
         }
@@ -302,7 +507,7 @@ mod tests {
 
     #[test]
     fn the_slot_holds_one_batch_until_the_body_takes_it() {
-        let (out, mut body) = Outgoing::new(None, None);
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
         assert!(out.has_room());
         assert!(poll_body(&mut body).is_pending());
         out.data(Format::Json, b"[1]");
@@ -324,7 +529,7 @@ mod tests {
 
     #[test]
     fn close_ends_the_body_after_the_close_frame() {
-        let (out, mut body) = Outgoing::new(None, None);
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
         out.data(Format::Msgpack, &[0x90]);
         out.close(Some((4008, &"x".repeat(300))));
         out.data(Format::Msgpack, &[0x90]);
@@ -343,12 +548,72 @@ mod tests {
 
     #[test]
     fn abort_fails_the_body_and_a_dropped_body_means_gone() {
-        let (out, mut body) = Outgoing::new(None, None);
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
         out.data(Format::Json, b"[]");
         out.abort();
         assert!(matches!(poll_body(&mut body), Poll::Ready(Some(Err(_)))));
         drop(body);
         assert!(out.is_gone());
         assert!(!out.has_room());
+    }
+
+    /// Counts the wake-ups the dispatcher gets.
+    #[derive(Default)]
+    struct Dispatcher(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Dispatcher {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_driven_body_runs_the_session_loop_on_the_dispatchers_task() {
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
+        let shared = out.shared.clone();
+        let news = Arc::new(tokio::sync::Notify::new());
+        let n = news.clone();
+        body.drive(async move {
+            for i in 0..2 {
+                n.notified().await;
+                out.data(Format::Json, format!("[{i}]").as_bytes());
+                out.writable().await;
+            }
+        });
+        let dispatcher = Arc::new(Dispatcher::default());
+        let waker = Waker::from(dispatcher.clone());
+        let mut poll = || Pin::new(&mut body).poll_next(&mut Context::from_waker(&waker));
+
+        assert!(poll().is_pending(), "nothing to send yet");
+        news.notify_one();
+        assert_eq!(
+            dispatcher.0.load(Ordering::Relaxed),
+            1,
+            "news wakes the dispatcher"
+        );
+        let Poll::Ready(Some(Ok(bytes))) = poll() else {
+            panic!("the loop ran and its frame is the body's next chunk")
+        };
+        assert_eq!(frames(bytes), vec![Frame::Text(Bytes::from_static(b"[0]"))]);
+        assert!(
+            shared.waiting(now_ms()).is_some(),
+            "runnable until the dispatcher polls again (which it does when its socket takes the frame)"
+        );
+        assert!(poll().is_pending());
+        assert_eq!(shared.waiting(now_ms()), None);
+        news.notify_one();
+        let Poll::Ready(Some(Ok(bytes))) = poll() else {
+            panic!("second frame")
+        };
+        assert_eq!(frames(bytes), vec![Frame::Text(Bytes::from_static(b"[1]"))]);
+        assert!(matches!(poll(), Poll::Ready(None)), "the loop ended");
+        assert_eq!(
+            dispatcher.0.load(Ordering::Relaxed),
+            2,
+            "writing from inside the poll wakes nobody"
+        );
     }
 }
