@@ -1,46 +1,106 @@
-//! A session's inbox: the set of its symbols that changed since it last looked,
-//! plus the wake-up. Bounded by construction: a [`Subscriber`]'s `queued` flag lets
-//! each symbol in at most once until the session drains it.
+//! A session's inbox: one "dirty" bit per subscription slot, set by the hub when
+//! that symbol changed, plus the wake-up. Bounded by construction: a symbol is
+//! marked at most once until the session takes the mark, however many quotes
+//! arrive meanwhile.
+//!
+//! Marking is one atomic `or` on a word the session owns (none at all while the
+//! symbol is still marked), and the session takes up to 64 marks with one atomic
+//! `and`: no lock, no list. Only the first mark after the session last looked
+//! wakes it.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::SymbolId;
 
-/// Dirty symbols of one session and the notifier that wakes it.
-#[derive(Default)]
+/// Dirty marks of one session's subscription slots and the notifier that wakes it.
 pub struct Inbox {
-    dirty: Mutex<Vec<SymbolId>>,
+    marks: Box<[AtomicU64]>,
+    /// Set by the first mark after the session last took its marks.
+    signalled: AtomicBool,
     notify: Notify,
 }
 
 impl Inbox {
-    pub fn new() -> Inbox {
-        Inbox::default()
+    /// An inbox for subscription slots `0..slots` (rounded up to a multiple of 64).
+    pub fn new(slots: usize) -> Inbox {
+        Inbox {
+            marks: (0..slots.div_ceil(64).max(1))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            signalled: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
     }
 
-    /// Marks a symbol dirty and wakes the session.
-    pub(super) fn push(&self, id: SymbolId) {
-        self.dirty.lock().push(id);
-        self.notify.notify_one();
+    /// How many slots the inbox has.
+    pub fn slots(&self) -> usize {
+        self.marks.len() * 64
     }
 
-    /// Takes every dirty mark by swapping lists with `buf` (which should be
-    /// empty): the inbox keeps `buf`'s capacity, so neither side allocates.
-    pub fn swap(&self, buf: &mut Vec<SymbolId>) {
-        std::mem::swap(&mut *self.dirty.lock(), buf);
+    /// Marks a slot dirty and, if it is the first mark since the session last
+    /// looked, wakes it. The hub calls it after storing the quote and a SeqCst
+    /// fence (which pairs with the one in [`Inbox::take`]).
+    pub(super) fn mark(&self, slot: u32) {
+        let (word, bit) = self.locate(slot);
+        // Read before writing: a symbol still marked (the usual case under load,
+        // and a throttled one) costs a shared read, not a cache-line transfer.
+        if word.load(Ordering::Relaxed) & bit != 0
+            || word.fetch_or(bit, Ordering::SeqCst) & bit != 0
+        {
+            return;
+        }
+        // SeqCst with the store in `take`: either this load sees the session's
+        // "not signalled" or the session's `take` sees this mark.
+        if !self.signalled.load(Ordering::SeqCst) && !self.signalled.swap(true, Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
     }
 
-    /// True when some symbol is marked dirty.
+    /// Takes the marks: every set bit not in `keep` (one word per 64 slots; marks
+    /// the session leaves set, such as throttled symbols, which then neither wake
+    /// it nor get marked again) is cleared and its slot passed to `f`. Read the
+    /// symbols' quotes only after this returns.
+    pub fn take(&self, keep: &[u64], mut f: impl FnMut(u32)) {
+        self.signalled.store(false, Ordering::SeqCst);
+        for (i, word) in self.marks.iter().enumerate() {
+            let keep = keep.get(i).copied().unwrap_or(0);
+            if word.load(Ordering::SeqCst) & !keep == 0 {
+                continue;
+            }
+            let mut taken = word.fetch_and(keep, Ordering::SeqCst) & !keep;
+            while taken != 0 {
+                f(i as u32 * 64 + taken.trailing_zeros());
+                taken &= taken - 1;
+            }
+        }
+        // Pairs with the fence in `Hub::ingest_fields` (a store then a load on
+        // each side: only sequentially consistent fences keep both from reading
+        // stale values and losing an update).
+        fence(Ordering::SeqCst);
+    }
+
+    /// Sets a slot's mark again without waking anyone (the session keeps it).
+    pub fn remark(&self, slot: u32) {
+        let (word, bit) = self.locate(slot);
+        word.fetch_or(bit, Ordering::SeqCst);
+    }
+
+    /// Clears a slot's mark (the slot is being given up).
+    pub fn unmark(&self, slot: u32) {
+        let (word, bit) = self.locate(slot);
+        word.fetch_and(!bit, Ordering::SeqCst);
+    }
+
+    /// True when something was marked since the session last took its marks.
     pub fn has_dirty(&self) -> bool {
-        !self.dirty.lock().is_empty()
+        self.signalled.load(Ordering::Relaxed)
     }
 
-    /// Resolves after the next [`Inbox::push`] (or at once if one came since the
-    /// last wake-up).
+    /// Resolves after the next first mark (or at once if one came since the last
+    /// wake-up).
     pub async fn notified(&self) {
         self.notify.notified().await
     }
@@ -49,33 +109,57 @@ impl Inbox {
     pub fn wake(&self) {
         self.notify.notify_one();
     }
+
+    fn locate(&self, slot: u32) -> (&AtomicU64, u64) {
+        (&self.marks[(slot / 64) as usize], 1 << (slot % 64))
+    }
 }
 
 /// One (session, symbol) subscription as the hub sees it.
 pub struct Subscriber {
     pub sym: SymbolId,
-    /// Set by the hub when it marks the symbol dirty; cleared by the session when it
-    /// takes the mark.
-    pub queued: AtomicBool,
+    /// The session's slot for this subscription: its bit in the inbox.
+    pub slot: u32,
     pub(super) inbox: Arc<Inbox>,
 }
 
 impl Subscriber {
-    /// The session took the dirty mark: the next change marks it again. Call before
-    /// reading the symbol's latest quote.
-    pub fn clear(&self) {
-        self.queued.store(false, Ordering::Relaxed);
-        // Pairs with the fence in `Hub::ingest_fields` (a store then a load on
-        // each side: only sequentially consistent fences keep both from reading
-        // stale values and losing an update).
-        fence(Ordering::SeqCst);
+    pub(crate) fn new(sym: SymbolId, slot: u32, inbox: Arc<Inbox>) -> Subscriber {
+        Subscriber { sym, slot, inbox }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(inbox: &Inbox, keep: &[u64]) -> Vec<u32> {
+        let mut out = Vec::new();
+        inbox.take(keep, |s| out.push(s));
+        out
     }
 
-    pub(crate) fn new(sym: SymbolId, inbox: Arc<Inbox>) -> Subscriber {
-        Subscriber {
-            sym,
-            queued: AtomicBool::new(false),
-            inbox,
+    #[test]
+    fn marks_are_taken_once_and_kept_marks_stay_set_and_silent() {
+        let inbox = Inbox::new(130);
+        assert_eq!(inbox.slots(), 192);
+        for slot in [3, 64, 129, 3] {
+            inbox.mark(slot);
         }
+        assert!(inbox.has_dirty());
+        assert_eq!(taken(&inbox, &[]), [3, 64, 129]);
+        assert!(!inbox.has_dirty());
+        assert!(taken(&inbox, &[]).is_empty());
+
+        // Slot 5 is kept (throttled): marking it again signals nothing.
+        inbox.remark(5);
+        inbox.mark(5);
+        assert!(!inbox.has_dirty());
+        inbox.mark(6);
+        assert_eq!(taken(&inbox, &[1 << 5]), [6], "5 stays set");
+        assert_eq!(taken(&inbox, &[]), [5], "released");
+        inbox.remark(7);
+        inbox.unmark(7);
+        assert!(taken(&inbox, &[]).is_empty());
     }
 }

@@ -171,23 +171,19 @@ impl Hub {
             ))));
             seq
         };
-        // Pairs with the fence in `Subscriber::clear`: either this pass sees the
+        // Pairs with the fence in `Inbox::take`: either this pass sees the
         // session's cleared mark, or the session sees the quote just stored.
         fence(Ordering::SeqCst);
         for sub in slot.subscribers.lock().iter() {
-            // Read before writing: a subscriber still marked (the usual case under
-            // load) costs a shared read, not a cache-line transfer.
-            if !sub.queued.load(Ordering::Relaxed) && !sub.queued.swap(true, Ordering::AcqRel) {
-                sub.inbox.push(id);
-            }
+            sub.inbox.mark(sub.slot);
         }
         seq
     }
 
-    /// Registers `inbox` as a subscriber of `id`; the returned handle is what
-    /// [`Hub::unsubscribe`] takes back.
-    pub fn subscribe(&self, id: SymbolId, inbox: &Arc<Inbox>) -> Arc<Subscriber> {
-        let sub = Arc::new(Subscriber::new(id, inbox.clone()));
+    /// Registers `inbox` as a subscriber of `id`, marking `slot` on changes; the
+    /// returned handle is what [`Hub::unsubscribe`] takes back.
+    pub fn subscribe(&self, id: SymbolId, slot: u32, inbox: &Arc<Inbox>) -> Arc<Subscriber> {
+        let sub = Arc::new(Subscriber::new(id, slot, inbox.clone()));
         self.slots[id as usize].subscribers.lock().push(sub.clone());
         sub
     }
@@ -240,21 +236,20 @@ mod tests {
     #[test]
     fn fanout_marks_each_subscriber_once_until_drained() {
         let h = hub();
-        let inbox = Arc::new(Inbox::new());
-        let sub = h.subscribe(0, &inbox);
+        let inbox = Arc::new(Inbox::new(64));
+        let sub = h.subscribe(0, 7, &inbox);
         for t in 0..5 {
             h.ingest(&upd("AAA", &format!(r#"{{"sym":"","t":{t}}}"#)))
                 .unwrap();
         }
         h.ingest(&upd("BBB", r#"{"sym":"","t":1}"#)).unwrap();
         let mut dirty = Vec::new();
-        inbox.swap(&mut dirty);
-        assert_eq!(dirty, vec![0]);
-        sub.queued.store(false, Ordering::Release);
+        inbox.take(&[], |slot| dirty.push(slot));
+        assert_eq!(dirty, vec![7]);
         h.unsubscribe(&sub);
         h.ingest(&upd("AAA", r#"{"sym":"","t":9}"#)).unwrap();
         dirty.clear();
-        inbox.swap(&mut dirty);
+        inbox.take(&[], |slot| dirty.push(slot));
         assert!(dirty.is_empty());
         assert_eq!(h.demand(0), 0);
     }

@@ -57,11 +57,19 @@ pub struct Session {
     inbox: Arc<Inbox>,
     limits: SessionConfig,
     subs: Subscriptions,
+    /// The symbol in each inbox slot ([`FREE`] when unused).
+    slots: Vec<SymbolId>,
     throttled: Vec<SymbolId>,
-    /// The spare dirty-list buffer swapped with the inbox's on each take.
-    scratch: Vec<SymbolId>,
+    /// The inbox slots of `throttled`, one bit each: their marks stay set in the
+    /// inbox until the throttle lets them out.
+    kept: Vec<u64>,
+    /// The slots one take found marked (kept between takes for its capacity).
+    scratch: Vec<u32>,
     outbox: Vec<ServerMsg>,
 }
+
+/// An unused inbox slot.
+const FREE: SymbolId = SymbolId::MAX;
 
 /// A fresh random session id such as `s-8f3a09c2d1e4`.
 pub fn new_session_id() -> String {
@@ -90,10 +98,12 @@ impl Session {
             id,
             hub,
             metrics,
-            inbox: Arc::new(Inbox::new()),
+            inbox: Arc::new(Inbox::new(limits.max_symbols)),
             limits,
             subs: Subscriptions::default(),
+            slots: Vec::new(),
             throttled: Vec::new(),
+            kept: Vec::new(),
             scratch: Vec::new(),
             outbox: vec![welcome],
         }
@@ -200,7 +210,8 @@ impl Session {
                     continue;
                 }
                 room -= 1;
-                let handle = self.hub.subscribe(sym, &self.inbox);
+                let slot = self.take_slot(sym);
+                let handle = self.hub.subscribe(sym, slot, &self.inbox);
                 self.metrics.subscriptions_active.inc();
                 self.subs.insert(sym, Subscription::new(handle, rate));
             }
@@ -272,7 +283,35 @@ impl Session {
         if let Some(sub) = self.subs.remove(sym) {
             self.hub.unsubscribe(&sub.handle);
             self.metrics.subscriptions_active.dec();
+            // The hub marks it no more: the slot is clean for its next symbol.
+            let slot = sub.handle.slot;
+            self.inbox.unmark(slot);
+            self.keep(slot, false);
+            self.slots[slot as usize] = FREE;
+            while self.slots.last() == Some(&FREE) {
+                self.slots.pop();
+            }
         }
+    }
+
+    /// The lowest unused inbox slot, now holding `sym`. There are as many slots
+    /// as `max_symbols`, so one is always free when the limit allows a symbol.
+    fn take_slot(&mut self, sym: SymbolId) -> u32 {
+        let slot = match self.slots.iter().position(|&s| s == FREE) {
+            Some(i) => i,
+            None => {
+                self.slots.push(FREE);
+                self.slots.len() - 1
+            }
+        };
+        debug_assert!(slot < self.inbox.slots());
+        self.slots[slot] = sym;
+        slot as u32
+    }
+
+    /// Adds a slot to (or removes it from) the marks left set in the inbox.
+    fn keep(&mut self, slot: u32, keep: bool) {
+        keep_bit(&mut self.kept, slot, keep);
     }
 
     /// Only the queued replies (and the snapshots a subscribe produced), leaving
@@ -316,29 +355,9 @@ impl Session {
         let hub = &*self.hub;
         let stamp = self.limits.ingest_stamp;
         let mut conflated = 0;
-        // Swap buffers with the inbox: neither side allocates per frame.
-        let mut dirty = std::mem::take(&mut self.scratch);
-        self.inbox.swap(&mut dirty);
-        for &sym in &dirty {
-            let Some(sub) = self.subs.get_mut(sym) else {
-                continue;
-            };
-            if sub.throttled {
-                continue;
-            }
-            if sub.next_allowed().is_some_and(|t| t > now) {
-                // The mark stays set while the symbol waits for its throttle, so
-                // the hub neither re-queues it nor wakes us for every quote.
-                sub.throttled = true;
-                self.throttled.push(sym);
-                continue;
-            }
-            sub.handle.clear();
-            conflated += emit(hub, sym, sub, now, stamp, &mut out);
-        }
-        dirty.clear();
-        self.scratch = dirty;
-        let subs = &mut self.subs;
+        // Throttled symbols whose time has come leave the kept marks: the take
+        // below collects them with the new ones (their marks are still set).
+        let (subs, kept) = (&mut self.subs, &mut self.kept);
         self.throttled.retain(|&sym| {
             let Some(sub) = subs.get_mut(sym) else {
                 return false;
@@ -347,14 +366,49 @@ impl Session {
                 return true;
             }
             sub.throttled = false;
-            sub.handle.clear();
-            conflated += emit(hub, sym, sub, now, stamp, &mut out);
+            keep_bit(kept, sub.handle.slot, false);
             false
         });
+        let mut marked = std::mem::take(&mut self.scratch);
+        self.inbox.take(&self.kept, |slot| marked.push(slot));
+        for &slot in &marked {
+            let sym = self.slots[slot as usize];
+            let Some(sub) = self.subs.get_mut(sym) else {
+                continue;
+            };
+            if sub.next_allowed().is_some_and(|t| t > now) {
+                // The mark goes back and stays set while the symbol waits for its
+                // throttle, so the hub neither marks it nor wakes us per quote.
+                self.inbox.remark(slot);
+                sub.throttled = true;
+                keep_bit(&mut self.kept, slot, true);
+                self.throttled.push(sym);
+                continue;
+            }
+            conflated += emit(hub, sym, sub, now, stamp, &mut out);
+        }
+        marked.clear();
+        self.scratch = marked;
         if conflated > 0 {
             self.metrics.updates_conflated.inc_by(conflated);
         }
         out
+    }
+}
+
+/// Sets or clears a slot's bit in a word-per-64-slots mask.
+fn keep_bit(mask: &mut Vec<u64>, slot: u32, set: bool) {
+    let (word, bit) = ((slot / 64) as usize, 1u64 << (slot % 64));
+    if mask.len() <= word {
+        if !set {
+            return;
+        }
+        mask.resize(word + 1, 0);
+    }
+    if set {
+        mask[word] |= bit;
+    } else {
+        mask[word] &= !bit;
     }
 }
 

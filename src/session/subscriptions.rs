@@ -16,7 +16,7 @@ use crate::quote::Quote;
 pub(super) struct Subscription {
     /// The state this client last received (deltas are computed against it).
     pub sent: Option<Arc<Quote>>,
-    /// The hub's side of the subscription (its `queued` flag).
+    /// The hub's side of the subscription (with its inbox slot).
     pub handle: Arc<Subscriber>,
     pub last_sent_at: Option<Instant>,
     /// The granted `max_rate`, as the client is told.
@@ -110,7 +110,10 @@ mod tests {
     use crate::hub::Inbox;
 
     fn sub(sym: SymbolId, rate: f64) -> Subscription {
-        Subscription::new(Arc::new(Subscriber::new(sym, Arc::new(Inbox::new()))), rate)
+        Subscription::new(
+            Arc::new(Subscriber::new(sym, 0, Arc::new(Inbox::new(1)))),
+            rate,
+        )
     }
 
     #[test]

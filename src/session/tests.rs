@@ -194,3 +194,39 @@ fn first_quote_after_subscribe_is_a_snapshot() {
         vec![json!({"type":"snapshot","sym":"BBB","seq":1,"t":7,"lp":"2.00"})]
     );
 }
+
+#[test]
+fn a_slot_given_up_while_throttled_serves_the_next_symbol_cleanly() {
+    let (hub, mut s) = setup();
+    let t0 = Instant::now();
+    feed(&hub, json!({"sym":"AAA","t":1,"bp":"1.00"}));
+    sub(&mut s, &["AAA", "BBB"], 1.0, t0);
+    take(&mut s, t0);
+    // AAA changes within its throttle window: its mark stays set in the inbox.
+    feed(&hub, json!({"sym":"AAA","t":2,"bp":"1.01"}));
+    assert!(take(&mut s, t0 + Duration::from_millis(10)).is_empty());
+    s.handle_op(
+        ClientOp::Unsubscribe {
+            id: None,
+            symbols: vec!["AAA".into()],
+        },
+        t0,
+    );
+    take(&mut s, t0);
+    // CCC takes AAA's slot (the limit is 2 symbols): it hears only its own news.
+    sub(&mut s, &["CCC"], 1.0, t0 + Duration::from_secs(2));
+    take(&mut s, t0 + Duration::from_secs(2));
+    feed(&hub, json!({"sym":"AAA","t":3,"bp":"1.02"}));
+    assert!(take(&mut s, t0 + Duration::from_secs(3)).is_empty());
+    feed(&hub, json!({"sym":"CCC","t":4,"lp":"3.00"}));
+    feed(&hub, json!({"sym":"BBB","t":4,"lp":"2.00"}));
+    let msgs = take(&mut s, t0 + Duration::from_secs(4));
+    assert_eq!(
+        msgs,
+        vec![
+            json!({"type":"snapshot","sym":"CCC","seq":1,"t":4,"lp":"3.00"}),
+            json!({"type":"snapshot","sym":"BBB","seq":1,"t":4,"lp":"2.00"})
+        ]
+    );
+    assert!(s.next_deadline().is_none(), "nothing left throttled");
+}
