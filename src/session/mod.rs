@@ -57,9 +57,8 @@ pub struct Session {
     inbox: Arc<Inbox>,
     limits: SessionConfig,
     subs: Subscriptions,
-    /// The symbol in each inbox slot ([`FREE`] when unused).
-    slots: Vec<SymbolId>,
-    throttled: Vec<SymbolId>,
+    /// Inbox slots of symbols with a change held back by their throttle.
+    throttled: Vec<u32>,
     /// The inbox slots of `throttled`, one bit each: their marks stay set in the
     /// inbox until the throttle lets them out.
     kept: Vec<u64>,
@@ -67,9 +66,6 @@ pub struct Session {
     scratch: Vec<u32>,
     outbox: Vec<ServerMsg>,
 }
-
-/// An unused inbox slot.
-const FREE: SymbolId = SymbolId::MAX;
 
 /// A fresh random session id such as `s-8f3a09c2d1e4`.
 pub fn new_session_id() -> String {
@@ -101,7 +97,6 @@ impl Session {
             inbox: Arc::new(Inbox::new(limits.max_symbols)),
             limits,
             subs: Subscriptions::default(),
-            slots: Vec::new(),
             throttled: Vec::new(),
             kept: Vec::new(),
             scratch: Vec::new(),
@@ -210,10 +205,12 @@ impl Session {
                     continue;
                 }
                 room -= 1;
-                let slot = self.take_slot(sym);
+                // There are `max_symbols` slots, so one is free within the limit.
+                let slot = self.subs.free_slot();
+                debug_assert!((slot as usize) < self.inbox.slots());
                 let handle = self.hub.subscribe(sym, slot, &self.inbox);
                 self.metrics.subscriptions_active.inc();
-                self.subs.insert(sym, Subscription::new(handle, rate));
+                self.subs.insert(Subscription::new(handle, rate));
             }
             granted.push(sym);
         }
@@ -272,7 +269,6 @@ impl Session {
             self.drop_subscription(*sym);
         }
         self.subs.trim();
-        self.throttled.retain(|s| !ids.contains(s));
         self.outbox.push(ServerMsg::Unsubscribed {
             id,
             symbols: ids.iter().map(|s| self.hub.symbol(*s).clone()).collect(),
@@ -284,34 +280,11 @@ impl Session {
             self.hub.unsubscribe(&sub.handle);
             self.metrics.subscriptions_active.dec();
             // The hub marks it no more: the slot is clean for its next symbol.
-            let slot = sub.handle.slot;
+            let slot = sub.slot;
             self.inbox.unmark(slot);
-            self.keep(slot, false);
-            self.slots[slot as usize] = FREE;
-            while self.slots.last() == Some(&FREE) {
-                self.slots.pop();
-            }
+            keep_bit(&mut self.kept, slot, false);
+            self.throttled.retain(|&s| s != slot);
         }
-    }
-
-    /// The lowest unused inbox slot, now holding `sym`. There are as many slots
-    /// as `max_symbols`, so one is always free when the limit allows a symbol.
-    fn take_slot(&mut self, sym: SymbolId) -> u32 {
-        let slot = match self.slots.iter().position(|&s| s == FREE) {
-            Some(i) => i,
-            None => {
-                self.slots.push(FREE);
-                self.slots.len() - 1
-            }
-        };
-        debug_assert!(slot < self.inbox.slots());
-        self.slots[slot] = sym;
-        slot as u32
-    }
-
-    /// Adds a slot to (or removes it from) the marks left set in the inbox.
-    fn keep(&mut self, slot: u32, keep: bool) {
-        keep_bit(&mut self.kept, slot, keep);
     }
 
     /// Only the queued replies (and the snapshots a subscribe produced), leaving
@@ -343,7 +316,7 @@ impl Session {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.throttled
             .iter()
-            .filter_map(|&s| self.subs.get(s).and_then(Subscription::next_allowed))
+            .filter_map(|&slot| self.subs.at(slot).and_then(Subscription::next_allowed))
             .min()
     }
 
@@ -357,35 +330,32 @@ impl Session {
         let mut conflated = 0;
         // Throttled symbols whose time has come leave the kept marks: the take
         // below collects them with the new ones (their marks are still set).
-        let (subs, kept) = (&mut self.subs, &mut self.kept);
-        self.throttled.retain(|&sym| {
-            let Some(sub) = subs.get_mut(sym) else {
+        let (subs, kept) = (&self.subs, &mut self.kept);
+        self.throttled.retain(|&slot| {
+            let Some(sub) = subs.at(slot) else {
                 return false;
             };
             if sub.next_allowed().is_some_and(|t| t > now) {
                 return true;
             }
-            sub.throttled = false;
-            keep_bit(kept, sub.handle.slot, false);
+            keep_bit(kept, slot, false);
             false
         });
         let mut marked = std::mem::take(&mut self.scratch);
         self.inbox.take(&self.kept, |slot| marked.push(slot));
         for &slot in &marked {
-            let sym = self.slots[slot as usize];
-            let Some(sub) = self.subs.get_mut(sym) else {
+            let Some(sub) = self.subs.at_mut(slot) else {
                 continue;
             };
             if sub.next_allowed().is_some_and(|t| t > now) {
                 // The mark goes back and stays set while the symbol waits for its
                 // throttle, so the hub neither marks it nor wakes us per quote.
                 self.inbox.remark(slot);
-                sub.throttled = true;
                 keep_bit(&mut self.kept, slot, true);
-                self.throttled.push(sym);
+                self.throttled.push(slot);
                 continue;
             }
-            conflated += emit(hub, sym, sub, now, stamp, &mut out);
+            conflated += emit(hub, sub, now, stamp, &mut out);
         }
         marked.clear();
         self.scratch = marked;
@@ -417,13 +387,12 @@ fn keep_bit(mask: &mut Vec<u64>, slot: u32, set: bool) {
 /// delta merged beyond the one it carries (conflated).
 fn emit(
     hub: &Hub,
-    sym: SymbolId,
     sub: &mut Subscription,
     now: Instant,
     stamp: bool,
     out: &mut Vec<ServerMsg>,
 ) -> u64 {
-    let peek = hub.peek(sym);
+    let peek = hub.peek(sub.sym);
     let Some(latest) = peek.as_ref() else {
         return 0;
     };
