@@ -13,11 +13,12 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use super::SymbolId;
-
 /// Dirty marks of one session's subscription slots and the notifier that wakes it.
 pub struct Inbox {
-    marks: Box<[AtomicU64]>,
+    /// Slots 0..64: inline, so the hub reaches a mark with one pointer hop.
+    first: AtomicU64,
+    /// Slots from 64 on.
+    more: Box<[AtomicU64]>,
     /// Set by the first mark after the session last took its marks.
     signalled: AtomicBool,
     notify: Notify,
@@ -27,9 +28,8 @@ impl Inbox {
     /// An inbox for subscription slots `0..slots` (rounded up to a multiple of 64).
     pub fn new(slots: usize) -> Inbox {
         Inbox {
-            marks: (0..slots.div_ceil(64).max(1))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            first: AtomicU64::new(0),
+            more: (1..slots.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             signalled: AtomicBool::new(false),
             notify: Notify::new(),
         }
@@ -37,7 +37,7 @@ impl Inbox {
 
     /// How many slots the inbox has.
     pub fn slots(&self) -> usize {
-        self.marks.len() * 64
+        (1 + self.more.len()) * 64
     }
 
     /// Marks a slot dirty and, if it is the first mark since the session last
@@ -65,7 +65,7 @@ impl Inbox {
     /// symbols' quotes only after this returns.
     pub fn take(&self, keep: &[u64], mut f: impl FnMut(u32)) {
         self.signalled.store(false, Ordering::SeqCst);
-        for (i, word) in self.marks.iter().enumerate() {
+        for (i, word) in std::iter::once(&self.first).chain(&*self.more).enumerate() {
             let keep = keep.get(i).copied().unwrap_or(0);
             if word.load(Ordering::SeqCst) & !keep == 0 {
                 continue;
@@ -111,22 +111,19 @@ impl Inbox {
     }
 
     fn locate(&self, slot: u32) -> (&AtomicU64, u64) {
-        (&self.marks[(slot / 64) as usize], 1 << (slot % 64))
+        let word = match slot / 64 {
+            0 => &self.first,
+            w => &self.more[w as usize - 1],
+        };
+        (word, 1 << (slot % 64))
     }
 }
 
-/// One (session, symbol) subscription as the hub sees it.
-pub struct Subscriber {
-    pub sym: SymbolId,
-    /// The session's slot for this subscription: its bit in the inbox.
+/// One (session, symbol) subscription as the hub sees it: whose inbox, which
+/// slot. Stored inline in the symbol's subscriber list.
+pub(super) struct Subscriber {
+    pub inbox: Arc<Inbox>,
     pub slot: u32,
-    pub(super) inbox: Arc<Inbox>,
-}
-
-impl Subscriber {
-    pub(crate) fn new(sym: SymbolId, slot: u32, inbox: Arc<Inbox>) -> Subscriber {
-        Subscriber { sym, slot, inbox }
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use std::time::Instant;
 use arc_swap::{ArcSwapOption, Guard};
 use parking_lot::Mutex;
 
-pub use inbox::{Inbox, Subscriber};
+pub use inbox::Inbox;
+use inbox::Subscriber;
 
 use crate::quote::{is_valid_symbol, Fields, Quote, QuoteUpdate};
 use crate::universe::SymbolInfo;
@@ -46,7 +47,7 @@ struct SymbolSlot {
     latest: ArcSwapOption<Quote>,
     /// Serializes feeds that update the same symbol (seq must not repeat).
     write: Mutex<()>,
-    subscribers: Mutex<Vec<Arc<Subscriber>>>,
+    subscribers: Mutex<Vec<Subscriber>>,
 }
 
 /// The shared market state. Cheap to share behind an `Arc`; every method is sync
@@ -180,18 +181,21 @@ impl Hub {
         seq
     }
 
-    /// Registers `inbox` as a subscriber of `id`, marking `slot` on changes; the
-    /// returned handle is what [`Hub::unsubscribe`] takes back.
-    pub fn subscribe(&self, id: SymbolId, slot: u32, inbox: &Arc<Inbox>) -> Arc<Subscriber> {
-        let sub = Arc::new(Subscriber::new(id, slot, inbox.clone()));
-        self.slots[id as usize].subscribers.lock().push(sub.clone());
-        sub
+    /// Registers `inbox` as a subscriber of `id`, marking `slot` on changes.
+    pub fn subscribe(&self, id: SymbolId, slot: u32, inbox: &Arc<Inbox>) {
+        self.slots[id as usize].subscribers.lock().push(Subscriber {
+            inbox: inbox.clone(),
+            slot,
+        });
     }
 
     /// Removes a subscription made by [`Hub::subscribe`].
-    pub fn unsubscribe(&self, sub: &Arc<Subscriber>) {
-        let mut subs = self.slots[sub.sym as usize].subscribers.lock();
-        if let Some(pos) = subs.iter().position(|s| Arc::ptr_eq(s, sub)) {
+    pub fn unsubscribe(&self, id: SymbolId, slot: u32, inbox: &Arc<Inbox>) {
+        let mut subs = self.slots[id as usize].subscribers.lock();
+        if let Some(pos) = subs
+            .iter()
+            .position(|s| s.slot == slot && Arc::ptr_eq(&s.inbox, inbox))
+        {
             subs.swap_remove(pos);
         }
     }
@@ -237,7 +241,7 @@ mod tests {
     fn fanout_marks_each_subscriber_once_until_drained() {
         let h = hub();
         let inbox = Arc::new(Inbox::new(64));
-        let sub = h.subscribe(0, 7, &inbox);
+        h.subscribe(0, 7, &inbox);
         for t in 0..5 {
             h.ingest(&upd("AAA", &format!(r#"{{"sym":"","t":{t}}}"#)))
                 .unwrap();
@@ -246,7 +250,7 @@ mod tests {
         let mut dirty = Vec::new();
         inbox.take(&[], |slot| dirty.push(slot));
         assert_eq!(dirty, vec![7]);
-        h.unsubscribe(&sub);
+        h.unsubscribe(0, 7, &inbox);
         h.ingest(&upd("AAA", r#"{"sym":"","t":9}"#)).unwrap();
         dirty.clear();
         inbox.take(&[], |slot| dirty.push(slot));

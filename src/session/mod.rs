@@ -208,9 +208,9 @@ impl Session {
                 // There are `max_symbols` slots, so one is free within the limit.
                 let slot = self.subs.free_slot();
                 debug_assert!((slot as usize) < self.inbox.slots());
-                let handle = self.hub.subscribe(sym, slot, &self.inbox);
+                self.hub.subscribe(sym, slot, &self.inbox);
                 self.metrics.subscriptions_active.inc();
-                self.subs.insert(Subscription::new(handle, rate));
+                self.subs.insert(Subscription::new(sym, slot, rate));
             }
             granted.push(sym);
         }
@@ -277,7 +277,7 @@ impl Session {
 
     fn drop_subscription(&mut self, sym: SymbolId) {
         if let Some(sub) = self.subs.remove(sym) {
-            self.hub.unsubscribe(&sub.handle);
+            self.hub.unsubscribe(sym, sub.slot, &self.inbox);
             self.metrics.subscriptions_active.dec();
             // The hub marks it no more: the slot is clean for its next symbol.
             let slot = sub.slot;

@@ -10,18 +10,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::hub::{Subscriber, SymbolId};
+use crate::hub::SymbolId;
 use crate::quote::Quote;
 
 /// One subscribed symbol of one session.
 pub(super) struct Subscription {
     pub sym: SymbolId,
-    /// Its inbox slot (the hub's handle has it too, on a line the hub shares).
+    /// Its inbox slot (the bit the hub sets when the symbol changes).
     pub slot: u32,
     /// The state this client last received (deltas are computed against it).
     pub sent: Option<Arc<Quote>>,
     /// The hub's side of the subscription (with its inbox slot).
-    pub handle: Arc<Subscriber>,
     pub last_sent_at: Option<Instant>,
     /// The granted `max_rate`, as the client is told.
     pub rate: f64,
@@ -30,12 +29,11 @@ pub(super) struct Subscription {
 }
 
 impl Subscription {
-    pub fn new(handle: Arc<Subscriber>, rate: f64) -> Self {
+    pub fn new(sym: SymbolId, slot: u32, rate: f64) -> Self {
         let mut sub = Subscription {
-            sym: handle.sym,
-            slot: handle.slot,
+            sym,
+            slot,
             sent: None,
-            handle,
             last_sent_at: None,
             rate,
             interval_us: 0,
@@ -141,13 +139,9 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::Inbox;
 
     fn sub(sym: SymbolId, slot: u32, rate: f64) -> Subscription {
-        Subscription::new(
-            Arc::new(Subscriber::new(sym, slot, Arc::new(Inbox::new(64)))),
-            rate,
-        )
+        Subscription::new(sym, slot, rate)
     }
 
     fn add(subs: &mut Subscriptions, sym: SymbolId, rate: f64) -> u32 {
