@@ -39,7 +39,7 @@ use crate::session::{Session, SessionConfig};
 /// then fits in the first page of actix's 8 KiB per-connection write buffer, which
 /// keeps the rest of that buffer untouched (not resident) on idle connections: a
 /// 20-symbol snapshot burst would otherwise cost every connection a page more.
-const FRAME_BYTES: usize = 3 * 1024;
+pub(crate) const FRAME_BYTES: usize = 3 * 1024;
 
 /// Subprotocols we speak, in no particular order (the client's order decides).
 const SUBPROTOCOLS: [&str; 2] = ["ticker.v1.json", "ticker.v1.msgpack"];
