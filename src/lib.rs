@@ -10,8 +10,9 @@
 //! - [`feeds`]: feed adapters (`sim`, `replay`) behind one trait, supervised with backoff.
 //! - [`hub`]: symbol interning, latest quote and `seq` per symbol, per-symbol fan-out.
 //! - [`session`]: the transport-independent session core and the ticker.v1 messages.
-//! - [`transport`]: WebSocket (JSON / MessagePack, on actix-http's codec with a
-//!   one-frame write slot), Server-Sent Events and long-polling.
+//! - [`transport`]: WebSocket (JSON / MessagePack, on actix-http's codec; each
+//!   session runs inside its connection's response body, writing through a
+//!   one-frame slot), Server-Sent Events and long-polling.
 //! - [`http`]: routes, the symbol/quote API, health, metrics.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully.
