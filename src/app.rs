@@ -146,11 +146,6 @@ impl Application {
             .tcp_nodelay(true)
             // Each connection's socket, so a slow consumer that never reads can be cut.
             .on_connect(crate::transport::ws::remember_socket)
-            // Actix asks a response body for more only while its write buffer holds
-            // less than this. A WebSocket session runs inside its body, so this
-            // makes each frame of a large batch leave before the next is encoded,
-            // and keeps the buffer (resident on every connection) at one page.
-            .h1_write_buffer_size(crate::transport::ws::FRAME_BYTES)
             .disable_signals()
             .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
             .listen(self.listener)?

@@ -259,6 +259,16 @@ async fn server_pings_and_a_silent_client_is_closed() {
     alive.until_type("pong").await;
 }
 
+/// A busy market (every symbol moving, 20,000 quotes/s) and a 300 ms write stall
+/// timeout.
+async fn busy_market() -> TestApp {
+    spawn_app(
+        "[session]\nwrite_stall_timeout = \"300ms\"\n\
+         [[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 20000.0\nhot_fraction = 1.0\nseed = 1\n",
+    )
+    .await
+}
+
 /// A client with a tiny receive buffer that subscribes to 500 symbols and then
 /// stops reading.
 async fn slow_client(app: &TestApp) -> Client {
@@ -284,12 +294,7 @@ async fn slow_client(app: &TestApp) -> Client {
 
 #[tokio::test]
 async fn slow_consumer_is_closed_with_4008_and_others_keep_flowing() {
-    // A busy market: every symbol moving, 20,000 quotes/s.
-    let app = spawn_app(
-        "[session]\nwrite_stall_timeout = \"300ms\"\n\
-         [[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 20000.0\nhot_fraction = 1.0\nseed = 1\n",
-    )
-    .await;
+    let app = busy_market().await;
     let mut w = Client::connect(&app.ws_url("")).await;
     w.subscribe(&["SPY"], 10.0).await;
     w.until_type("snapshot").await;
@@ -314,11 +319,7 @@ async fn slow_consumer_is_closed_with_4008_and_others_keep_flowing() {
 
 #[tokio::test]
 async fn a_slow_consumer_that_never_reads_again_is_reset() {
-    let app = spawn_app(
-        "[session]\nwrite_stall_timeout = \"300ms\"\n\
-         [[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 20000.0\nhot_fraction = 1.0\nseed = 1\n",
-    )
-    .await;
+    let app = busy_market().await;
     let mut slow = slow_client(&app).await;
 
     // It stops reading: 4008 is queued behind everything the server holds for it,

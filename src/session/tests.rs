@@ -52,6 +52,16 @@ fn sub(s: &mut Session, syms: &[&str], rate: f64, now: Instant) {
     );
 }
 
+fn unsub(s: &mut Session, syms: &[&str], now: Instant) {
+    s.handle_op(
+        ClientOp::Unsubscribe {
+            id: None,
+            symbols: syms.iter().map(|x| x.to_string()).collect(),
+        },
+        now,
+    );
+}
+
 #[test]
 fn welcome_then_subscribed_then_snapshot_then_deltas() {
     let (hub, mut s) = setup();
@@ -141,13 +151,7 @@ fn unsubscribe_silences_pending_state() {
     take(&mut s, t0);
     feed(&hub, json!({"sym":"AAA","t":2,"bp":"1.01"}));
     take(&mut s, t0 + Duration::from_millis(10)); // now throttled
-    s.handle_op(
-        ClientOp::Unsubscribe {
-            id: None,
-            symbols: vec!["AAA".into()],
-        },
-        t0,
-    );
+    unsub(&mut s, &["AAA"], t0);
     feed(&hub, json!({"sym":"AAA","t":3,"bp":"1.02"}));
     let msgs = take(&mut s, t0 + Duration::from_secs(5));
     assert_eq!(msgs, vec![json!({"type":"unsubscribed","symbols":["AAA"]})]);
@@ -205,13 +209,7 @@ fn a_slot_given_up_while_throttled_serves_the_next_symbol_cleanly() {
     // AAA changes within its throttle window: its mark stays set in the inbox.
     feed(&hub, json!({"sym":"AAA","t":2,"bp":"1.01"}));
     assert!(take(&mut s, t0 + Duration::from_millis(10)).is_empty());
-    s.handle_op(
-        ClientOp::Unsubscribe {
-            id: None,
-            symbols: vec!["AAA".into()],
-        },
-        t0,
-    );
+    unsub(&mut s, &["AAA"], t0);
     take(&mut s, t0);
     // CCC takes AAA's slot (the limit is 2 symbols): it hears only its own news.
     sub(&mut s, &["CCC"], 1.0, t0 + Duration::from_secs(2));

@@ -39,7 +39,7 @@ use crate::session::{Session, SessionConfig};
 /// then fits in the first page of actix's 8 KiB per-connection write buffer, which
 /// keeps the rest of that buffer untouched (not resident) on idle connections: a
 /// 20-symbol snapshot burst would otherwise cost every connection a page more.
-pub(crate) const FRAME_BYTES: usize = 3 * 1024;
+const FRAME_BYTES: usize = 3 * 1024;
 
 /// Subprotocols we speak, in no particular order (the client's order decides).
 const SUBPROTOCOLS: [&str; 2] = ["ticker.v1.json", "ticker.v1.msgpack"];
@@ -171,7 +171,6 @@ async fn run_connection(
     );
     let mut pong_due: Option<Bytes> = None;
     let mut ping_due = false;
-    let never = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
     // Encoded frames of a batch larger than FRAME_BYTES, written one per turn.
     let mut spill: VecDeque<Bytes> = VecDeque::new();
 
@@ -201,14 +200,17 @@ async fn run_connection(
             }
             if let Some(frame) = spill.pop_front() {
                 out.data(format, &frame);
+                if !spill.is_empty() {
+                    out.next_turn().await;
+                }
             }
             continue;
         }
-        let throttle_at = next_deadline.map_or(never, tokio::time::Instant::from_std);
-        let wake_at = if want_write {
-            heartbeat_at
-        } else {
-            heartbeat_at.min(throttle_at)
+        let wake_at = match next_deadline {
+            Some(throttle_at) if !want_write => {
+                heartbeat_at.min(tokio::time::Instant::from_std(throttle_at))
+            }
+            _ => heartbeat_at,
         };
         if timer.deadline() != wake_at {
             timer.as_mut().reset(wake_at);
@@ -284,11 +286,31 @@ async fn run_connection(
             out.close(Some((code, &text)));
         }
         End::SlowConsumer => {
-            // The client reads again (this loop runs): the close follows what
-            // was already queued. (The watchdog counted the slow consumer, and
-            // resets the socket if this never runs.)
+            // The socket took something again (this loop runs): the close follows
+            // what was already queued. (The watchdog counted the slow consumer,
+            // and resets the socket if this never runs.)
             counters.closed("4008");
             out.close(Some((4008, "slow consumer: writes stalled")));
+            // A trickle is not reading: a client that has not taken everything
+            // (the close included) within another write_stall_timeout, nor
+            // answered the close, is reset.
+            let deadline = tokio::time::sleep(cfg.write_stall_timeout);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    frame = stream.recv() => match frame {
+                        None | Some(Err(_)) | Some(Ok(ClientFrame::Close(_))) => break,
+                        Some(Ok(_)) => {}
+                    },
+                    _ = &mut deadline => {
+                        if out.unsent() > 0 {
+                            metrics.slow_consumer_resets.inc();
+                            out.abort();
+                        }
+                        break;
+                    }
+                }
+            }
         }
         End::ClientClosed(reason) => {
             let code: u16 = reason.as_ref().map_or(1000, |r| r.code.into());

@@ -56,9 +56,8 @@ struct Slot {
     abort: bool,
     /// The dispatcher dropped the body: the connection is gone.
     gone: bool,
-    /// The writer runs inside the body's poll, so it never needs to wake it.
-    inline: bool,
-    writer_waker: Option<Waker>,
+    /// The loop waits for the dispatcher's next turn ([`Outgoing::next_turn`]).
+    next_turn: bool,
 }
 
 /// What the slow-consumer watchdog needs of a connection.
@@ -265,15 +264,35 @@ impl Outgoing {
         self.shared.is_stalled()
     }
 
-    /// Resolves when the slot is empty again (or the connection is gone).
+    /// Resolves when the slot is empty again. It registers no waker: the loop
+    /// runs inside the body ([`OutgoingBody::drive`]), which runs it again right
+    /// after the dispatcher takes the frame.
     pub async fn writable(&self) {
-        poll_fn(|cx| {
-            let mut s = self.shared.slot.lock();
-            if s.buf.is_empty() || s.gone {
+        poll_fn(|_| {
+            if self.shared.slot.lock().buf.is_empty() {
                 Poll::Ready(())
             } else {
-                s.writer_waker = Some(cx.waker().clone());
                 Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Resolves in the dispatcher's next turn, after it has flushed what it took
+    /// in this one: frames written one per turn each start at the head of its
+    /// write buffer, which then stays one page on an idle connection.
+    pub async fn next_turn(&self) {
+        let mut asked = false;
+        poll_fn(|_| {
+            let mut s = self.shared.slot.lock();
+            if !asked {
+                asked = true;
+                s.next_turn = true;
+                Poll::Pending
+            } else if s.next_turn {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
             }
         })
         .await
@@ -309,36 +328,30 @@ impl Outgoing {
     }
 
     /// Drops the connection without flushing (see [`Shared::abort`]).
-    #[cfg(test)]
     pub fn abort(&self) {
         self.shared.abort();
     }
 
+    /// Bytes the kernel still holds for the client (not yet acknowledged); 0
+    /// without a socket.
+    pub fn unsent(&self) -> usize {
+        // The loop calling this runs inside the body, so the socket is open.
+        self.shared.socket.map_or(0, |s| s.unsent())
+    }
+
+    /// Writes need no wake-up: they come from the loop inside the body's poll,
+    /// or (a 1013 refusal) before the body is first polled.
     fn write(&self, encode: impl FnOnce(&mut BytesMut)) {
-        let wake = {
-            let mut s = self.shared.slot.lock();
-            if s.closed || s.gone {
-                return;
-            }
+        let mut s = self.shared.slot.lock();
+        if !(s.closed || s.gone) {
             encode(&mut s.buf);
-            !s.inline
-        };
-        if wake {
-            self.shared.wake_dispatcher();
         }
     }
 }
 
 impl Drop for Outgoing {
     fn drop(&mut self) {
-        let wake = {
-            let mut s = self.shared.slot.lock();
-            s.finished = true;
-            !s.inline
-        };
-        if wake {
-            self.shared.wake_dispatcher();
-        }
+        self.shared.slot.lock().finished = true;
     }
 }
 
@@ -347,7 +360,6 @@ impl OutgoingBody {
     /// body: each poll of the body runs it until it waits, and its wake-ups wake
     /// the dispatcher. A connection with a socket is watched for stalls.
     pub fn drive(&mut self, session: impl Future<Output = ()> + 'static) {
-        self.shared.slot.lock().inline = true;
         self.driver = Some(Box::pin(session));
         if self.shared.socket.is_some() && self.shared.stall.is_some() {
             watchdog::watch(&self.shared);
@@ -381,19 +393,11 @@ impl MessageBody for OutgoingBody {
                 if !s.buf.is_empty() {
                     // Taken whole (not split) so an idle connection keeps no buffer.
                     let frame = std::mem::take(&mut s.buf).freeze();
-                    // An inline writer runs at the next poll, which the dispatcher
-                    // makes as soon as its buffer has room: no wake-up needed. If
-                    // the socket takes nothing, that wait is what the watchdog times.
-                    let waker = if s.inline {
-                        this.shared.taken();
-                        None
-                    } else {
-                        s.writer_waker.take()
-                    };
                     drop(s);
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
+                    // The loop runs at the next poll, which the dispatcher makes as
+                    // soon as its buffer has room: no wake-up needed. If the socket
+                    // takes nothing, that wait is what the watchdog times.
+                    this.shared.taken();
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 if s.finished || s.closed {
@@ -401,6 +405,11 @@ impl MessageBody for OutgoingBody {
                 }
             }
             let Some(driver) = this.driver.as_mut().filter(|_| !ran) else {
+                let mut s = this.shared.slot.lock();
+                if std::mem::take(&mut s.next_turn) {
+                    // The dispatcher flushes, then polls again.
+                    cx.waker().wake_by_ref();
+                }
                 return Poll::Pending;
             };
             ran = true;
@@ -422,17 +431,10 @@ impl Drop for OutgoingBody {
         if let Some(g) = &self.open {
             g.dec();
         }
-        let waker = {
-            let mut s = self.shared.slot.lock();
-            s.gone = true;
-            s.writer_waker.take()
-        };
+        self.shared.slot.lock().gone = true;
         // The session loop (if still running) goes with the body: it leaves the
         // fan-out and counts the connection closed.
         self.driver = None;
-        if let Some(w) = waker {
-            w.wake();
-        }
     }
 }
 
@@ -442,6 +444,18 @@ impl Drop for OutgoingBody {
 pub struct ClientSocket(RawFd);
 
 impl ClientSocket {
+    fn unsent(&self) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: the descriptor is open (see `Outgoing::unsent`); the call only
+        // writes the int we pass.
+        let rc = unsafe { libc::ioctl(self.0, libc::TIOCOUTQ, &mut n) };
+        if rc == 0 {
+            n.max(0) as usize
+        } else {
+            0
+        }
+    }
+
     /// Resets the connection: `SO_LINGER` 0 makes the final close send RST and
     /// drop unsent data; `shutdown` wakes the dispatcher to notice.
     fn reset(&self) {
