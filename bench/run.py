@@ -15,6 +15,9 @@ writes bench/results/<scenario>[-quick]-<date>.{json,md}.
     python3 bench/run.py --scenario fanout-10k --steps 2000,4000
     python3 bench/run.py --scenario fanout-10k --quick --peers ws,socketio
 
+--repeat N runs each step N times, the servers interleaved, and adds a table of
+each server's median (Socket.IO's CPU per update varies by 2x between runs).
+
 --peers (fanout-10k, idle-19k) also runs each step against peer servers from
 bench/peers (Node `ws`, Socket.IO 4; install with `npm ci --prefix bench/peers`),
 one after the other, with the same feed, universe and loadgen split.
@@ -106,6 +109,9 @@ def parse_args() -> argparse.Namespace:
                    help="also run each step against these peer servers, comma-separated: "
                         "ws, socketio (fanout-10k and idle-19k only; needs node and "
                         "`npm ci --prefix bench/peers`)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run each step N times (servers interleaved: gateway, peers, gateway, "
+                        "...); the report adds the median of each server's runs")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     return p.parse_args()
@@ -280,6 +286,8 @@ def main() -> None:
     if args.steps:
         cfg["steps"] = [float(x) for x in args.steps.split(",") if x.strip()]
     peer_names = [x.strip() for x in args.peers.split(",") if x.strip()]
+    if args.repeat < 1:
+        sys.exit("error: --repeat must be at least 1")
     peer_versions = None
     if peer_names:
         if args.scenario not in ("fanout-10k", "idle-19k"):
@@ -297,7 +305,8 @@ def main() -> None:
             clients=f"{cfg['clients']:,}", max_rate=cfg["max_rate"],
             steps=", ".join(f"{s:,g}" for s in cfg["steps"])),
         "noise_note": NOISE_NOTE,
-        "settings": cfg | {"format": args.format, "distribution": args.distribution,
+        "settings": cfg | {"repeat": args.repeat, "format": args.format,
+                           "distribution": args.distribution,
                            "loadgen_workers": args.loadgen_workers,
                            "gateway_workers": args.gateway_workers,
                            "symbols_per_client": SYMBOLS_PER_CLIENT, "universe": UNIVERSE},
@@ -310,16 +319,22 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ticker-bench-"))
     try:
         for feed in cfg["steps"]:
-            for peer in [None, *peer_names]:
-                name = peerkit.PEERS[peer][0] if peer else peerkit.GATEWAY_LABEL
-                print(f"[{args.scenario}] {name}: feed {feed:g} q/s, {cfg['clients']} clients ...",
-                      file=sys.stderr)
-                step = run_step(cfg, args.scenario, feed, tmp, gw_bin, lg_bin, args, peer)
-                result["steps"].append(step)
-                print(f"  delivered {step['delivered_ups']:,.0f} upd/s, "
-                      f"{step['connects_per_sec']:,.0f} connects/s, server CPU "
-                      f"{step['server_cpu_pct']:.0f}%, p99 {step['latency_ms'].get('p99')} ms, "
-                      f"errors {step['error_count']}", file=sys.stderr)
+            for run in range(1, args.repeat + 1):
+                for peer in [None, *peer_names]:
+                    name = peerkit.PEERS[peer][0] if peer else peerkit.GATEWAY_LABEL
+                    of = f", run {run} of {args.repeat}" if args.repeat > 1 else ""
+                    print(f"[{args.scenario}] {name}: feed {feed:g} q/s, {cfg['clients']} "
+                          f"clients{of} ...", file=sys.stderr)
+                    step = run_step(cfg, args.scenario, feed, tmp, gw_bin, lg_bin, args, peer)
+                    step["run"] = run
+                    if args.repeat > 1:
+                        step["label"] += f" (run {run})"
+                    result["steps"].append(step)
+                    print(f"  delivered {step['delivered_ups']:,.0f} upd/s, "
+                          f"{step['connects_per_sec']:,.0f} connects/s, server CPU "
+                          f"{step['server_cpu_pct']:.0f}%, p99 "
+                          f"{step['latency_ms'].get('p99')} ms, errors {step['error_count']}",
+                          file=sys.stderr)
     except (RuntimeError, OSError) as e:
         sys.exit(f"error: {e}\n(temp dir kept: {tmp})")
     result["machine"]["loadavg_end"] = loadavg()

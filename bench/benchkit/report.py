@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 
@@ -25,9 +26,9 @@ def _with_peers(steps: list[dict]) -> bool:
 
 
 def _ratio(steps: list[dict], s: dict, key) -> str:
-    """s's figure ÷ the gateway's at the same feed rate (`key` picks the figure)."""
+    """s's figure ÷ the gateway's at the same feed rate and run (`key` picks the figure)."""
     gw = next((g for g in steps if g.get("server", "gateway") == "gateway"
-               and g["feed_qps"] == s["feed_qps"]), None)
+               and g["feed_qps"] == s["feed_qps"] and g.get("run", 1) == s.get("run", 1)), None)
     if gw is None:
         return "–"
     a, b = key(s), key(gw)
@@ -38,11 +39,16 @@ def _p99(s: dict):
     return s["latency_ms"]["p99"]
 
 
+def _repeated(steps: list[dict]) -> bool:
+    return any(s.get("run", 1) > 1 for s in steps)
+
+
 def fanout_table(steps: list[dict]) -> str:
     peers = _with_peers(steps)
+    runs = _repeated(steps)
     rows = []
     for s in steps:
-        lead = [s.get("server", "gateway")] if peers else []
+        lead = ([s.get("server", "gateway")] if peers else []) + ([str(s.get("run", 1))] if runs else [])
         ratios = [
             _ratio(steps, s, lambda x: x["server_cpu_s_per_m"]),
             _ratio(steps, s, _p99),
@@ -55,11 +61,62 @@ def fanout_table(steps: list[dict]) -> str:
             _f(s["latency_ms"]["p99"], 2), _f(s["latency_ms"]["p999"], 2),
             _f(s["server_rss_mib"], 1), _f(s["loadgen_cpu_pct"]),
         ] + ratios)
-    return _table((["server"] if peers else []) + [
+    return _table((["server"] if peers else []) + (["run"] if runs else []) + [
         "feed q/s", "clients", "offered upd/s", "delivered upd/s", "ratio",
         "server CPU %", "server CPU-s / M upd", "p50 ms", "p99 ms", "p99.9 ms",
         "server RSS MiB", "loadgen CPU %"] + ([
             "CPU-s / M ÷ gateway", "p99 ÷ gateway", "RSS ÷ gateway"] if peers else []), rows)
+
+
+def _median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _spread(values: list, digits: int) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    return f"{_f(min(values), digits)}–{_f(max(values), digits)}"
+
+
+def median_table(steps: list[dict], figures: list[tuple[str, object, int]], ratio_of: int) -> str:
+    """One row per server and feed rate: the median of its runs for each figure
+    (`figures`: header, key function, digits), the range of the first, and the
+    median of figure `ratio_of` divided by the gateway's median."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for s in steps:
+        groups.setdefault((s.get("server", "gateway"), s["feed_qps"]), []).append(s)
+    medians = {k: [_median([key(s) for s in g]) for _, key, _ in figures]
+               for k, g in groups.items()}
+    rows = []
+    for (server, feed), group in groups.items():
+        first = [figures[0][1](s) for s in group]
+        gw = medians.get(("gateway", feed))
+        mine = medians[(server, feed)][ratio_of]
+        ratio = _f(mine / gw[ratio_of], 2) if gw and mine is not None and gw[ratio_of] else "–"
+        rows.append([server, _f(feed), str(len(group))]
+                    + [_f(m, d) for m, (_, _, d) in zip(medians[(server, feed)], figures)]
+                    + [_spread(first, figures[0][2]), ratio])
+    return _table(["server", "feed q/s", "runs"] + [f"{h} (median)" for h, _, _ in figures]
+                  + [f"{figures[0][0]} (min–max)", f"{figures[ratio_of][0]} ÷ gateway (medians)"],
+                  rows)
+
+
+def fanout_medians(steps: list[dict]) -> str:
+    return median_table(steps, [
+        ("server CPU-s / M upd", lambda s: s["server_cpu_s_per_m"], 2),
+        ("delivered upd/s", lambda s: s["delivered_ups"], 0),
+        ("p99 ms", _p99, 2),
+        ("server RSS MiB", lambda s: s["server_rss_mib"], 1),
+    ], 0)
+
+
+def idle_medians(steps: list[dict]) -> str:
+    return median_table(steps, [
+        ("KiB / conn", lambda s: s["bytes_per_connection"] / 1024
+         if s["bytes_per_connection"] else None, 1),
+    ], 0)
 
 
 def knee_note(steps: list[dict]) -> str:
@@ -88,14 +145,16 @@ def _knee_note(steps: list[dict]) -> str:
 
 def idle_table(steps: list[dict]) -> str:
     peers = _with_peers(steps)
-    rows = [([s.get("server", "gateway")] if peers else []) + [
+    runs = _repeated(steps)
+    rows = [([s.get("server", "gateway")] if peers else []) + ([str(s.get("run", 1))] if runs else []) + [
         _f(s["connections"]), _f(s["clients_subscribed"]), _f(s["rss_before_mib"], 1),
         _f(s["rss_after_mib"], 1), _f(s["bytes_per_connection"]),
         _f(s["bytes_per_connection"] / 1024 if s["bytes_per_connection"] else None, 1),
         _f(s["server_cpu_pct"], 1), _f(s["connect_ms"]["p99"], 1), _f(s["error_count"]),
     ] + ([_ratio(steps, s, lambda x: x["bytes_per_connection"])] if peers else [])
         for s in steps]
-    return _table((["server"] if peers else []) + ["connections", "subscribed", "RSS before MiB", "RSS after MiB",
+    return _table((["server"] if peers else []) + (["run"] if runs else []) + [
+                   "connections", "subscribed", "RSS before MiB", "RSS after MiB",
                    "ΔRSS / conn (bytes)", "KiB / conn", "server CPU % (idle)",
                    "connect p99 ms", "errors"]
                   + (["ΔRSS / conn ÷ gateway"] if peers else []), rows)
@@ -132,6 +191,12 @@ TABLES = {
 }
 
 
+MEDIANS = {
+    "fanout-10k": fanout_medians,
+    "idle-19k": idle_medians,
+}
+
+
 def markdown(result: dict) -> str:
     m = result["machine"]
     kind = "quick (smoke)" if result["quick"] else "full"
@@ -146,7 +211,9 @@ def markdown(result: dict) -> str:
     ]
     if result.get("peer_versions"):
         v = result["peer_versions"]
-        lines += [f"Servers, one after the other per step: {', '.join(result['servers'])} "
+        runs = result["settings"].get("repeat", 1)
+        times = f", {runs} times over" if runs > 1 else ""
+        lines += [f"Servers, one after the other per step{times}: {', '.join(result['servers'])} "
                   f"(node {v.get('node')}, ws {v.get('ws')}, socket.io {v.get('socket.io')}; "
                   "room per symbol, same simulated feed rate and universe). "
                   "Ratio columns: the row's figure ÷ the gateway's at the same feed rate.", ""]
@@ -154,6 +221,10 @@ def markdown(result: dict) -> str:
         TABLES[result["scenario"]](result["steps"]),
         "",
     ]
+    medians = MEDIANS.get(result["scenario"])
+    if medians and _repeated(result["steps"]):
+        lines += ["Median of the runs per server (the ratio divides medians):", "",
+                  medians(result["steps"]), ""]
     if result["scenario"] == "fanout-10k":
         lines += [knee_note(result["steps"]), ""]
     for s in result["steps"]:
