@@ -74,10 +74,10 @@ export class SimFeed {
     };
   }
 
-  step(s) {
+  step(s, ti = nowUs()) {
     s.seq += 1;
     s.t = Date.now();
-    s.ti = nowUs();
+    s.ti = ti;
     const m = { type: "update", sym: s.u.sym, seq: s.seq, t: s.t };
     const r = Math.random();
     if (r < 0.55) {
@@ -126,10 +126,15 @@ export class SimFeed {
     let emitted = 0;
     this.timer = setInterval(() => {
       const due = Math.floor(((performance.now() - t0) / 1000) * this.qps) - emitted;
+      // One stamp per tick: the quotes of a tick arrive together, as they do at
+      // the gateway, which stamps them all on ingest before fanning any out.
+      // (Stamped one by one, a quote would not count the wait behind the fan-out
+      // of the tick's earlier quotes.)
+      const ti = nowUs();
       for (let i = 0; i < due; i++) {
         const s = this.state[this.next];
         this.next = (this.next + 1) % this.state.length;
-        this.onQuote(s.u.sym, this.step(s));
+        this.onQuote(s.u.sym, this.step(s, ti));
       }
       emitted += Math.max(0, due);
       this.received += Math.max(0, due);

@@ -3,7 +3,8 @@
 // broadcast loop over a set of clients), with one room (a Set of sockets) per
 // symbol. It speaks the subset of ticker.v1 the load generator uses: welcome,
 // subscribe → subscribed + one snapshot per symbol, then update messages carrying
-// `ti` (µs since the epoch, taken when the simulated quote is made).
+// `ti` (µs since the epoch, taken at the start of the feed tick that made the
+// quote).
 //
 //   node bench/peers/ws-server.mjs --port 8091 --qps 2000 --universe feeds/universe.tsv --symbols 500
 //
