@@ -80,10 +80,10 @@ def _spread(values: list, digits: int) -> str:
     return f"{_f(min(values), digits)}–{_f(max(values), digits)}"
 
 
-def median_table(steps: list[dict], figures: list[tuple[str, object, int]], ratio_of: int) -> str:
+def median_table(steps: list[dict], figures: list[tuple[str, object, int]]) -> str:
     """One row per server and feed rate: the median of its runs for each figure
-    (`figures`: header, key function, digits), the range of the first, and the
-    median of figure `ratio_of` divided by the gateway's median."""
+    (`figures`: header, key function, digits), then the range of the first figure
+    and its median divided by the gateway's."""
     groups: dict[tuple[str, float], list[dict]] = {}
     for s in steps:
         groups.setdefault((s.get("server", "gateway"), s["feed_qps"]), []).append(s)
@@ -91,16 +91,14 @@ def median_table(steps: list[dict], figures: list[tuple[str, object, int]], rati
                for k, g in groups.items()}
     rows = []
     for (server, feed), group in groups.items():
-        first = [figures[0][1](s) for s in group]
-        gw = medians.get(("gateway", feed))
-        mine = medians[(server, feed)][ratio_of]
-        ratio = _f(mine / gw[ratio_of], 2) if gw and mine is not None and gw[ratio_of] else "–"
+        mine, gw = medians[(server, feed)][0], medians.get(("gateway", feed), [None])[0]
+        ratio = _f(mine / gw, 2) if mine is not None and gw else "–"
         rows.append([server, _f(feed), str(len(group))]
                     + [_f(m, d) for m, (_, _, d) in zip(medians[(server, feed)], figures)]
-                    + [_spread(first, figures[0][2]), ratio])
+                    + [_spread([figures[0][1](s) for s in group], figures[0][2]), ratio])
+    first = figures[0][0]
     return _table(["server", "feed q/s", "runs"] + [f"{h} (median)" for h, _, _ in figures]
-                  + [f"{figures[0][0]} (min–max)", f"{figures[ratio_of][0]} ÷ gateway (medians)"],
-                  rows)
+                  + [f"{first} (min–max)", f"{first} ÷ gateway (medians)"], rows)
 
 
 def fanout_medians(steps: list[dict]) -> str:
@@ -109,14 +107,14 @@ def fanout_medians(steps: list[dict]) -> str:
         ("delivered upd/s", lambda s: s["delivered_ups"], 0),
         ("p99 ms", _p99, 2),
         ("server RSS MiB", lambda s: s["server_rss_mib"], 1),
-    ], 0)
+    ])
 
 
 def idle_medians(steps: list[dict]) -> str:
     return median_table(steps, [
         ("KiB / conn", lambda s: s["bytes_per_connection"] / 1024
          if s["bytes_per_connection"] else None, 1),
-    ], 0)
+    ])
 
 
 def knee_note(steps: list[dict]) -> str:
