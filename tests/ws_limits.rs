@@ -1,7 +1,8 @@
 //! Bad input, limits and liveness over WebSocket: every bad frame gets its
 //! documented error or close code, and another client on the same server keeps
 //! receiving quotes throughout. Slow consumers (4008), heartbeat and client timeout,
-//! message floods (4029), oversized frames (1009), the connection limit (1013).
+//! message floods (4029), oversized frames refused from their header (1009), text
+//! that is not UTF-8 (1007), the connection limit (1013).
 
 mod common;
 
@@ -166,6 +167,48 @@ async fn oversized_frame_closes_with_1009() {
     w.still_served(&app).await;
 }
 
+/// A masked client frame written as raw bytes: `first` is the FIN/opcode byte,
+/// the header declares `declared` payload bytes, of which `payload` follows.
+fn raw_frame(first: u8, declared: u64, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![first, 0x80 | 127];
+    f.extend_from_slice(&declared.to_be_bytes());
+    // A zero masking key leaves the payload as it is.
+    f.extend_from_slice(&[0; 4]);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test]
+async fn a_frame_declared_too_large_is_refused_from_its_header() {
+    let app = quiet_app().await;
+    let mut w = Witness::new(&app, "MSFT").await;
+    let mut c = Client::connect(&app.ws_url("")).await;
+    c.until_type("welcome").await;
+    // A text frame declaring 100 MiB, then 16 KiB of it: the close comes now,
+    // not after the server has read (and buffered) the rest.
+    c.send_bytes(&raw_frame(0x81, 100 << 20, &[b' '; 16 * 1024]))
+        .await;
+    assert_eq!(c.until_closed().await, Some(1009));
+    assert!(
+        app.metric("ticker_connections_closed_total", &[("code", "1009")])
+            .await
+            >= 1.0
+    );
+    w.still_served(&app).await;
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    let app = quiet_app().await;
+    let mut w = Witness::new(&app, "MSFT").await;
+    let mut c = Client::connect(&app.ws_url("")).await;
+    c.until_type("welcome").await;
+    let bad = b"{\"op\":\"ping\",\"id\":\"\xff\"}";
+    c.send_bytes(&raw_frame(0x81, bad.len() as u64, bad)).await;
+    assert_eq!(c.until_closed().await, Some(1007));
+    w.still_served(&app).await;
+}
+
 #[tokio::test]
 async fn message_flood_is_refused_then_closed_with_4029() {
     let app = quiet_app().await;
@@ -237,7 +280,7 @@ async fn server_pings_and_a_silent_client_is_closed() {
     let silent_closed = async {
         app.wait_metric(
             "ticker_connections_closed_total",
-            &[("code", "1000")],
+            &[("code", "4000")],
             |v| v >= 1.0,
         )
         .await;
@@ -254,7 +297,7 @@ async fn server_pings_and_a_silent_client_is_closed() {
             }
         }
     };
-    assert_eq!(code, Some(1000));
+    assert_eq!(code, Some(4000));
     alive.send(json!({"op":"ping","id":1})).await;
     alive.until_type("pong").await;
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use prometheus::{Histogram, IntCounter};
 
+use super::close::Ended;
 use crate::metrics::Metrics;
 use crate::session::protocol::{Format, QuoteKind, ServerMsg};
 
@@ -76,14 +77,13 @@ impl FrameCounters {
         }
     }
 
-    /// Counts how a session ended: a close code, or a word such as `none`
-    /// (the peer vanished) or `expired`.
-    pub fn closed(&mut self, code: &str) {
+    /// Counts how a session ended (once; later calls are ignored).
+    pub fn closed(&mut self, end: impl Into<Ended>) {
         if !self.closed {
             self.closed = true;
             self.metrics
                 .connections_closed
-                .with_label_values(&[self.transport, code])
+                .with_label_values(&[self.transport, &end.into().label()])
                 .inc();
         }
     }
@@ -91,7 +91,7 @@ impl FrameCounters {
 
 impl Drop for FrameCounters {
     fn drop(&mut self) {
-        self.closed("none");
+        self.closed(Ended::Gone);
         self.metrics
             .sessions_active
             .with_label_values(&[self.transport])

@@ -3,6 +3,7 @@
 //! WebSocket (`ws`), Server-Sent Events (`sse`) and long-polling (`poll`).
 
 mod clock;
+pub mod close;
 mod counters;
 pub mod poll;
 mod ratelimit;
@@ -10,5 +11,6 @@ pub mod sse;
 pub mod ws;
 
 pub use clock::WriteClock;
+pub use close::{CloseCode, Ended};
 pub use counters::FrameCounters;
 pub use ratelimit::{Admission, TokenBucket};

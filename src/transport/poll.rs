@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::sse::acquire_slot;
-use super::{Admission, FrameCounters, TokenBucket};
+use super::{Admission, CloseCode, Ended, FrameCounters, TokenBucket};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::hub::Inbox;
@@ -81,7 +81,7 @@ impl PollRegistry {
         ))
     }
 
-    fn end(&self, id: &str, reason: &str) {
+    fn end(&self, id: &str, reason: Ended) {
         if let Some(e) = self.live.lock().remove(id) {
             e.counters.lock().closed(reason);
             self.ended.lock().insert(id.to_owned(), Instant::now());
@@ -102,7 +102,7 @@ impl PollRegistry {
             .map(|(id, _)| id.clone())
             .collect();
         for id in idle {
-            self.end(&id, "expired");
+            self.end(&id, Ended::Expired);
         }
         self.ended
             .lock()
@@ -113,7 +113,7 @@ impl PollRegistry {
     pub fn end_all(&self) {
         let ids: Vec<String> = self.live.lock().keys().cloned().collect();
         for id in ids {
-            self.end(&id, "1001");
+            self.end(&id, CloseCode::GoingAway.into());
         }
     }
 }
@@ -323,6 +323,6 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.polls.get(&path)?;
-    state.polls.end(&path, "1000");
+    state.polls.end(&path, CloseCode::Normal.into());
     Ok(HttpResponse::Ok().json(json!({"session": path.as_str(), "closed": true})))
 }

@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::{FrameCounters, WriteClock};
+use super::{CloseCode, Ended, FrameCounters, WriteClock};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::session::encode::write_json_message;
@@ -164,17 +164,17 @@ async fn run_stream(
     let mut keepalive_due = false;
     let mut clock = WriteClock::new(cfg.session.write_stall_timeout);
 
-    let end = loop {
+    let end: Ended = loop {
         let now = Instant::now();
         let (ready, next_deadline) = session.readiness(now);
         let want = keepalive_due || ready;
         let (throttle_at, stall_at) = clock.turn(want, now, next_deadline);
         tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => break "1001",
-            _ = tx.closed() => break "none",
+            _ = shutdown.wait_for(|s| *s) => break CloseCode::GoingAway.into(),
+            _ = tx.closed() => break Ended::Gone,
             permit = tx.reserve(), if want => {
-                let Ok(permit) = permit else { break "none" };
+                let Ok(permit) = permit else { break Ended::Gone };
                 let msgs = session.take_ready(Instant::now());
                 let mut buf = BytesMut::new();
                 encode_events(&msgs, &mut buf);
@@ -194,7 +194,7 @@ async fn run_stream(
             _ = tokio::time::sleep_until(throttle_at), if !want && throttle_at < clock.never() => {}
             _ = tokio::time::sleep_until(stall_at), if want => {
                 state.metrics.slow_consumer_closes.inc();
-                break "4008";
+                break CloseCode::SlowConsumer.into();
             }
             _ = keepalive.tick() => keepalive_due = true,
         }

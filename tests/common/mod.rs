@@ -425,6 +425,12 @@ impl Client {
         self.ws.send(msg).await.unwrap();
     }
 
+    /// Writes raw bytes to the socket (hand-made frames).
+    pub async fn send_bytes(&mut self, raw: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.ws.get_mut().write_all(raw).await.unwrap();
+    }
+
     /// The next event, checking the guarantees on every message.
     pub async fn next_event(&mut self) -> Event {
         loop {

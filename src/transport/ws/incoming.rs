@@ -18,6 +18,8 @@ use actix_web::HttpRequest;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
+use crate::transport::CloseCode;
+
 /// One complete client message or control frame.
 #[derive(Debug, PartialEq)]
 pub enum ClientFrame {
@@ -31,10 +33,40 @@ pub enum ClientFrame {
 /// Why reading stopped with an error.
 #[derive(Debug, PartialEq)]
 pub enum ReadError {
-    /// A frame, or a message joined from continuations, over the limit (1009).
+    /// A frame, or a message joined from continuations, over the limit (1009),
+    /// decided from the frame header before its payload is read.
     TooLarge,
+    /// A text message that is not valid UTF-8 (1007).
+    InvalidUtf8,
     /// Anything else the codec refuses (1002).
     Protocol(String),
+}
+
+impl ReadError {
+    /// The close code this error ends the connection with.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            ReadError::TooLarge => CloseCode::TooLarge,
+            ReadError::InvalidUtf8 => CloseCode::InvalidUtf8,
+            ReadError::Protocol(_) => CloseCode::ProtocolError,
+        }
+    }
+}
+
+/// RFC 6455 section 5.5: control frames carry at most 125 bytes.
+const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// The opcode and declared payload length of the frame at the start of `buf`,
+/// once its header's length bytes have arrived (`None` before).
+fn frame_header(buf: &[u8]) -> Option<(u8, u64)> {
+    let (&first, &second) = (buf.first()?, buf.get(1)?);
+    let opcode = first & 0x0F;
+    let len = match second & 0x7F {
+        126 => u64::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+        127 => u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?),
+        n => u64::from(n),
+    };
+    Some((opcode, len))
 }
 
 /// Validates the upgrade request; returns the response builder (101 with the
@@ -85,8 +117,35 @@ impl Incoming {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    /// Refuses the frame at the head of the buffer from its header alone: a data
+    /// frame, or a continuation with what was joined so far, over the limit
+    /// (1009), or a control frame over 125 bytes (1002), before its payload is
+    /// read. The codec would buffer the whole frame before looking at its size.
+    fn check_header(&self) -> Result<(), ReadError> {
+        let Some((opcode, len)) = frame_header(&self.buf) else {
+            return Ok(());
+        };
+        let joined = match opcode {
+            0x0 => self.partial.as_ref().map_or(0, |(_, b)| b.len() as u64),
+            0x8..=0xF if len > MAX_CONTROL_PAYLOAD => {
+                return Err(ReadError::Protocol(format!(
+                    "control frame of {len} bytes (at most {MAX_CONTROL_PAYLOAD})"
+                )))
+            }
+            0x8..=0xF => return Ok(()),
+            _ => 0,
+        };
+        if joined.saturating_add(len) > self.max_size as u64 {
+            return Err(ReadError::TooLarge);
+        }
+        Ok(())
+    }
+
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ClientFrame, ReadError>>> {
         loop {
+            if let Err(e) = self.check_header() {
+                return Poll::Ready(Some(Err(e)));
+            }
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(frame)) => match self.assemble(frame) {
                     Some(done) => return Poll::Ready(Some(done)),
@@ -112,7 +171,7 @@ impl Incoming {
     /// A whole frame as is; continuation pieces joined (`None` until the last).
     fn assemble(&mut self, frame: Frame) -> Option<Result<ClientFrame, ReadError>> {
         let piece = match frame {
-            Frame::Text(b) => return Some(Ok(ClientFrame::Text(b))),
+            Frame::Text(b) => return Some(text(b)),
             Frame::Binary(b) => return Some(Ok(ClientFrame::Binary(b))),
             Frame::Ping(b) => return Some(Ok(ClientFrame::Ping(b))),
             Frame::Pong(_) => return Some(Ok(ClientFrame::Pong)),
@@ -143,11 +202,19 @@ impl Incoming {
         let text = *text;
         let (_, joined) = self.partial.take()?;
         let message = joined.freeze();
-        Some(Ok(if text {
-            ClientFrame::Text(message)
+        Some(if text {
+            self::text(message)
         } else {
-            ClientFrame::Binary(message)
-        }))
+            Ok(ClientFrame::Binary(message))
+        })
+    }
+}
+
+/// A whole text message, if it is UTF-8 (RFC 6455 section 8.1).
+fn text(message: Bytes) -> Result<ClientFrame, ReadError> {
+    match std::str::from_utf8(&message) {
+        Ok(_) => Ok(ClientFrame::Text(message)),
+        Err(_) => Err(ReadError::InvalidUtf8),
     }
 }
 
@@ -227,5 +294,74 @@ mod tests {
             incoming(vec![unmasked], 64).recv().await,
             Some(Err(ReadError::Protocol(_)))
         ));
+    }
+
+    /// A masked frame header declaring `len` bytes, and no payload.
+    fn header_only(first: u8, len: u64) -> Bytes {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(&[first, 0x80 | 127]);
+        b.extend_from_slice(&len.to_be_bytes());
+        b.extend_from_slice(&[1, 2, 3, 4]);
+        b.freeze()
+    }
+
+    #[actix_web::test]
+    async fn a_frame_is_refused_from_its_header_before_its_payload() {
+        // 100 MiB declared, not one payload byte sent: refused at once (the
+        // stream would otherwise wait for the payload, then buffer it).
+        let declared = header_only(0x81, 100 << 20);
+        // Fed a byte at a time: refused as soon as the length bytes are in.
+        let chunks = (0..declared.len())
+            .map(|i| declared.slice(i..i + 1))
+            .collect();
+        assert_eq!(
+            incoming(chunks, 64).recv().await,
+            Some(Err(ReadError::TooLarge))
+        );
+        // A continuation whose header takes the joined message over the limit.
+        let mut first = BytesMut::from(&client_frame(OpCode::Binary, false, &[b'x'; 40])[..]);
+        first.extend_from_slice(&header_only(0x80, 25));
+        assert_eq!(
+            incoming(vec![first.freeze()], 64).recv().await,
+            Some(Err(ReadError::TooLarge))
+        );
+        // A control frame declaring more than 125 bytes is a protocol error.
+        assert!(matches!(
+            incoming(vec![header_only(0x89, 126)], 1 << 20).recv().await,
+            Some(Err(ReadError::Protocol(_)))
+        ));
+    }
+
+    #[actix_web::test]
+    async fn text_must_be_utf8_even_when_split_inside_a_character() {
+        let bad = client_frame(OpCode::Text, true, b"{\"op\":\"\xff\"}");
+        assert_eq!(
+            incoming(vec![bad], 64).recv().await,
+            Some(Err(ReadError::InvalidUtf8))
+        );
+        // "é" split between two continuation frames joins to valid UTF-8.
+        let e = "é".as_bytes();
+        let parts = vec![
+            client_frame(OpCode::Text, false, &e[..1]),
+            client_frame(OpCode::Continue, true, &e[1..]),
+        ];
+        assert_eq!(
+            incoming(parts, 64).recv().await,
+            Some(Ok(ClientFrame::Text(Bytes::from_static("é".as_bytes()))))
+        );
+        let parts = vec![
+            client_frame(OpCode::Text, false, &e[..1]),
+            client_frame(OpCode::Continue, true, b"x"),
+        ];
+        assert_eq!(
+            incoming(parts, 64).recv().await,
+            Some(Err(ReadError::InvalidUtf8))
+        );
+        // Binary frames carry any bytes.
+        let bin = client_frame(OpCode::Binary, true, b"\xff");
+        assert_eq!(
+            incoming(vec![bin], 64).recv().await,
+            Some(Ok(ClientFrame::Binary(Bytes::from_static(b"\xff"))))
+        );
     }
 }

@@ -27,7 +27,7 @@ use incoming::{ClientFrame, Incoming, ReadError};
 pub use outgoing::remember_socket;
 use outgoing::{ClientSocket, Outgoing};
 
-use super::{Admission, FrameCounters, TokenBucket};
+use super::{Admission, CloseCode, Ended, FrameCounters, TokenBucket};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::metrics::Metrics;
@@ -96,8 +96,11 @@ pub async fn ws_endpoint(
                 .connections_rejected
                 .with_label_values(&["server_full"])
                 .inc();
-            count_close(&state.metrics, Some(1013));
-            out.close(Some((1013, "server full, try again later")));
+            count_close(&state.metrics, CloseCode::ServerFull.into());
+            out.close(Some((
+                CloseCode::ServerFull.code(),
+                "server full, try again later",
+            )));
         }
     }
     Ok(response
@@ -108,18 +111,17 @@ pub async fn ws_endpoint(
         .into())
 }
 
-fn count_close(metrics: &Metrics, code: Option<u16>) {
-    let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+fn count_close(metrics: &Metrics, end: Ended) {
     metrics
         .connections_closed
-        .with_label_values(&["ws", &code])
+        .with_label_values(&["ws", &end.label()])
         .inc();
 }
 
 /// How a connection loop ended.
 enum End {
     /// We close with this code and reason.
-    Close(u16, String),
+    Close(CloseCode, String),
     /// The client closed; echo its code.
     ClientClosed(Option<CloseReason>),
     /// The socket accepted nothing for `write_stall_timeout`.
@@ -219,28 +221,32 @@ async fn run_connection(
         tokio::select! {
             biased;
             _ = &mut shutting_down => {
-                break End::Close(1001, "server shutting down".into());
+                break End::Close(CloseCode::GoingAway, "server shutting down".into());
             }
             frame = stream.recv() => {
                 let now = Instant::now();
                 match frame {
                     None => break End::Gone,
-                    Some(Err(ReadError::TooLarge)) => {
-                        break End::Close(1009, format!("frame larger than {} bytes", cfg.max_frame_bytes));
+                    Some(Err(e)) => {
+                        let text = match &e {
+                            ReadError::TooLarge => format!("frame larger than {} bytes", cfg.max_frame_bytes),
+                            ReadError::InvalidUtf8 => "text frame is not valid UTF-8".to_owned(),
+                            ReadError::Protocol(e) => format!("protocol error: {e}"),
+                        };
+                        break End::Close(e.close_code(), text);
                     }
-                    Some(Err(ReadError::Protocol(e))) => break End::Close(1002, format!("protocol error: {e}")),
                     Some(Ok(msg)) => {
                         last_heard = now;
                         match msg {
                             ClientFrame::Text(text) => match bucket.admit(now) {
                                 Admission::Allowed => session.handle_frame(&text, false, now),
                                 Admission::Refused => refuse(&mut session, cfg),
-                                Admission::Exceeded => break End::Close(4029, "too many messages per second".into()),
+                                Admission::Exceeded => break End::Close(CloseCode::TooManyMessages, "too many messages per second".into()),
                             },
                             ClientFrame::Binary(bin) => match bucket.admit(now) {
                                 Admission::Allowed => session.handle_frame(&bin, true, now),
                                 Admission::Refused => refuse(&mut session, cfg),
-                                Admission::Exceeded => break End::Close(4029, "too many messages per second".into()),
+                                Admission::Exceeded => break End::Close(CloseCode::TooManyMessages, "too many messages per second".into()),
                             },
                             ClientFrame::Ping(p) => pong_due = Some(p),
                             ClientFrame::Pong => {}
@@ -255,7 +261,7 @@ async fn run_connection(
                 let now = tokio::time::Instant::now();
                 if now >= heartbeat_at {
                     if last_heard.elapsed() >= cfg.client_timeout {
-                        break End::Close(1000, format!(
+                        break End::Close(CloseCode::ClientTimeout, format!(
                             "client timeout: nothing received for {:?}", cfg.client_timeout
                         ));
                     }
@@ -282,15 +288,18 @@ async fn run_connection(
     drop(session);
     match end {
         End::Close(code, text) => {
-            counters.closed(&code.to_string());
-            out.close(Some((code, &text)));
+            counters.closed(code);
+            out.close(Some((code.code(), &text)));
         }
         End::SlowConsumer => {
             // The socket took something again (this loop runs): the close follows
             // what was already queued. (The watchdog counted the slow consumer,
             // and resets the socket if this never runs.)
-            counters.closed("4008");
-            out.close(Some((4008, "slow consumer: writes stalled")));
+            counters.closed(CloseCode::SlowConsumer);
+            out.close(Some((
+                CloseCode::SlowConsumer.code(),
+                "slow consumer: writes stalled",
+            )));
             // A trickle is not reading: a client that has not taken everything
             // (the close included) within another write_stall_timeout, nor
             // answered the close, is reset.
@@ -313,15 +322,17 @@ async fn run_connection(
             }
         }
         End::ClientClosed(reason) => {
-            let code: u16 = reason.as_ref().map_or(1000, |r| r.code.into());
-            counters.closed(&code.to_string());
+            let code: u16 = reason
+                .as_ref()
+                .map_or(CloseCode::Normal.code(), |r| r.code.into());
+            counters.closed(Ended::ByClient(code));
             out.close(
                 reason
                     .as_ref()
                     .map(|r| (code, r.description.as_deref().unwrap_or(""))),
             );
         }
-        End::Gone => counters.closed("none"),
+        End::Gone => counters.closed(Ended::Gone),
     }
 }
 
@@ -348,7 +359,7 @@ impl std::ops::DerefMut for WsCounters<'_> {
 impl Drop for WsCounters<'_> {
     fn drop(&mut self) {
         if self.out.is_stalled() {
-            self.inner.closed("4008");
+            self.inner.closed(CloseCode::SlowConsumer);
         }
     }
 }
