@@ -11,26 +11,23 @@ use actix_web::{web, App, HttpServer};
 use tokio::sync::{watch, Semaphore};
 
 use crate::feeds::{supervise, FeedContext, FeedStatus};
-use crate::http::{routes, ApiError};
+use crate::http::{self, ApiContext, ApiError};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::transport::poll::PollRegistry;
+use crate::transport::{self, TransportContext};
 use crate::universe;
 
-/// Everything the handlers share.
+/// The running gateway's parts: what the feeds, the transports and the HTTP API
+/// each get.
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub feeds: Vec<Arc<FeedStatus>>,
-    /// One permit per WebSocket connection (`server.max_connections`).
-    pub connections: Arc<Semaphore>,
-    /// Flips to `true` on shutdown.
-    pub shutdown: watch::Receiver<bool>,
-    pub started: Instant,
-    /// Long-polling sessions.
-    pub polls: PollRegistry,
+    pub transport: Arc<TransportContext>,
+    pub api: Arc<ApiContext>,
 }
 
 /// A built, not yet running gateway.
@@ -53,7 +50,7 @@ impl Application {
     pub fn build_on(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
         let universe = universe::load(&settings.universe.file)?;
         let hub = Arc::new(Hub::new(universe));
-        let feeds = settings
+        let feeds: Vec<_> = settings
             .feeds
             .iter()
             .map(|f| Arc::new(FeedStatus::new(f)))
@@ -63,15 +60,28 @@ impl Application {
         metrics
             .connections_max
             .set(settings.server.max_connections as i64);
-        let state = Arc::new(AppState {
+        let settings = Arc::new(settings);
+        let transport = Arc::new(TransportContext {
             connections: Arc::new(Semaphore::new(settings.server.max_connections)),
-            settings: Arc::new(settings),
+            settings: settings.clone(),
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            shutdown,
+            polls: PollRegistry::default(),
+        });
+        let api = Arc::new(ApiContext {
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            feeds: feeds.clone(),
+            started: Instant::now(),
+        });
+        let state = Arc::new(AppState {
+            settings,
             hub,
             metrics,
             feeds,
-            shutdown,
-            started: Instant::now(),
-            polls: PollRegistry::default(),
+            transport,
+            api,
         });
         Ok(Application {
             listener,
@@ -105,7 +115,7 @@ impl Application {
                 hub: state.hub.clone(),
                 status: status.clone(),
                 metrics: state.metrics.clone(),
-                shutdown: state.shutdown.clone(),
+                shutdown: state.transport.shutdown.clone(),
             };
             feed_tasks.push(tokio::spawn(supervise(cfg.clone(), ctx)));
         }
@@ -119,12 +129,13 @@ impl Application {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
-                    state.polls.reap(timeout);
+                    state.transport.polls.reap(timeout);
                 }
             })
         };
 
-        let data = web::Data::from(state.clone());
+        let transport_data = web::Data::from(state.transport.clone());
+        let api_data = web::Data::from(state.api.clone());
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -132,14 +143,16 @@ impl Application {
         let server =
             HttpServer::new(move || {
                 App::new()
-                    .app_data(data.clone())
+                    .app_data(transport_data.clone())
+                    .app_data(api_data.clone())
                     .app_data(web::QueryConfig::default().error_handler(|e, _| {
                         ApiError::bad_request(format!("bad query string: {e}")).into()
                     }))
                     .app_data(web::PathConfig::default().error_handler(|e, _| {
                         ApiError::bad_request(format!("bad path: {e}")).into()
                     }))
-                    .configure(routes)
+                    .configure(transport::routes)
+                    .configure(http::routes)
             })
             .workers(workers)
             // Quotes are small and latency matters: no Nagle delay on client sockets.
@@ -158,11 +171,11 @@ impl Application {
         tracing::info!("shutting down: closing connections with 1001, stopping feeds");
         let _ = self.shutdown_tx.send(true);
         reaper.abort();
-        state.polls.end_all();
+        state.transport.polls.end_all();
         // Give sessions a moment to send their 1001 before the server stops.
         let max = settings.server.max_connections;
         let drained = tokio::time::timeout(settings.server.shutdown_timeout, async {
-            let _all = state.connections.acquire_many(max as u32).await;
+            let _all = state.transport.connections.acquire_many(max as u32).await;
         })
         .await
         .is_ok();

@@ -12,10 +12,14 @@
 //! - [`session`]: the transport-independent session core and the ticker.v1 messages.
 //! - [`transport`]: WebSocket (JSON / MessagePack, on actix-http's codec; each
 //!   session runs inside its connection's response body, writing through a
-//!   one-frame slot), Server-Sent Events and long-polling.
-//! - [`http`]: routes, the symbol/quote API, health, metrics.
+//!   one-frame slot), Server-Sent Events and long-polling, on a narrow
+//!   [`transport::TransportContext`]; close codes in [`transport::close`].
+//! - [`http`]: the JSON error type, the symbol/quote API, health, metrics.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully.
+//!
+//! Dependencies point one way: `app` → `transport` → `http` → `feeds`, `hub`,
+//! `session`, `metrics` … (no module imports one that imports it).
 
 pub mod app;
 pub mod feeds;

@@ -10,8 +10,6 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::feeds::{FeedState, FeedStatus};
-
 /// Transports that report metrics.
 pub const TRANSPORTS: [&str; 3] = ["ws", "sse", "poll"];
 
@@ -103,16 +101,6 @@ fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogr
 
 const COUNT_BUCKETS: [f64; 11] = [
     0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
-];
-
-/// Every feed state, for the one-hot `ticker_feed_state` gauge.
-pub const FEED_STATES: [FeedState; 6] = [
-    FeedState::Starting,
-    FeedState::Running,
-    FeedState::Reconnecting,
-    FeedState::Finished,
-    FeedState::Failed,
-    FeedState::Stopped,
 ];
 
 impl Metrics {
@@ -213,24 +201,6 @@ impl Metrics {
         self.feed_quotes_received.with_label_values(&[feed]);
         for reason in ["malformed", "unknown_symbol"] {
             self.feed_quotes_rejected.with_label_values(&[feed, reason]);
-        }
-    }
-
-    /// Refreshes the gauges that are read off live state (feed states and ages).
-    pub fn refresh_feeds(&self, feeds: &[std::sync::Arc<FeedStatus>], uptime_secs: f64) {
-        for f in feeds {
-            let report = f.report();
-            for s in FEED_STATES {
-                self.feed_state
-                    .with_label_values(&[&f.name, s.as_str()])
-                    .set(i64::from(report.state == s));
-            }
-            let age = report
-                .last_quote_age_ms
-                .map_or(uptime_secs, |ms| ms as f64 / 1000.0);
-            self.feed_last_quote_age
-                .with_label_values(&[&f.name])
-                .set(age);
         }
     }
 

@@ -469,3 +469,40 @@ async fn a_long_poll_answers_as_soon_as_a_change_arrives() {
         "the poll sat out its wait"
     );
 }
+
+#[tokio::test]
+async fn poll_op_flood_is_refused_then_ends_the_session() {
+    let app = quiet_app_with("[session]\nclient_msgs_per_sec = 0.1\nclient_msgs_burst = 2\n").await;
+    let mut c = Poll::create(&app, json!({"symbols":["AAPL"]})).await;
+    for i in 0..2 {
+        let r = c.op(json!({"op":"ping","id":i})).await;
+        assert_eq!(r[0]["type"], "pong", "{r:?}");
+    }
+    // Over the rate: refused, with the same error as on a WebSocket.
+    for i in 2..4 {
+        let r = c.op(json!({"op":"ping","id":i})).await;
+        assert_eq!(r[0]["code"], "rate_limited", "{r:?}");
+        assert!(r[0]["message"].as_str().unwrap().contains("4029"), "{r:?}");
+    }
+    // Flooding on: 429, and the session is gone (410 afterwards).
+    let url = app.url(&format!("/poll/{}", c.session));
+    let r = app
+        .http
+        .post(&url)
+        .json(&json!({"op":"ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "rate_limited", "{v}");
+    assert_eq!(c.get("0").await.0, 410);
+    assert_eq!(
+        app.metric(
+            "ticker_connections_closed_total",
+            &[("transport", "poll"), ("code", "4029")]
+        )
+        .await,
+        1.0
+    );
+}

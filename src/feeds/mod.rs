@@ -86,6 +86,36 @@ impl FeedState {
     }
 }
 
+/// Every feed state, for the one-hot `ticker_feed_state` gauge.
+pub const FEED_STATES: [FeedState; 6] = [
+    FeedState::Starting,
+    FeedState::Running,
+    FeedState::Reconnecting,
+    FeedState::Finished,
+    FeedState::Failed,
+    FeedState::Stopped,
+];
+
+/// Refreshes the feed gauges that are read off live state (states and ages).
+pub fn refresh_metrics(feeds: &[Arc<FeedStatus>], metrics: &Metrics, uptime_secs: f64) {
+    for f in feeds {
+        let report = f.report();
+        for s in FEED_STATES {
+            metrics
+                .feed_state
+                .with_label_values(&[&f.name, s.as_str()])
+                .set(i64::from(report.state == s));
+        }
+        let age = report
+            .last_quote_age_ms
+            .map_or(uptime_secs, |ms| ms as f64 / 1000.0);
+        metrics
+            .feed_last_quote_age
+            .with_label_values(&[&f.name])
+            .set(age);
+    }
+}
+
 /// Live status and counters of one adapter.
 pub struct FeedStatus {
     pub name: String,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::ApiContext;
 use super::ApiError;
-use crate::app::AppState;
 use crate::hub::{Hub, SymbolId};
 use crate::quote::{Fields, Quote};
 
@@ -31,7 +31,7 @@ fn view(q: &Quote) -> QuoteView<'_> {
 }
 
 /// `GET /api/v1/symbols`: the universe.
-pub async fn symbols(state: web::Data<AppState>) -> HttpResponse {
+pub async fn symbols(state: web::Data<ApiContext>) -> HttpResponse {
     let list: Vec<_> = state.hub.universe().collect();
     HttpResponse::Ok().json(list)
 }
@@ -63,7 +63,7 @@ fn resolve(hub: &Hub, names: &str) -> Result<Vec<SymbolId>, ApiError> {
 /// `GET /api/v1/quotes?symbols=A,B`: the latest full quotes (every quoted symbol
 /// when `symbols` is absent). Symbols with no quote yet are left out.
 pub async fn quotes(
-    state: web::Data<AppState>,
+    state: web::Data<ApiContext>,
     query: web::Query<QuotesParams>,
 ) -> Result<HttpResponse, ApiError> {
     let hub = &state.hub;
@@ -78,7 +78,7 @@ pub async fn quotes(
 
 /// `GET /api/v1/quotes/{sym}`: one latest full quote.
 pub async fn quote(
-    state: web::Data<AppState>,
+    state: web::Data<ApiContext>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sym = path.into_inner();
@@ -95,7 +95,7 @@ pub async fn quote(
 }
 
 /// `GET /api/v1/feeds`: each adapter's name, kind, state and counters.
-pub async fn feeds(state: web::Data<AppState>) -> HttpResponse {
+pub async fn feeds(state: web::Data<ApiContext>) -> HttpResponse {
     let reports: Vec<_> = state.feeds.iter().map(|f| f.report()).collect();
     HttpResponse::Ok().json(reports)
 }

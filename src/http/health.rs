@@ -4,13 +4,13 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::app::AppState;
+use super::ApiContext;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(state: web::Data<ApiContext>) -> HttpResponse {
     let waiting: Vec<&str> = state
         .feeds
         .iter()
@@ -25,10 +25,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state
-        .metrics
-        .refresh_feeds(&state.feeds, state.started.elapsed().as_secs_f64());
+pub async fn metrics(state: web::Data<ApiContext>) -> HttpResponse {
+    crate::feeds::refresh_metrics(
+        &state.feeds,
+        &state.metrics,
+        state.started.elapsed().as_secs_f64(),
+    );
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

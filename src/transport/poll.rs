@@ -17,13 +17,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::sse::acquire_slot;
-use super::{Admission, CloseCode, Ended, FrameCounters, TokenBucket};
-use crate::app::AppState;
+use super::{CloseCode, Ended, FrameCounters, MessageLimit, TransportContext};
 use crate::http::ApiError;
 use crate::hub::Inbox;
-use crate::session::protocol::{op_from_value, ErrorCode, Format, ServerMsg};
-use crate::session::{Session, SessionConfig};
+use crate::session::protocol::{op_from_value, Format, ServerMsg};
+use crate::session::Session;
 
 /// How long the id of an ended session keeps answering 410 rather than 404.
 const TOMBSTONE_FACTOR: u32 = 10;
@@ -35,7 +33,7 @@ struct PollEntry {
     last_seen: Mutex<Instant>,
     /// GETs waiting right now (a session being polled never expires).
     polling: AtomicUsize,
-    bucket: Mutex<TokenBucket>,
+    limit: Mutex<MessageLimit>,
     counters: Mutex<FrameCounters>,
     _permit: OwnedSemaphorePermit,
 }
@@ -162,7 +160,7 @@ fn respond(msgs: &[ServerMsg], session: Option<&str>, counters: &FrameCounters) 
 /// messages (welcome, subscribed, snapshots; errors for bad symbols).
 pub async fn create(
     payload: web::Payload,
-    state: web::Data<AppState>,
+    state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.settings.session.max_frame_bytes).await?;
     let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
@@ -191,30 +189,20 @@ pub async fn create(
     if let Some(k) = request.keys().next() {
         return Err(ApiError::bad_request(format!("unknown field {k:?}")));
     }
-    let permit = acquire_slot(&state)?;
+    let permit = state.admit_http()?;
     let now = Instant::now();
-    let mut session = Session::new(
-        state.hub.clone(),
-        state.metrics.clone(),
-        SessionConfig::new(&state.settings.session, state.settings.bench.ingest_stamp),
-        Format::Json,
-    );
+    let mut session = state.session(Format::Json);
     if let Some(op) = subscribe {
         session.handle_op(op, now);
     }
     let msgs = session.take_ready(now);
     let id = session.id().to_owned();
-    let cfg = &state.settings.session;
     let entry = Arc::new(PollEntry {
         inbox: session.inbox().clone(),
         session: tokio::sync::Mutex::new(session),
         last_seen: Mutex::new(now),
         polling: AtomicUsize::new(0),
-        bucket: Mutex::new(TokenBucket::new(
-            cfg.client_msgs_per_sec,
-            cfg.client_msgs_burst,
-            now,
-        )),
+        limit: Mutex::new(state.message_limit()),
         counters: Mutex::new(FrameCounters::open(&state.metrics, "poll", Format::Json)),
         _permit: permit,
     });
@@ -233,7 +221,7 @@ pub struct PollParams {
 pub async fn poll(
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
     let params = web::Query::<PollParams>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
@@ -288,26 +276,30 @@ pub async fn poll(
 pub async fn op(
     path: web::Path<String>,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
     let entry = state.polls.get(&path)?;
     let body = read_body(payload, state.settings.session.max_frame_bytes).await?;
     entry.touch();
     let now = Instant::now();
-    let admission = entry.bucket.lock().admit(now);
     let mut session = entry.session.lock().await;
-    if admission != Admission::Allowed {
-        session.push_error(
-            None,
-            ErrorCode::RateLimited,
-            format!(
-                "more than {} messages per second; message ignored",
-                state.settings.session.client_msgs_per_sec
-            ),
-            None,
-        );
-    } else {
-        session.handle_frame(&body, false, now);
+    let admitted = entry.limit.lock().admit(&mut session, now);
+    match admitted {
+        Ok(true) => session.handle_frame(&body, false, now),
+        Ok(false) => {}
+        Err(code) => {
+            drop(session);
+            state.polls.end(&path, code.into());
+            return Err(ApiError::new(
+                429,
+                "rate_limited",
+                format!(
+                    "more than {} messages per second, again and again; session {} ended",
+                    state.settings.session.client_msgs_per_sec,
+                    path.as_str()
+                ),
+            ));
+        }
     }
     let replies = session.take_replies();
     drop(session);
@@ -320,7 +312,7 @@ pub async fn op(
 /// `DELETE /poll/{session}`: ends the session.
 pub async fn delete(
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
     state.polls.get(&path)?;
     state.polls.end(&path, CloseCode::Normal.into());

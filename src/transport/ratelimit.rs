@@ -4,6 +4,11 @@
 
 use std::time::Instant;
 
+use super::CloseCode;
+use crate::session::protocol::ErrorCode;
+use crate::session::Session;
+use crate::settings::SessionSettings;
+
 /// What to do with one client message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -52,6 +57,46 @@ impl TokenBucket {
             } else {
                 Admission::Refused
             }
+        }
+    }
+}
+
+/// The client message rate limit of one session, for every transport: one
+/// refusal text, one 4029 path.
+pub struct MessageLimit {
+    bucket: TokenBucket,
+    per_sec: f64,
+}
+
+impl MessageLimit {
+    /// `client_msgs_per_sec` on average, `client_msgs_burst` at once.
+    pub fn new(s: &SessionSettings, now: Instant) -> MessageLimit {
+        MessageLimit {
+            bucket: TokenBucket::new(s.client_msgs_per_sec, s.client_msgs_burst, now),
+            per_sec: s.client_msgs_per_sec,
+        }
+    }
+
+    /// Admits one client message. `Ok(true)`: handle it. `Ok(false)`: refused,
+    /// and a `rate_limited` error is queued on the session. `Err`: the client
+    /// keeps flooding; end the session with this close code.
+    pub fn admit(&mut self, session: &mut Session, now: Instant) -> Result<bool, CloseCode> {
+        match self.bucket.admit(now) {
+            Admission::Allowed => Ok(true),
+            Admission::Refused => {
+                session.push_error(
+                    None,
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {} messages per second; message ignored (keep this up and the session ends with {})",
+                        self.per_sec,
+                        CloseCode::TooManyMessages.code()
+                    ),
+                    None,
+                );
+                Ok(false)
+            }
+            Admission::Exceeded => Err(CloseCode::TooManyMessages),
         }
     }
 }

@@ -11,12 +11,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::{CloseCode, Ended, FrameCounters, WriteClock};
-use crate::app::AppState;
+use super::{CloseCode, Ended, FrameCounters, TransportContext, WriteClock};
 use crate::http::ApiError;
 use crate::session::encode::write_json_message;
 use crate::session::protocol::{ClientOp, Format, ServerMsg};
-use crate::session::{Session, SessionConfig};
+use crate::session::Session;
 
 /// Chunks queued between the session and the socket; beyond this the session
 /// conflates instead of queueing.
@@ -32,7 +31,7 @@ struct SseParams {
 /// Checks a requested symbol list and rate the way a subscribe would, but as an
 /// HTTP error (SSE has no channel for errors before the stream starts).
 pub fn validate_subscription(
-    state: &AppState,
+    state: &TransportContext,
     symbols: &[String],
     max_rate: Option<f64>,
 ) -> Result<(), ApiError> {
@@ -70,22 +69,10 @@ pub fn validate_subscription(
     Ok(())
 }
 
-/// Takes one session slot from the connection limit, or answers 503.
-pub fn acquire_slot(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
-    state.connections.clone().try_acquire_owned().map_err(|_| {
-        state
-            .metrics
-            .connections_rejected
-            .with_label_values(&["server_full"])
-            .inc();
-        ApiError::new(503, "server_full", "server full, try again later")
-    })
-}
-
 /// `GET /sse`.
 pub async fn sse_endpoint(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
     let params = web::Query::<SseParams>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
@@ -106,15 +93,10 @@ pub async fn sse_endpoint(
         ),
     };
     validate_subscription(&state, &symbols, max_rate)?;
-    let permit = acquire_slot(&state)?;
+    let permit = state.admit_http()?;
 
     let state = state.into_inner();
-    let mut session = Session::new(
-        state.hub.clone(),
-        state.metrics.clone(),
-        SessionConfig::new(&state.settings.session, state.settings.bench.ingest_stamp),
-        Format::Json,
-    );
+    let mut session = state.session(Format::Json);
     session.handle_op(
         ClientOp::Subscribe {
             id: None,
@@ -151,7 +133,7 @@ pub fn encode_events(msgs: &[ServerMsg], buf: &mut BytesMut) {
 async fn run_stream(
     mut session: Session,
     tx: mpsc::Sender<Bytes>,
-    state: Arc<AppState>,
+    state: Arc<TransportContext>,
     _permit: OwnedSemaphorePermit,
 ) {
     let cfg = state.settings.clone();

@@ -22,18 +22,18 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 use incoming::{ClientFrame, Incoming, ReadError};
 pub use outgoing::remember_socket;
 use outgoing::{ClientSocket, Outgoing};
 
-use super::{Admission, CloseCode, Ended, FrameCounters, TokenBucket};
-use crate::app::AppState;
+use super::{CloseCode, Ended, FrameCounters, TransportContext};
 use crate::http::ApiError;
 use crate::metrics::Metrics;
 use crate::session::encode::encode_frames;
-use crate::session::protocol::{ErrorCode, Format};
-use crate::session::{Session, SessionConfig};
+use crate::session::protocol::Format;
+use crate::session::Session;
 
 /// A batch larger than this goes out as several frames, one per write. Each write
 /// then fits in the first page of actix's 8 KiB per-connection write buffer, which
@@ -54,7 +54,7 @@ struct WsParams {
 pub async fn ws_endpoint(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
     let params = web::Query::<WsParams>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
@@ -80,22 +80,24 @@ pub async fn ws_endpoint(
         state.settings.session.write_stall_timeout,
     );
     let stream = Incoming::new(payload.into_inner(), state.settings.session.max_frame_bytes);
-    match state.connections.clone().try_acquire_owned() {
-        Ok(permit) => {
-            body.drive(run_connection(
-                out,
-                stream,
-                state.clone().into_inner(),
-                format,
-                permit,
-            ));
+    match state.try_admit() {
+        Some(permit) => {
+            let session = state.session(format);
+            let span =
+                tracing::debug_span!("conn", transport = "ws", session = session.id(), ?format);
+            body.drive(
+                run_connection(
+                    out,
+                    stream,
+                    session,
+                    state.clone().into_inner(),
+                    format,
+                    permit,
+                )
+                .instrument(span),
+            );
         }
-        Err(_) => {
-            state
-                .metrics
-                .connections_rejected
-                .with_label_values(&["server_full"])
-                .inc();
+        None => {
             count_close(&state.metrics, CloseCode::ServerFull.into());
             out.close(Some((
                 CloseCode::ServerFull.code(),
@@ -119,6 +121,7 @@ fn count_close(metrics: &Metrics, end: Ended) {
 }
 
 /// How a connection loop ended.
+#[derive(Debug)]
 enum End {
     /// We close with this code and reason.
     Close(CloseCode, String),
@@ -133,7 +136,8 @@ enum End {
 async fn run_connection(
     out: Outgoing,
     mut stream: Incoming,
-    state: std::sync::Arc<AppState>,
+    mut session: Session,
+    state: std::sync::Arc<TransportContext>,
     format: Format,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -145,12 +149,6 @@ async fn run_connection(
     };
     let queue_depth = metrics.send_queue_depth.clone();
 
-    let mut session = Session::new(
-        state.hub.clone(),
-        metrics.clone(),
-        SessionConfig::new(cfg, state.settings.bench.ingest_stamp),
-        format,
-    );
     let inbox = session.inbox().clone();
     let mut shutdown = state.shutdown.clone();
     // Both waits live across turns: re-creating them each turn would register
@@ -166,11 +164,8 @@ async fn run_connection(
     let timer = tokio::time::sleep_until(heartbeat_at);
     tokio::pin!(timer);
     let mut last_heard = Instant::now();
-    let mut bucket = TokenBucket::new(
-        cfg.client_msgs_per_sec,
-        cfg.client_msgs_burst,
-        Instant::now(),
-    );
+    let mut limit = state.message_limit();
+    tracing::debug!("open");
     let mut pong_due: Option<Bytes> = None;
     let mut ping_due = false;
     // Encoded frames of a batch larger than FRAME_BYTES, written one per turn.
@@ -237,20 +232,20 @@ async fn run_connection(
                     }
                     Some(Ok(msg)) => {
                         last_heard = now;
-                        match msg {
-                            ClientFrame::Text(text) => match bucket.admit(now) {
-                                Admission::Allowed => session.handle_frame(&text, false, now),
-                                Admission::Refused => refuse(&mut session, cfg),
-                                Admission::Exceeded => break End::Close(CloseCode::TooManyMessages, "too many messages per second".into()),
-                            },
-                            ClientFrame::Binary(bin) => match bucket.admit(now) {
-                                Admission::Allowed => session.handle_frame(&bin, true, now),
-                                Admission::Refused => refuse(&mut session, cfg),
-                                Admission::Exceeded => break End::Close(CloseCode::TooManyMessages, "too many messages per second".into()),
-                            },
-                            ClientFrame::Ping(p) => pong_due = Some(p),
-                            ClientFrame::Pong => {}
+                        let (payload, binary) = match msg {
+                            ClientFrame::Text(t) => (t, false),
+                            ClientFrame::Binary(b) => (b, true),
+                            ClientFrame::Ping(p) => {
+                                pong_due = Some(p);
+                                continue;
+                            }
+                            ClientFrame::Pong => continue,
                             ClientFrame::Close(reason) => break End::ClientClosed(reason),
+                        };
+                        match limit.admit(&mut session, now) {
+                            Ok(true) => session.handle_frame(&payload, binary, now),
+                            Ok(false) => {}
+                            Err(code) => break End::Close(code, "too many messages per second".into()),
                         }
                     }
                 }
@@ -286,6 +281,7 @@ async fn run_connection(
     }
     // Leave the fan-out before anything else, so a closing client costs nothing.
     drop(session);
+    tracing::debug!(?end, "closing");
     match end {
         End::Close(code, text) => {
             counters.closed(code);
@@ -362,17 +358,4 @@ impl Drop for WsCounters<'_> {
             self.inner.closed(CloseCode::SlowConsumer);
         }
     }
-}
-
-/// Answers a message refused by the rate limit (it is not handled).
-fn refuse(session: &mut Session, cfg: &crate::settings::SessionSettings) {
-    session.push_error(
-        None,
-        ErrorCode::RateLimited,
-        format!(
-            "more than {} messages per second; message ignored (keep this up and the connection closes with 4029)",
-            cfg.client_msgs_per_sec
-        ),
-        None,
-    );
 }

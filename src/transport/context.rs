@@ -1,0 +1,66 @@
+//! [`TransportContext`]: what a transport may use (the hub, its settings, the
+//! metrics, the connection limit, the shutdown signal, the long-poll sessions),
+//! instead of the whole application state. Sessions are made here, once for
+//! every transport.
+
+use std::sync::Arc;
+
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::poll::PollRegistry;
+use super::ratelimit::MessageLimit;
+use crate::http::ApiError;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::session::protocol::Format;
+use crate::session::{Session, SessionConfig};
+use crate::settings::Settings;
+
+/// The narrow context every transport handler gets.
+pub struct TransportContext {
+    pub settings: Arc<Settings>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    /// One permit per client session (`server.max_connections`).
+    pub connections: Arc<Semaphore>,
+    /// Flips to `true` on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    /// Long-polling sessions.
+    pub polls: PollRegistry,
+}
+
+impl TransportContext {
+    /// A new session speaking `format`; its `welcome` is already queued.
+    pub fn session(&self, format: Format) -> Session {
+        Session::new(
+            self.hub.clone(),
+            self.metrics.clone(),
+            SessionConfig::new(&self.settings.session, self.settings.bench.ingest_stamp),
+            format,
+        )
+    }
+
+    /// The client message rate limit of a new session.
+    pub fn message_limit(&self) -> MessageLimit {
+        MessageLimit::new(&self.settings.session, std::time::Instant::now())
+    }
+
+    /// Takes one session slot from the connection limit; `None` when the server
+    /// is full (counted as a `server_full` rejection).
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.connections.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.metrics
+                .connections_rejected
+                .with_label_values(&["server_full"])
+                .inc();
+        }
+        permit
+    }
+
+    /// [`TransportContext::try_admit`] for HTTP transports: 503 when full.
+    pub fn admit_http(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.try_admit()
+            .ok_or_else(|| ApiError::new(503, "server_full", "server full, try again later"))
+    }
+}
