@@ -5,6 +5,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::session::protocol::{ErrorCode, ServerMsg};
+
 /// An HTTP error with a protocol error code.
 #[derive(Debug, Serialize, thiserror::Error)]
 #[error("{message}")]
@@ -37,6 +39,33 @@ impl ApiError {
     pub fn with_symbols(mut self, symbols: Vec<String>) -> ApiError {
         self.symbols = Some(symbols);
         self
+    }
+}
+
+impl ApiError {
+    /// A session's `error` reply as a 400 (or 403 for `not_entitled`), for HTTP
+    /// transports that refuse a request before a session starts; `None` for
+    /// other messages.
+    pub fn from_reply(msg: &ServerMsg) -> Option<ApiError> {
+        let ServerMsg::Error {
+            code,
+            message,
+            symbols,
+            ..
+        } = msg
+        else {
+            return None;
+        };
+        let status = match code {
+            ErrorCode::NotEntitled => 403,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::BadRequest | ErrorCode::UnknownSymbol | ErrorCode::TooManySymbols => 400,
+        };
+        Some(ApiError {
+            symbols: symbols.clone(),
+            ..ApiError::new(status, code.as_str(), message.clone())
+        })
     }
 }
 

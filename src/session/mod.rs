@@ -133,6 +133,14 @@ impl Session {
         });
     }
 
+    /// The first error reply waiting in the outbox, if any (for transports that
+    /// answer a bad request with an HTTP error before any stream starts).
+    pub fn first_error(&self) -> Option<&ServerMsg> {
+        self.outbox
+            .iter()
+            .find(|m| matches!(m, ServerMsg::Error { .. }))
+    }
+
     /// Decodes one client frame and handles it (a bad frame becomes `bad_request`).
     pub fn handle_frame(&mut self, payload: &[u8], binary: bool, now: Instant) {
         match protocol::parse_op(payload, binary) {

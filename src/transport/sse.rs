@@ -9,12 +9,13 @@ use std::time::Instant;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
+use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::{CloseCode, Ended, FrameCounters, TransportContext, WriteClock};
 use crate::http::ApiError;
 use crate::session::encode::write_json_message;
-use crate::session::protocol::{ClientOp, Format, ServerMsg};
+use crate::session::protocol::{op_from_value, Format, ServerMsg};
 use crate::session::Session;
 
 /// Chunks queued between the session and the socket; beyond this the session
@@ -26,47 +27,6 @@ const QUEUE_CHUNKS: usize = 8;
 struct SseParams {
     symbols: Option<String>,
     max_rate: Option<String>,
-}
-
-/// Checks a requested symbol list and rate the way a subscribe would, but as an
-/// HTTP error (SSE has no channel for errors before the stream starts).
-pub fn validate_subscription(
-    state: &TransportContext,
-    symbols: &[String],
-    max_rate: Option<f64>,
-) -> Result<(), ApiError> {
-    if symbols.is_empty() {
-        return Err(ApiError::bad_request(
-            "symbols must name at least one symbol",
-        ));
-    }
-    let unknown: Vec<String> = symbols
-        .iter()
-        .filter(|s| !crate::quote::is_valid_symbol(s) || state.hub.lookup(s).is_none())
-        .cloned()
-        .collect();
-    if !unknown.is_empty() {
-        let message = format!("unknown symbol: {}", unknown.join(", "));
-        let listed = unknown.into_iter().take(100).collect();
-        return Err(ApiError::new(400, "unknown_symbol", message).with_symbols(listed));
-    }
-    let max = state.settings.session.max_symbols;
-    if symbols.len() > max {
-        return Err(ApiError::new(
-            400,
-            "too_many_symbols",
-            format!(
-                "at most {max} symbols per session, asked for {}",
-                symbols.len()
-            ),
-        ));
-    }
-    if let Some(r) = max_rate {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(ApiError::bad_request("max_rate must be a positive number"));
-        }
-    }
-    Ok(())
 }
 
 /// `GET /sse`.
@@ -85,27 +45,28 @@ pub async fn sse_endpoint(
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
-    let max_rate = match params.max_rate.as_deref() {
-        None | Some("") => None,
-        Some(r) => Some(
-            r.parse::<f64>()
-                .map_err(|_| ApiError::bad_request(format!("max_rate {r:?} is not a number")))?,
-        ),
-    };
-    validate_subscription(&state, &symbols, max_rate)?;
-    let permit = state.admit_http()?;
-
-    let state = state.into_inner();
-    let mut session = state.session(Format::Json);
-    session.handle_op(
-        ClientOp::Subscribe {
-            id: None,
-            symbols,
-            max_rate,
-            snapshot: true,
+    let mut op = json!({"op": "subscribe", "symbols": symbols});
+    match params.max_rate.as_deref() {
+        None | Some("") => {}
+        Some(r) => match r.parse::<f64>() {
+            Ok(rate) if rate.is_finite() => op["max_rate"] = json!(rate),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "max_rate {r:?} is not a number"
+                )))
+            }
         },
-        Instant::now(),
-    );
+    }
+    // The same checks as a WebSocket subscribe, answered as HTTP errors: SSE has
+    // no channel for errors before the stream starts.
+    let op = op_from_value(op).map_err(|e| ApiError::bad_request(e.message))?;
+    let permit = state.admit_http()?;
+    let mut session = state.session(Format::Json);
+    session.handle_op(op, Instant::now());
+    if let Some(e) = session.first_error().and_then(ApiError::from_reply) {
+        return Err(e);
+    }
+    let state = state.into_inner();
     let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
     actix_web::rt::spawn(run_stream(session, tx, state, permit));
     let body = futures_util::stream::poll_fn(move |cx| {
