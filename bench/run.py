@@ -13,20 +13,27 @@ writes bench/results/<scenario>[-quick]-<date>.{json,md}.
 
     python3 bench/run.py --scenario fanout-10k --quick
     python3 bench/run.py --scenario fanout-10k --steps 2000,4000
-    python3 bench/run.py --scenario fanout-10k --quick --peers ws,socketio
+    python3 bench/run.py --scenario fanout-10k --quick --peers ws,socketio,bun
+    python3 bench/run.py --scenario fanout-10k --quick --pin
 
 --repeat N runs each step N times, the servers interleaved, and adds a table of
 each server's median (Socket.IO's CPU per update varies by 2x between runs).
 
 --peers (fanout-10k, idle-19k) also runs each step against peer servers from
-bench/peers (Node `ws`, Socket.IO 4; install with `npm ci --prefix bench/peers`),
-one after the other, with the same feed, universe and loadgen split.
+bench/peers (Node `ws`, Socket.IO 4, Bun's native pub/sub; install with `npm ci
+--prefix bench/peers`), one after the other, with the same feed, universe and
+loadgen split.
+
+--pin starts every server (gateway and peers) under `taskset -c 0` and every
+loadgen process under `taskset -c 1` (DESIGN.md's "pinned" placement; without it
+they share both cores: "shared"). The report and the JSON name the placement.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -107,8 +114,11 @@ def parse_args() -> argparse.Namespace:
                    help="diagnostic: loadgen clients never delay ACKs (TCP_QUICKACK)")
     p.add_argument("--peers", default="",
                    help="also run each step against these peer servers, comma-separated: "
-                        "ws, socketio (fanout-10k and idle-19k only; needs node and "
-                        "`npm ci --prefix bench/peers`)")
+                        "ws, socketio, bun (fanout-10k and idle-19k only; needs "
+                        "`npm ci --prefix bench/peers`, and node for ws and socketio)")
+    p.add_argument("--pin", action="store_true",
+                   help="pinned placement: servers (gateway, peers) under `taskset -c 0`, "
+                        "loadgen processes under `taskset -c 1` (default: shared, unpinned)")
     p.add_argument("--repeat", type=int, default=1,
                    help="run each step N times (servers interleaved: gateway, peers, gateway, "
                         "...); the report adds the median of each server's runs")
@@ -125,6 +135,28 @@ def binaries() -> tuple[Path, Path]:
         sys.exit("error: missing " + ", ".join(missing)
                  + "\nbuild them first:  cargo build --release --workspace")
     return gw, lg
+
+
+# --pin: CPU of the servers, CPU of the loadgen processes.
+SERVER_CPU, LOADGEN_CPU = 0, 1
+
+
+def placement_prefixes(pin: bool) -> tuple[list[str], list[str]]:
+    """Command prefixes (server, loadgen) for the placement: none when shared,
+    `taskset -c N` when pinned. Fails clearly when taskset or a CPU is missing."""
+    if not pin:
+        return [], []
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        sys.exit("error: --pin needs `taskset` (util-linux) on PATH\n"
+                 "install it (Debian: apt-get install util-linux) or run without --pin")
+    allowed = os.sched_getaffinity(0)
+    missing = [c for c in (SERVER_CPU, LOADGEN_CPU) if c not in allowed]
+    if missing:
+        sys.exit(f"error: --pin uses CPUs {SERVER_CPU} and {LOADGEN_CPU}, but CPU(s) "
+                 f"{', '.join(map(str, missing))} are not available to this process "
+                 f"(allowed: {sorted(allowed)})")
+    return [taskset, "-c", str(SERVER_CPU)], [taskset, "-c", str(LOADGEN_CPU)]
 
 
 def machine_busy() -> tuple[float, float]:
@@ -154,17 +186,18 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
              args: argparse.Namespace, peer: str | None = None) -> dict:
     """One server start (the gateway, or the peer `peer`): ramp-up, warmup,
     measured window, stop."""
+    server_prefix, loadgen_prefix = placement_prefixes(args.pin)
     port = free_port()
     universe = write_universe(REPO, tmp)
     delay = feed_start_delay(cfg, scenario)
     if peer is None:
         overlay = write_overlay(tmp, universe, port, feed, SERVER_MAX_RATE, args.gateway_workers,
                                 delay)
-        gateway = Gateway(gw_bin, overlay, port, tmp / f"gateway-{port}.log")
+        gateway = Gateway(gw_bin, overlay, port, tmp / f"gateway-{port}.log", server_prefix)
         server, protocol = peerkit.GATEWAY_LABEL, "ticker"
     else:
         gateway = peerkit.Peer(REPO, peer, universe, port, feed, UNIVERSE, tmp / f"{peer}-{port}.log",
-                               delay)
+                               delay, server_prefix)
         server, protocol = gateway.label, gateway.protocol
     fleet = None
     try:
@@ -181,7 +214,7 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
         if args.quickack:
             extra.append("--quickack")
         fleet = Fleet(lg_bin, tmp, cfg["procs"], cfg["clients"], gateway.ws_url, extra,
-                      cfg["connect_rate"])
+                      cfg["connect_rate"], prefix=loadgen_prefix)
         ramp_budget = cfg["clients"] / cfg["connect_rate"] + 40
         fleet.wait_all("ramped", ramp_budget)
         ramped = gateway.sample(with_metrics=False)
@@ -204,6 +237,7 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
         step["warnings"] = [w.replace("gateway exited", f"{server} exited") for w in step["warnings"]]
     step["machine_busy_pct"] = 100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
     step["quickack"] = args.quickack
+    step["placement"] = placement(args.pin)
     return step
 
 
@@ -275,9 +309,15 @@ def summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code) ->
     return step
 
 
+def placement(pin: bool) -> str:
+    """DESIGN.md's name for the placement: "pinned" (--pin) or "shared"."""
+    return "pinned" if pin else "shared"
+
+
 def main() -> None:
     args = parse_args()
     gw_bin, lg_bin = binaries()
+    server_prefix, loadgen_prefix = placement_prefixes(args.pin)   # fails early without taskset
     full, quick = SCENARIOS[args.scenario]
     cfg = dict(quick if args.quick else full)
     for key in ("clients", "procs", "warmup", "duration", "connect_rate"):
@@ -305,10 +345,14 @@ def main() -> None:
             clients=f"{cfg['clients']:,}", max_rate=cfg["max_rate"],
             steps=", ".join(f"{s:,g}" for s in cfg["steps"])),
         "noise_note": NOISE_NOTE,
+        "placement": placement(args.pin),
+        "placement_commands": {"server": shlex.join(server_prefix) or None,
+                               "loadgen": shlex.join(loadgen_prefix) or None},
         "settings": cfg | {"repeat": args.repeat, "format": args.format,
                            "distribution": args.distribution,
                            "loadgen_workers": args.loadgen_workers,
                            "gateway_workers": args.gateway_workers,
+                           "placement": placement(args.pin),
                            "symbols_per_client": SYMBOLS_PER_CLIENT, "universe": UNIVERSE},
         "servers": [peerkit.GATEWAY_LABEL] + [peerkit.PEERS[n][0] for n in peer_names],
         "peer_versions": peer_versions,

@@ -158,7 +158,7 @@ impl Application {
             // Quotes are small and latency matters: no Nagle delay on client sockets.
             .tcp_nodelay(true)
             // Each connection's socket, so a slow consumer that never reads can be cut.
-            .on_connect(crate::transport::ws::remember_socket)
+            .on_connect(crate::transport::socket::remember_socket)
             .disable_signals()
             .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
             .listen(self.listener)?

@@ -10,10 +10,12 @@
 //! - [`feeds`]: feed adapters (`sim`, `replay`) behind one trait, supervised with backoff.
 //! - [`hub`]: symbol interning, latest quote and `seq` per symbol, per-symbol fan-out.
 //! - [`session`]: the transport-independent session core and the ticker.v1 messages.
-//! - [`transport`]: WebSocket (JSON / MessagePack, on actix-http's codec; each
-//!   session runs inside its connection's response body, writing through a
-//!   one-frame slot), Server-Sent Events and long-polling, on a narrow
-//!   [`transport::TransportContext`]; close codes in [`transport::close`].
+//! - [`transport`]: WebSocket ticker.v1 (JSON / MessagePack), Server-Sent Events
+//!   and long-polling on a narrow [`transport::TransportContext`]. A streaming
+//!   transport is a socket ([`transport::socket`]: actix-http's codec on the read
+//!   side, a one-frame slot as the response body on the write side) plus a wire
+//!   protocol, run by the one [`transport::driver`]; close codes in
+//!   [`transport::close`].
 //! - [`http`]: the JSON error type, the symbol/quote API, health, metrics.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully.

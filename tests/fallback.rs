@@ -316,14 +316,7 @@ async fn sse_bad_parameters_get_400_with_a_json_error_before_any_stream() {
     }
     let (_, body) = app.get_json("/sse?symbols=AAPL,ZZZZ").await;
     assert_eq!(body["symbols"], json!(["ZZZZ"]));
-    let (_, universe) = app.get_json("/api/v1/symbols").await;
-    let many: Vec<&str> = universe
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(501)
-        .map(|s| s["sym"].as_str().unwrap())
-        .collect();
+    let many = app.symbols(501).await;
     let (status, body) = app
         .get_json(&format!("/sse?symbols={}", many.join(",")))
         .await;
@@ -505,4 +498,46 @@ async fn poll_op_flood_is_refused_then_ends_the_session() {
         .await,
         1.0
     );
+}
+
+#[tokio::test]
+async fn sse_reader_that_stops_reading_is_cut_and_others_keep_flowing() {
+    // A busy market (every symbol moving) and a 300 ms write stall timeout.
+    let app = spawn_app(
+        "[session]\nwrite_stall_timeout = \"300ms\"\n\
+         [[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 20000.0\nhot_fraction = 1.0\nseed = 1\n",
+    )
+    .await;
+    let mut witness = Sse::open(&app, "symbols=SPY&max_rate=10").await;
+    witness.until(|m| m["type"] == "snapshot").await;
+
+    // A reader with a tiny receive buffer asks for 500 symbols, then reads nothing.
+    let syms = app.symbols(500).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(app.addr).await.unwrap();
+    let request = format!(
+        "GET /sse?symbols={}&max_rate=50 HTTP/1.1\r\nHost: x\r\n\r\n",
+        syms.join(",")
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut slow, request.as_bytes())
+        .await
+        .unwrap();
+
+    // Its stream is ended (4008 in the metrics: SSE has no close codes) and its
+    // socket reset, as for a slow WebSocket client.
+    app.wait_metric("ticker_slow_consumer_resets_total", &[], |v| v >= 1.0)
+        .await;
+    app.wait_metric(
+        "ticker_connections_closed_total",
+        &[("transport", "sse"), ("code", "4008")],
+        |v| v == 1.0,
+    )
+    .await;
+    // The witness still gets fresh quotes.
+    let last = app.rest_quote("SPY").await["seq"].as_u64().unwrap();
+    witness
+        .until(|m| m["type"] == "update" && m["sym"] == "SPY" && m["seq"].as_u64() > Some(last))
+        .await;
+    drop(slow);
 }

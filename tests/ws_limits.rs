@@ -322,14 +322,7 @@ async fn slow_client(app: &TestApp) -> Client {
         .await
         .unwrap();
     let mut slow = Client::from_ws(ws, false, None);
-    let (_, universe) = app.get_json("/api/v1/symbols").await;
-    let syms: Vec<&str> = universe
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(500)
-        .map(|s| s["sym"].as_str().unwrap())
-        .collect();
+    let syms = app.symbols(500).await;
     slow.send(json!({"op":"subscribe","symbols":syms,"max_rate":50}))
         .await;
     slow

@@ -90,12 +90,15 @@ class Sample:
 class Gateway:
     """One gateway process."""
 
-    def __init__(self, binary: Path, config: Path, port: int, log: Path):
+    def __init__(self, binary: Path, config: Path, port: int, log: Path,
+                 prefix: list[str] | None = None):
+        """`prefix` goes before the command (the driver's `taskset -c 0` under
+        --pin; taskset execs the command, so the PID sampled is the gateway's)."""
         self.port = port
         self.log_path = log
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(
-            [str(binary), "--config", str(config)],
+            [*(prefix or []), str(binary), "--config", str(config)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_raise_nofile,
         )

@@ -29,7 +29,9 @@ class Fleet:
     """P loadgen processes sharing `clients` between them."""
 
     def __init__(self, binary: Path, tmp: Path, procs: int, clients: int, url: str,
-                 extra: list[str], connect_rate: float, seed: int = 1):
+                 extra: list[str], connect_rate: float, seed: int = 1,
+                 prefix: list[str] | None = None):
+        """`prefix` goes before each command (the driver's `taskset -c 1` under --pin)."""
         self.events: queue.Queue = queue.Queue()
         self.procs: list[subprocess.Popen] = []
         self.outs: list[Path] = []
@@ -39,7 +41,7 @@ class Fleet:
             share = clients // procs + (1 if i < clients % procs else 0)
             out = tmp / f"loadgen-{i}.json"
             cmd = [
-                str(binary), "--url", url, "--clients", str(share),
+                *(prefix or []), str(binary), "--url", url, "--clients", str(share),
                 "--source-ips", f"127.0.0.{2 + i}",
                 "--connect-rate", f"{connect_rate / procs:.3f}",
                 "--seed", str(seed + i), "--json-out", str(out), "--sync-stdin", *extra,

@@ -195,6 +195,12 @@ MEDIANS = {
 }
 
 
+PLACEMENTS = {
+    "shared": "**shared** (servers and loadgen unpinned, sharing every core).",
+    "pinned": "**pinned** (`taskset`: every server on CPU 0, every loadgen process on CPU 1).",
+}
+
+
 def markdown(result: dict) -> str:
     m = result["machine"]
     kind = "quick (smoke)" if result["quick"] else "full"
@@ -204,6 +210,8 @@ def markdown(result: dict) -> str:
         f"Machine: {m['cpus']} CPUs, load average {m['loadavg_start']} at start, "
         f"{m['loadavg_end']} at end. **Noisy**: {result['noise_note']}",
         "",
+        "Placement: " + PLACEMENTS.get(result.get("placement", "shared"), result.get("placement")),
+        "",
         f"Workload: {result['description']}",
         "",
     ]
@@ -211,9 +219,10 @@ def markdown(result: dict) -> str:
         v = result["peer_versions"]
         runs = result["settings"].get("repeat", 1)
         times = f", {runs} times over" if runs > 1 else ""
+        versions = ", ".join(f"{k} {v[k]}" for k in ("node", "ws", "socket.io", "bun") if k in v)
         lines += [f"Servers, one after the other per step{times}: {', '.join(result['servers'])} "
-                  f"(node {v.get('node')}, ws {v.get('ws')}, socket.io {v.get('socket.io')}; "
-                  "room per symbol, same simulated feed rate and universe). "
+                  f"({versions}; a room or topic per symbol, same simulated feed rate and "
+                  "universe). "
                   "Ratio columns: the row's figure ÷ the gateway's at the same feed rate.", ""]
     lines += [
         TABLES[result["scenario"]](result["steps"]),

@@ -1,6 +1,7 @@
 // Shared by the peer servers: settings from env/args, the symbol universe, a
 // simulated feed like the gateway's `sim` (quotes spread evenly over the symbols,
-// emitted every 5 ms), and a tiny HTTP handler (/readyz, /api/v1/symbols, /metrics).
+// emitted every 5 ms), and the tiny HTTP side (/readyz, /api/v1/symbols, /metrics).
+// Runs under Node and under Bun (the Bun peer imports it too).
 
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
@@ -143,26 +144,37 @@ export class SimFeed {
 }
 
 /**
- * The HTTP side both peers share: GET /readyz → 200, GET /api/v1/symbols (the
+ * The HTTP side all peers share: GET /readyz → 200, GET /api/v1/symbols (the
  * loadgen reads the universe from it, as from the gateway), GET /metrics with the
- * two counters the driver reads. Returns false for paths it does not serve.
+ * two counters the driver reads. Returns a function path → {type, body}, or null
+ * for paths it does not serve (the Bun peer wraps it in a fetch handler).
  */
-export function httpHandler(universe, counters) {
+export function httpRoutes(universe, counters) {
   const symbols = JSON.stringify(universe.map((u) => ({ sym: u.sym, name: u.name, feed: u.feed })));
-  return (req, res) => {
-    const path = req.url.split("?")[0];
+  return (path) => {
     if (path === "/readyz" || path === "/healthz") {
-      res.writeHead(200, { "content-type": "text/plain" }).end("ready\n");
+      return { type: "text/plain", body: "ready\n" };
     } else if (path === "/api/v1/symbols") {
-      res.writeHead(200, { "content-type": "application/json" }).end(symbols);
+      return { type: "application/json", body: symbols };
     } else if (path === "/metrics") {
       const c = counters();
-      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(
-        `ticker_feed_quotes_received_total ${c.quotes}\n` +
-        `ticker_messages_sent_total{type="update"} ${c.updates}\n`);
-    } else {
-      return false;
+      return {
+        type: "text/plain; version=0.0.4",
+        body: `ticker_feed_quotes_received_total ${c.quotes}\n` +
+          `ticker_messages_sent_total{type="update"} ${c.updates}\n`,
+      };
     }
+    return null;
+  };
+}
+
+/** httpRoutes as a node:http handler (req, res); returns false for paths it does not serve. */
+export function httpHandler(universe, counters) {
+  const route = httpRoutes(universe, counters);
+  return (req, res) => {
+    const r = route(req.url.split("?")[0]);
+    if (!r) return false;
+    res.writeHead(200, { "content-type": r.type }).end(r.body);
     return true;
   };
 }

@@ -1,25 +1,25 @@
-//! Transports: thin adapters between a client connection and the session core.
-//! Each turns client input into session ops and session output into frames:
-//! WebSocket (`ws`), Server-Sent Events (`sse`) and long-polling (`poll`). They
-//! get a [`TransportContext`], not the whole application, and register their
-//! own routes ([`routes`]).
+//! Transports: thin adapters between a client connection and the session core:
+//! WebSocket ticker.v1 (`ws`), Server-Sent Events (`sse`) and long-polling
+//! (`poll`). A streaming transport is a [`socket`] plus a wire protocol run by
+//! the one [`driver`]. Transports get a [`TransportContext`], not the whole
+//! application, and register their own routes ([`routes`]).
 
-mod clock;
 pub mod close;
 mod context;
 mod counters;
+pub mod driver;
 pub mod poll;
 mod ratelimit;
+pub mod socket;
 pub mod sse;
 pub mod ws;
 
 use actix_web::web;
 
-pub use clock::WriteClock;
 pub use close::{CloseCode, Ended};
 pub use context::TransportContext;
 pub use counters::FrameCounters;
-pub use ratelimit::{Admission, MessageLimit, TokenBucket};
+pub use ratelimit::MessageLimit;
 
 /// Registers the transports' routes: `/ws`, `/sse`, `/poll`.
 pub fn routes(cfg: &mut web::ServiceConfig) {

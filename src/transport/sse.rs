@@ -1,26 +1,24 @@
 //! Server-Sent Events at `GET /sse?symbols=A,B&max_rate=R`: the same session core
-//! as the WebSocket, one event per message (`event:` its type, `data:` its JSON),
-//! a comment line every `keepalive_interval`. Bad parameters or unknown symbols
-//! answer 400 with a JSON error before any stream starts.
+//! and [driver](super::driver) as the WebSocket, one event per message (`event:`
+//! its type, `data:` its JSON), a comment line every `keepalive_interval` as the
+//! heartbeat. Bad parameters or unknown symbols answer 400 with a JSON error
+//! before any stream starts. A slow reader is ended like a slow WebSocket client
+//! (the stream just ends: SSE has no close codes).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tracing::Instrument;
 
-use super::{CloseCode, Ended, FrameCounters, TransportContext, WriteClock};
+use super::driver::{self, Connection, Liveness, Wire, FRAME_BYTES};
+use super::socket::{ClientSocket, Outgoing};
+use super::TransportContext;
 use crate::http::ApiError;
 use crate::session::encode::write_json_message;
 use crate::session::protocol::{op_from_value, Format, ServerMsg};
-use crate::session::Session;
-
-/// Chunks queued between the session and the socket; beyond this the session
-/// conflates instead of queueing.
-const QUEUE_CHUNKS: usize = 8;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,18 +64,67 @@ pub async fn sse_endpoint(
     if let Some(e) = session.first_error().and_then(ApiError::from_reply) {
         return Err(e);
     }
-    let state = state.into_inner();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
-    actix_web::rt::spawn(run_stream(session, tx, state, permit));
-    let body = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-            .map(|chunk| chunk.map(Ok::<_, actix_web::Error>))
-    });
+    let cfg = &state.settings;
+    let (out, mut body) = Outgoing::new(
+        req.conn_data::<ClientSocket>().copied(),
+        Some(&state.metrics),
+        cfg.session.write_stall_timeout,
+        None,
+    );
+    let span = tracing::debug_span!("conn", transport = "sse", session = session.id());
+    let conn = Connection {
+        wire: EventStream,
+        out,
+        input: None,
+        session,
+        liveness: Liveness {
+            heartbeat: cfg.sse.keepalive_interval,
+            client_timeout: None,
+        },
+        permit,
+    };
+    body.drive(driver::drive(conn, state.clone().into_inner()).instrument(span));
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+        .body(body))
+}
+
+/// Server-Sent Events: one event per message, a comment as the heartbeat, and
+/// the end of the stream as the close.
+struct EventStream;
+
+impl Wire for EventStream {
+    const TRANSPORT: &'static str = "sse";
+
+    fn format(&self) -> Format {
+        Format::Json
+    }
+
+    fn encode(&self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes)) {
+        let mut buf = BytesMut::new();
+        let mut start = 0;
+        for (i, m) in msgs.iter().enumerate() {
+            encode_events(std::slice::from_ref(m), &mut buf);
+            if buf.len() >= FRAME_BYTES || i + 1 == msgs.len() {
+                emit(&msgs[start..=i], buf.split().freeze());
+                start = i + 1;
+            }
+        }
+    }
+
+    fn write(&self, out: &Outgoing, frame: &[u8]) {
+        out.raw(frame);
+    }
+
+    fn heartbeat(&self, out: &Outgoing) {
+        out.raw(b": keepalive\n\n");
+    }
+
+    fn close(&self, out: &Outgoing, _close: Option<(u16, &str)>) {
+        out.end();
+    }
 }
 
 /// Appends each message as one event.
@@ -89,58 +136,4 @@ pub fn encode_events(msgs: &[ServerMsg], buf: &mut BytesMut) {
         write_json_message(buf, m);
         buf.put_slice(b"\n\n");
     }
-}
-
-async fn run_stream(
-    mut session: Session,
-    tx: mpsc::Sender<Bytes>,
-    state: Arc<TransportContext>,
-    _permit: OwnedSemaphorePermit,
-) {
-    let cfg = state.settings.clone();
-    let mut counters = FrameCounters::open(&state.metrics, "sse", Format::Json);
-    let inbox = session.inbox().clone();
-    let mut shutdown = state.shutdown.clone();
-    let start = tokio::time::Instant::now();
-    let every = cfg.sse.keepalive_interval;
-    let mut keepalive = tokio::time::interval_at(start + every, every);
-    let mut keepalive_due = false;
-    let mut clock = WriteClock::new(cfg.session.write_stall_timeout);
-
-    let end: Ended = loop {
-        let now = Instant::now();
-        let (ready, next_deadline) = session.readiness(now);
-        let want = keepalive_due || ready;
-        let (throttle_at, stall_at) = clock.turn(want, now, next_deadline);
-        tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|s| *s) => break CloseCode::GoingAway.into(),
-            _ = tx.closed() => break Ended::Gone,
-            permit = tx.reserve(), if want => {
-                let Ok(permit) = permit else { break Ended::Gone };
-                let msgs = session.take_ready(Instant::now());
-                let mut buf = BytesMut::new();
-                encode_events(&msgs, &mut buf);
-                if !msgs.is_empty() {
-                    counters.frame(&msgs, buf.len());
-                } else if keepalive_due {
-                    buf.put_slice(b": keepalive\n\n");
-                }
-                keepalive_due = false;
-                if buf.is_empty() {
-                    continue;
-                }
-                permit.send(buf.freeze());
-                clock.wrote();
-            }
-            _ = inbox.notified(), if !want => {}
-            _ = tokio::time::sleep_until(throttle_at), if !want && throttle_at < clock.never() => {}
-            _ = tokio::time::sleep_until(stall_at), if want => {
-                state.metrics.slow_consumer_closes.inc();
-                break CloseCode::SlowConsumer.into();
-            }
-            _ = keepalive.tick() => keepalive_due = true,
-        }
-    };
-    counters.closed(end);
 }

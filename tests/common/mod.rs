@@ -171,6 +171,18 @@ impl TestApp {
     }
 
     /// The gateway's full quote of `sym` from the HTTP API.
+    /// The first `n` symbols of the universe.
+    pub async fn symbols(&self, n: usize) -> Vec<String> {
+        let (_, universe) = self.get_json("/api/v1/symbols").await;
+        universe
+            .as_array()
+            .unwrap()
+            .iter()
+            .take(n)
+            .map(|s| s["sym"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     pub async fn rest_quote(&self, sym: &str) -> Value {
         let (status, body) = self.get_json(&format!("/api/v1/quotes/{sym}")).await;
         assert_eq!(status, 200, "{body}");

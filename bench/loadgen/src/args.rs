@@ -43,7 +43,7 @@ impl Format {
 /// The protocol spoken over the WebSocket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
-    /// ticker.v1 (the gateway, and the `ws` peer in bench/peers).
+    /// ticker.v1 (the gateway, and the `ws` and Bun peers in bench/peers).
     Ticker,
     /// Socket.IO v4 over Engine.IO v4, WebSocket transport only (the Socket.IO
     /// peer): `--url ws://HOST:PORT/socket.io/?EIO=4&transport=websocket`.

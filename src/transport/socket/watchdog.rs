@@ -1,4 +1,4 @@
-//! Cuts WebSocket connections whose socket stopped taking bytes.
+//! Cuts client connections (WebSocket, SSE) whose socket stopped taking bytes.
 //!
 //! A session loop runs only when actix's dispatcher polls its body, and the
 //! dispatcher stops doing that once its write buffer is full, so a stalled loop
@@ -92,7 +92,7 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use crate::session::protocol::Format;
-    use crate::transport::ws::outgoing::Outgoing;
+    use crate::transport::socket::outgoing::Outgoing;
     use actix_web::body::MessageBody;
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
@@ -100,9 +100,9 @@ mod tests {
     #[test]
     fn a_connection_not_polled_after_its_last_frame_is_marked_then_reset() {
         let metrics = Metrics::new();
-        let (out, mut body) = Outgoing::new(None, Some(&metrics), Duration::from_millis(300));
+        let (out, mut body) = Outgoing::new(None, Some(&metrics), Duration::from_millis(300), None);
         let conn = out.shared();
-        let idle = Outgoing::new(None, Some(&metrics), Duration::from_millis(300));
+        let idle = Outgoing::new(None, Some(&metrics), Duration::from_millis(300), None);
         WATCHED.with_borrow_mut(|w| {
             w.push(Arc::downgrade(&conn));
             w.push(Arc::downgrade(&idle.0.shared()));

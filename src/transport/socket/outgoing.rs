@@ -1,6 +1,6 @@
-//! The write side of a WebSocket connection: a one-frame slot read by actix's
-//! connection dispatcher as the response body, and the session loop that fills
-//! it, which runs inside that body (one task per connection).
+//! The write side of a client connection (WebSocket or SSE): a one-frame slot
+//! read by actix's connection dispatcher as the response body, and the session
+//! driver that fills it, which runs inside that body (one task per connection).
 //!
 //! Why not `actix_ws::Session`: it queues up to 32 frames in a channel, so the
 //! session never learns that a write is in flight and sends one frame per update
@@ -208,12 +208,14 @@ pub struct OutgoingBody {
 pub struct Aborted;
 
 impl Outgoing {
-    /// A connection's writer and body. With `metrics`, its socket counts as open
-    /// and a session it drives is watched for stalls of `stall_timeout`.
+    /// A connection's writer and body. With `metrics`, a session it drives is
+    /// watched for stalls of `stall_timeout`; `open` counts the socket while the
+    /// dispatcher holds the body.
     pub fn new(
         socket: Option<ClientSocket>,
         metrics: Option<&Metrics>,
         stall_timeout: Duration,
+        open: Option<IntGauge>,
     ) -> (Outgoing, OutgoingBody) {
         let shared = Arc::new(Shared {
             slot: Mutex::new(Slot::default()),
@@ -229,7 +231,6 @@ impl Outgoing {
                 resets: m.slow_consumer_resets.clone(),
             }),
         });
-        let open = metrics.map(|m| m.ws_sockets_open.clone());
         if let Some(g) = &open {
             g.inc();
         }
@@ -324,6 +325,16 @@ impl Outgoing {
             description: Some(truncate(text, MAX_CLOSE_REASON).to_owned()),
         });
         self.write(|buf| Parser::write_close(buf, reason, false));
+        self.shared.slot.lock().closed = true;
+    }
+
+    /// Raw bytes as they are (an SSE event stream).
+    pub fn raw(&self, bytes: &[u8]) {
+        self.write(|buf| buf.extend_from_slice(bytes));
+    }
+
+    /// Ends the body once what is queued is taken, without a close frame (SSE).
+    pub fn end(&self) {
         self.shared.slot.lock().closed = true;
     }
 
@@ -521,7 +532,7 @@ mod tests {
 
     #[test]
     fn the_slot_holds_one_batch_until_the_body_takes_it() {
-        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1), None);
         assert!(out.has_room());
         assert!(poll_body(&mut body).is_pending());
         out.data(Format::Json, b"[1]");
@@ -543,7 +554,7 @@ mod tests {
 
     #[test]
     fn close_ends_the_body_after_the_close_frame() {
-        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1), None);
         out.data(Format::Msgpack, &[0x90]);
         out.close(Some((4008, &"x".repeat(300))));
         out.data(Format::Msgpack, &[0x90]);
@@ -562,7 +573,7 @@ mod tests {
 
     #[test]
     fn abort_fails_the_body_and_a_dropped_body_means_gone() {
-        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1), None);
         out.data(Format::Json, b"[]");
         out.abort();
         assert!(matches!(poll_body(&mut body), Poll::Ready(Some(Err(_)))));
@@ -586,7 +597,7 @@ mod tests {
 
     #[test]
     fn a_driven_body_runs_the_session_loop_on_the_dispatchers_task() {
-        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1), None);
         let shared = out.shared.clone();
         let news = Arc::new(tokio::sync::Notify::new());
         let n = news.clone();

@@ -1,0 +1,343 @@
+//! The driver: one loop per client connection, written once for every
+//! streaming transport. It owns what the transports share: the session, smart
+//! batching and the throttle clock, the heartbeat and the client timeout, the
+//! client message rate limit, slow consumers (4008), close codes, metrics and the
+//! connection's tracing span. A transport brings a socket ([`Outgoing`] and, if
+//! the client talks back, an [`Incoming`]) and a [`Wire`] protocol.
+//!
+//! Writes use smart batching: the loop writes a frame only when the previous one
+//! has left for the socket, and everything that piled up meanwhile goes out
+//! together in the next frame. The loop runs inside the response body (see
+//! [`super::socket::outgoing`]), so while the socket takes nothing it does not
+//! run; the watchdog marks it stalled, and it closes with 4008 when it runs again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::socket::{ClientFrame, Incoming, Outgoing, ReadError};
+use super::{CloseCode, Ended, FrameCounters, TransportContext};
+use crate::session::protocol::{BadRequest, ClientOp, ErrorCode, Format, ServerMsg};
+use crate::session::Session;
+
+/// A batch larger than this goes out as several frames, one per write. Each write
+/// then fits in the first page of actix's 8 KiB per-connection write buffer, which
+/// keeps the rest of that buffer untouched (not resident) on idle connections: a
+/// 20-symbol snapshot burst would otherwise cost every connection a page more.
+pub const FRAME_BYTES: usize = 3 * 1024;
+
+/// A wire protocol: how session output becomes frames and client messages
+/// become ops, and what a heartbeat and a close look like.
+pub trait Wire {
+    /// The transport's metric label (`ws`, `sse`, …).
+    const TRANSPORT: &'static str;
+
+    /// The encoding of session messages (for metric labels).
+    fn format(&self) -> Format;
+
+    /// Encodes `msgs` as frames of about [`FRAME_BYTES`] at most, handing each to
+    /// `emit` with the messages it carries.
+    fn encode(&self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes));
+
+    /// Writes one encoded frame to the socket.
+    fn write(&self, out: &Outgoing, frame: &[u8]);
+
+    /// Writes a heartbeat (a WebSocket ping, an SSE comment).
+    fn heartbeat(&self, out: &Outgoing);
+
+    /// Answers a client's ping.
+    fn pong(&self, _out: &Outgoing, _payload: &[u8]) {}
+
+    /// Ends the connection: with `code` and `reason` where the protocol has
+    /// close frames, or by ending the stream.
+    fn close(&self, out: &Outgoing, close: Option<(u16, &str)>);
+
+    /// Decodes one client message.
+    fn decode(&self, _payload: &[u8], _binary: bool) -> Result<ClientOp, BadRequest> {
+        Err(BadRequest {
+            id: None,
+            message: "this transport takes no client messages".into(),
+        })
+    }
+}
+
+/// How a connection proves it is alive.
+#[derive(Clone, Copy, Debug)]
+pub struct Liveness {
+    /// A heartbeat goes out this often.
+    pub heartbeat: Duration,
+    /// A client that sent nothing for this long is closed with 4000 (`None`:
+    /// the client never talks, as on SSE).
+    pub client_timeout: Option<Duration>,
+}
+
+/// One connection, ready to be driven.
+pub struct Connection<W> {
+    pub wire: W,
+    pub out: Outgoing,
+    /// The client's messages; `None` where the client does not talk (SSE).
+    pub input: Option<Incoming>,
+    pub session: Session,
+    pub liveness: Liveness,
+    /// The connection's place under `server.max_connections`.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// How a connection loop ended.
+#[derive(Debug)]
+enum End {
+    /// We close with this code and reason.
+    Close(CloseCode, String),
+    /// The client closed; echo its code.
+    ClientClosed(Option<(u16, String)>),
+    /// The socket accepted nothing for `write_stall_timeout`.
+    SlowConsumer,
+    /// The client's stream ended without a close frame; nothing to send.
+    Gone,
+}
+
+/// Runs `conn` until it ends, then ends it with exactly one close.
+pub async fn drive<W: Wire>(conn: Connection<W>, ctx: Arc<TransportContext>) {
+    let Connection {
+        wire,
+        out,
+        mut input,
+        mut session,
+        liveness,
+        permit: _permit,
+    } = conn;
+    let cfg = &ctx.settings.session;
+    let metrics = ctx.metrics.clone();
+    let mut counters = Counters {
+        inner: FrameCounters::open(&metrics, W::TRANSPORT, wire.format()),
+        out: &out,
+    };
+    let queue_depth = metrics.send_queue_depth.clone();
+    let inbox = session.inbox().clone();
+    let mut shutdown = ctx.shutdown.clone();
+    // Both waits live across turns: re-creating them each turn would register
+    // and unregister a waiter per frame.
+    let shutting_down = shutdown.wait_for(|s| *s);
+    tokio::pin!(shutting_down);
+    let news = inbox.notified();
+    tokio::pin!(news);
+    // One timer for the heartbeat and the throttle, reset to the earlier of them
+    // each turn (an idle connection's state is what it costs). Write stalls are
+    // the watchdog's: while the socket takes nothing this loop does not run.
+    let mut heartbeat_at = tokio::time::Instant::now() + liveness.heartbeat;
+    let timer = tokio::time::sleep_until(heartbeat_at);
+    tokio::pin!(timer);
+    let mut last_heard = Instant::now();
+    let mut limit = ctx.message_limit();
+    let mut pong_due: Option<Bytes> = None;
+    let mut heartbeat_due = false;
+    // Encoded frames of a batch larger than FRAME_BYTES, written one per turn.
+    let mut spill: VecDeque<Bytes> = VecDeque::new();
+    tracing::debug!("open");
+
+    let end = loop {
+        if out.is_stalled() {
+            break End::SlowConsumer;
+        }
+        let now = Instant::now();
+        let (ready, next_deadline) = session.readiness(now);
+        let want_write = heartbeat_due || pong_due.is_some() || ready || !spill.is_empty();
+        if want_write && out.has_room() {
+            // Everything that piled up while the last frame was in flight goes out
+            // together; the slot is full again until the dispatcher takes it.
+            if let Some(p) = pong_due.take() {
+                wire.pong(&out, &p);
+            }
+            if std::mem::take(&mut heartbeat_due) {
+                wire.heartbeat(&out);
+            }
+            if ready && spill.is_empty() {
+                let msgs = session.take_ready(now);
+                queue_depth.observe(session.pending_count() as f64);
+                wire.encode(&msgs, &mut |part, frame| {
+                    counters.frame(part, frame.len());
+                    spill.push_back(frame);
+                });
+            }
+            if let Some(frame) = spill.pop_front() {
+                wire.write(&out, &frame);
+                if !spill.is_empty() {
+                    out.next_turn().await;
+                }
+            }
+            continue;
+        }
+        let wake_at = match next_deadline {
+            Some(throttle_at) if !want_write => {
+                heartbeat_at.min(tokio::time::Instant::from_std(throttle_at))
+            }
+            _ => heartbeat_at,
+        };
+        if timer.deadline() != wake_at {
+            timer.as_mut().reset(wake_at);
+        }
+
+        tokio::select! {
+            biased;
+            _ = &mut shutting_down => {
+                break End::Close(CloseCode::GoingAway, "server shutting down".into());
+            }
+            frame = recv(&mut input) => {
+                let now = Instant::now();
+                let msg = match frame {
+                    None => break End::Gone,
+                    Some(Err(e)) => {
+                        let text = match &e {
+                            ReadError::TooLarge => format!("frame larger than {} bytes", cfg.max_frame_bytes),
+                            ReadError::InvalidUtf8 => "text frame is not valid UTF-8".to_owned(),
+                            ReadError::Protocol(e) => format!("protocol error: {e}"),
+                        };
+                        break End::Close(e.close_code(), text);
+                    }
+                    Some(Ok(msg)) => msg,
+                };
+                last_heard = now;
+                let (payload, binary) = match msg {
+                    ClientFrame::Text(t) => (t, false),
+                    ClientFrame::Binary(b) => (b, true),
+                    ClientFrame::Ping(p) => {
+                        pong_due = Some(p);
+                        continue;
+                    }
+                    ClientFrame::Pong => continue,
+                    ClientFrame::Close(reason) => {
+                        break End::ClientClosed(reason.map(|r| {
+                            (r.code.into(), r.description.unwrap_or_default())
+                        }));
+                    }
+                };
+                match limit.admit(&mut session, now) {
+                    Ok(true) => match wire.decode(&payload, binary) {
+                        Ok(op) => session.handle_op(op, now),
+                        Err(e) => session.push_error(e.id, ErrorCode::BadRequest, e.message, None),
+                    },
+                    Ok(false) => {}
+                    Err(code) => break End::Close(code, "too many messages per second".into()),
+                }
+            }
+            _ = out.writable(), if want_write => {}
+            _ = &mut news, if !want_write => news.set(inbox.notified()),
+            _ = &mut timer => {
+                let now = tokio::time::Instant::now();
+                if now >= heartbeat_at {
+                    if let Some(timeout) = liveness.client_timeout {
+                        if last_heard.elapsed() >= timeout {
+                            break End::Close(CloseCode::ClientTimeout, format!(
+                                "client timeout: nothing received for {timeout:?}"
+                            ));
+                        }
+                    }
+                    heartbeat_due = true;
+                    heartbeat_at = now + liveness.heartbeat;
+                }
+                // Otherwise a throttled symbol is due: the next turn sends it.
+            }
+        }
+    };
+
+    // Replies already queued (errors included) go out before our close.
+    if let End::Close(..) = end {
+        let msgs = session.take_ready(Instant::now());
+        wire.encode(&msgs, &mut |part, frame| {
+            counters.frame(part, frame.len());
+            spill.push_back(frame);
+        });
+        for frame in spill.drain(..) {
+            wire.write(&out, &frame);
+        }
+    }
+    // Leave the fan-out before anything else, so a closing client costs nothing.
+    drop(session);
+    tracing::debug!(?end, "closing");
+    match end {
+        End::Close(code, text) => {
+            counters.closed(code);
+            wire.close(&out, Some((code.code(), &text)));
+        }
+        End::SlowConsumer => {
+            // The socket took something again (this loop runs): the close follows
+            // what was already queued. (The watchdog counted the slow consumer,
+            // and resets the socket if this never runs.)
+            counters.closed(CloseCode::SlowConsumer);
+            wire.close(
+                &out,
+                Some((
+                    CloseCode::SlowConsumer.code(),
+                    "slow consumer: writes stalled",
+                )),
+            );
+            // A trickle is not reading: a client that has not taken everything
+            // (the close included) within another write_stall_timeout, nor
+            // answered the close, is reset.
+            let deadline = tokio::time::sleep(cfg.write_stall_timeout);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    frame = recv(&mut input) => match frame {
+                        None | Some(Err(_)) | Some(Ok(ClientFrame::Close(_))) => break,
+                        Some(Ok(_)) => {}
+                    },
+                    _ = &mut deadline => {
+                        if out.unsent() > 0 {
+                            metrics.slow_consumer_resets.inc();
+                            out.abort();
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        End::ClientClosed(reason) => {
+            let code = reason
+                .as_ref()
+                .map_or(CloseCode::Normal.code(), |(code, _)| *code);
+            counters.closed(Ended::ByClient(code));
+            wire.close(&out, reason.as_ref().map(|(c, text)| (*c, text.as_str())));
+        }
+        End::Gone => counters.closed(Ended::Gone),
+    }
+}
+
+/// The client's next frame; never resolves for a client that does not talk.
+async fn recv(input: &mut Option<Incoming>) -> Option<Result<ClientFrame, ReadError>> {
+    match input {
+        Some(input) => input.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A connection's counters. One the watchdog cut counts as closed with 4008 even
+/// when its loop never ran again (it is dropped with the body).
+struct Counters<'a> {
+    inner: FrameCounters,
+    out: &'a Outgoing,
+}
+
+impl std::ops::Deref for Counters<'_> {
+    type Target = FrameCounters;
+    fn deref(&self) -> &FrameCounters {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Counters<'_> {
+    fn deref_mut(&mut self) -> &mut FrameCounters {
+        &mut self.inner
+    }
+}
+
+impl Drop for Counters<'_> {
+    fn drop(&mut self) {
+        if self.out.is_stalled() {
+            self.inner.closed(CloseCode::SlowConsumer);
+        }
+    }
+}
