@@ -111,12 +111,12 @@ impl Application {
         let mut feed_tasks = Vec::new();
         for (cfg, status) in settings.feeds.iter().zip(&state.feeds) {
             state.metrics.register_feed(&status.name);
-            let ctx = FeedContext {
-                hub: state.hub.clone(),
-                status: status.clone(),
-                metrics: state.metrics.clone(),
-                shutdown: state.transport.shutdown.clone(),
-            };
+            let ctx = FeedContext::new(
+                state.hub.clone(),
+                status.clone(),
+                state.metrics.clone(),
+                state.transport.shutdown.clone(),
+            );
             feed_tasks.push(tokio::spawn(supervise(cfg.clone(), ctx)));
         }
 

@@ -1,7 +1,8 @@
-//! Feed adapters: each one produces [`QuoteUpdate`]s and publishes them through its
+//! Feed adapters: each one produces [`QuoteUpdate`](crate::quote::QuoteUpdate)s and publishes them through its
 //! [`FeedContext`] into the hub until shutdown. The set of adapters is a closed enum
 //! ([`Feed`]) built from the `[[feeds]]` settings; each lives in its own file.
 
+mod context;
 mod replay;
 mod sim;
 
@@ -12,14 +13,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::sync::watch;
 
+pub use context::{Directory, FeedContext};
 pub use replay::ReplayFeed;
 pub use sim::SimFeed;
 
-use crate::hub::{Hub, IngestError};
 use crate::metrics::Metrics;
-use crate::quote::QuoteUpdate;
 use crate::settings::FeedSettings;
 
 /// What an adapter can fail with. Reconnectable errors are retried with capped,
@@ -46,7 +45,7 @@ pub enum Feed {
 
 impl Feed {
     /// Builds the adapter a `[[feeds]]` entry describes.
-    pub fn from_settings(settings: &FeedSettings, hub: &Hub) -> Result<Feed, FeedError> {
+    pub fn from_settings(settings: &FeedSettings, hub: &Directory) -> Result<Feed, FeedError> {
         Ok(match settings {
             FeedSettings::Sim(s) => Feed::Sim(SimFeed::new(s, hub)?),
             FeedSettings::Replay(r) => Feed::Replay(ReplayFeed::new(r)),
@@ -180,61 +179,6 @@ impl FeedStatus {
     }
 }
 
-/// What an adapter gets to do its work.
-#[derive(Clone)]
-pub struct FeedContext {
-    pub hub: Arc<Hub>,
-    pub status: Arc<FeedStatus>,
-    pub metrics: Arc<Metrics>,
-    pub shutdown: watch::Receiver<bool>,
-}
-
-impl FeedContext {
-    /// Hands one update to the hub (never waits on clients). Unknown symbols are
-    /// counted as rejected.
-    pub fn publish(&self, update: &QuoteUpdate) -> Result<u64, IngestError> {
-        match self.hub.ingest(update) {
-            Ok(seq) => {
-                self.accepted(1);
-                Ok(seq)
-            }
-            Err(e) => {
-                self.rejected("unknown_symbol");
-                Err(e)
-            }
-        }
-    }
-
-    /// Counts `n` accepted quotes.
-    pub fn accepted(&self, n: u64) {
-        self.status.received.fetch_add(n, Ordering::Relaxed);
-        *self.status.last_quote_at.lock() = Some(Instant::now());
-        self.metrics
-            .feed_quotes_received
-            .with_label_values(&[&self.status.name])
-            .inc_by(n);
-    }
-
-    /// Counts one refused line or quote.
-    pub fn rejected(&self, reason: &str) {
-        self.status.rejected.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .feed_quotes_rejected
-            .with_label_values(&[&self.status.name, reason])
-            .inc();
-    }
-
-    /// True once shutdown has been signalled.
-    pub fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
-    }
-
-    /// Resolves when shutdown is signalled.
-    pub async fn shutdown_signal(&mut self) {
-        let _ = self.shutdown.wait_for(|s| *s).await;
-    }
-}
-
 /// Capped, jittered exponential backoff: 0.5 s, 1 s, 2 s ... up to 30 s, each ±25 %.
 pub fn backoff(attempt: u32) -> Duration {
     let base = 0.5 * 2f64.powi(attempt.min(6) as i32);
@@ -249,39 +193,39 @@ pub async fn supervise(settings: FeedSettings, mut ctx: FeedContext) {
     let name = settings.name().to_owned();
     let mut attempt = 0;
     loop {
-        let feed = match Feed::from_settings(&settings, &ctx.hub) {
+        let feed = match Feed::from_settings(&settings, &ctx.directory()) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(feed = %name, error = %e, "feed cannot start");
-                ctx.status.set_state(FeedState::Failed);
+                ctx.status().set_state(FeedState::Failed);
                 return;
             }
         };
-        ctx.status.set_state(FeedState::Running);
+        ctx.status().set_state(FeedState::Running);
         match feed.run_once(ctx.clone()).await {
             Ok(()) if ctx.is_shutting_down() => {
-                ctx.status.set_state(FeedState::Stopped);
+                ctx.status().set_state(FeedState::Stopped);
                 return;
             }
             Ok(()) => {
                 tracing::info!(feed = %name, "feed finished");
-                ctx.status.set_state(FeedState::Finished);
+                ctx.status().set_state(FeedState::Finished);
                 return;
             }
             Err(FeedError::Fatal(e)) => {
                 tracing::error!(feed = %name, error = %e, "feed failed");
-                ctx.status.set_state(FeedState::Failed);
+                ctx.status().set_state(FeedState::Failed);
                 return;
             }
             Err(FeedError::Reconnectable(e)) => {
                 let wait = backoff(attempt);
                 attempt += 1;
                 tracing::warn!(feed = %name, error = %e, retry_in = ?wait, "feed dropped; reconnecting");
-                ctx.status.set_state(FeedState::Reconnecting);
+                ctx.status().set_state(FeedState::Reconnecting);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = ctx.shutdown_signal() => {
-                        ctx.status.set_state(FeedState::Stopped);
+                        ctx.status().set_state(FeedState::Stopped);
                         return;
                     }
                 }

@@ -58,7 +58,7 @@ impl FeedAdapter for ReplayFeed {
         for (n, (line, why)) in bad.iter().enumerate() {
             ctx.rejected("malformed");
             if n < MAX_LOGGED_BAD_LINES {
-                tracing::warn!(feed = %ctx.status.name, file = %self.file.display(), line, error = %why, "skipping malformed line");
+                tracing::warn!(feed = %ctx.status().name, file = %self.file.display(), line, error = %why, "skipping malformed line");
             }
         }
         if updates.is_empty() {
@@ -93,7 +93,7 @@ impl FeedAdapter for ReplayFeed {
                 let mut u = u.clone();
                 u.t += shift;
                 if let Err(e) = ctx.publish(&u) {
-                    tracing::debug!(feed = %ctx.status.name, error = %e, "update refused");
+                    tracing::debug!(feed = %ctx.status().name, error = %e, "update refused");
                 }
             }
             if !self.looping || ctx.is_shutting_down() {

@@ -9,8 +9,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 
-use super::{FeedAdapter, FeedContext, FeedError};
-use crate::hub::{Hub, SymbolId};
+use super::{Directory, FeedAdapter, FeedContext, FeedError};
+use crate::hub::SymbolId;
 use crate::quote::{Fields, Price};
 use crate::settings::SimSettings;
 
@@ -70,7 +70,7 @@ fn lot(rng: &mut SmallRng, max_lots: u64) -> u64 {
 impl SimFeed {
     /// Builds the market: `symbols` if given, else the universe rows whose `feed`
     /// column names this feed, else the whole universe.
-    pub fn new(settings: &SimSettings, hub: &Hub) -> Result<SimFeed, FeedError> {
+    pub fn new(settings: &SimSettings, hub: &Directory) -> Result<SimFeed, FeedError> {
         let mut rng = SmallRng::seed_from_u64(settings.seed);
         let ids: Vec<SymbolId> = if !settings.symbols.is_empty() {
             settings
@@ -223,7 +223,7 @@ impl FeedAdapter for SimFeed {
         // Every symbol opens with a full quote, so snapshots exist at once.
         let t = now_ms();
         for s in &self.symbols {
-            ctx.hub.ingest_fields(s.id, t, &s.full());
+            ctx.publish_fields(s.id, t, &s.full());
         }
         ctx.accepted(self.symbols.len() as u64);
         if !self.start_delay.is_zero() {
@@ -256,7 +256,7 @@ impl FeedAdapter for SimFeed {
             for _ in 0..n {
                 let i = self.pick();
                 let fields = self.step(i);
-                ctx.hub.ingest_fields(self.symbols[i].id, t, &fields);
+                ctx.publish_fields(self.symbols[i].id, t, &fields);
             }
             ctx.accepted(n);
         }
@@ -266,6 +266,7 @@ impl FeedAdapter for SimFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::Hub;
     use crate::universe::{parse, BUILTIN_TSV};
 
     fn settings(seed: u64) -> SimSettings {
@@ -288,17 +289,17 @@ mod tests {
         let mut s = settings(3);
         s.quotes_per_sec = 1000.0;
         s.start_delay = Duration::from_secs(10);
-        let feed = SimFeed::new(&s, &hub).unwrap();
+        let feed = SimFeed::new(&s, &Directory::new(&hub)).unwrap();
         let ids: Vec<SymbolId> = feed.symbols.iter().map(|x| x.id).collect();
         let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let ctx = FeedContext {
-            hub: hub.clone(),
-            status: Arc::new(super::super::FeedStatus::new(
+        let ctx = FeedContext::new(
+            hub.clone(),
+            Arc::new(super::super::FeedStatus::new(
                 &crate::settings::FeedSettings::Sim(s.clone()),
             )),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            Arc::new(crate::metrics::Metrics::new()),
             shutdown,
-        };
+        );
         let total_seq = || -> u64 { ids.iter().map(|&id| hub.latest(id).unwrap().seq).sum() };
         let check = async {
             // The clock is paused: these sleeps only advance it.
@@ -315,8 +316,8 @@ mod tests {
     #[test]
     fn same_seed_same_market_and_bid_below_ask() {
         let hub = Hub::new(parse(BUILTIN_TSV).unwrap());
-        let mut a = SimFeed::new(&settings(7), &hub).unwrap();
-        let mut b = SimFeed::new(&settings(7), &hub).unwrap();
+        let mut a = SimFeed::new(&settings(7), &Directory::new(&hub)).unwrap();
+        let mut b = SimFeed::new(&settings(7), &Directory::new(&hub)).unwrap();
         let mut hot_hits = 0;
         for _ in 0..20_000 {
             let (ia, ib) = (a.pick(), b.pick());
