@@ -282,6 +282,8 @@ def summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code) ->
         "server_cpu_s": cpu,
         "server_cpu_pct": 100 * cpu / window if window else None,
         "server_cpu_s_per_m": cpu / (delivered * window / 1e6) if delivered else None,
+        # The kernel's part of it (stime): sends, receives, wake-ups.
+        "server_sys_s_per_m": (end.sys_s - start.sys_s) / (delivered * window / 1e6) if delivered else None,
         "server_thread_cpu_pct": {
             name: round(100 * (cpu_s - start.threads.get(name, 0.0)) / window, 1)
             for name, cpu_s in sorted(end.threads.items(),

@@ -85,6 +85,7 @@ class Sample:
     rss_kib: int      # VmRSS
     metrics: dict     # selected /metrics counters (may be empty)
     threads: dict     # CPU seconds per thread, keyed "name#tid"
+    sys_s: float = 0.0  # stime alone: the kernel's share of cpu_s
 
 
 class Gateway:
@@ -127,9 +128,13 @@ class Gateway:
         raise RuntimeError("gateway not ready in time:\n" + self.log_tail())
 
     def cpu_seconds(self) -> float:
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, kernel) CPU seconds so far."""
         stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK   # utime, stime
 
     def thread_cpu(self) -> dict:
         """CPU seconds per thread ("name#tid"), to see whether one thread saturates."""
@@ -177,8 +182,9 @@ class Gateway:
         return out
 
     def sample(self, with_metrics: bool = True) -> Sample:
-        return Sample(time.monotonic(), self.cpu_seconds(), self.rss_kib(),
-                      self.metrics() if with_metrics else {}, self.thread_cpu())
+        user, kernel = self.cpu_split()
+        return Sample(time.monotonic(), user + kernel, self.rss_kib(),
+                      self.metrics() if with_metrics else {}, self.thread_cpu(), kernel)
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:

@@ -57,13 +57,14 @@ def fanout_table(steps: list[dict]) -> str:
         rows.append(lead + [
             _f(s["feed_qps"]), _f(s["clients_subscribed"]), _f(s["offered_ups"]),
             _f(s["delivered_ups"]), _f(s["delivery_ratio"], 3), _f(s["server_cpu_pct"]),
-            _f(s["server_cpu_s_per_m"], 2), _f(s["latency_ms"]["p50"], 2),
+            _f(s["server_cpu_s_per_m"], 2), _f(s.get("server_sys_s_per_m"), 2),
+            _f(s["latency_ms"]["p50"], 2),
             _f(s["latency_ms"]["p99"], 2), _f(s["latency_ms"]["p999"], 2),
             _f(s["server_rss_mib"], 1), _f(s["loadgen_cpu_pct"]),
         ] + ratios)
     return _table((["server"] if peers else []) + (["run"] if runs else []) + [
         "feed q/s", "clients", "offered upd/s", "delivered upd/s", "ratio",
-        "server CPU %", "server CPU-s / M upd", "p50 ms", "p99 ms", "p99.9 ms",
+        "server CPU %", "server CPU-s / M upd", "of which kernel", "p50 ms", "p99 ms", "p99.9 ms",
         "server RSS MiB", "loadgen CPU %"] + ([
             "CPU-s / M ÷ gateway", "p99 ÷ gateway", "RSS ÷ gateway"] if peers else []), rows)
 
@@ -104,6 +105,7 @@ def median_table(steps: list[dict], figures: list[tuple[str, object, int]]) -> s
 def fanout_medians(steps: list[dict]) -> str:
     return median_table(steps, [
         ("server CPU-s / M upd", lambda s: s["server_cpu_s_per_m"], 2),
+        ("of which kernel", lambda s: s.get("server_sys_s_per_m"), 2),
         ("delivered upd/s", lambda s: s["delivered_ups"], 0),
         ("p99 ms", _p99, 2),
         ("server RSS MiB", lambda s: s["server_rss_mib"], 1),
