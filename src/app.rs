@@ -15,7 +15,6 @@ use crate::http::{self, ApiContext, ApiError};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::transport::poll::PollRegistry;
 use crate::transport::{self, TransportContext};
 use crate::universe;
 
@@ -67,7 +66,7 @@ impl Application {
             hub: hub.clone(),
             metrics: metrics.clone(),
             shutdown,
-            polls: PollRegistry::default(),
+            sessions: Default::default(),
         });
         let api = Arc::new(ApiContext {
             hub: hub.clone(),
@@ -129,7 +128,7 @@ impl Application {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
-                    state.transport.polls.reap(timeout);
+                    state.transport.sessions.reap(timeout);
                 }
             })
         };
@@ -171,7 +170,7 @@ impl Application {
         tracing::info!("shutting down: closing connections with 1001, stopping feeds");
         let _ = self.shutdown_tx.send(true);
         reaper.abort();
-        state.transport.polls.end_all();
+        state.transport.sessions.end_all();
         // Give sessions a moment to send their 1001 before the server stops.
         let max = settings.server.max_connections;
         let drained = tokio::time::timeout(settings.server.shutdown_timeout, async {

@@ -1,5 +1,5 @@
 //! [`TransportContext`]: what a transport may use (the hub, its settings, the
-//! metrics, the connection limit, the shutdown signal, the long-poll sessions),
+//! metrics, the connection limit, the shutdown signal, the session registry),
 //! instead of the whole application state. Sessions are made here, once for
 //! every transport.
 
@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::poll::PollRegistry;
 use super::ratelimit::MessageLimit;
+use super::registry::SessionRegistry;
 use crate::http::ApiError;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -25,8 +25,8 @@ pub struct TransportContext {
     pub connections: Arc<Semaphore>,
     /// Flips to `true` on shutdown.
     pub shutdown: watch::Receiver<bool>,
-    /// Long-polling sessions.
-    pub polls: PollRegistry,
+    /// Sessions that outlive a socket (long-polling).
+    pub sessions: SessionRegistry,
 }
 
 impl TransportContext {

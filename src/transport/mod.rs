@@ -10,6 +10,7 @@ mod counters;
 pub mod driver;
 pub mod poll;
 mod ratelimit;
+pub mod registry;
 pub mod socket;
 pub mod sse;
 pub mod ws;

@@ -3,117 +3,32 @@
 //! messages are pending, or after `wait` seconds with an empty list;
 //! `POST /poll/{session}` takes one client op and answers its replies;
 //! `DELETE /poll/{session}` ends it. A session not polled for `session_timeout`
-//! expires; afterwards (and after DELETE) its id answers 410.
+//! expires; afterwards (and after DELETE) its id answers 410. Sessions wait between
+//! requests in the [session registry](super::registry).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::OwnedSemaphorePermit;
 
-use super::{CloseCode, Ended, FrameCounters, MessageLimit, TransportContext};
+use super::registry::{LookupError, Parked};
+use super::{CloseCode, FrameCounters, TransportContext};
 use crate::http::ApiError;
-use crate::hub::Inbox;
 use crate::session::protocol::{op_from_value, Format, ServerMsg};
-use crate::session::Session;
 
-/// How long the id of an ended session keeps answering 410 rather than 404.
-const TOMBSTONE_FACTOR: u32 = 10;
-
-/// One long-polling session.
-struct PollEntry {
-    session: tokio::sync::Mutex<Session>,
-    inbox: Arc<Inbox>,
-    last_seen: Mutex<Instant>,
-    /// GETs waiting right now (a session being polled never expires).
-    polling: AtomicUsize,
-    limit: Mutex<MessageLimit>,
-    counters: Mutex<FrameCounters>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl PollEntry {
-    fn touch(&self) {
-        *self.last_seen.lock() = Instant::now();
-    }
-}
-
-/// Decrements the in-flight poll count however the request ends.
-struct Polling<'a>(&'a AtomicUsize);
-
-impl Drop for Polling<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Every live long-polling session, plus recently ended ids (for 410).
-#[derive(Default)]
-pub struct PollRegistry {
-    live: Mutex<HashMap<String, Arc<PollEntry>>>,
-    ended: Mutex<HashMap<String, Instant>>,
-}
-
-impl PollRegistry {
-    fn get(&self, id: &str) -> Result<Arc<PollEntry>, ApiError> {
-        if let Some(e) = self.live.lock().get(id) {
-            return Ok(e.clone());
-        }
-        if self.ended.lock().contains_key(id) {
-            return Err(ApiError::new(
-                410,
-                "session_expired",
-                format!("session {id} has ended or expired; create a new one with POST /poll"),
-            ));
-        }
-        Err(ApiError::new(
-            404,
-            "unknown_session",
-            format!("no session {id}"),
-        ))
-    }
-
-    fn end(&self, id: &str, reason: Ended) {
-        if let Some(e) = self.live.lock().remove(id) {
-            e.counters.lock().closed(reason);
-            self.ended.lock().insert(id.to_owned(), Instant::now());
-        }
-    }
-
-    /// Expires sessions idle longer than `timeout` and forgets old ended ids.
-    pub fn reap(&self, timeout: Duration) {
-        let now = Instant::now();
-        let idle: Vec<String> = self
-            .live
-            .lock()
-            .iter()
-            .filter(|(_, e)| {
-                e.polling.load(Ordering::Acquire) == 0
-                    && now.saturating_duration_since(*e.last_seen.lock()) > timeout
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in idle {
-            self.end(&id, Ended::Expired);
-        }
-        self.ended
-            .lock()
-            .retain(|_, at| now.saturating_duration_since(*at) < timeout * TOMBSTONE_FACTOR);
-    }
-
-    /// Ends every session (graceful shutdown).
-    pub fn end_all(&self) {
-        let ids: Vec<String> = self.live.lock().keys().cloned().collect();
-        for id in ids {
-            self.end(&id, CloseCode::GoingAway.into());
-        }
-    }
+/// The parked session `id`: 404 if it never was, 410 once it ended or expired.
+fn lookup(state: &TransportContext, id: &str) -> Result<Arc<Parked>, ApiError> {
+    state.sessions.get(id).map_err(|e| match e {
+        LookupError::Unknown(_) => ApiError::new(404, "unknown_session", e.to_string()),
+        LookupError::Ended(_) => ApiError::new(
+            410,
+            "session_expired",
+            format!("{e}; create a new one with POST /poll"),
+        ),
+    })
 }
 
 /// Reads a request body up to `limit` bytes.
@@ -197,17 +112,11 @@ pub async fn create(
     }
     let msgs = session.take_ready(now);
     let id = session.id().to_owned();
-    let entry = Arc::new(PollEntry {
-        inbox: session.inbox().clone(),
-        session: tokio::sync::Mutex::new(session),
-        last_seen: Mutex::new(now),
-        polling: AtomicUsize::new(0),
-        limit: Mutex::new(state.message_limit()),
-        counters: Mutex::new(FrameCounters::open(&state.metrics, "poll", Format::Json)),
-        _permit: permit,
-    });
-    let response = respond(&msgs, Some(&id), &entry.counters.lock());
-    state.polls.live.lock().insert(id, entry);
+    let counters = FrameCounters::open(&state.metrics, "poll", Format::Json);
+    let parked = state
+        .sessions
+        .park(session, state.message_limit(), counters, permit);
+    let response = respond(&msgs, Some(&id), &parked.counters.lock());
     Ok(response)
 }
 
@@ -237,10 +146,8 @@ pub async fn poll(
             }
         },
     };
-    let entry = state.polls.get(&path)?;
-    entry.polling.fetch_add(1, Ordering::AcqRel);
-    let _polling = Polling(&entry.polling);
-    entry.touch();
+    let entry = lookup(&state, &path)?;
+    let attached = entry.attach();
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();
     let msgs = loop {
@@ -267,7 +174,7 @@ pub async fn poll(
             _ = shutdown.wait_for(|s| *s) => break Vec::new(),
         }
     };
-    entry.touch();
+    drop(attached);
     let response = respond(&msgs, None, &entry.counters.lock());
     Ok(response)
 }
@@ -278,7 +185,7 @@ pub async fn op(
     payload: web::Payload,
     state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
-    let entry = state.polls.get(&path)?;
+    let entry = lookup(&state, &path)?;
     let body = read_body(payload, state.settings.session.max_frame_bytes).await?;
     entry.touch();
     let now = Instant::now();
@@ -289,7 +196,7 @@ pub async fn op(
         Ok(false) => {}
         Err(code) => {
             drop(session);
-            state.polls.end(&path, code.into());
+            state.sessions.end(&path, code.into());
             return Err(ApiError::new(
                 429,
                 "rate_limited",
@@ -314,7 +221,7 @@ pub async fn delete(
     path: web::Path<String>,
     state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
-    state.polls.get(&path)?;
-    state.polls.end(&path, CloseCode::Normal.into());
+    lookup(&state, &path)?;
+    state.sessions.end(&path, CloseCode::Normal.into());
     Ok(HttpResponse::Ok().json(json!({"session": path.as_str(), "closed": true})))
 }
