@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{BufMut, BytesMut};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 use super::registry::{LookupError, Parked};
 use super::{CloseCode, FrameCounters, TransportContext};
 use crate::http::ApiError;
+use crate::session::encode::write_json_message;
 use crate::session::protocol::{op_from_value, Format, ServerMsg};
 
 /// The parked session `id`: 404 if it never was, 410 once it ended or expired.
@@ -48,27 +50,32 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     Ok(body.freeze())
 }
 
-#[derive(serde::Serialize)]
-struct PollBody<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session: Option<&'a str>,
-    messages: &'a [ServerMsg],
-}
-
+/// `{"session":..,"messages":[..]}` (`session` on creation only), the messages
+/// written from their cached encodings as on every other transport.
 fn respond(msgs: &[ServerMsg], session: Option<&str>, counters: &FrameCounters) -> HttpResponse {
-    let body = PollBody {
-        session,
-        messages: msgs,
-    };
-    // unwrap: our messages hold only strings, integers and finite floats.
-    let text = serde_json::to_string(&body).expect("unwrap: JSON encoding");
+    let mut body = BytesMut::with_capacity(64 + msgs.len() * 96);
+    body.put_slice(b"{");
+    if let Some(id) = session {
+        body.put_slice(b"\"session\":");
+        // unwrap: a string always encodes.
+        serde_json::to_writer((&mut body).writer(), id).expect("unwrap: JSON string");
+        body.put_slice(b",");
+    }
+    body.put_slice(b"\"messages\":[");
+    for (i, m) in msgs.iter().enumerate() {
+        if i > 0 {
+            body.put_slice(b",");
+        }
+        write_json_message(&mut body, m);
+    }
+    body.put_slice(b"]}");
     if !msgs.is_empty() {
-        counters.frame(msgs, text.len());
+        counters.frame(msgs, body.len());
     }
     HttpResponse::Ok()
         .content_type("application/json")
         .insert_header(("Cache-Control", "no-store"))
-        .body(text)
+        .body(body.freeze())
 }
 
 /// `POST /poll`: `{"symbols":[..],"max_rate":R}` → a new session with its first
