@@ -10,6 +10,7 @@ use super::ApiContext;
 use super::ApiError;
 use crate::hub::{Hub, SymbolId};
 use crate::quote::{Fields, Quote};
+use crate::session::protocol::ErrorCode;
 
 /// A full quote as the API shows it: `sym`, `seq`, `t` and every field set.
 #[derive(Serialize)]
@@ -47,7 +48,7 @@ fn resolve(hub: &Hub, names: &str) -> Result<Vec<SymbolId>, ApiError> {
     if !unknown.is_empty() {
         return Err(ApiError::new(
             404,
-            "unknown_symbol",
+            ErrorCode::UnknownSymbol,
             format!("unknown symbol: {}", unknown.join(", ")),
         )
         .with_symbols(unknown));
@@ -84,11 +85,15 @@ pub async fn quote(
     let sym = path.into_inner();
     let hub = &state.hub;
     let id = hub.find(&sym).ok_or_else(|| {
-        ApiError::new(404, "unknown_symbol", format!("unknown symbol: {sym}"))
-            .with_symbols(vec![sym.clone()])
+        ApiError::new(
+            404,
+            ErrorCode::UnknownSymbol,
+            format!("unknown symbol: {sym}"),
+        )
+        .with_symbols(vec![sym.clone()])
     })?;
     let q = hub.latest(id).ok_or_else(|| {
-        ApiError::new(404, "no_quote", format!("no quote for {sym} yet"))
+        ApiError::new(404, ErrorCode::NoQuote, format!("no quote for {sym} yet"))
             .with_symbols(vec![sym.clone()])
     })?;
     Ok(HttpResponse::Ok().json(view(&q)))

@@ -15,14 +15,15 @@ pub struct ApiError {
     pub status: u16,
     #[serde(rename = "type")]
     kind: &'static str,
-    pub code: &'static str,
+    #[serde(serialize_with = "code_str")]
+    pub code: ErrorCode,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symbols: Option<Vec<String>>,
 }
 
 impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: u16, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             kind: "error",
@@ -33,7 +34,7 @@ impl ApiError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(400, "bad_request", message)
+        ApiError::new(400, ErrorCode::BadRequest, message)
     }
 
     pub fn with_symbols(mut self, symbols: Vec<String>) -> ApiError {
@@ -60,13 +61,20 @@ impl ApiError {
             ErrorCode::NotEntitled => 403,
             ErrorCode::Unauthorized => 401,
             ErrorCode::RateLimited => 429,
+            ErrorCode::ServerFull => 503,
+            ErrorCode::NoQuote | ErrorCode::NotFound | ErrorCode::UnknownSession => 404,
+            ErrorCode::SessionExpired => 410,
             ErrorCode::BadRequest | ErrorCode::UnknownSymbol | ErrorCode::TooManySymbols => 400,
         };
         Some(ApiError {
             symbols: symbols.clone(),
-            ..ApiError::new(status, code.as_str(), message.clone())
+            ..ApiError::new(status, *code, message.clone())
         })
     }
+}
+
+fn code_str<S: serde::Serializer>(code: &ErrorCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(code.as_str())
 }
 
 impl ResponseError for ApiError {
@@ -83,7 +91,7 @@ impl ResponseError for ApiError {
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::new(
         404,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no such endpoint: {} {}", req.method(), req.path()),
     )
     .error_response()

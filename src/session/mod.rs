@@ -18,7 +18,7 @@ use crate::hub::{Hub, Inbox, SymbolId};
 use crate::metrics::Metrics;
 use crate::quote::FieldMask;
 use crate::settings::SessionSettings;
-use protocol::{ClientOp, ErrorCode, Format, Limits, QuoteKind, RequestId, ServerMsg};
+use protocol::{BadRequest, ClientOp, ErrorCode, Format, Limits, QuoteKind, RequestId, ServerMsg};
 use subscriptions::{Subscription, Subscriptions};
 
 /// Error lists name at most this many symbols (the count is in the message).
@@ -141,9 +141,10 @@ impl Session {
             .find(|m| matches!(m, ServerMsg::Error { .. }))
     }
 
-    /// Decodes one client frame and handles it (a bad frame becomes `bad_request`).
-    pub fn handle_frame(&mut self, payload: &[u8], binary: bool, now: Instant) {
-        match protocol::parse_op(payload, binary) {
+    /// Handles a client message a wire protocol decoded: an op, or why it is
+    /// not one (answered with `bad_request`).
+    pub fn handle_decoded(&mut self, decoded: Result<ClientOp, BadRequest>, now: Instant) {
+        match decoded {
             Ok(op) => self.handle_op(op, now),
             Err(e) => self.push_error(e.id, ErrorCode::BadRequest, e.message, None),
         }

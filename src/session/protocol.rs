@@ -25,7 +25,8 @@ impl Format {
     }
 }
 
-/// Error codes of PROTOCOL.md section 4.
+/// Error codes: those of PROTOCOL.md section 4, and those only HTTP answers carry
+/// (in the same `{"type":"error","code":..}` body).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     BadRequest,
@@ -34,6 +35,16 @@ pub enum ErrorCode {
     NotEntitled,
     Unauthorized,
     RateLimited,
+    /// HTTP: no quote for a known symbol yet.
+    NoQuote,
+    /// HTTP: no such endpoint.
+    NotFound,
+    /// HTTP: the connection limit is reached.
+    ServerFull,
+    /// HTTP: no long-polling session with that id.
+    UnknownSession,
+    /// HTTP: the long-polling session ended or expired.
+    SessionExpired,
 }
 
 impl ErrorCode {
@@ -45,6 +56,11 @@ impl ErrorCode {
             ErrorCode::NotEntitled => "not_entitled",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NoQuote => "no_quote",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ServerFull => "server_full",
+            ErrorCode::UnknownSession => "unknown_session",
+            ErrorCode::SessionExpired => "session_expired",
         }
     }
 }

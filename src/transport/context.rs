@@ -12,7 +12,7 @@ use super::registry::SessionRegistry;
 use crate::http::ApiError;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::session::protocol::Format;
+use crate::session::protocol::{ErrorCode, Format};
 use crate::session::{Session, SessionConfig};
 use crate::settings::Settings;
 
@@ -52,7 +52,7 @@ impl TransportContext {
         if permit.is_none() {
             self.metrics
                 .connections_rejected
-                .with_label_values(&["server_full"])
+                .with_label_values(&[ErrorCode::ServerFull.as_str()])
                 .inc();
         }
         permit
@@ -60,7 +60,8 @@ impl TransportContext {
 
     /// [`TransportContext::try_admit`] for HTTP transports: 503 when full.
     pub fn admit_http(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.try_admit()
-            .ok_or_else(|| ApiError::new(503, "server_full", "server full, try again later"))
+        self.try_admit().ok_or_else(|| {
+            ApiError::new(503, ErrorCode::ServerFull, "server full, try again later")
+        })
     }
 }

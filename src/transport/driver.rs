@@ -20,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::socket::{ClientFrame, Incoming, Outgoing, ReadError};
 use super::{CloseCode, Ended, FrameCounters, TransportContext};
-use crate::session::protocol::{BadRequest, ClientOp, ErrorCode, Format, ServerMsg};
+use crate::session::protocol::{BadRequest, ClientOp, Format, ServerMsg};
 use crate::session::Session;
 
 /// A batch larger than this goes out as several frames, one per write. Each write
@@ -215,10 +215,7 @@ pub async fn drive<W: Wire>(conn: Connection<W>, ctx: Arc<TransportContext>) {
                     }
                 };
                 match limit.admit(&mut session, now) {
-                    Ok(true) => match wire.decode(&payload, binary) {
-                        Ok(op) => session.handle_op(op, now),
-                        Err(e) => session.push_error(e.id, ErrorCode::BadRequest, e.message, None),
-                    },
+                    Ok(true) => session.handle_decoded(wire.decode(&payload, binary), now),
                     Ok(false) => {}
                     Err(code) => break End::Close(code, "too many messages per second".into()),
                 }

@@ -19,15 +19,15 @@ use super::registry::{LookupError, Parked};
 use super::{CloseCode, FrameCounters, TransportContext};
 use crate::http::ApiError;
 use crate::session::encode::write_json_message;
-use crate::session::protocol::{op_from_value, Format, ServerMsg};
+use crate::session::protocol::{op_from_value, parse_op, ErrorCode, Format, ServerMsg};
 
 /// The parked session `id`: 404 if it never was, 410 once it ended or expired.
 fn lookup(state: &TransportContext, id: &str) -> Result<Arc<Parked>, ApiError> {
     state.sessions.get(id).map_err(|e| match e {
-        LookupError::Unknown(_) => ApiError::new(404, "unknown_session", e.to_string()),
+        LookupError::Unknown(_) => ApiError::new(404, ErrorCode::UnknownSession, e.to_string()),
         LookupError::Ended(_) => ApiError::new(
             410,
-            "session_expired",
+            ErrorCode::SessionExpired,
             format!("{e}; create a new one with POST /poll"),
         ),
     })
@@ -41,7 +41,7 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
         if body.len() + chunk.len() > limit {
             return Err(ApiError::new(
                 413,
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("body larger than {limit} bytes"),
             ));
         }
@@ -199,14 +199,14 @@ pub async fn op(
     let mut session = entry.session.lock().await;
     let admitted = entry.limit.lock().admit(&mut session, now);
     match admitted {
-        Ok(true) => session.handle_frame(&body, false, now),
+        Ok(true) => session.handle_decoded(parse_op(&body, false), now),
         Ok(false) => {}
         Err(code) => {
             drop(session);
             state.sessions.end(&path, code.into());
             return Err(ApiError::new(
                 429,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!(
                     "more than {} messages per second, again and again; session {} ended",
                     state.settings.session.client_msgs_per_sec,
