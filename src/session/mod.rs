@@ -8,8 +8,11 @@
 //! received. A client that cannot keep up skips intermediate states, never fields.
 
 pub mod encode;
+mod principal;
 pub mod protocol;
 mod subscriptions;
+
+pub use principal::Principal;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,6 +68,8 @@ pub struct Session {
     /// The slots one take found marked (kept between takes for its capacity).
     scratch: Vec<u32>,
     outbox: Vec<ServerMsg>,
+    /// Who this session serves (asked at subscribe).
+    principal: Principal,
 }
 
 /// A fresh random session id such as `s-8f3a09c2d1e4`.
@@ -101,7 +106,14 @@ impl Session {
             kept: Vec::new(),
             scratch: Vec::new(),
             outbox: vec![welcome],
+            principal: Principal::anonymous(),
         }
+    }
+
+    /// The same session serving `principal`.
+    pub fn with_principal(mut self, principal: Principal) -> Self {
+        self.principal = principal;
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -200,7 +212,16 @@ impl Session {
         snapshot: bool,
         now: Instant,
     ) {
-        let (ids, unknown) = self.hub.resolve(symbols.iter().map(String::as_str));
+        let (mut ids, unknown) = self.hub.resolve(symbols.iter().map(String::as_str));
+        let mut forbidden = Vec::new();
+        ids.retain(|&sym| {
+            let name = self.hub.symbol(sym);
+            let allowed = self.principal.may_see(name);
+            if !allowed {
+                forbidden.push(name.to_string());
+            }
+            allowed
+        });
         let rate = max_rate
             .unwrap_or(self.limits.default_rate)
             .clamp(self.limits.min_rate, self.limits.max_rate);
@@ -225,6 +246,11 @@ impl Session {
         }
         self.subs.trim();
         self.report_unknown(&id, unknown);
+        if !forbidden.is_empty() {
+            let message = format!("not entitled to {}", summary(&forbidden));
+            forbidden.truncate(MAX_LISTED_SYMBOLS);
+            self.push_error(id.clone(), ErrorCode::NotEntitled, message, Some(forbidden));
+        }
         if !granted.is_empty() {
             self.outbox.push(ServerMsg::Subscribed {
                 id: id.clone(),

@@ -228,3 +228,26 @@ fn a_slot_given_up_while_throttled_serves_the_next_symbol_cleanly() {
     );
     assert!(s.next_deadline().is_none(), "nothing left throttled");
 }
+
+#[test]
+fn a_principal_gets_only_the_symbols_it_is_entitled_to() {
+    let (hub, s) = setup();
+    let mut s = s.with_principal(super::Principal::restricted("desk-7", vec!["A*".into()]));
+    let t0 = Instant::now();
+    feed(&hub, json!({"sym":"AAA","t":1,"bp":"1.00"}));
+    feed(&hub, json!({"sym":"BBB","t":1,"bp":"2.00"}));
+    take(&mut s, t0);
+    sub(&mut s, &["BBB", "AAA"], 10.0, t0);
+    let msgs = take(&mut s, t0);
+    let types: Vec<&str> = msgs.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["error", "subscribed", "snapshot"]);
+    assert_eq!(msgs[0]["code"], "not_entitled");
+    assert_eq!(msgs[0]["symbols"], json!(["BBB"]));
+    assert_eq!(msgs[1]["symbols"], json!(["AAA"]));
+    // Nothing of BBB ever arrives.
+    feed(&hub, json!({"sym":"BBB","t":2,"bp":"2.01"}));
+    feed(&hub, json!({"sym":"AAA","t":2,"bp":"1.01"}));
+    let later = take(&mut s, t0 + Duration::from_secs(1));
+    assert!(later.iter().all(|m| m["sym"] == "AAA"), "{later:?}");
+    assert_eq!(later.len(), 1);
+}

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use actix_web::dev::RequestHead;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::ratelimit::MessageLimit;
@@ -13,7 +14,7 @@ use crate::http::ApiError;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::session::protocol::{ErrorCode, Format};
-use crate::session::{Session, SessionConfig};
+use crate::session::{Principal, Session, SessionConfig};
 use crate::settings::Settings;
 
 /// The narrow context every transport handler gets.
@@ -30,14 +31,24 @@ pub struct TransportContext {
 }
 
 impl TransportContext {
-    /// A new session speaking `format`; its `welcome` is already queued.
-    pub fn session(&self, format: Format) -> Session {
+    /// The authentication hook: who the client of a new connection is, from
+    /// its request (headers, query). Every transport calls it before it makes a
+    /// session; a refusal is the transport's 401 or 4001. No authentication is
+    /// configured yet, so every client is anonymous and may see every symbol.
+    pub fn authenticate(&self, _request: &RequestHead) -> Result<Principal, ApiError> {
+        Ok(Principal::anonymous())
+    }
+
+    /// A new session for `principal`, speaking `format`; its `welcome` is
+    /// already queued.
+    pub fn session(&self, format: Format, principal: Principal) -> Session {
         Session::new(
             self.hub.clone(),
             self.metrics.clone(),
             SessionConfig::new(&self.settings.session, self.settings.bench.ingest_stamp),
             format,
         )
+        .with_principal(principal)
     }
 
     /// The client message rate limit of a new session.

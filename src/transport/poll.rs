@@ -81,9 +81,11 @@ fn respond(msgs: &[ServerMsg], session: Option<&str>, counters: &FrameCounters) 
 /// `POST /poll`: `{"symbols":[..],"max_rate":R}` → a new session with its first
 /// messages (welcome, subscribed, snapshots; errors for bad symbols).
 pub async fn create(
+    req: HttpRequest,
     payload: web::Payload,
     state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
+    let principal = state.authenticate(req.head())?;
     let body = read_body(payload, state.settings.session.max_frame_bytes).await?;
     let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
@@ -113,7 +115,7 @@ pub async fn create(
     }
     let permit = state.admit_http()?;
     let now = Instant::now();
-    let mut session = state.session(Format::Json);
+    let mut session = state.session(Format::Json, principal);
     if let Some(op) = subscribe {
         session.handle_op(op, now);
     }

@@ -58,8 +58,9 @@ pub async fn sse_endpoint(
     // The same checks as a WebSocket subscribe, answered as HTTP errors: SSE has
     // no channel for errors before the stream starts.
     let op = op_from_value(op).map_err(|e| ApiError::bad_request(e.message))?;
+    let principal = state.authenticate(req.head())?;
     let permit = state.admit_http()?;
-    let mut session = state.session(Format::Json);
+    let mut session = state.session(Format::Json, principal);
     session.handle_op(op, Instant::now());
     if let Some(e) = session.first_error().and_then(ApiError::from_reply) {
         return Err(e);

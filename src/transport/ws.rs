@@ -84,6 +84,7 @@ pub async fn ws_endpoint(
         Some(_) => Format::Json,
         None => query_format,
     };
+    let principal = state.authenticate(req.head())?;
     let cfg = &state.settings.session;
     let (out, mut body) = Outgoing::new(
         req.conn_data::<ClientSocket>().copied(),
@@ -93,7 +94,7 @@ pub async fn ws_endpoint(
     );
     match state.try_admit() {
         Some(permit) => {
-            let session = state.session(format);
+            let session = state.session(format, principal);
             let span =
                 tracing::debug_span!("conn", transport = "ws", session = session.id(), ?format);
             let conn = Connection {
