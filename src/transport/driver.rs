@@ -20,6 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::socket::{ClientFrame, Incoming, Outgoing, ReadError};
 use super::{CloseCode, Ended, FrameCounters, TransportContext};
+use crate::metrics::Metrics;
 use crate::session::protocol::{BadRequest, ClientOp, Format, ServerMsg};
 use crate::session::Session;
 
@@ -271,26 +272,8 @@ pub async fn drive<W: Wire>(conn: Connection<W>, ctx: Arc<TransportContext>) {
                     "slow consumer: writes stalled",
                 )),
             );
-            // A trickle is not reading: a client that has not taken everything
-            // (the close included) within another write_stall_timeout, nor
-            // answered the close, is reset.
-            let deadline = tokio::time::sleep(cfg.write_stall_timeout);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    frame = recv(&mut input) => match frame {
-                        None | Some(Err(_)) | Some(Ok(ClientFrame::Close(_))) => break,
-                        Some(Ok(_)) => {}
-                    },
-                    _ = &mut deadline => {
-                        if out.unsent() > 0 {
-                            metrics.slow_consumer_resets.inc();
-                            out.abort();
-                        }
-                        break;
-                    }
-                }
-            }
+            // Boxed: its timer is paid for only by connections that get here.
+            Box::pin(linger(&mut input, &out, cfg.write_stall_timeout, &metrics)).await;
         }
         End::ClientClosed(reason) => {
             let code = reason
@@ -300,6 +283,34 @@ pub async fn drive<W: Wire>(conn: Connection<W>, ctx: Arc<TransportContext>) {
             wire.close(&out, reason.as_ref().map(|(c, text)| (*c, text.as_str())));
         }
         End::Gone => counters.closed(Ended::Gone),
+    }
+}
+
+/// After a 4008: a trickle is not reading. A client that has not taken
+/// everything (the close included) within another `timeout`, nor answered the
+/// close, is reset.
+async fn linger(
+    input: &mut Option<Incoming>,
+    out: &Outgoing,
+    timeout: Duration,
+    metrics: &Metrics,
+) {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            frame = recv(input) => match frame {
+                None | Some(Err(_)) | Some(Ok(ClientFrame::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = &mut deadline => {
+                if out.unsent() > 0 {
+                    metrics.slow_consumer_resets.inc();
+                    out.abort();
+                }
+                return;
+            }
+        }
     }
 }
 
