@@ -91,6 +91,7 @@ impl SessionRegistry {
             attached: AtomicUsize::new(0),
             _permit: permit,
         });
+        tracing::debug!(session = %id, "parked");
         self.live.lock().insert(id, parked.clone());
         parked
     }
@@ -110,6 +111,7 @@ impl SessionRegistry {
     /// as `reason`.
     pub fn end(&self, id: &str, reason: Ended) {
         if let Some(p) = self.live.lock().remove(id) {
+            tracing::debug!(session = %id, ended = %reason.label(), "session ended");
             p.counters.lock().closed(reason);
             self.ended.lock().insert(id.to_owned(), Instant::now());
         }
