@@ -1,11 +1,12 @@
-//! The `ticker-gateway` binary: parse flags, load settings, run until SIGINT/SIGTERM.
+//! The `ticker-gateway` binary: parse flags, load settings, run until SIGINT/SIGTERM
+//! (or, with `--check-config`, print the effective settings and exit).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use ticker_gateway::app::Application;
-use ticker_gateway::settings::Settings;
+use ticker_gateway::settings::{LogFormat, LogSettings, Settings};
 
 /// jemalloc keeps its bookkeeping out of the blocks it hands out, so the untouched
 /// tail of a connection's buffers stays unbacked: 3 KiB less RSS per idle connection
@@ -20,6 +21,27 @@ struct Args {
     /// A settings file layered over the built-in defaults (only the keys it changes).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Load and check the settings (every layer, the environment included), print
+    /// the effective settings with secrets redacted, and exit: 0 when they are
+    /// valid, 2 when not.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Logs as `log` says; `RUST_LOG`, when set, wins over `log.level`.
+fn init_logging(log: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
+    match log.format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Registers the SIGINT/SIGTERM handlers now (so a signal that comes during start-up
@@ -63,13 +85,7 @@ fn raise_open_file_limit() {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
-    raise_open_file_limit();
     let settings = match Settings::load(args.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -77,6 +93,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check_config {
+        print!("{}", settings.to_redacted_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&settings.log);
+    raise_open_file_limit();
     let result = actix_web::rt::System::new().block_on(async move {
         let signals = shutdown_signal()?;
         let app = Application::build(settings)?;

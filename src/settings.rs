@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -26,7 +26,7 @@ fn invalid(key: &str, problem: impl Into<String>) -> SettingsError {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -37,32 +37,34 @@ pub struct Settings {
     #[serde(default)]
     pub bench: BenchSettings,
     #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
     pub feeds: Vec<FeedSettings>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
     pub workers: usize,
     pub max_connections: usize,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub shutdown_timeout: Duration,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSettings {
     pub max_symbols: usize,
     pub default_rate: f64,
     pub min_rate: f64,
     pub max_rate: f64,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub heartbeat_interval: Duration,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub client_timeout: Duration,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub write_stall_timeout: Duration,
     pub max_frame_bytes: usize,
     pub client_msgs_per_sec: f64,
@@ -70,28 +72,28 @@ pub struct SessionSettings {
 }
 
 /// Server-Sent Events (`GET /sse`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SseSettings {
     /// A comment line goes out this often so proxies keep the stream open.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub keepalive_interval: Duration,
 }
 
 /// Long-polling (`/poll`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollSettings {
     /// A session not polled for this long expires (later polls get 410).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub session_timeout: Duration,
     /// The longest `wait` a poll may ask for.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub max_wait: Duration,
 }
 
 /// Benchmark-only switches; leave them off in production.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BenchSettings {
     /// Stamp every snapshot/update with `ti`, the ingest time in µs since the Unix
@@ -100,14 +102,14 @@ pub struct BenchSettings {
     pub ingest_stamp: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UniverseSettings {
     pub file: String,
 }
 
 /// One feed adapter's settings; `kind` picks the adapter.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum FeedSettings {
     Sim(SimSettings),
@@ -139,7 +141,7 @@ fn default_start_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimSettings {
     pub name: String,
@@ -152,11 +154,19 @@ pub struct SimSettings {
     pub seed: u64,
     #[serde(default)]
     pub symbols: Vec<String>,
-    #[serde(default = "default_start_timeout", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_start_timeout",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
     pub start_timeout: Duration,
     /// Every symbol's opening quote is published at once; the market starts moving
     /// this long after (lets a benchmark connect its clients on a quiet feed).
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(
+        default,
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
     pub start_delay: Duration,
 }
 
@@ -167,7 +177,7 @@ fn default_hot_share() -> f64 {
     0.5
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaySettings {
     pub name: String,
@@ -176,7 +186,11 @@ pub struct ReplaySettings {
     pub speed: f64,
     #[serde(default, rename = "loop")]
     pub looping: bool,
-    #[serde(default = "default_start_timeout", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_start_timeout",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
     pub start_timeout: Duration,
 }
 
@@ -207,6 +221,42 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A duration as the settings files write it: "250ms", "15s".
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        s.serialize_str(&format!("{}s", ms / 1000))
+    } else {
+        s.serialize_str(&format!("{ms}ms"))
+    }
+}
+
+/// Logging: `format` text (the default) or json (one object per line);
+/// `level` a tracing filter such as "info" or "ticker_gateway=debug,info".
+/// `RUST_LOG`, when set, wins over `level`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -220,7 +270,41 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
 }
 
+/// A setting whose name ends in one of these words (`jwt_secret`, `key`) holds a
+/// secret and is never printed.
+const SECRET_WORDS: [&str; 4] = ["secret", "password", "token", "key"];
+
+/// Replaces the value of every setting that holds a secret with "<redacted>".
+fn redact(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                let last = k
+                    .rsplit(['_', '-'])
+                    .next()
+                    .unwrap_or(k)
+                    .to_ascii_lowercase();
+                if SECRET_WORDS.contains(&last.as_str()) {
+                    *v = toml::Value::String("<redacted>".into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
 impl Settings {
+    /// The effective settings as TOML, secrets redacted (`--check-config`).
+    pub fn to_redacted_toml(&self) -> String {
+        // unwrap: every settings type serializes (plain data, durations as strings).
+        let mut value = toml::Value::try_from(self).expect("unwrap: settings serialize");
+        redact(&mut value);
+        toml::to_string(&value).expect("unwrap: a TOML value prints")
+    }
+
     /// Loads the layers: defaults, then `overlay` (if any), then the environment.
     pub fn load(overlay: Option<&Path>) -> Result<Settings, SettingsError> {
         Self::load_with(overlay, &[])
@@ -257,6 +341,15 @@ impl Settings {
 
     /// Checks the values the types cannot, naming the first bad setting.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a level or filter such as \"info\"",
+                    self.log.level
+                ),
+            ));
+        }
         let s = &self.session;
         if s.max_symbols == 0 {
             return Err(invalid("session.max_symbols", "must be at least 1"));
@@ -394,5 +487,26 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn effective_settings_print_as_toml_that_loads_back_with_secrets_redacted() {
+        let s =
+            Settings::load_with(None, &["[session]\nwrite_stall_timeout = \"250ms\"\n"]).unwrap();
+        let text = s.to_redacted_toml();
+        assert!(text.contains("write_stall_timeout = \"250ms\""), "{text}");
+        let again = Settings::load_with(None, &[&text]).unwrap();
+        assert_eq!(again.to_redacted_toml(), text);
+        let mut v: toml::Value = toml::from_str(
+            "[auth]\njwt_secret = \"hunter2\"\n[[auth.keys]]\nkey = \"raw-key\"\nsub = \"x\"\n",
+        )
+        .unwrap();
+        redact(&mut v);
+        let printed = toml::to_string(&v).unwrap();
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("raw-key"),
+            "{printed}"
+        );
+        assert!(printed.contains("sub = \"x\""), "{printed}");
     }
 }

@@ -111,6 +111,110 @@ fn non_numeric_port_is_refused() {
     assert_one_line_naming(&stderr, "port");
 }
 
+#[test]
+fn check_config_prints_the_effective_settings_of_every_layer_and_exits() {
+    let file = temp_file("check.toml", "[session]\nwrite_stall_timeout = \"250ms\"\n");
+    let out = gateway()
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&file)
+        .env("TICKER__SERVER__PORT", "9123")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // The defaults, the file and the environment, all in one place.
+    assert!(stdout.contains("port = 9123"), "{stdout}");
+    assert!(
+        stdout.contains("write_stall_timeout = \"250ms\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("heartbeat_interval = \"15s\""), "{stdout}");
+    // And it started nothing: a second check of the same settings is the same.
+    let printed = temp_file("printed.toml", &stdout);
+    let again = gateway()
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&printed)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
+
+    let (code, stderr) = run_failing(
+        gateway()
+            .arg("--check-config")
+            .env("TICKER__SESSION__MAX_RATE", "0.001"),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_one_line_naming(&stderr, "session.max_rate");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let overlay = temp_file("json-log.toml", "[log]\nformat = \"json\"\n");
+    let mut child = gateway()
+        .arg("--config")
+        .arg(&overlay)
+        .env("TICKER__SERVER__PORT", "0")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // The first lines, up to the one that says where it listens.
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let done = line.contains("listening on");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    // Ends a run that never prints its listening line (the reader then ends too).
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (pid, done) = (child.id(), done.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + WAIT;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    let _ = Command::new("kill").arg(pid.to_string()).status();
+                    return;
+                };
+                std::thread::park_timeout(left);
+            }
+        })
+    };
+    let lines = reader.join().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    killer.thread().unpark();
+    killer.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.last().is_some_and(|l| l.contains("listening on")),
+        "no listening line: {lines:?}"
+    );
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(v.get(key).is_some(), "{key} missing in {line}");
+        }
+    }
+    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["level"], "INFO");
+    assert!(
+        last["addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{last}"
+    );
+}
+
 /// Removes ANSI escape sequences (`ESC [ ... letter`).
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
