@@ -65,7 +65,7 @@ impl Application {
             settings: settings.clone(),
             hub: hub.clone(),
             metrics: metrics.clone(),
-            shutdown,
+            shutdown: shutdown.clone(),
             sessions: Default::default(),
         });
         let api = Arc::new(ApiContext {
@@ -73,6 +73,7 @@ impl Application {
             metrics: metrics.clone(),
             feeds: feeds.clone(),
             started: Instant::now(),
+            shutdown,
         });
         let state = Arc::new(AppState {
             settings,

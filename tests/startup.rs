@@ -215,6 +215,34 @@ fn json_logs_are_one_object_per_line() {
     );
 }
 
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ticker-gateway.service"),
+    )
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/ticker-gateway "));
+    for hardening in ["DynamicUser=yes", "NoNewPrivileges=yes", "LimitNOFILE="] {
+        assert!(unit.contains(hardening), "{hardening} missing");
+    }
+    // verify checks that ExecStart is executable: point it at the binary built here.
+    let path = temp_file(
+        "ticker-gateway.service",
+        &unit.replace("/usr/local/bin/ticker-gateway", BIN),
+    );
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("systemd-analyze is needed ({e}); install it with: apt-get install systemd")
+        });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Unknown or misspelt directives are only warnings: none allowed.
+    assert!(stderr.trim().is_empty(), "{stderr}");
+}
+
 /// Removes ANSI escape sequences (`ESC [ ... letter`).
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

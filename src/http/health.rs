@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers), `/readyz` (every feed has delivered or its
-//! start timeout passed) and `/metrics` (Prometheus text exposition).
+//! start timeout passed; 503 `draining` from the moment shutdown starts) and
+//! `/metrics` (Prometheus text exposition).
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -11,6 +12,11 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<ApiContext>) -> HttpResponse {
+    if *state.shutdown.borrow() {
+        // Shutting down: a load balancer stops sending new clients at once,
+        // while the open ones are closed with 1001.
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}));
+    }
     let waiting: Vec<&str> = state
         .feeds
         .iter()
@@ -34,4 +40,35 @@ pub async fn metrics(state: web::Data<ApiContext>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use actix_web::body::MessageBody;
+
+    use super::*;
+    use crate::hub::Hub;
+    use crate::metrics::Metrics;
+
+    #[actix_web::test]
+    async fn readyz_turns_503_draining_the_moment_shutdown_starts() {
+        let universe = crate::universe::parse("h\nAAA\tA\t1.00\t0.01\tsim\n").unwrap();
+        let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let ctx = web::Data::new(ApiContext {
+            hub: Arc::new(Hub::new(universe)),
+            metrics: Arc::new(Metrics::new()),
+            feeds: Vec::new(),
+            started: Instant::now(),
+            shutdown,
+        });
+        assert_eq!(readyz(ctx.clone()).await.status(), 200);
+        shutdown_tx.send(true).unwrap();
+        let r = readyz(ctx).await;
+        assert_eq!(r.status(), 503);
+        let body = r.into_body().try_into_bytes().unwrap();
+        assert_eq!(&body[..], br#"{"status":"draining"}"#);
+    }
 }

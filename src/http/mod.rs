@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::web;
+use tokio::sync::watch;
 
 pub use error::ApiError;
 
@@ -24,6 +25,8 @@ pub struct ApiContext {
     pub metrics: Arc<Metrics>,
     pub feeds: Vec<Arc<FeedStatus>>,
     pub started: Instant,
+    /// Flips to `true` on shutdown (`/readyz` then answers 503 `draining`).
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// Registers the API, health, metrics and asset routes, and the JSON 404.
