@@ -7,7 +7,11 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpServer};
+use actix_http::{Extensions, HttpService};
+use actix_service::{fn_service, map_config};
+use actix_web::dev::AppConfig;
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App};
 use tokio::sync::{watch, Semaphore};
 
 use crate::feeds::{supervise, FeedContext, FeedStatus};
@@ -140,9 +144,19 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
-        let server =
-            HttpServer::new(move || {
-                App::new()
+        let upgrades = state.transport.clone();
+        // actix-web's HttpServer, plus an upgrade service: a WebSocket upgrade
+        // hands its connection over to the gateway (see transport::ws::upgrade).
+        let builder = actix_server::Server::build();
+        // Idle keep-alive connections close when the server stops (as
+        // actix-web's HttpServer arranges).
+        let graceful = builder.graceful_shutdown_signal();
+        let server = builder
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
+            .listen("ticker-gateway", self.listener, move || {
+                let app = App::new()
                     .app_data(transport_data.clone())
                     .app_data(api_data.clone())
                     .app_data(web::QueryConfig::default().error_handler(|e, _| {
@@ -152,16 +166,26 @@ impl Application {
                         ApiError::bad_request(format!("bad path: {e}")).into()
                     }))
                     .configure(transport::routes)
-                    .configure(http::routes)
-            })
-            .workers(workers)
-            // Quotes are small and latency matters: no Nagle delay on client sockets.
-            .tcp_nodelay(true)
-            // Each connection's socket, so a slow consumer that never reads can be cut.
-            .on_connect(crate::transport::socket::remember_socket)
-            .disable_signals()
-            .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
-            .listen(self.listener)?
+                    .configure(http::routes);
+                let upgrades = upgrades.clone();
+                let graceful = graceful.clone();
+                HttpService::build()
+                    .graceful_shutdown_signal(move || {
+                        let signal = graceful.clone();
+                        async move { signal.notified().await }
+                    })
+                    // Quotes are small and latency matters: no Nagle delay.
+                    .tcp_nodelay(true)
+                    // Each connection's socket, so a slow SSE reader can be cut.
+                    .on_connect_ext(|io: &TcpStream, ext: &mut Extensions| {
+                        transport::socket::remember_socket(io, ext)
+                    })
+                    .upgrade(fn_service(move |(req, framed)| {
+                        transport::ws::upgrade(upgrades.clone(), req, framed)
+                    }))
+                    .finish(map_config(app, |_| AppConfig::default()))
+                    .tcp()
+            })?
             .run();
         let handle = server.handle();
         let server_task = actix_web::rt::spawn(server);

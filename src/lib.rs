@@ -12,10 +12,10 @@
 //! - [`session`]: the transport-independent session core and the ticker.v1 messages.
 //! - [`transport`]: WebSocket ticker.v1 (JSON / MessagePack), Server-Sent Events
 //!   and long-polling on a narrow [`transport::TransportContext`]. A streaming
-//!   transport is a socket ([`transport::socket`]: actix-http's codec on the read
-//!   side, a one-frame slot as the response body on the write side) plus a wire
-//!   protocol, run by the one [`transport::driver`]; close codes in
-//!   [`transport::close`].
+//!   transport is a socket ([`transport::socket`]: a WebSocket the gateway owns
+//!   after actix-http hands over the upgraded connection, or an SSE response
+//!   body) plus a wire protocol, run by the one [`transport::driver`]; close
+//!   codes in [`transport::close`].
 //! - [`http`]: the JSON error type, the symbol/quote API, health, metrics.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully.

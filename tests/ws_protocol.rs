@@ -207,3 +207,64 @@ async fn benchmark_ingest_stamp_only_when_switched_on() {
     let upd = c.until_type("update").await;
     assert!(upd["ti"].as_i64().unwrap() >= ti);
 }
+
+/// Sends a raw HTTP/1.1 request and reads the whole answer (the server closes).
+async fn raw_request(app: &TestApp, head: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("the server closes after an error")
+        .unwrap();
+    let text = String::from_utf8(answer).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, body)
+}
+
+#[tokio::test]
+async fn refused_upgrades_get_a_json_error() {
+    let app = quiet_app().await;
+    let upgrade = |path: &str, key: bool, kind: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: {kind}\r\n\
+             Sec-WebSocket-Version: 13\r\n{}\r\n",
+            if key {
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            } else {
+                ""
+            }
+        )
+    };
+    for (head, status, code) in [
+        (upgrade("/ws", false, "websocket"), 400, "bad_request"),
+        (upgrade("/nope", true, "websocket"), 404, "not_found"),
+        (
+            upgrade("/ws?format=xml", true, "websocket"),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+    ] {
+        let (got, body) = raw_request(&app, &head).await;
+        assert_eq!(
+            (got, body["code"].as_str()),
+            (status, Some(code)),
+            "{head}: {body}"
+        );
+        assert_eq!(body["type"], "error");
+    }
+    // Other upgrades (h2c) are not taken over: the request is served as usual.
+    let (got, body) = raw_request(&app, &upgrade("/healthz", false, "h2c")).await;
+    assert_eq!((got, body), (200, json!({"status": "ok"})));
+    // And a good one still works after them.
+    let mut c = Client::connect(&app.ws_url("")).await;
+    c.until_type("welcome").await;
+}

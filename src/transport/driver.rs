@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::socket::{ClientFrame, Incoming, Outgoing, ReadError};
+use super::socket::{ClientFrame, Incoming, ReadError, Sink};
 use super::{CloseCode, Ended, FrameCounters, TransportContext};
 use crate::metrics::Metrics;
 use crate::session::protocol::{BadRequest, ClientOp, Format, ServerMsg};
@@ -29,6 +29,9 @@ use crate::session::Session;
 /// keeps the rest of that buffer untouched (not resident) on idle connections: a
 /// 20-symbol snapshot burst would otherwise cost every connection a page more.
 pub const FRAME_BYTES: usize = 3 * 1024;
+
+/// How long a client gets to answer our close frame before its socket closes.
+const CLOSE_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// A wire protocol: how session output becomes frames and client messages
 /// become ops, and what a heartbeat and a close look like.
@@ -44,17 +47,17 @@ pub trait Wire {
     fn encode(&self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes));
 
     /// Writes one encoded frame to the socket.
-    fn write(&self, out: &Outgoing, frame: &[u8]);
+    fn write(&self, out: &impl Sink, frame: &[u8]);
 
     /// Writes a heartbeat (a WebSocket ping, an SSE comment).
-    fn heartbeat(&self, out: &Outgoing);
+    fn heartbeat(&self, out: &impl Sink);
 
     /// Answers a client's ping.
-    fn pong(&self, _out: &Outgoing, _payload: &[u8]) {}
+    fn pong(&self, _out: &impl Sink, _payload: &[u8]) {}
 
     /// Ends the connection: with `code` and `reason` where the protocol has
     /// close frames, or by ending the stream.
-    fn close(&self, out: &Outgoing, close: Option<(u16, &str)>);
+    fn close(&self, out: &impl Sink, close: Option<(u16, &str)>);
 
     /// Decodes one client message.
     fn decode(&self, _payload: &[u8], _binary: bool) -> Result<ClientOp, BadRequest> {
@@ -76,9 +79,9 @@ pub struct Liveness {
 }
 
 /// One connection, ready to be driven.
-pub struct Connection<W> {
+pub struct Connection<W, S> {
     pub wire: W,
-    pub out: Outgoing,
+    pub out: S,
     /// The client's messages; `None` where the client does not talk (SSE).
     pub input: Option<Incoming>,
     pub session: Session,
@@ -101,7 +104,7 @@ enum End {
 }
 
 /// Runs `conn` until it ends, then ends it with exactly one close.
-pub async fn drive<W: Wire>(conn: Connection<W>, ctx: Arc<TransportContext>) {
+pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportContext>) {
     let Connection {
         wire,
         out,
@@ -141,6 +144,10 @@ pub async fn drive<W: Wire>(conn: Connection<W>, ctx: Arc<TransportContext>) {
 
     let end = loop {
         if out.is_stalled() {
+            if out.stall_deadline().is_some() {
+                // A sink that times its own stalls (the watchdog counts the rest).
+                metrics.slow_consumer_closes.inc();
+            }
             break End::SlowConsumer;
         }
         let now = Instant::now();
@@ -171,12 +178,16 @@ pub async fn drive<W: Wire>(conn: Connection<W>, ctx: Arc<TransportContext>) {
             }
             continue;
         }
-        let wake_at = match next_deadline {
+        let mut wake_at = match next_deadline {
             Some(throttle_at) if !want_write => {
                 heartbeat_at.min(tokio::time::Instant::from_std(throttle_at))
             }
             _ => heartbeat_at,
         };
+        // A sink that times its own stalls: wake when the wait becomes one.
+        if let Some(stall_at) = out.stall_deadline() {
+            wake_at = wake_at.min(stall_at);
+        }
         if timer.deadline() != wake_at {
             timer.as_mut().reset(wake_at);
         }
@@ -255,6 +266,12 @@ pub async fn drive<W: Wire>(conn: Connection<W>, ctx: Arc<TransportContext>) {
     // Leave the fan-out before anything else, so a closing client costs nothing.
     drop(session);
     tracing::debug!(?end, "closing");
+    // After our close the client answers with its own; after its close (or
+    // when it vanished) there is nothing to wait for.
+    let drain = match end {
+        End::Close(..) | End::SlowConsumer => CLOSE_ANSWER_WAIT.min(cfg.write_stall_timeout),
+        End::ClientClosed(_) | End::Gone => Duration::ZERO,
+    };
     match end {
         End::Close(code, text) => {
             counters.closed(code);
@@ -284,6 +301,11 @@ pub async fn drive<W: Wire>(conn: Connection<W>, ctx: Arc<TransportContext>) {
         }
         End::Gone => counters.closed(Ended::Gone),
     }
+    // The session is over (counted, gone from the gauges) ...
+    drop(counters);
+    // ... what is still queued (the close frame) leaves before the socket
+    // closes, and a client we sent a close to gets a moment to answer it.
+    Box::pin(out.finish(cfg.write_stall_timeout, drain)).await;
 }
 
 /// After a 4008: a trickle is not reading. A client that has not taken
@@ -291,20 +313,30 @@ pub async fn drive<W: Wire>(conn: Connection<W>, ctx: Arc<TransportContext>) {
 /// close, is reset.
 async fn linger(
     input: &mut Option<Incoming>,
-    out: &Outgoing,
+    out: &impl Sink,
     timeout: Duration,
     metrics: &Metrics,
 ) {
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    let mut draining = !out.flushed();
     loop {
+        // While our own buffer drains, the sink's stall clock rules (progress
+        // restarts it); once it has left, the client has another `timeout`.
+        if draining && out.flushed() {
+            deadline = tokio::time::Instant::now() + timeout;
+        }
+        draining = !out.flushed();
+        if let Some(stall) = out.stall_deadline() {
+            deadline = deadline.max(stall);
+        }
         tokio::select! {
             frame = recv(input) => match frame {
                 None | Some(Err(_)) | Some(Ok(ClientFrame::Close(_))) => return,
                 Some(Ok(_)) => {}
             },
-            _ = &mut deadline => {
-                if out.unsent() > 0 {
+            _ = out.writable(), if draining => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                if !out.flushed() || out.unsent() > 0 {
                     metrics.slow_consumer_resets.inc();
                     out.abort();
                 }
@@ -324,25 +356,25 @@ async fn recv(input: &mut Option<Incoming>) -> Option<Result<ClientFrame, ReadEr
 
 /// A connection's counters. One the watchdog cut counts as closed with 4008 even
 /// when its loop never ran again (it is dropped with the body).
-struct Counters<'a> {
+struct Counters<'a, S: Sink> {
     inner: FrameCounters,
-    out: &'a Outgoing,
+    out: &'a S,
 }
 
-impl std::ops::Deref for Counters<'_> {
+impl<S: Sink> std::ops::Deref for Counters<'_, S> {
     type Target = FrameCounters;
     fn deref(&self) -> &FrameCounters {
         &self.inner
     }
 }
 
-impl std::ops::DerefMut for Counters<'_> {
+impl<S: Sink> std::ops::DerefMut for Counters<'_, S> {
     fn deref_mut(&mut self) -> &mut FrameCounters {
         &mut self.inner
     }
 }
 
-impl Drop for Counters<'_> {
+impl<S: Sink> Drop for Counters<'_, S> {
     fn drop(&mut self) {
         if self.out.is_stalled() {
             self.inner.closed(CloseCode::SlowConsumer);

@@ -14,7 +14,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use super::driver::{self, Connection, Liveness, Wire, FRAME_BYTES};
-use super::socket::{ClientSocket, Outgoing};
+use super::socket::{ClientSocket, Outgoing, Sink};
 use super::TransportContext;
 use crate::http::ApiError;
 use crate::session::encode::write_json_message;
@@ -115,15 +115,15 @@ impl Wire for EventStream {
         }
     }
 
-    fn write(&self, out: &Outgoing, frame: &[u8]) {
+    fn write(&self, out: &impl Sink, frame: &[u8]) {
         out.raw(frame);
     }
 
-    fn heartbeat(&self, out: &Outgoing) {
+    fn heartbeat(&self, out: &impl Sink) {
         out.raw(b": keepalive\n\n");
     }
 
-    fn close(&self, out: &Outgoing, _close: Option<(u16, &str)>) {
+    fn close(&self, out: &impl Sink, _close: Option<(u16, &str)>) {
         out.end();
     }
 }

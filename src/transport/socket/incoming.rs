@@ -8,13 +8,15 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use actix_codec::Decoder;
 use actix_http::ws::{self, CloseReason, Codec, Frame, Item, ProtocolError};
 use actix_web::dev::Payload;
+use actix_web::dev::RequestHead;
 use actix_web::http::header;
-use actix_web::HttpRequest;
+use actix_web::rt::net::TcpStream;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
@@ -72,10 +74,10 @@ fn frame_header(buf: &[u8]) -> Option<(u8, u64)> {
 /// Validates the upgrade request; returns the response builder (101 with the
 /// accept key) and the first subprotocol the client offers that we speak.
 pub fn handshake(
-    req: &HttpRequest,
+    req: &RequestHead,
     ours: &[&'static str],
 ) -> Result<(actix_http::ResponseBuilder, Option<&'static str>), ws::HandshakeError> {
-    let mut response = ws::handshake(req.head())?;
+    let mut response = ws::handshake(req)?;
     let chosen = req
         .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -89,9 +91,21 @@ pub fn handshake(
     Ok((response, chosen))
 }
 
-/// Client frames from the upgraded request's payload.
+/// Where client bytes come from.
+enum Source {
+    /// The upgraded request's payload (actix reads the socket).
+    Payload(Payload),
+    /// The socket itself, owned after the upgrade.
+    Stream(Rc<TcpStream>),
+}
+
+/// Bytes read from an owned socket at a time (on the stack, so an idle
+/// connection keeps no read buffer).
+const READ_CHUNK: usize = 4096;
+
+/// Client frames from the upgraded request's payload or the owned socket.
 pub struct Incoming {
-    payload: Payload,
+    source: Source,
     buf: BytesMut,
     codec: Codec,
     max_size: usize,
@@ -102,9 +116,19 @@ pub struct Incoming {
 impl Incoming {
     /// Reads `payload`; frames and joined messages may hold up to `max_size` bytes.
     pub fn new(payload: Payload, max_size: usize) -> Self {
+        Self::from_source(Source::Payload(payload), BytesMut::new(), max_size)
+    }
+
+    /// Reads the owned socket, starting with `read` (what arrived with the
+    /// handshake).
+    pub fn from_stream(stream: Rc<TcpStream>, read: BytesMut, max_size: usize) -> Self {
+        Self::from_source(Source::Stream(stream), read, max_size)
+    }
+
+    fn from_source(source: Source, buf: BytesMut, max_size: usize) -> Self {
         Incoming {
-            payload,
-            buf: BytesMut::new(),
+            source,
+            buf,
             codec: Codec::new().max_size(max_size),
             max_size,
             partial: None,
@@ -159,11 +183,27 @@ impl Incoming {
                 // An idle connection keeps no read buffer of its own.
                 self.buf = BytesMut::new();
             }
-            match Pin::new(&mut self.payload).poll_next(cx) {
-                Poll::Ready(Some(Ok(bytes))) => self.buf.extend_from_slice(&bytes),
-                // The dispatcher ended the payload: the peer is gone.
-                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+            match &mut self.source {
+                Source::Payload(payload) => match Pin::new(payload).poll_next(cx) {
+                    Poll::Ready(Some(Ok(bytes))) => self.buf.extend_from_slice(&bytes),
+                    // The dispatcher ended the payload: the peer is gone.
+                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Source::Stream(stream) => match stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let mut chunk = [0u8; READ_CHUNK];
+                        match stream.try_read(&mut chunk) {
+                            Ok(0) => return Poll::Ready(None),
+                            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                            // Readiness cleared: the next poll waits for more.
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => return Poll::Ready(None),
+                        }
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                },
             }
         }
     }

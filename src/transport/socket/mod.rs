@@ -1,17 +1,23 @@
 //! The socket layer: how bytes move between a client and its session.
 //!
-//! - [`outgoing`]: a one-frame slot read by actix's dispatcher as the response
-//!   body, with the session's driver running inside that body (one task per
-//!   connection, writes taken once per dispatcher turn); WebSocket frames or raw
-//!   bytes (SSE). Slow consumers are timed by the per-worker [`watchdog`] and
-//!   reset through the raw socket.
-//! - [`incoming`]: the WebSocket read side on actix-http's codec: the upgrade
-//!   handshake, frames refused from their header when over the size limit, text
-//!   checked for UTF-8.
+//! - [`outgoing`]: for SSE, a one-frame slot read by actix's dispatcher as the
+//!   response body, with the session's driver running inside that body (one task
+//!   per connection, writes taken once per dispatcher turn). Slow consumers are
+//!   timed by the per-worker [`watchdog`] and reset through the raw socket.
+//! - [`DirectSocket`]: the write side of a WebSocket the gateway owns after the
+//!   upgrade: frames straight to the kernel, stalls timed here.
+//! - [`incoming`]: the WebSocket read side on actix-http's codec (from an owned
+//!   socket or a request payload): the upgrade handshake, frames refused from
+//!   their header when over the size limit, text checked for UTF-8.
+//! - [`Sink`]: what the driver needs of a write side.
 
+mod direct;
 pub mod incoming;
 pub mod outgoing;
+mod sink;
 mod watchdog;
 
+pub use direct::DirectSocket;
 pub use incoming::{handshake, ClientFrame, Incoming, ReadError};
 pub use outgoing::{remember_socket, ClientSocket, Outgoing, OutgoingBody};
+pub use sink::Sink;

@@ -1,6 +1,8 @@
-//! The write side of a client connection (WebSocket or SSE): a one-frame slot
-//! read by actix's connection dispatcher as the response body, and the session
-//! driver that fills it, which runs inside that body (one task per connection).
+//! The write side of a response-body stream (SSE): a one-frame slot read by
+//! actix's connection dispatcher as the response body, and the session driver
+//! that fills it, which runs inside that body (one task per connection).
+//! (WebSocket connections are taken out of actix after the upgrade and write
+//! through [`DirectSocket`](super::DirectSocket) instead.)
 //!
 //! Why not `actix_ws::Session`: it queues up to 32 frames in a channel, so the
 //! session never learns that a write is in flight and sends one frame per update
@@ -42,7 +44,7 @@ use crate::metrics::Metrics;
 use crate::session::protocol::Format;
 
 /// RFC 6455: a control frame carries at most 125 bytes, so a close reason at most 123.
-const MAX_CLOSE_REASON: usize = 123;
+pub(super) const MAX_CLOSE_REASON: usize = 123;
 
 #[derive(Default)]
 struct Slot {
@@ -452,10 +454,10 @@ impl Drop for OutgoingBody {
 /// The raw descriptor of a client's TCP socket, stored per connection by
 /// [`remember_socket`].
 #[derive(Clone, Copy, Debug)]
-pub struct ClientSocket(RawFd);
+pub struct ClientSocket(pub(super) RawFd);
 
 impl ClientSocket {
-    fn unsent(&self) -> usize {
+    pub(super) fn unsent(&self) -> usize {
         let mut n: libc::c_int = 0;
         // SAFETY: the descriptor is open (see `Outgoing::unsent`); the call only
         // writes the int we pass.
@@ -469,7 +471,7 @@ impl ClientSocket {
 
     /// Resets the connection: `SO_LINGER` 0 makes the final close send RST and
     /// drop unsent data; `shutdown` wakes the dispatcher to notice.
-    fn reset(&self) {
+    pub(super) fn reset(&self) {
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
@@ -497,7 +499,7 @@ pub fn remember_socket(conn: &dyn Any, ext: &mut Extensions) {
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-fn truncate(s: &str, max: usize) -> &str {
+pub(super) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -506,6 +508,48 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+impl super::Sink for Outgoing {
+    fn has_room(&self) -> bool {
+        Outgoing::has_room(self)
+    }
+    async fn writable(&self) {
+        Outgoing::writable(self).await
+    }
+    async fn next_turn(&self) {
+        Outgoing::next_turn(self).await
+    }
+    fn is_stalled(&self) -> bool {
+        Outgoing::is_stalled(self)
+    }
+    fn data(&self, format: Format, payload: &[u8]) {
+        Outgoing::data(self, format, payload)
+    }
+    fn ping(&self) {
+        Outgoing::ping(self)
+    }
+    fn pong(&self, payload: &[u8]) {
+        Outgoing::pong(self, payload)
+    }
+    fn close(&self, reason: Option<(u16, &str)>) {
+        Outgoing::close(self, reason)
+    }
+    fn raw(&self, bytes: &[u8]) {
+        Outgoing::raw(self, bytes)
+    }
+    fn end(&self) {
+        Outgoing::end(self)
+    }
+    fn abort(&self) {
+        Outgoing::abort(self)
+    }
+    fn flushed(&self) -> bool {
+        self.shared.slot.lock().buf.is_empty()
+    }
+    fn unsent(&self) -> usize {
+        Outgoing::unsent(self)
+    }
 }
 
 #[cfg(test)]

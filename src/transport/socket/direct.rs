@@ -1,0 +1,239 @@
+//! [`DirectSocket`]: the write side of a WebSocket the gateway owns (taken from
+//! actix-http after the upgrade). Frames go straight to the kernel with
+//! `try_write` from the connection's own task: no response body, no dispatcher
+//! turn per frame. A write the socket cannot take stays here (at most one
+//! batch: the driver writes the next only when this one has left) and starts the
+//! stall clock; `write_stall_timeout` later the connection is a slow consumer.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
+use actix_web::rt::net::TcpStream;
+use bytes::{Buf, BytesMut};
+use prometheus::IntGauge;
+use tokio::time::Instant;
+
+use super::outgoing::{truncate, ClientSocket, MAX_CLOSE_REASON};
+use super::Sink;
+use crate::session::protocol::Format;
+
+/// An owned client socket's write side.
+pub struct DirectSocket {
+    stream: Rc<TcpStream>,
+    state: RefCell<State>,
+    stall_timeout: Duration,
+    /// Counts the socket as open until this is dropped.
+    open: Option<IntGauge>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Bytes the socket has not taken yet.
+    pending: BytesMut,
+    /// Since when `pending` waits for the socket and the socket took nothing:
+    /// the stall clock (any progress restarts it).
+    blocked_since: Option<Instant>,
+    /// A close frame was written (or the stream ended): nothing more goes out.
+    closed: bool,
+}
+
+impl DirectSocket {
+    pub fn new(stream: Rc<TcpStream>, stall_timeout: Duration, open: Option<IntGauge>) -> Self {
+        if let Some(g) = &open {
+            g.inc();
+        }
+        DirectSocket {
+            stream,
+            state: RefCell::default(),
+            stall_timeout,
+            open,
+        }
+    }
+
+    fn write(&self, encode: impl FnOnce(&mut BytesMut)) {
+        let mut st = self.state.borrow_mut();
+        if st.closed {
+            return;
+        }
+        encode(&mut st.pending);
+        self.flush(&mut st);
+    }
+
+    /// Hands what is pending to the kernel; true once nothing is left.
+    fn flush(&self, st: &mut State) -> bool {
+        while !st.pending.is_empty() {
+            match self.stream.try_write(&st.pending) {
+                Ok(n) if n > 0 => {
+                    st.pending.advance(n);
+                    // Progress: a client that reads slowly is not stalled.
+                    st.blocked_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    st.blocked_since.get_or_insert_with(Instant::now);
+                    return false;
+                }
+                // The peer is gone (the read side sees it too): drop the rest.
+                _ => {
+                    st.pending.clear();
+                    st.closed = true;
+                }
+            }
+        }
+        st.blocked_since = None;
+        // An idle connection keeps no write buffer.
+        st.pending = BytesMut::new();
+        true
+    }
+
+    /// Reads and drops what the client sent; false once it closed (or failed).
+    /// (A plain function, so its buffer is on the stack, not in every
+    /// connection's future.)
+    fn discard_input(&self) -> bool {
+        let mut scratch = [0u8; 1024];
+        loop {
+            match self.stream.try_read(&mut scratch) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn socket(&self) -> ClientSocket {
+        ClientSocket(self.stream.as_raw_fd())
+    }
+}
+
+impl Drop for DirectSocket {
+    fn drop(&mut self) {
+        if let Some(g) = &self.open {
+            g.dec();
+        }
+    }
+}
+
+impl Sink for DirectSocket {
+    fn has_room(&self) -> bool {
+        let st = self.state.borrow();
+        st.pending.is_empty() && !st.closed
+    }
+
+    async fn writable(&self) {
+        poll_fn(|cx| loop {
+            if self.state.borrow().pending.is_empty() {
+                return Poll::Ready(());
+            }
+            match self.stream.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    if self.flush(&mut self.state.borrow_mut()) {
+                        return Poll::Ready(());
+                    }
+                    // WouldBlock cleared the readiness: poll again to wait.
+                }
+                Poll::Ready(Err(_)) => {
+                    let mut st = self.state.borrow_mut();
+                    st.pending.clear();
+                    st.closed = true;
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    async fn next_turn(&self) {
+        // Writes reach the kernel at once: there is no turn to wait for.
+    }
+
+    fn is_stalled(&self) -> bool {
+        self.stall_deadline()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    fn stall_deadline(&self) -> Option<Instant> {
+        self.state
+            .borrow()
+            .blocked_since
+            .map(|since| since + self.stall_timeout)
+    }
+
+    fn data(&self, format: Format, payload: &[u8]) {
+        let op = match format {
+            Format::Json => OpCode::Text,
+            Format::Msgpack => OpCode::Binary,
+        };
+        self.write(|buf| Parser::write_message(buf, payload, op, true, false));
+    }
+
+    fn ping(&self) {
+        self.write(|buf| Parser::write_message(buf, [], OpCode::Ping, true, false));
+    }
+
+    fn pong(&self, payload: &[u8]) {
+        self.write(|buf| Parser::write_message(buf, payload, OpCode::Pong, true, false));
+    }
+
+    fn close(&self, reason: Option<(u16, &str)>) {
+        let reason = reason.map(|(code, text)| CloseReason {
+            code: CloseCode::from(code),
+            description: Some(truncate(text, MAX_CLOSE_REASON).to_owned()),
+        });
+        self.write(|buf| Parser::write_close(buf, reason, false));
+        self.state.borrow_mut().closed = true;
+    }
+
+    fn raw(&self, bytes: &[u8]) {
+        self.write(|buf| buf.extend_from_slice(bytes));
+    }
+
+    fn end(&self) {
+        self.state.borrow_mut().closed = true;
+    }
+
+    fn abort(&self) {
+        {
+            let mut st = self.state.borrow_mut();
+            st.pending.clear();
+            st.closed = true;
+        }
+        // The stream is ours and open: the descriptor is this connection's.
+        self.socket().reset();
+    }
+
+    fn flushed(&self) -> bool {
+        self.state.borrow().pending.is_empty()
+    }
+
+    fn unsent(&self) -> usize {
+        self.state.borrow().pending.len() + self.socket().unsent()
+    }
+
+    async fn finish(&self, flush: Duration, drain: Duration) {
+        let _ = tokio::time::timeout(flush, self.writable()).await;
+        // Our half ends with a FIN after what was sent; the client's close
+        // answer (or anything else it still sends) is read and dropped, so the
+        // socket is not closed with unread input, which would send a reset and
+        // could discard the close frame on its way.
+        // SAFETY: the stream is open (we own it); shutdown only ends our half.
+        unsafe {
+            libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR);
+        }
+        let drain_for = drain;
+        let drain = async {
+            while self.stream.readable().await.is_ok() {
+                if !self.discard_input() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(drain_for, drain).await;
+    }
+}
