@@ -7,10 +7,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_http::{Extensions, HttpService};
+use actix_http::HttpService;
 use actix_service::{fn_service, map_config};
 use actix_web::dev::AppConfig;
-use actix_web::rt::net::TcpStream;
 use actix_web::{web, App};
 use tokio::sync::{watch, Semaphore};
 
@@ -177,9 +176,7 @@ impl Application {
                     // Quotes are small and latency matters: no Nagle delay.
                     .tcp_nodelay(true)
                     // Each connection's socket, so a slow SSE reader can be cut.
-                    .on_connect_ext(|io: &TcpStream, ext: &mut Extensions| {
-                        transport::socket::remember_socket(io, ext)
-                    })
+                    .on_connect_ext(transport::socket::remember_socket)
                     .upgrade(fn_service(move |(req, framed)| {
                         transport::ws::upgrade(upgrades.clone(), req, framed)
                     }))

@@ -2,14 +2,14 @@
 //! streaming transport. It owns what the transports share: the session, smart
 //! batching and the throttle clock, the heartbeat and the client timeout, the
 //! client message rate limit, slow consumers (4008), close codes, metrics and the
-//! connection's tracing span. A transport brings a socket ([`Outgoing`] and, if
+//! connection's tracing span. A transport brings a socket (a [`Sink`] and, if
 //! the client talks back, an [`Incoming`]) and a [`Wire`] protocol.
 //!
 //! Writes use smart batching: the loop writes a frame only when the previous one
-//! has left for the socket, and everything that piled up meanwhile goes out
-//! together in the next frame. The loop runs inside the response body (see
-//! [`super::socket::outgoing`]), so while the socket takes nothing it does not
-//! run; the watchdog marks it stalled, and it closes with 4008 when it runs again.
+//! has left, and everything that piled up meanwhile goes out together in the
+//! next frame. A stall is noticed by the sink: an owned socket times it itself
+//! (the loop wakes at [`Sink::stall_deadline`]); an SSE body is not polled while
+//! stalled, so its watchdog marks it and the loop closes when it runs again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,10 +24,9 @@ use crate::metrics::Metrics;
 use crate::session::protocol::{BadRequest, ClientOp, Format, ServerMsg};
 use crate::session::Session;
 
-/// A batch larger than this goes out as several frames, one per write. Each write
-/// then fits in the first page of actix's 8 KiB per-connection write buffer, which
-/// keeps the rest of that buffer untouched (not resident) on idle connections: a
-/// 20-symbol snapshot burst would otherwise cost every connection a page more.
+/// A batch larger than this goes out as several frames, one per write: a
+/// 20-symbol snapshot burst then never makes a connection's buffer (actix's
+/// write buffer for SSE, an owned socket's unsent bytes) grow past a page.
 pub const FRAME_BYTES: usize = 3 * 1024;
 
 /// How long a client gets to answer our close frame before its socket closes.
@@ -128,9 +127,9 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
     tokio::pin!(shutting_down);
     let news = inbox.notified();
     tokio::pin!(news);
-    // One timer for the heartbeat and the throttle, reset to the earlier of them
-    // each turn (an idle connection's state is what it costs). Write stalls are
-    // the watchdog's: while the socket takes nothing this loop does not run.
+    // One timer for the heartbeat, the throttle and (for sinks that time their
+    // own) the stall, reset to the earliest each turn (an idle connection's
+    // state is what it costs).
     let mut heartbeat_at = tokio::time::Instant::now() + liveness.heartbeat;
     let timer = tokio::time::sleep_until(heartbeat_at);
     tokio::pin!(timer);
@@ -155,7 +154,7 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
         let want_write = heartbeat_due || pong_due.is_some() || ready || !spill.is_empty();
         if want_write && out.has_room() {
             // Everything that piled up while the last frame was in flight goes out
-            // together; the slot is full again until the dispatcher takes it.
+            // together; the sink has no room again until it has left.
             if let Some(p) = pong_due.take() {
                 wire.pong(&out, &p);
             }
@@ -278,9 +277,8 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
             wire.close(&out, Some((code.code(), &text)));
         }
         End::SlowConsumer => {
-            // The socket took something again (this loop runs): the close follows
-            // what was already queued. (The watchdog counted the slow consumer,
-            // and resets the socket if this never runs.)
+            // The close follows what was already queued; `linger` resets a
+            // client that does not take it.
             counters.closed(CloseCode::SlowConsumer);
             wire.close(
                 &out,

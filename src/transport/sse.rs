@@ -70,7 +70,6 @@ pub async fn sse_endpoint(
         req.conn_data::<ClientSocket>().copied(),
         Some(&state.metrics),
         cfg.session.write_stall_timeout,
-        None,
     );
     let span = tracing::debug_span!("conn", transport = "sse", session = session.id());
     let conn = Connection {
@@ -116,11 +115,11 @@ impl Wire for EventStream {
     }
 
     fn write(&self, out: &impl Sink, frame: &[u8]) {
-        out.raw(frame);
+        out.write(|buf| buf.extend_from_slice(frame));
     }
 
     fn heartbeat(&self, out: &impl Sink) {
-        out.raw(b": keepalive\n\n");
+        out.write(|buf| buf.extend_from_slice(b": keepalive\n\n"));
     }
 
     fn close(&self, out: &impl Sink, _close: Option<(u16, &str)>) {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use actix_codec::{Framed, FramedParts};
 use actix_http::body::BodySize;
 use actix_http::h1::Message;
+use actix_http::ws::{self, CloseReason, OpCode, Parser};
 use actix_http::{h1, ConnectionType, Request, Response};
 use actix_web::http::header;
 use actix_web::rt::net::TcpStream;
@@ -57,24 +58,60 @@ impl Wire for TickerV1 {
     }
 
     fn write(&self, out: &impl Sink, frame: &[u8]) {
-        out.data(self.0, frame);
+        let op = match self.0 {
+            Format::Json => OpCode::Text,
+            Format::Msgpack => OpCode::Binary,
+        };
+        ws_frame(out, op, frame);
     }
 
     fn heartbeat(&self, out: &impl Sink) {
-        out.ping();
+        ws_frame(out, OpCode::Ping, &[]);
     }
 
+    /// Answers a client ping (its payload is at most 125 bytes by RFC 6455, which
+    /// the frame decoder enforces).
     fn pong(&self, out: &impl Sink, payload: &[u8]) {
-        out.pong(payload);
+        ws_frame(out, OpCode::Pong, payload);
     }
 
     fn close(&self, out: &impl Sink, close: Option<(u16, &str)>) {
-        out.close(close);
+        ws_close(out, close);
     }
 
     fn decode(&self, payload: &[u8], binary: bool) -> Result<ClientOp, BadRequest> {
         protocol::parse_op(payload, binary)
     }
+}
+
+/// RFC 6455: a control frame carries at most 125 bytes, so a close reason at most 123.
+const MAX_CLOSE_REASON: usize = 123;
+
+/// One unmasked server frame.
+fn ws_frame(out: &impl Sink, op: OpCode, payload: &[u8]) {
+    out.write(|buf| Parser::write_message(buf, payload, op, true, false));
+}
+
+/// The close frame (`None`: one without a code); nothing is written after it.
+fn ws_close(out: &impl Sink, close: Option<(u16, &str)>) {
+    let reason = close.map(|(code, text)| CloseReason {
+        code: ws::CloseCode::from(code),
+        description: Some(truncate(text, MAX_CLOSE_REASON).to_owned()),
+    });
+    out.write(|buf| Parser::write_close(buf, reason, false));
+    out.end();
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// `GET /ws` without `Connection: upgrade` (upgrades go to [`upgrade`]).
@@ -137,7 +174,7 @@ async fn serve(
             .connections_closed
             .with_label_values(&["ws", &Ended::from(full).label()])
             .inc();
-        out.close(Some((full.code(), "server full, try again later")));
+        ws_close(&out, Some((full.code(), "server full, try again later")));
         out.finish(cfg.write_stall_timeout, Duration::from_secs(1))
             .await;
         return;
@@ -218,4 +255,78 @@ fn accept(
     };
     let principal = ctx.authenticate(req.head())?;
     Ok((response.finish().drop_body(), format, principal))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use actix_codec::Decoder;
+    use actix_http::ws::{Codec, Frame};
+
+    use super::*;
+
+    /// A sink that keeps what is written.
+    #[derive(Default)]
+    struct Collect(RefCell<BytesMut>, RefCell<bool>);
+
+    impl Sink for Collect {
+        fn has_room(&self) -> bool {
+            true
+        }
+        async fn writable(&self) {}
+        async fn next_turn(&self) {}
+        fn is_stalled(&self) -> bool {
+            false
+        }
+        fn write(&self, encode: impl FnOnce(&mut BytesMut)) {
+            if !*self.1.borrow() {
+                encode(&mut self.0.borrow_mut());
+            }
+        }
+        fn end(&self) {
+            *self.1.borrow_mut() = true;
+        }
+        fn abort(&self) {}
+        fn flushed(&self) -> bool {
+            true
+        }
+        fn unsent(&self) -> usize {
+            0
+        }
+    }
+
+    fn frames(out: &Collect) -> Vec<Frame> {
+        let mut buf = out.0.borrow().clone();
+        let mut codec = Codec::new().client_mode();
+        let mut all = Vec::new();
+        while let Some(f) = codec.decode(&mut buf).unwrap() {
+            all.push(f);
+        }
+        assert!(buf.is_empty(), "trailing bytes");
+        all
+    }
+
+    #[test]
+    fn frames_of_each_kind_and_nothing_after_the_close() {
+        let out = Collect::default();
+        TickerV1(Format::Json).write(&out, b"[1]");
+        TickerV1(Format::Msgpack).write(&out, &[0x90]);
+        TickerV1(Format::Json).pong(&out, b"p");
+        TickerV1(Format::Json).heartbeat(&out);
+        TickerV1(Format::Json).close(&out, Some((4008, &"é".repeat(200))));
+        TickerV1(Format::Json).write(&out, b"[2]");
+        let f = frames(&out);
+        assert_eq!(f.len(), 5, "nothing after the close frame: {f:?}");
+        assert_eq!(f[0], Frame::Text(Bytes::from_static(b"[1]")));
+        assert_eq!(f[1], Frame::Binary(Bytes::from_static(&[0x90])));
+        assert_eq!(f[2], Frame::Pong(Bytes::from_static(b"p")));
+        assert_eq!(f[3], Frame::Ping(Bytes::new()));
+        let Frame::Close(Some(reason)) = &f[4] else {
+            panic!("close frame expected, got {:?}", f[4])
+        };
+        assert_eq!(u16::from(reason.code), 4008);
+        // Cut to fit a control frame, on a character boundary.
+        assert_eq!(reason.description.as_deref().map(str::len), Some(122));
+    }
 }

@@ -13,15 +13,13 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
 use actix_web::rt::net::TcpStream;
 use bytes::{Buf, BytesMut};
 use prometheus::IntGauge;
 use tokio::time::Instant;
 
-use super::outgoing::{truncate, ClientSocket, MAX_CLOSE_REASON};
+use super::outgoing::ClientSocket;
 use super::Sink;
-use crate::session::protocol::Format;
 
 /// An owned client socket's write side.
 pub struct DirectSocket {
@@ -54,15 +52,6 @@ impl DirectSocket {
             stall_timeout,
             open,
         }
-    }
-
-    fn write(&self, encode: impl FnOnce(&mut BytesMut)) {
-        let mut st = self.state.borrow_mut();
-        if st.closed {
-            return;
-        }
-        encode(&mut st.pending);
-        self.flush(&mut st);
     }
 
     /// Hands what is pending to the kernel; true once nothing is left.
@@ -120,6 +109,15 @@ impl Drop for DirectSocket {
 }
 
 impl Sink for DirectSocket {
+    fn write(&self, encode: impl FnOnce(&mut BytesMut)) {
+        let mut st = self.state.borrow_mut();
+        if st.closed {
+            return;
+        }
+        encode(&mut st.pending);
+        self.flush(&mut st);
+    }
+
     fn has_room(&self) -> bool {
         let st = self.state.borrow();
         st.pending.is_empty() && !st.closed
@@ -165,35 +163,6 @@ impl Sink for DirectSocket {
             .map(|since| since + self.stall_timeout)
     }
 
-    fn data(&self, format: Format, payload: &[u8]) {
-        let op = match format {
-            Format::Json => OpCode::Text,
-            Format::Msgpack => OpCode::Binary,
-        };
-        self.write(|buf| Parser::write_message(buf, payload, op, true, false));
-    }
-
-    fn ping(&self) {
-        self.write(|buf| Parser::write_message(buf, [], OpCode::Ping, true, false));
-    }
-
-    fn pong(&self, payload: &[u8]) {
-        self.write(|buf| Parser::write_message(buf, payload, OpCode::Pong, true, false));
-    }
-
-    fn close(&self, reason: Option<(u16, &str)>) {
-        let reason = reason.map(|(code, text)| CloseReason {
-            code: CloseCode::from(code),
-            description: Some(truncate(text, MAX_CLOSE_REASON).to_owned()),
-        });
-        self.write(|buf| Parser::write_close(buf, reason, false));
-        self.state.borrow_mut().closed = true;
-    }
-
-    fn raw(&self, bytes: &[u8]) {
-        self.write(|buf| buf.extend_from_slice(bytes));
-    }
-
     fn end(&self) {
         self.state.borrow_mut().closed = true;
     }
@@ -226,14 +195,13 @@ impl Sink for DirectSocket {
         unsafe {
             libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR);
         }
-        let drain_for = drain;
-        let drain = async {
+        let discard = async {
             while self.stream.readable().await.is_ok() {
                 if !self.discard_input() {
                     return;
                 }
             }
         };
-        let _ = tokio::time::timeout(drain_for, drain).await;
+        let _ = tokio::time::timeout(drain, discard).await;
     }
 }

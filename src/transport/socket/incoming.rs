@@ -1,23 +1,24 @@
 //! The read side of a WebSocket connection: the upgrade handshake (with
-//! subprotocol choice) and client frames decoded from the request payload with
-//! actix-http's WebSocket codec, continuations joined up to the frame limit.
-//!
-//! This is what `actix_ws::handle` does, minus the writer it pairs with every
-//! reader: a 32-message channel allocated per connection (1.8 KiB that an idle
-//! connection never uses), while our writer is [`super::outgoing`].
+//! subprotocol choice) and client frames read from the owned socket and decoded
+//! with actix-http's WebSocket codec, refused from their header when too large,
+//! continuations joined up to the frame limit, text checked for UTF-8. (The unit
+//! tests feed it through a request payload, whose chunks they choose.)
 
 use std::future::poll_fn;
+#[cfg(test)]
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use actix_codec::Decoder;
 use actix_http::ws::{self, CloseReason, Codec, Frame, Item, ProtocolError};
+#[cfg(test)]
 use actix_web::dev::Payload;
 use actix_web::dev::RequestHead;
 use actix_web::http::header;
 use actix_web::rt::net::TcpStream;
 use bytes::{Bytes, BytesMut};
+#[cfg(test)]
 use futures_util::Stream;
 
 use crate::transport::CloseCode;
@@ -93,7 +94,8 @@ pub fn handshake(
 
 /// Where client bytes come from.
 enum Source {
-    /// The upgraded request's payload (actix reads the socket).
+    /// Chunks of a payload (the unit tests').
+    #[cfg(test)]
     Payload(Payload),
     /// The socket itself, owned after the upgrade.
     Stream(Rc<TcpStream>),
@@ -115,6 +117,7 @@ pub struct Incoming {
 
 impl Incoming {
     /// Reads `payload`; frames and joined messages may hold up to `max_size` bytes.
+    #[cfg(test)]
     pub fn new(payload: Payload, max_size: usize) -> Self {
         Self::from_source(Source::Payload(payload), BytesMut::new(), max_size)
     }
@@ -184,6 +187,7 @@ impl Incoming {
                 self.buf = BytesMut::new();
             }
             match &mut self.source {
+                #[cfg(test)]
                 Source::Payload(payload) => match Pin::new(payload).poll_next(cx) {
                     Poll::Ready(Some(Ok(bytes))) => self.buf.extend_from_slice(&bytes),
                     // The dispatcher ended the payload: the peer is gone.

@@ -6,10 +6,11 @@
 //!   timed by the per-worker [`watchdog`] and reset through the raw socket.
 //! - [`DirectSocket`]: the write side of a WebSocket the gateway owns after the
 //!   upgrade: frames straight to the kernel, stalls timed here.
-//! - [`incoming`]: the WebSocket read side on actix-http's codec (from an owned
-//!   socket or a request payload): the upgrade handshake, frames refused from
-//!   their header when over the size limit, text checked for UTF-8.
-//! - [`Sink`]: what the driver needs of a write side.
+//! - [`incoming`]: the WebSocket read side on actix-http's codec, from the owned
+//!   socket: the upgrade handshake, frames refused from their header when over
+//!   the size limit, text checked for UTF-8.
+//! - [`Sink`]: what the driver needs of a write side; it moves bytes, the wire
+//!   protocol (`ws`, `sse`) decides what a frame, a heartbeat and a close are.
 
 mod direct;
 pub mod incoming;

@@ -23,7 +23,6 @@
 //! stalled (the loop closes with 4008 when it next runs) and, after another
 //! `write_stall_timeout`, resets the socket ([`Shared::abort`]).
 
-use std::any::Any;
 use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
@@ -32,19 +31,14 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::Extensions;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::IntCounter;
 
-use super::watchdog;
+use super::{watchdog, Sink};
 use crate::metrics::Metrics;
-use crate::session::protocol::Format;
-
-/// RFC 6455: a control frame carries at most 125 bytes, so a close reason at most 123.
-pub(super) const MAX_CLOSE_REASON: usize = 123;
 
 #[derive(Default)]
 struct Slot {
@@ -200,8 +194,6 @@ pub struct OutgoingBody {
     /// `shared` as a waker, made once.
     waker: Waker,
     driver: Option<Driver>,
-    /// Counts this connection's socket as open until the dispatcher drops the body.
-    open: Option<IntGauge>,
 }
 
 /// The error that ends an aborted connection.
@@ -211,13 +203,11 @@ pub struct Aborted;
 
 impl Outgoing {
     /// A connection's writer and body. With `metrics`, a session it drives is
-    /// watched for stalls of `stall_timeout`; `open` counts the socket while the
-    /// dispatcher holds the body.
+    /// watched for stalls of `stall_timeout`.
     pub fn new(
         socket: Option<ClientSocket>,
         metrics: Option<&Metrics>,
         stall_timeout: Duration,
-        open: Option<IntGauge>,
     ) -> (Outgoing, OutgoingBody) {
         let shared = Arc::new(Shared {
             slot: Mutex::new(Slot::default()),
@@ -233,22 +223,12 @@ impl Outgoing {
                 resets: m.slow_consumer_resets.clone(),
             }),
         });
-        if let Some(g) = &open {
-            g.inc();
-        }
         let body = OutgoingBody {
             waker: Waker::from(shared.clone()),
             shared: shared.clone(),
             driver: None,
-            open,
         };
         (Outgoing { shared }, body)
-    }
-
-    /// True when the previous frame was taken: a new one may be written now.
-    pub fn has_room(&self) -> bool {
-        let s = self.shared.slot.lock();
-        s.buf.is_empty() && !s.closed && !s.gone
     }
 
     /// True once the dispatcher has dropped the connection.
@@ -261,16 +241,19 @@ impl Outgoing {
     pub(super) fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
     }
+}
 
-    /// True once the watchdog found this connection's writes stalled.
-    pub fn is_stalled(&self) -> bool {
-        self.shared.is_stalled()
+impl Sink for Outgoing {
+    /// True when the previous frame was taken: a new one may be written now.
+    fn has_room(&self) -> bool {
+        let s = self.shared.slot.lock();
+        s.buf.is_empty() && !s.closed && !s.gone
     }
 
     /// Resolves when the slot is empty again. It registers no waker: the loop
     /// runs inside the body ([`OutgoingBody::drive`]), which runs it again right
     /// after the dispatcher takes the frame.
-    pub async fn writable(&self) {
+    async fn writable(&self) {
         poll_fn(|_| {
             if self.shared.slot.lock().buf.is_empty() {
                 Poll::Ready(())
@@ -284,7 +267,7 @@ impl Outgoing {
     /// Resolves in the dispatcher's next turn, after it has flushed what it took
     /// in this one: frames written one per turn each start at the head of its
     /// write buffer, which then stays one page on an idle connection.
-    pub async fn next_turn(&self) {
+    async fn next_turn(&self) {
         let mut asked = false;
         poll_fn(|_| {
             let mut s = self.shared.slot.lock();
@@ -301,64 +284,38 @@ impl Outgoing {
         .await
     }
 
-    /// A data frame: text for JSON, binary for MessagePack.
-    pub fn data(&self, format: Format, payload: &[u8]) {
-        let op = match format {
-            Format::Json => OpCode::Text,
-            Format::Msgpack => OpCode::Binary,
-        };
-        self.write(|buf| Parser::write_message(buf, payload, op, true, false));
+    /// True once the watchdog found this connection's writes stalled.
+    fn is_stalled(&self) -> bool {
+        self.shared.is_stalled()
     }
 
-    pub fn ping(&self) {
-        self.write(|buf| Parser::write_message(buf, [], OpCode::Ping, true, false));
-    }
-
-    /// Answers a client ping (its payload is at most 125 bytes by RFC 6455, which
-    /// the frame decoder enforces).
-    pub fn pong(&self, payload: &[u8]) {
-        self.write(|buf| Parser::write_message(buf, payload, OpCode::Pong, true, false));
-    }
-
-    /// The close frame (`None`: one without a code); nothing is written after it.
-    pub fn close(&self, reason: Option<(u16, &str)>) {
-        let reason = reason.map(|(code, text)| CloseReason {
-            code: CloseCode::from(code),
-            description: Some(truncate(text, MAX_CLOSE_REASON).to_owned()),
-        });
-        self.write(|buf| Parser::write_close(buf, reason, false));
-        self.shared.slot.lock().closed = true;
-    }
-
-    /// Raw bytes as they are (an SSE event stream).
-    pub fn raw(&self, bytes: &[u8]) {
-        self.write(|buf| buf.extend_from_slice(bytes));
-    }
-
-    /// Ends the body once what is queued is taken, without a close frame (SSE).
-    pub fn end(&self) {
-        self.shared.slot.lock().closed = true;
-    }
-
-    /// Drops the connection without flushing (see [`Shared::abort`]).
-    pub fn abort(&self) {
-        self.shared.abort();
-    }
-
-    /// Bytes the kernel still holds for the client (not yet acknowledged); 0
-    /// without a socket.
-    pub fn unsent(&self) -> usize {
-        // The loop calling this runs inside the body, so the socket is open.
-        self.shared.socket.map_or(0, |s| s.unsent())
-    }
-
-    /// Writes need no wake-up: they come from the loop inside the body's poll,
-    /// or (a 1013 refusal) before the body is first polled.
+    /// Writes need no wake-up: they come from the loop inside the body's poll.
     fn write(&self, encode: impl FnOnce(&mut BytesMut)) {
         let mut s = self.shared.slot.lock();
         if !(s.closed || s.gone) {
             encode(&mut s.buf);
         }
+    }
+
+    /// Ends the body once what is queued is taken.
+    fn end(&self) {
+        self.shared.slot.lock().closed = true;
+    }
+
+    /// Drops the connection without flushing (see [`Shared::abort`]).
+    fn abort(&self) {
+        self.shared.abort();
+    }
+
+    fn flushed(&self) -> bool {
+        self.shared.slot.lock().buf.is_empty()
+    }
+
+    /// Bytes the kernel still holds for the client (not yet acknowledged); 0
+    /// without a socket.
+    fn unsent(&self) -> usize {
+        // The loop calling this runs inside the body, so the socket is open.
+        self.shared.socket.map_or(0, |s| s.unsent())
     }
 }
 
@@ -441,9 +398,6 @@ impl MessageBody for OutgoingBody {
 
 impl Drop for OutgoingBody {
     fn drop(&mut self) {
-        if let Some(g) = &self.open {
-            g.dec();
-        }
         self.shared.slot.lock().gone = true;
         // The session loop (if still running) goes with the body: it leaves the
         // fan-out and counts the connection closed.
@@ -491,134 +445,58 @@ impl ClientSocket {
     }
 }
 
-/// `HttpServer::on_connect` hook: remembers each TCP connection's descriptor.
-pub fn remember_socket(conn: &dyn Any, ext: &mut Extensions) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        ext.insert(ClientSocket(tcp.as_raw_fd()));
-    }
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-pub(super) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-impl super::Sink for Outgoing {
-    fn has_room(&self) -> bool {
-        Outgoing::has_room(self)
-    }
-    async fn writable(&self) {
-        Outgoing::writable(self).await
-    }
-    async fn next_turn(&self) {
-        Outgoing::next_turn(self).await
-    }
-    fn is_stalled(&self) -> bool {
-        Outgoing::is_stalled(self)
-    }
-    fn data(&self, format: Format, payload: &[u8]) {
-        Outgoing::data(self, format, payload)
-    }
-    fn ping(&self) {
-        Outgoing::ping(self)
-    }
-    fn pong(&self, payload: &[u8]) {
-        Outgoing::pong(self, payload)
-    }
-    fn close(&self, reason: Option<(u16, &str)>) {
-        Outgoing::close(self, reason)
-    }
-    fn raw(&self, bytes: &[u8]) {
-        Outgoing::raw(self, bytes)
-    }
-    fn end(&self) {
-        Outgoing::end(self)
-    }
-    fn abort(&self) {
-        Outgoing::abort(self)
-    }
-    fn flushed(&self) -> bool {
-        self.shared.slot.lock().buf.is_empty()
-    }
-    fn unsent(&self) -> usize {
-        Outgoing::unsent(self)
-    }
+/// The server's `on_connect_ext` hook: remembers each TCP connection's
+/// descriptor (for slow SSE readers).
+pub fn remember_socket(tcp: &actix_web::rt::net::TcpStream, ext: &mut Extensions) {
+    ext.insert(ClientSocket(tcp.as_raw_fd()));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_codec::Decoder;
-    use actix_http::ws::{Codec, Frame};
+
+    fn bytes(out: &Outgoing, b: &[u8]) {
+        out.write(|buf| buf.extend_from_slice(b));
+    }
 
     fn poll_body(body: &mut OutgoingBody) -> Poll<Option<Result<Bytes, Aborted>>> {
         let mut cx = Context::from_waker(Waker::noop());
         Pin::new(body).poll_next(&mut cx)
     }
 
-    fn frames(bytes: Bytes) -> Vec<Frame> {
-        let mut buf = BytesMut::from(&bytes[..]);
-        let mut codec = Codec::new().client_mode();
-        let mut out = Vec::new();
-        while let Some(f) = codec.decode(&mut buf).unwrap() {
-            out.push(f);
-        }
-        assert!(buf.is_empty(), "trailing bytes");
-        out
-    }
-
     #[test]
     fn the_slot_holds_one_batch_until_the_body_takes_it() {
-        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1), None);
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
         assert!(out.has_room());
         assert!(poll_body(&mut body).is_pending());
-        out.data(Format::Json, b"[1]");
+        bytes(&out, b"event: a\n\n");
         assert!(!out.has_room(), "a frame in flight");
-        out.pong(b"p");
-        let Poll::Ready(Some(Ok(bytes))) = poll_body(&mut body) else {
-            panic!("the body yields the queued frames")
+        bytes(&out, b": keepalive\n\n");
+        let Poll::Ready(Some(Ok(got))) = poll_body(&mut body) else {
+            panic!("the body yields the queued bytes")
         };
-        assert_eq!(
-            frames(bytes),
-            vec![
-                Frame::Text(Bytes::from_static(b"[1]")),
-                Frame::Pong(Bytes::from_static(b"p"))
-            ]
-        );
+        assert_eq!(&got[..], b"event: a\n\n: keepalive\n\n");
         assert!(out.has_room());
         assert!(poll_body(&mut body).is_pending());
     }
 
     #[test]
-    fn close_ends_the_body_after_the_close_frame() {
-        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1), None);
-        out.data(Format::Msgpack, &[0x90]);
-        out.close(Some((4008, &"x".repeat(300))));
-        out.data(Format::Msgpack, &[0x90]);
-        let Poll::Ready(Some(Ok(bytes))) = poll_body(&mut body) else {
-            panic!("the body yields the queued frames")
+    fn end_ends_the_body_after_what_is_queued() {
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
+        bytes(&out, b"last");
+        out.end();
+        bytes(&out, b"ignored");
+        let Poll::Ready(Some(Ok(got))) = poll_body(&mut body) else {
+            panic!("the body yields the queued bytes")
         };
-        let f = frames(bytes);
-        assert_eq!(f.len(), 2, "nothing after the close frame");
-        let Frame::Close(Some(reason)) = &f[1] else {
-            panic!("close frame expected, got {f:?}")
-        };
-        assert_eq!(u16::from(reason.code), 4008);
-        assert_eq!(reason.description.as_deref().map(str::len), Some(123));
+        assert_eq!(&got[..], b"last", "nothing after the end");
         assert!(matches!(poll_body(&mut body), Poll::Ready(None)));
     }
 
     #[test]
     fn abort_fails_the_body_and_a_dropped_body_means_gone() {
-        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1), None);
-        out.data(Format::Json, b"[]");
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
+        bytes(&out, b"[]");
         out.abort();
         assert!(matches!(poll_body(&mut body), Poll::Ready(Some(Err(_)))));
         drop(body);
@@ -641,14 +519,14 @@ mod tests {
 
     #[test]
     fn a_driven_body_runs_the_session_loop_on_the_dispatchers_task() {
-        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1), None);
+        let (out, mut body) = Outgoing::new(None, None, Duration::from_secs(1));
         let shared = out.shared.clone();
         let news = Arc::new(tokio::sync::Notify::new());
         let n = news.clone();
         body.drive(async move {
             for i in 0..2 {
                 n.notified().await;
-                out.data(Format::Json, format!("[{i}]").as_bytes());
+                bytes(&out, format!("[{i}]").as_bytes());
                 out.writable().await;
             }
         });
@@ -666,7 +544,7 @@ mod tests {
         let Poll::Ready(Some(Ok(bytes))) = poll() else {
             panic!("the loop ran and its frame is the body's next chunk")
         };
-        assert_eq!(frames(bytes), vec![Frame::Text(Bytes::from_static(b"[0]"))]);
+        assert_eq!(&bytes[..], b"[0]");
         assert!(
             shared.waiting(now_ms()).is_some(),
             "runnable until the dispatcher polls again (which it does when its socket takes the frame)"
@@ -677,7 +555,7 @@ mod tests {
         let Poll::Ready(Some(Ok(bytes))) = poll() else {
             panic!("second frame")
         };
-        assert_eq!(frames(bytes), vec![Frame::Text(Bytes::from_static(b"[1]"))]);
+        assert_eq!(&bytes[..], b"[1]");
         assert!(matches!(poll(), Poll::Ready(None)), "the loop ended");
         assert_eq!(
             dispatcher.0.load(Ordering::Relaxed),

@@ -1,9 +1,10 @@
 //! [`Sink`]: what the driver needs of a connection's write side, whichever way
 //! its bytes move (actix's response body for SSE, an owned socket for WebSocket).
+//! It moves bytes only; what a frame looks like is the wire protocol's.
 
 use std::future::Future;
 
-use crate::session::protocol::Format;
+use bytes::BytesMut;
 
 /// A connection's write side.
 pub trait Sink {
@@ -20,15 +21,10 @@ pub trait Sink {
     fn stall_deadline(&self) -> Option<tokio::time::Instant> {
         None
     }
-    /// A WebSocket data frame: text for JSON, binary for MessagePack.
-    fn data(&self, format: Format, payload: &[u8]);
-    fn ping(&self);
-    fn pong(&self, payload: &[u8]);
-    /// The WebSocket close frame; nothing is written after it.
-    fn close(&self, reason: Option<(u16, &str)>);
-    /// Raw bytes (an event stream).
-    fn raw(&self, bytes: &[u8]);
-    /// Ends the stream once what is queued has left, without a close frame.
+    /// Appends bytes (a wire protocol's frame) to go out; ignored after
+    /// [`Sink::end`].
+    fn write(&self, encode: impl FnOnce(&mut BytesMut));
+    /// Nothing more goes out: the stream ends once what is queued has left.
     fn end(&self);
     /// Drops the connection without flushing.
     fn abort(&self);

@@ -91,8 +91,8 @@ fn sweep(now: u64) -> usize {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
-    use crate::session::protocol::Format;
     use crate::transport::socket::outgoing::Outgoing;
+    use crate::transport::socket::Sink;
     use actix_web::body::MessageBody;
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
@@ -100,15 +100,15 @@ mod tests {
     #[test]
     fn a_connection_not_polled_after_its_last_frame_is_marked_then_reset() {
         let metrics = Metrics::new();
-        let (out, mut body) = Outgoing::new(None, Some(&metrics), Duration::from_millis(300), None);
+        let (out, mut body) = Outgoing::new(None, Some(&metrics), Duration::from_millis(300));
         let conn = out.shared();
-        let idle = Outgoing::new(None, Some(&metrics), Duration::from_millis(300), None);
+        let idle = Outgoing::new(None, Some(&metrics), Duration::from_millis(300));
         WATCHED.with_borrow_mut(|w| {
             w.push(Arc::downgrade(&conn));
             w.push(Arc::downgrade(&idle.0.shared()));
         });
         body.drive(async move {
-            out.data(Format::Json, b"[]");
+            out.write(|b| b.extend_from_slice(b"[]"));
             std::future::pending::<()>().await
         });
         let mut cx = Context::from_waker(Waker::noop());

@@ -300,15 +300,28 @@ fn read_to_end(mut rx: TcpStream, progress: &AtomicU64) -> io::Result<ReadSide> 
     })
 }
 
-/// (a) back-to-back sends on one socket to a reading thread.
-fn one_socket(args: &Args, cpus: Cpus) -> anyhow::Result<Row> {
-    let (mut tx, rx) = pairs(1)?.pop().context("no socket pair")?;
+/// One loopback socket pair: the sending end, the reader's progress (bytes
+/// read so far) and the reading thread (on the second CPU when pinned).
+fn one_reader(
+    cpus: Cpus,
+) -> anyhow::Result<(
+    TcpStream,
+    Arc<AtomicU64>,
+    thread::JoinHandle<io::Result<ReadSide>>,
+)> {
+    let (tx, rx) = pairs(1)?.pop().context("no socket pair")?;
     let progress = Arc::new(AtomicU64::new(0));
     let p = Arc::clone(&progress);
     let reader = thread::spawn(move || {
         pin_to(cpus.map(|c| c.1))?;
         read_to_end(rx, &p)
     });
+    Ok((tx, progress, reader))
+}
+
+/// (a) back-to-back sends on one socket to a reading thread.
+fn one_socket(args: &Args, cpus: Cpus) -> anyhow::Result<Row> {
+    let (mut tx, _progress, reader) = one_reader(cpus)?;
     let msg = vec![b'x'; args.size];
     let (cpu, wall) = on_cpu(cpus.map(|c| c.0), || {
         let (t0, c0) = (Instant::now(), thread_cpu());
@@ -339,13 +352,7 @@ fn one_socket(args: &Args, cpus: Cpus) -> anyhow::Result<Row> {
 
 /// (a') sends that each wake a sleeping reader: wall time inside `send` only.
 fn paced(args: &Args, cpus: Cpus) -> anyhow::Result<Row> {
-    let (mut tx, rx) = pairs(1)?.pop().context("no socket pair")?;
-    let progress = Arc::new(AtomicU64::new(0));
-    let p = Arc::clone(&progress);
-    let reader = thread::spawn(move || {
-        pin_to(cpus.map(|c| c.1))?;
-        read_to_end(rx, &p)
-    });
+    let (mut tx, progress, reader) = one_reader(cpus)?;
     let msg = vec![b'x'; args.size];
     let (in_send, cpu_in_send, calibration, total, sent) = on_cpu(cpus.map(|c| c.0), || {
         paced_sends(args, &mut tx, &msg, &progress)
