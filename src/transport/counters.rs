@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use prometheus::{Histogram, IntCounter};
 
-use super::close::Ended;
+use super::close::{CloseCode, Ended};
 use crate::metrics::Metrics;
 use crate::session::protocol::{Format, QuoteKind, ServerMsg};
 
@@ -77,13 +77,19 @@ impl FrameCounters {
         }
     }
 
-    /// Counts how a session ended (once; later calls are ignored).
+    /// Counts how a session ended (once; later calls are ignored); a slow
+    /// consumer's end also in `ticker_slow_consumer_closes_total`, whoever
+    /// noticed the stall.
     pub fn closed(&mut self, end: impl Into<Ended>) {
         if !self.closed {
             self.closed = true;
+            let end = end.into();
+            if end == Ended::Code(CloseCode::SlowConsumer) {
+                self.metrics.slow_consumer_closes.inc();
+            }
             self.metrics
                 .connections_closed
-                .with_label_values(&[self.transport, &end.into().label()])
+                .with_label_values(&[self.transport, &end.label()])
                 .inc();
         }
     }

@@ -143,10 +143,6 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
 
     let end = loop {
         if out.is_stalled() {
-            if out.stall_deadline().is_some() {
-                // A sink that times its own stalls (the watchdog counts the rest).
-                metrics.slow_consumer_closes.inc();
-            }
             break End::SlowConsumer;
         }
         let now = Instant::now();

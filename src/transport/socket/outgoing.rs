@@ -59,7 +59,6 @@ struct Slot {
 /// What the slow-consumer watchdog needs of a connection.
 pub(super) struct Stall {
     pub timeout: Duration,
-    pub closes: IntCounter,
     pub resets: IntCounter,
 }
 
@@ -219,7 +218,6 @@ impl Outgoing {
             socket,
             stall: metrics.map(|m| Stall {
                 timeout: stall_timeout,
-                closes: m.slow_consumer_closes.clone(),
                 resets: m.slow_consumer_resets.clone(),
             }),
         });
