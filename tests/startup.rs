@@ -130,7 +130,7 @@ fn check_config_prints_the_effective_settings_of_every_layer_and_exits() {
         "{stdout}"
     );
     assert!(stdout.contains("heartbeat_interval = \"15s\""), "{stdout}");
-    // And it started nothing: a second check of the same settings is the same.
+    // What it prints is a settings file that loads back to the same settings.
     let printed = temp_file("printed.toml", &stdout);
     let again = gateway()
         .arg("--check-config")

@@ -16,7 +16,7 @@
 // tuning): a socket whose send buffer holds more than `backpressureLimit` (16 MiB)
 // has further messages dropped, not buffered; idle sockets get pings.
 
-import { settings, loadUniverse, SimFeed, httpRoutes } from "./feed.mjs";
+import { settings, loadUniverse, SimFeed, httpRoutes, welcomeFrame, replyFrame } from "./feed.mjs";
 
 if (typeof Bun === "undefined") {
   console.error("bun-server.mjs runs under Bun (npm package @oven/bun-linux-x64-baseline), not node");
@@ -59,34 +59,11 @@ server = Bun.serve({
   },
   websocket: {
     open(ws) {
-      ws.send(JSON.stringify([{
-        type: "welcome", session: `s-${(++sessions).toString(16)}`, protocol: "ticker.v1", format: "json",
-        limits: { max_symbols: universe.length, max_rate: 1000, default_rate: 1000 },
-      }]));
+      ws.send(welcomeFrame(++sessions, universe));
     },
     message(ws, data) {
-      let op;
-      try {
-        op = JSON.parse(typeof data === "string" ? data : data.toString());
-      } catch {
-        ws.send(JSON.stringify([{ type: "error", code: "bad_request", message: "not JSON" }]));
-        return;
-      }
-      if (op?.op !== "subscribe" || !Array.isArray(op.symbols)) {
-        ws.send(JSON.stringify([{ type: "error", id: op?.id, code: "bad_request", message: "unsupported op" }]));
-        return;
-      }
-      const ok = op.symbols.filter((s) => known.has(s));
-      const bad = op.symbols.filter((s) => !known.has(s));
-      const out = [{ type: "subscribed", id: op.id, symbols: ok, max_rate: op.max_rate ?? 1000 }];
-      for (const sym of ok) {
-        ws.subscribe(sym);
-        if (op.snapshot !== false) out.push(feed.snapshot(sym));
-      }
-      if (bad.length) {
-        out.push({ type: "error", id: op.id, code: "unknown_symbol", message: `unknown symbol: ${bad[0]}`, symbols: bad });
-      }
-      ws.send(JSON.stringify(out));
+      const text = typeof data === "string" ? data : data.toString();
+      ws.send(replyFrame(text, (s) => known.has(s), feed, (sym) => ws.subscribe(sym)));
     },
     // Closed sockets leave their topics by themselves.
     close() {},

@@ -178,3 +178,40 @@ export function httpHandler(universe, counters) {
     return true;
   };
 }
+
+/** The welcome frame of the peers' `n`-th session (ticker.v1 subset). */
+export function welcomeFrame(n, universe) {
+  return JSON.stringify([{
+    type: "welcome", session: `s-${n.toString(16)}`, protocol: "ticker.v1", format: "json",
+    limits: { max_symbols: universe.length, max_rate: 1000, default_rate: 1000 },
+  }]);
+}
+
+/**
+ * The reply frame to one client message of the ticker.v1 subset the peers speak:
+ * `subscribe` → `subscribed`, one snapshot per symbol, an error for unknown ones;
+ * `join(sym)` adds the client to a symbol's room or topic. Anything else is a
+ * `bad_request`.
+ */
+export function replyFrame(text, isKnown, feed, join) {
+  let op;
+  try {
+    op = JSON.parse(text);
+  } catch {
+    return JSON.stringify([{ type: "error", code: "bad_request", message: "not JSON" }]);
+  }
+  if (op?.op !== "subscribe" || !Array.isArray(op.symbols)) {
+    return JSON.stringify([{ type: "error", id: op?.id, code: "bad_request", message: "unsupported op" }]);
+  }
+  const ok = op.symbols.filter(isKnown);
+  const bad = op.symbols.filter((s) => !isKnown(s));
+  const out = [{ type: "subscribed", id: op.id, symbols: ok, max_rate: op.max_rate ?? 1000 }];
+  for (const sym of ok) {
+    join(sym);
+    if (op.snapshot !== false) out.push(feed.snapshot(sym));
+  }
+  if (bad.length) {
+    out.push({ type: "error", id: op.id, code: "unknown_symbol", message: `unknown symbol: ${bad[0]}`, symbols: bad });
+  }
+  return JSON.stringify(out);
+}

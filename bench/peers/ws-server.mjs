@@ -13,7 +13,7 @@
 
 import http from "node:http";
 import { WebSocketServer, WebSocket } from "ws";
-import { settings, loadUniverse, SimFeed, httpHandler } from "./feed.mjs";
+import { settings, loadUniverse, SimFeed, httpHandler, welcomeFrame, replyFrame } from "./feed.mjs";
 
 const cfg = settings();
 const universe = loadUniverse(cfg.universe, cfg.symbols);
@@ -41,35 +41,13 @@ let sessions = 0;
 
 wss.on("connection", (ws) => {
   const mine = new Set();
-  ws.send(JSON.stringify([{
-    type: "welcome", session: `s-${(++sessions).toString(16)}`, protocol: "ticker.v1", format: "json",
-    limits: { max_symbols: universe.length, max_rate: 1000, default_rate: 1000 },
-  }]));
+  ws.send(welcomeFrame(++sessions, universe));
   ws.on("error", () => {});
   ws.on("message", (data) => {
-    let op;
-    try {
-      op = JSON.parse(data.toString());
-    } catch {
-      ws.send(JSON.stringify([{ type: "error", code: "bad_request", message: "not JSON" }]));
-      return;
-    }
-    if (op?.op !== "subscribe" || !Array.isArray(op.symbols)) {
-      ws.send(JSON.stringify([{ type: "error", id: op?.id, code: "bad_request", message: "unsupported op" }]));
-      return;
-    }
-    const ok = op.symbols.filter((s) => rooms.has(s));
-    const bad = op.symbols.filter((s) => !rooms.has(s));
-    const out = [{ type: "subscribed", id: op.id, symbols: ok, max_rate: op.max_rate ?? 1000 }];
-    for (const sym of ok) {
+    ws.send(replyFrame(data.toString(), (s) => rooms.has(s), feed, (sym) => {
       rooms.get(sym).add(ws);
       mine.add(sym);
-      if (op.snapshot !== false) out.push(feed.snapshot(sym));
-    }
-    if (bad.length) {
-      out.push({ type: "error", id: op.id, code: "unknown_symbol", message: `unknown symbol: ${bad[0]}`, symbols: bad });
-    }
-    ws.send(JSON.stringify(out));
+    }));
   });
   ws.on("close", () => {
     for (const sym of mine) rooms.get(sym).delete(ws);
