@@ -44,9 +44,9 @@ impl ApiError {
 }
 
 impl ApiError {
-    /// A session's `error` reply as a 400 (or 403 for `not_entitled`), for HTTP
-    /// transports that refuse a request before a session starts; `None` for
-    /// other messages.
+    /// A session's `error` reply as an HTTP error with its code's status (400
+    /// for a bad subscription, 403 `not_entitled`, …), for HTTP transports that
+    /// refuse a request before a session starts; `None` for other messages.
     pub fn from_reply(msg: &ServerMsg) -> Option<ApiError> {
         let ServerMsg::Error {
             code,
