@@ -51,7 +51,7 @@ impl Application {
     /// Builds the gateway on an already bound listener.
     pub fn build_on(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
         let universe = universe::load(&settings.universe.file)?;
-        let hub = Arc::new(Hub::new(universe));
+        let hub = Arc::new(Hub::with_room(universe, settings.universe.max_added));
         let feeds: Vec<_> = settings
             .feeds
             .iter()
@@ -119,7 +119,8 @@ impl Application {
                 status.clone(),
                 state.metrics.clone(),
                 state.transport.shutdown.clone(),
-            );
+            )
+            .adding_symbols(cfg.add_symbols);
             feed_tasks.push(tokio::spawn(supervise(cfg.clone(), ctx)));
         }
 

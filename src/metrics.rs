@@ -23,6 +23,10 @@ pub const ERROR_CODES: [&str; 6] = [
     "rate_limited",
 ];
 
+/// Why a feed refuses a quote: a malformed line, a symbol outside the universe
+/// (or one it has no room to add).
+pub const FEED_REJECT_REASONS: [&str; 3] = ["malformed", "unknown_symbol", "universe_full"];
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -170,6 +174,7 @@ impl Metrics {
                 COUNT_BUCKETS.to_vec()),
             build_info: float_gauge_vec(&r, "ticker_build_info",
                 "Always 1; the version label names the running build.", &["version"]),
+
             registry: r,
         };
         // Series with known label values exist from the start (at 0), so dashboards
@@ -199,7 +204,7 @@ impl Metrics {
     /// Creates a feed's series at 0 so it shows before the first quote.
     pub fn register_feed(&self, feed: &str) {
         self.feed_quotes_received.with_label_values(&[feed]);
-        for reason in ["malformed", "unknown_symbol"] {
+        for reason in FEED_REJECT_REASONS {
             self.feed_quotes_rejected.with_label_values(&[feed, reason]);
         }
     }
