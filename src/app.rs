@@ -13,6 +13,7 @@ use actix_web::dev::AppConfig;
 use actix_web::{web, App};
 use tokio::sync::{watch, Semaphore};
 
+use crate::bus::Publisher;
 use crate::feeds::{supervise, FeedContext, FeedStatus};
 use crate::http::{self, ApiContext, ApiError};
 use crate::hub::Hub;
@@ -111,18 +112,45 @@ impl Application {
         let settings = state.settings.clone();
         let addr = self.local_addr();
 
+        // A publisher first: it seeds the hub with the bus's last values (so
+        // `seq` continues) before the feeds publish anything.
+        let publisher = settings.publish.enabled().then(|| {
+            Publisher::start(
+                settings.publish.clone(),
+                state.hub.clone(),
+                state.metrics.clone(),
+                state.transport.shutdown.clone(),
+            )
+        });
+        let (outbox, own_publisher, publisher_task) = match publisher {
+            Some(p) => {
+                let _ = p.ready.await;
+                (Some(p.outbox), Some(p.id), Some(p.task))
+            }
+            None => (None, None, None),
+        };
+
         let mut feed_tasks = Vec::new();
         for (cfg, status) in settings.feeds.iter().zip(&state.feeds) {
             state.metrics.register_feed(&status.name);
+            // Quotes from the bus are not published back to it.
+            let republish = if cfg.adapter.from_bus() {
+                None
+            } else {
+                outbox.clone()
+            };
             let ctx = FeedContext::new(
                 state.hub.clone(),
                 status.clone(),
                 state.metrics.clone(),
                 state.transport.shutdown.clone(),
             )
-            .adding_symbols(cfg.add_symbols);
+            .adding_symbols(cfg.add_symbols)
+            .republishing(republish)
+            .publishing_as(own_publisher.clone());
             feed_tasks.push(tokio::spawn(supervise(cfg.clone(), ctx)));
         }
+        feed_tasks.extend(publisher_task);
 
         // Long-polling sessions nobody polls expire.
         let reaper = {

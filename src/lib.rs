@@ -28,6 +28,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod bus;
 pub mod duration;
 pub mod feeds;
 pub mod http;

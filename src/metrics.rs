@@ -23,9 +23,16 @@ pub const ERROR_CODES: [&str; 6] = [
     "rate_limited",
 ];
 
-/// Why a feed refuses a quote: a malformed line, a symbol outside the universe
-/// (or one it has no room to add).
-pub const FEED_REJECT_REASONS: [&str; 3] = ["malformed", "unknown_symbol", "universe_full"];
+/// Why a feed refuses a quote: a malformed line or message, a symbol outside
+/// the universe (or one it has no room to add), and, from the bus, a message
+/// seen before or older than one taken.
+pub const FEED_REJECT_REASONS: [&str; 5] = [
+    "malformed",
+    "unknown_symbol",
+    "universe_full",
+    "duplicate",
+    "out_of_order",
+];
 
 /// Every metric the gateway exports.
 pub struct Metrics {
@@ -52,6 +59,8 @@ pub struct Metrics {
     pub frame_messages: Histogram,
     pub send_queue_depth: Histogram,
     pub build_info: GaugeVec,
+    pub bus_published: IntCounter,
+    pub bus_publish_errors: IntCounter,
 }
 
 /// Registers `c` and hands it back.
@@ -174,7 +183,10 @@ impl Metrics {
                 COUNT_BUCKETS.to_vec()),
             build_info: float_gauge_vec(&r, "ticker_build_info",
                 "Always 1; the version label names the running build.", &["version"]),
-
+            bus_published: counter(&r, "ticker_bus_published_total",
+                "Full quotes this gateway published to the bus ([publish])."),
+            bus_publish_errors: counter(&r, "ticker_bus_publish_errors_total",
+                "Quotes the publisher could not hand to the bus client."),
             registry: r,
         };
         // Series with known label values exist from the start (at 0), so dashboards

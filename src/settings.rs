@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::bus::PublishSettings;
 pub use crate::duration::parse_duration;
 pub use crate::feeds::FeedSettings;
 
@@ -43,6 +44,8 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub feeds: Vec<FeedSettings>,
+    #[serde(default)]
+    pub publish: PublishSettings,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{DemandWatch, FeedStatus};
+use crate::bus::Outbox;
 use crate::hub::{AddError, Hub, IngestError, SymbolId};
 use crate::metrics::Metrics;
 use crate::quote::{Fields, QuoteUpdate};
@@ -24,6 +25,10 @@ pub struct FeedContext {
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
     add_symbols: bool,
+    /// Symbols that took a quote are queued here for the bus publisher.
+    outbox: Option<Arc<Outbox>>,
+    /// This gateway's own `pub` on the bus, when it publishes.
+    own_publisher: Option<Arc<str>>,
 }
 
 /// A read-only view of the symbol universe, for adapters resolving their
@@ -70,7 +75,26 @@ impl FeedContext {
             metrics,
             shutdown,
             add_symbols: false,
+            outbox: None,
+            own_publisher: None,
         }
+    }
+
+    /// Queues every symbol this feed updates for the bus publisher.
+    pub fn republishing(mut self, outbox: Option<Arc<Outbox>>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Tells a bus feed this gateway's own `pub`, whose echoes it ignores.
+    pub fn publishing_as(mut self, publisher: Option<Arc<str>>) -> Self {
+        self.own_publisher = publisher;
+        self
+    }
+
+    /// True when `publisher` is this gateway itself.
+    pub fn is_own_publisher(&self, publisher: Option<&str>) -> bool {
+        matches!((&self.own_publisher, publisher), (Some(own), Some(p)) if &**own == p)
     }
 
     /// Lets the adapter add the symbols it discovers ([`FeedContext::resolve`]).
@@ -143,12 +167,22 @@ impl FeedContext {
     /// [`FeedContext::publish_fields`] for an update that carries its own `seq`
     /// (see [`Hub::ingest_numbered`]).
     pub fn publish_numbered(&self, id: SymbolId, t: i64, fields: &Fields, seq: Option<u64>) -> u64 {
-        self.hub.ingest_numbered(id, t, fields, seq)
+        let seq = self.hub.ingest_numbered(id, t, fields, seq);
+        if let Some(outbox) = &self.outbox {
+            outbox.push(id);
+        }
+        seq
     }
 
     /// The latest `seq` of a symbol (0 before its first quote).
     pub fn seq(&self, id: SymbolId) -> u64 {
         self.hub.peek(id).as_ref().map_or(0, |q| q.seq)
+    }
+
+    /// Marks the feed ready without a quote (a bus feed that is connected but
+    /// has nothing in demand yet), for `/readyz`.
+    pub fn ready(&self) {
+        self.status.ready.store(true, Ordering::Relaxed);
     }
 
     /// Counts `n` accepted quotes.

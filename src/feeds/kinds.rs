@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{AdapterSettings, FeedAdapter, FeedContext, FeedError, Invalid};
-use super::{ReplaySettings, SimSettings};
+use super::{NatsSettings, ReplaySettings, SimSettings};
 
 macro_rules! feed_kinds {
     ($($variant:ident($settings:ty) = $kind:literal,)*) => {
@@ -21,6 +21,13 @@ macro_rules! feed_kinds {
             pub fn name(&self) -> &'static str {
                 match self {
                     $(FeedKind::$variant(_) => $kind,)*
+                }
+            }
+
+            /// True when the kind brings quotes from the bus.
+            pub fn from_bus(&self) -> bool {
+                match self {
+                    $(FeedKind::$variant(_) => <$settings as AdapterSettings>::FROM_BUS,)*
                 }
             }
 
@@ -44,4 +51,5 @@ macro_rules! feed_kinds {
 feed_kinds! {
     Sim(SimSettings) = "sim",
     Replay(ReplaySettings) = "replay",
+    Nats(NatsSettings) = "nats",
 }

@@ -12,6 +12,7 @@
 mod context;
 mod demand;
 mod kinds;
+mod nats;
 mod replay;
 mod settings;
 mod sim;
@@ -23,6 +24,7 @@ use std::future::Future;
 pub use context::{Directory, FeedContext};
 pub use demand::{DemandDelta, DemandWatch};
 pub use kinds::FeedKind;
+pub use nats::{Follow, NatsFeed, NatsSettings};
 pub use replay::{ReplayFeed, ReplaySettings};
 pub use settings::FeedSettings;
 pub use sim::{SimFeed, SimSettings};
@@ -49,6 +51,10 @@ pub trait FeedAdapter {
 /// common ones), which build its adapter.
 pub trait AdapterSettings {
     type Adapter: FeedAdapter;
+
+    /// True for a kind that brings quotes from the bus (they are not published
+    /// back to it).
+    const FROM_BUS: bool = false;
 
     /// Checks what the types cannot.
     fn validate(&self) -> Result<(), Invalid> {

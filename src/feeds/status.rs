@@ -1,7 +1,7 @@
 //! Each adapter's live status and counters ([`FeedStatus`]), as `/api/v1/feeds`,
 //! `/readyz` and the feed gauges read them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,7 @@ pub struct FeedStatus {
     state: Mutex<FeedState>,
     pub(super) received: AtomicU64,
     pub(super) rejected: AtomicU64,
+    pub(super) ready: AtomicBool,
     pub(super) last_quote_at: Mutex<Option<Instant>>,
 }
 
@@ -98,6 +99,7 @@ impl FeedStatus {
             state: Mutex::new(FeedState::Starting),
             received: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
             last_quote_at: Mutex::new(None),
         }
     }
@@ -110,9 +112,10 @@ impl FeedStatus {
         *self.state.lock() = s;
     }
 
-    /// True once the adapter has delivered at least one quote.
+    /// True once the adapter has delivered at least one quote (or said it is
+    /// ready without one).
     pub fn has_delivered(&self) -> bool {
-        self.received.load(Ordering::Relaxed) > 0
+        self.received.load(Ordering::Relaxed) > 0 || self.ready.load(Ordering::Relaxed)
     }
 
     pub fn report(&self) -> FeedReport {

@@ -1,0 +1,71 @@
+//! [`Outbox`]: the symbols whose latest quote a publisher still has to send.
+//! A symbol is queued at most once however many quotes it takes meanwhile, so
+//! the queue is bounded by the universe and a slow bus conflates instead of
+//! piling up: the publisher sends the latest full state when it gets there.
+
+use std::collections::{HashSet, VecDeque};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::hub::SymbolId;
+
+#[derive(Default)]
+struct Queue {
+    order: VecDeque<SymbolId>,
+    queued: HashSet<SymbolId>,
+}
+
+/// Symbols to republish, in the order they first changed.
+#[derive(Default)]
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    notify: Notify,
+}
+
+impl Outbox {
+    /// Queues a symbol that took a quote (a no-op while it is queued).
+    pub fn push(&self, id: SymbolId) {
+        let mut q = self.queue.lock();
+        if q.queued.insert(id) {
+            q.order.push_back(id);
+            drop(q);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until something is queued, then takes all of it into `out`.
+    pub async fn take(&self, out: &mut Vec<SymbolId>) {
+        loop {
+            {
+                let mut q = self.queue.lock();
+                if !q.order.is_empty() {
+                    out.extend(q.order.drain(..));
+                    q.queued.clear();
+                    return;
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_symbol_is_queued_once_until_taken() {
+        let outbox = Outbox::default();
+        for id in [3, 1, 3, 3, 2, 1] {
+            outbox.push(id);
+        }
+        let mut out = Vec::new();
+        outbox.take(&mut out).await;
+        assert_eq!(out, [3, 1, 2]);
+        outbox.push(3);
+        out.clear();
+        outbox.take(&mut out).await;
+        assert_eq!(out, [3]);
+    }
+}
