@@ -347,6 +347,11 @@ mod tests {
                 "feeds[0].quotes_per_sec",
             ),
             ("kind = \"telegraph\"", "telegraph"),
+            ("kind = \"nats\"\nurl = \"\"", "feeds[0].url"),
+            (
+                "kind = \"nats\"\nurl = \"nats://x\"\nfollow = \"some\"",
+                "some",
+            ),
         ] {
             let err = feed(keys);
             assert!(err.contains(named), "{keys}: {err}");

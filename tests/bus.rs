@@ -3,7 +3,8 @@
 //! and `seq`; a late edge serves snapshots from the last-value stream at once; a
 //! restarted publisher continues `seq`; an edge subscribes to exactly the
 //! symbols in demand; repeated and late bus messages are dropped and counted; an
-//! edge that loses the bus shows it and picks up again when the bus is back.
+//! edge that loses the bus shows it and picks up again when the bus is back; an
+//! edge may add the symbols the bus brings, up to its cap.
 
 mod common;
 
@@ -261,4 +262,42 @@ async fn an_edge_that_loses_the_bus_reconnects_and_resubscribes() {
         (&snap["type"], &snap["seq"]),
         (&json!("snapshot"), &json!(7))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_adds_symbols_grows_its_universe_up_to_the_cap() {
+    let nats = NatsServer::start().await;
+    let app = edge(
+        &nats,
+        "bus",
+        "follow = \"all\"\nadd_symbols = true\n[universe]\nmax_added = 1",
+    )
+    .await;
+    nats.wait_subscriptions("ticker-gateway feed bus", &["ticker.quotes.>"])
+        .await;
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+    for sym in ["ZZNEW", "ZZMORE"] {
+        let body = format!(r#"{{"sym":"{sym}","seq":1,"t":1,"lp":"5.00","pub":"p"}}"#);
+        raw.publish(format!("ticker.quotes.{sym}"), body.into())
+            .await
+            .unwrap();
+    }
+    raw.flush().await.unwrap();
+    app.wait_metric(
+        "ticker_feed_quotes_rejected_total",
+        &[("feed", "bus"), ("reason", "universe_full")],
+        |v| v == 1.0,
+    )
+    .await;
+    assert_eq!(app.rest_quote("ZZNEW").await["lp"], "5.00");
+    let (_, symbols) = app.get_json("/api/v1/symbols").await;
+    let added: Vec<&Value> = symbols
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["feed"] == "bus")
+        .collect();
+    assert_eq!(added, [&json!({"sym":"ZZNEW","name":"ZZNEW","feed":"bus"})]);
+    let (status, _) = app.get_json("/api/v1/quotes/ZZMORE").await;
+    assert_eq!(status, 404);
 }

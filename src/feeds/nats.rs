@@ -189,8 +189,9 @@ impl Follower {
     }
 
     /// Takes one symbol's last value from the stream, if there is a stream.
+    /// While the bus is lost nothing is asked (the reconnect takes them all).
     async fn bootstrap(&mut self, sym: &str) {
-        let Some(lv) = &self.last_values else {
+        let Some(lv) = self.last_values.as_ref().filter(|_| !self.lost) else {
             return;
         };
         let subject = wire::subject(sym);
@@ -203,7 +204,7 @@ impl Follower {
 
     /// Takes every last value (following everything).
     async fn bootstrap_all(&mut self) {
-        let Some(lv) = &self.last_values else {
+        let Some(lv) = self.last_values.as_ref().filter(|_| !self.lost) else {
             return;
         };
         match lv.all().await {
