@@ -2,8 +2,10 @@
 //! A symbol is queued at most once however many quotes it takes meanwhile, so
 //! the queue is bounded by the universe and a slow bus conflates instead of
 //! piling up: the publisher sends the latest full state when it gets there.
+//! [`Published`] keeps it from sending one state twice (a symbol queued again
+//! while the publisher was already sending its newest quote).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -50,9 +52,36 @@ impl Outbox {
     }
 }
 
+/// The `seq` last published per symbol.
+#[derive(Default)]
+pub struct Published(HashMap<SymbolId, u64>);
+
+impl Published {
+    /// True (and remembered) when `seq` is newer than what went out for `id`.
+    pub fn is_new(&mut self, id: SymbolId, seq: u64) -> bool {
+        let last = self.0.entry(id).or_insert(0);
+        if seq > *last {
+            *last = seq;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_goes_out_once() {
+        let mut p = Published::default();
+        assert!(p.is_new(1, 5));
+        assert!(!p.is_new(1, 5), "queued again, nothing newer");
+        assert!(p.is_new(2, 5));
+        assert!(p.is_new(1, 7));
+        assert!(!p.is_new(1, 6));
+    }
 
     #[tokio::test]
     async fn a_symbol_is_queued_once_until_taken() {

@@ -9,6 +9,7 @@ use async_nats::Client;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::outbox::Published;
 use super::{connect, wire, BusError, LastValues, Outbox, PublishSettings};
 use crate::backoff::backoff;
 use crate::hub::Hub;
@@ -92,13 +93,14 @@ impl Run {
         };
         tracing::info!(url = %self.settings.url, id = %self.id, "publishing to the bus");
         let mut batch = Vec::new();
+        let mut published = Published::default();
         loop {
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break,
                 _ = self.outbox.take(&mut batch) => {}
             }
             for id in batch.drain(..) {
-                let Some(q) = self.hub.latest(id) else {
+                let Some(q) = self.hub.latest(id).filter(|q| published.is_new(id, q.seq)) else {
                     continue;
                 };
                 let payload = wire::encode(&q, &self.id);
