@@ -150,7 +150,6 @@ impl Application {
             .publishing_as(own_publisher.clone());
             feed_tasks.push(tokio::spawn(supervise(cfg.clone(), ctx)));
         }
-        feed_tasks.extend(publisher_task);
 
         // Long-polling sessions nobody polls expire.
         let reaper = {
@@ -234,6 +233,11 @@ impl Application {
         }
         for t in feed_tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        // The feeds are done: the publisher sends what they left, then ends.
+        if let (Some(outbox), Some(task)) = (&outbox, publisher_task) {
+            outbox.close();
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
         handle.stop(true).await;
         let _ = server_task.await;

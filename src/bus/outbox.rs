@@ -6,6 +6,7 @@
 //! while the publisher was already sending its newest quote).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -23,6 +24,8 @@ struct Queue {
 pub struct Outbox {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// No more pushes will come (the feeds have stopped).
+    closed: AtomicBool,
 }
 
 impl Outbox {
@@ -36,19 +39,30 @@ impl Outbox {
         }
     }
 
-    /// Waits until something is queued, then takes all of it into `out`.
-    pub async fn take(&self, out: &mut Vec<SymbolId>) {
+    /// Waits until something is queued, then takes all of it into `out`;
+    /// false once the outbox is closed and empty.
+    pub async fn take(&self, out: &mut Vec<SymbolId>) -> bool {
         loop {
             {
                 let mut q = self.queue.lock();
                 if !q.order.is_empty() {
                     out.extend(q.order.drain(..));
                     q.queued.clear();
-                    return;
+                    return true;
+                }
+                if self.closed.load(Ordering::Acquire) {
+                    return false;
                 }
             }
             self.notify.notified().await;
         }
+    }
+
+    /// Says no more pushes will come: [`Outbox::take`] hands out what is left,
+    /// then returns false.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_one();
     }
 }
 
@@ -90,11 +104,16 @@ mod tests {
             outbox.push(id);
         }
         let mut out = Vec::new();
-        outbox.take(&mut out).await;
+        assert!(outbox.take(&mut out).await);
         assert_eq!(out, [3, 1, 2]);
         outbox.push(3);
+        outbox.close();
         out.clear();
-        outbox.take(&mut out).await;
+        assert!(
+            outbox.take(&mut out).await,
+            "what was queued still goes out"
+        );
         assert_eq!(out, [3]);
+        assert!(!outbox.take(&mut out).await);
     }
 }

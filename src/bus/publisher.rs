@@ -24,6 +24,8 @@ pub struct Publisher {
     /// Resolves once the hub holds the bus's last values, or start-up gave up
     /// waiting for the bus (`start_timeout`).
     pub ready: oneshot::Receiver<()>,
+    /// Ends after the outbox is closed and emptied (or at shutdown while the
+    /// bus was never reached).
     pub task: JoinHandle<()>,
 }
 
@@ -94,11 +96,8 @@ impl Run {
         tracing::info!(url = %self.settings.url, id = %self.id, "publishing to the bus");
         let mut batch = Vec::new();
         let mut published = Published::default();
-        loop {
-            tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => break,
-                _ = self.outbox.take(&mut batch) => {}
-            }
+        // Until the feeds have stopped and what they left is out.
+        while self.outbox.take(&mut batch).await {
             for id in batch.drain(..) {
                 let Some(q) = self.hub.latest(id).filter(|q| published.is_new(id, q.seq)) else {
                     continue;
