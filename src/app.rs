@@ -13,6 +13,7 @@ use actix_web::dev::AppConfig;
 use actix_web::{web, App};
 use tokio::sync::{watch, Semaphore};
 
+use crate::bus::Publisher;
 use crate::feeds::{supervise, FeedContext, FeedStatus};
 use crate::http::{self, ApiContext, ApiError};
 use crate::hub::Hub;
@@ -51,7 +52,7 @@ impl Application {
     /// Builds the gateway on an already bound listener.
     pub fn build_on(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
         let universe = universe::load(&settings.universe.file)?;
-        let hub = Arc::new(Hub::new(universe));
+        let hub = Arc::new(Hub::with_room(universe, settings.universe.max_added));
         let feeds: Vec<_> = settings
             .feeds
             .iter()
@@ -112,15 +113,42 @@ impl Application {
         let settings = state.settings.clone();
         let addr = self.local_addr();
 
+        // A publisher first: it seeds the hub with the bus's last values (so
+        // `seq` continues) before the feeds publish anything.
+        let publisher = settings.publish.enabled().then(|| {
+            Publisher::start(
+                settings.publish.clone(),
+                state.hub.clone(),
+                state.metrics.clone(),
+                state.transport.shutdown.clone(),
+            )
+        });
+        let (outbox, own_publisher, publisher_task) = match publisher {
+            Some(p) => {
+                let _ = p.ready.await;
+                (Some(p.outbox), Some(p.id), Some(p.task))
+            }
+            None => (None, None, None),
+        };
+
         let mut feed_tasks = Vec::new();
         for (cfg, status) in settings.feeds.iter().zip(&state.feeds) {
             state.metrics.register_feed(&status.name);
+            // Quotes from the bus are not published back to it.
+            let republish = if cfg.adapter.from_bus() {
+                None
+            } else {
+                outbox.clone()
+            };
             let ctx = FeedContext::new(
                 state.hub.clone(),
                 status.clone(),
                 state.metrics.clone(),
                 state.transport.shutdown.clone(),
-            );
+            )
+            .adding_symbols(cfg.add_symbols)
+            .republishing(republish)
+            .publishing_as(own_publisher.clone());
             feed_tasks.push(tokio::spawn(supervise(cfg.clone(), ctx)));
         }
 
@@ -206,6 +234,11 @@ impl Application {
         }
         for t in feed_tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        // The feeds are done: the publisher sends what they left, then ends.
+        if let (Some(outbox), Some(task)) = (&outbox, publisher_task) {
+            outbox.close();
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
         handle.stop(true).await;
         let _ = server_task.await;

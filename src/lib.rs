@@ -4,11 +4,17 @@
 //! only its symbols, throttles and conflates them, and pushes deltas over a
 //! transport. Layout:
 //!
-//! - [`settings`]: typed, layered settings (`config/default.toml`, overlay, env).
+//! - [`settings`]: typed, layered settings (`config/default.toml`, overlay, env);
+//!   [`duration`]: how they write durations.
 //! - [`universe`]: the symbol universe file.
 //! - [`quote`]: quotes, exact decimal prices, deltas, pre-encoded wire entries.
-//! - [`feeds`]: feed adapters (`sim`, `replay`) behind one trait, supervised with backoff.
-//! - [`hub`]: symbol interning, latest quote and `seq` per symbol, per-symbol fan-out.
+//! - [`feeds`]: feed adapters (`sim`, `replay`, `nats`) behind one trait,
+//!   supervised with [`backoff`]; each publishes through its context and may follow
+//!   demand.
+//! - [`bus`]: several gateways on NATS: the wire format, the order rule for bus
+//!   messages, the last-value stream, the `[publish]` publisher.
+//! - [`hub`]: symbol interning (a universe that may grow), latest quote and `seq`
+//!   per symbol, per-symbol fan-out, the symbols sessions want.
 //! - [`session`]: the transport-independent session core and the ticker.v1 messages.
 //! - [`transport`]: WebSocket ticker.v1 (JSON / MessagePack), Server-Sent Events
 //!   and long-polling on a narrow [`transport::TransportContext`]. A streaming
@@ -21,9 +27,13 @@
 //! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully.
 //!
 //! Dependencies point one way: `app` → `transport` → `http` → `feeds`, `hub`,
-//! `session`, `metrics` … (no module imports one that imports it).
+//! `session`, `metrics` …; `settings` → `feeds` → `bus` → `hub` (no module
+//! imports one that imports it).
 
 pub mod app;
+pub mod backoff;
+pub mod bus;
+pub mod duration;
 pub mod feeds;
 pub mod http;
 pub mod hub;

@@ -23,6 +23,17 @@ pub const ERROR_CODES: [&str; 6] = [
     "rate_limited",
 ];
 
+/// Why a feed refuses a quote: a malformed line or message, a symbol outside
+/// the universe (or one it has no room to add), and, from the bus, a message
+/// seen before or older than one taken.
+pub const FEED_REJECT_REASONS: [&str; 5] = [
+    "malformed",
+    "unknown_symbol",
+    "universe_full",
+    "duplicate",
+    "out_of_order",
+];
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -48,6 +59,8 @@ pub struct Metrics {
     pub frame_messages: Histogram,
     pub send_queue_depth: Histogram,
     pub build_info: GaugeVec,
+    pub bus_published: IntCounter,
+    pub bus_publish_errors: IntCounter,
 }
 
 /// Registers `c` and hands it back.
@@ -170,6 +183,10 @@ impl Metrics {
                 COUNT_BUCKETS.to_vec()),
             build_info: float_gauge_vec(&r, "ticker_build_info",
                 "Always 1; the version label names the running build.", &["version"]),
+            bus_published: counter(&r, "ticker_bus_published_total",
+                "Full quotes this gateway published to the bus ([publish])."),
+            bus_publish_errors: counter(&r, "ticker_bus_publish_errors_total",
+                "Quotes the publisher could not hand to the bus client."),
             registry: r,
         };
         // Series with known label values exist from the start (at 0), so dashboards
@@ -199,7 +216,7 @@ impl Metrics {
     /// Creates a feed's series at 0 so it shows before the first quote.
     pub fn register_feed(&self, feed: &str) {
         self.feed_quotes_received.with_label_values(&[feed]);
-        for reason in ["malformed", "unknown_symbol"] {
+        for reason in FEED_REJECT_REASONS {
             self.feed_quotes_rejected.with_label_values(&[feed, reason]);
         }
     }

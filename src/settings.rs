@@ -2,10 +2,14 @@
 //! `config/default.toml`, an optional overlay file, then `TICKER__SECTION__KEY`
 //! environment variables. [`Settings::validate`] names the first bad setting.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
+
+pub use crate::bus::PublishSettings;
+pub use crate::duration::parse_duration;
+pub use crate::feeds::FeedSettings;
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -41,6 +45,8 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub feeds: Vec<FeedSettings>,
+    #[serde(default)]
+    pub publish: PublishSettings,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -50,7 +56,7 @@ pub struct ServerSettings {
     pub port: u16,
     pub workers: usize,
     pub max_connections: usize,
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[serde(with = "crate::duration")]
     pub shutdown_timeout: Duration,
 }
 
@@ -61,11 +67,11 @@ pub struct SessionSettings {
     pub default_rate: f64,
     pub min_rate: f64,
     pub max_rate: f64,
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[serde(with = "crate::duration")]
     pub heartbeat_interval: Duration,
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[serde(with = "crate::duration")]
     pub client_timeout: Duration,
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[serde(with = "crate::duration")]
     pub write_stall_timeout: Duration,
     pub max_frame_bytes: usize,
     pub client_msgs_per_sec: f64,
@@ -77,7 +83,7 @@ pub struct SessionSettings {
 #[serde(deny_unknown_fields)]
 pub struct SseSettings {
     /// A comment line goes out this often so proxies keep the stream open.
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[serde(with = "crate::duration")]
     pub keepalive_interval: Duration,
 }
 
@@ -86,10 +92,10 @@ pub struct SseSettings {
 #[serde(deny_unknown_fields)]
 pub struct PollSettings {
     /// A session not polled for this long expires (later polls get 410).
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[serde(with = "crate::duration")]
     pub session_timeout: Duration,
     /// The longest `wait` a poll may ask for.
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[serde(with = "crate::duration")]
     pub max_wait: Duration,
 }
 
@@ -98,11 +104,11 @@ pub struct PollSettings {
 #[serde(deny_unknown_fields)]
 pub struct SocketIoSettings {
     /// The server pings this often (`pingInterval` in the handshake) ...
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[serde(with = "crate::duration")]
     pub ping_interval: Duration,
     /// ... and a client that has not answered within this long after is gone
     /// (`pingTimeout`).
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[serde(with = "crate::duration")]
     pub ping_timeout: Duration,
 }
 
@@ -120,129 +126,9 @@ pub struct BenchSettings {
 #[serde(deny_unknown_fields)]
 pub struct UniverseSettings {
     pub file: String,
-}
-
-/// One feed adapter's settings; `kind` picks the adapter.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum FeedSettings {
-    Sim(SimSettings),
-    Replay(ReplaySettings),
-}
-
-impl FeedSettings {
-    pub fn name(&self) -> &str {
-        match self {
-            FeedSettings::Sim(s) => &s.name,
-            FeedSettings::Replay(r) => &r.name,
-        }
-    }
-    pub fn kind(&self) -> &'static str {
-        match self {
-            FeedSettings::Sim(_) => "sim",
-            FeedSettings::Replay(_) => "replay",
-        }
-    }
-    pub fn start_timeout(&self) -> Duration {
-        match self {
-            FeedSettings::Sim(s) => s.start_timeout,
-            FeedSettings::Replay(r) => r.start_timeout,
-        }
-    }
-}
-
-fn default_start_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimSettings {
-    pub name: String,
-    pub quotes_per_sec: f64,
-    #[serde(default = "default_hot_fraction")]
-    pub hot_fraction: f64,
-    #[serde(default = "default_hot_share")]
-    pub hot_share: f64,
+    /// Most symbols feeds with `add_symbols` may add at run time.
     #[serde(default)]
-    pub seed: u64,
-    #[serde(default)]
-    pub symbols: Vec<String>,
-    #[serde(
-        default = "default_start_timeout",
-        deserialize_with = "de_duration",
-        serialize_with = "ser_duration"
-    )]
-    pub start_timeout: Duration,
-    /// Every symbol's opening quote is published at once; the market starts moving
-    /// this long after (lets a benchmark connect its clients on a quiet feed).
-    #[serde(
-        default,
-        deserialize_with = "de_duration",
-        serialize_with = "ser_duration"
-    )]
-    pub start_delay: Duration,
-}
-
-fn default_hot_fraction() -> f64 {
-    0.02
-}
-fn default_hot_share() -> f64 {
-    0.5
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplaySettings {
-    pub name: String,
-    pub file: PathBuf,
-    #[serde(default = "default_speed")]
-    pub speed: f64,
-    #[serde(default, rename = "loop")]
-    pub looping: bool,
-    #[serde(
-        default = "default_start_timeout",
-        deserialize_with = "de_duration",
-        serialize_with = "ser_duration"
-    )]
-    pub start_timeout: Duration,
-}
-
-fn default_speed() -> f64 {
-    1.0
-}
-
-/// Parses "250ms", "15s", "2m", "1h" (or a bare number of seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as \"250ms\" or \"15s\""))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?} is not a valid duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// A duration as the settings files write it: "250ms", "15s".
-fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        s.serialize_str(&format!("{}s", ms / 1000))
-    } else {
-        s.serialize_str(&format!("{ms}ms"))
-    }
+    pub max_added: usize,
 }
 
 /// Logging: `format` text (the default) or json (one object per line);
@@ -269,19 +155,6 @@ impl Default for LogSettings {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Secs(f64),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
-        Raw::Secs(n) => parse_duration(&n.to_string()).map_err(serde::de::Error::custom),
-    }
 }
 
 /// A setting whose name ends in one of these words (`jwt_secret`, `key`) holds a
@@ -428,39 +301,13 @@ impl Settings {
         let mut names = std::collections::HashSet::new();
         for (i, f) in self.feeds.iter().enumerate() {
             let key = |k: &str| format!("feeds[{i}].{k}");
-            if f.name().is_empty() {
-                return Err(invalid(&key("name"), "must not be empty"));
-            }
             if !names.insert(f.name().to_owned()) {
                 return Err(invalid(
                     &key("name"),
                     format!("duplicate feed name {:?}", f.name()),
                 ));
             }
-            match f {
-                FeedSettings::Sim(sim) => {
-                    if !(sim.quotes_per_sec.is_finite() && sim.quotes_per_sec > 0.0) {
-                        return Err(invalid(&key("quotes_per_sec"), "must be a positive number"));
-                    }
-                    if !(0.0..=1.0).contains(&sim.hot_fraction) {
-                        return Err(invalid(&key("hot_fraction"), "must lie between 0 and 1"));
-                    }
-                    if !(0.0..=1.0).contains(&sim.hot_share) {
-                        return Err(invalid(&key("hot_share"), "must lie between 0 and 1"));
-                    }
-                }
-                FeedSettings::Replay(r) => {
-                    if !(r.speed.is_finite() && r.speed >= 0.0) {
-                        return Err(invalid(&key("speed"), "must be 0 (no pacing) or positive"));
-                    }
-                    if !r.file.exists() {
-                        return Err(invalid(
-                            &key("file"),
-                            format!("{} does not exist", r.file.display()),
-                        ));
-                    }
-                }
-            }
+            f.validate().map_err(|e| invalid(&key(e.key), e.problem))?;
         }
         Ok(())
     }
@@ -503,10 +350,32 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("soon").is_err());
+    fn a_bad_feed_entry_is_refused_by_its_key() {
+        let feed = |keys: &str| {
+            let layer = format!("[[feeds]]\nname = \"s\"\n{keys}\n");
+            Settings::load_with(None, &[&layer])
+                .unwrap_err()
+                .to_string()
+        };
+        for (keys, named) in [
+            (
+                "kind = \"sim\"\nquotes_per_sec = 5.0\nquotes_per_second = 5.0",
+                "quotes_per_second",
+            ),
+            (
+                "kind = \"sim\"\nquotes_per_sec = 0",
+                "feeds[0].quotes_per_sec",
+            ),
+            ("kind = \"telegraph\"", "telegraph"),
+            ("kind = \"nats\"\nurl = \"\"", "feeds[0].url"),
+            (
+                "kind = \"nats\"\nurl = \"nats://x\"\nfollow = \"some\"",
+                "some",
+            ),
+        ] {
+            let err = feed(keys);
+            assert!(err.contains(named), "{keys}: {err}");
+        }
     }
 
     #[test]

@@ -22,6 +22,19 @@ pub struct SymbolInfo {
     pub tick_size: Price,
 }
 
+impl SymbolInfo {
+    /// A symbol a feed found at run time: named by itself, no reference price.
+    pub fn discovered(sym: &str, feed: &str) -> SymbolInfo {
+        SymbolInfo {
+            sym: sym.to_owned(),
+            name: sym.to_owned(),
+            feed: feed.to_owned(),
+            ref_price: Price(rust_decimal::Decimal::ZERO),
+            tick_size: Price(rust_decimal::Decimal::new(1, 2)),
+        }
+    }
+}
+
 /// Why the universe could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum UniverseError {

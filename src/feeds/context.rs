@@ -1,15 +1,18 @@
 //! [`FeedContext`]: the one door from an adapter into the hub. An adapter
-//! publishes through it (and is counted), learns of shutdown from it, and reads
-//! the symbol universe through a [`Directory`]; it never reaches the hub itself.
+//! publishes through it (and is counted), learns of shutdown from it, follows
+//! the symbols sessions want ([`DemandWatch`]), adds the symbols it discovers
+//! (when its settings allow), and reads the symbol universe through a
+//! [`Directory`]; it never reaches the hub itself.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::FeedStatus;
-use crate::hub::{Hub, IngestError, SymbolId};
+use super::{DemandWatch, FeedStatus};
+use crate::bus::Outbox;
+use crate::hub::{AddError, Hub, IngestError, SymbolId};
 use crate::metrics::Metrics;
 use crate::quote::{Fields, QuoteUpdate};
 use crate::universe::SymbolInfo;
@@ -21,6 +24,11 @@ pub struct FeedContext {
     status: Arc<FeedStatus>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
+    add_symbols: bool,
+    /// Symbols that took a quote are queued here for the bus publisher.
+    outbox: Option<Arc<Outbox>>,
+    /// This gateway's own `pub` on the bus, when it publishes.
+    own_publisher: Option<Arc<str>>,
 }
 
 /// A read-only view of the symbol universe, for adapters resolving their
@@ -38,6 +46,11 @@ impl<'a> Directory<'a> {
 
     pub fn universe(&self) -> impl Iterator<Item = &'a SymbolInfo> {
         self.0.universe()
+    }
+
+    /// A symbol's text.
+    pub fn symbol(&self, id: SymbolId) -> &'a Arc<str> {
+        self.0.symbol(id)
     }
 
     pub fn len(&self) -> usize {
@@ -61,6 +74,66 @@ impl FeedContext {
             status,
             metrics,
             shutdown,
+            add_symbols: false,
+            outbox: None,
+            own_publisher: None,
+        }
+    }
+
+    /// Queues every symbol this feed updates for the bus publisher.
+    pub fn republishing(mut self, outbox: Option<Arc<Outbox>>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Tells a bus feed this gateway's own `pub`, whose echoes it ignores.
+    pub fn publishing_as(mut self, publisher: Option<Arc<str>>) -> Self {
+        self.own_publisher = publisher;
+        self
+    }
+
+    /// True when `publisher` is this gateway itself.
+    pub fn is_own_publisher(&self, publisher: Option<&str>) -> bool {
+        matches!((&self.own_publisher, publisher), (Some(own), Some(p)) if &**own == p)
+    }
+
+    /// Lets the adapter add the symbols it discovers ([`FeedContext::resolve`]).
+    pub fn adding_symbols(mut self, add: bool) -> Self {
+        self.add_symbols = add;
+        self
+    }
+
+    /// Follows the symbols sessions want, each kept `linger` after its last
+    /// session left.
+    pub fn demand(&self, linger: Duration) -> DemandWatch {
+        DemandWatch::new(self.hub.clone(), linger)
+    }
+
+    /// The id of `sym`: a universe symbol, or one this feed adds when it is
+    /// configured to (`add_symbols`, while the universe has room). A refusal is
+    /// counted (`unknown_symbol`, `universe_full`).
+    pub fn resolve(&self, sym: &str) -> Option<SymbolId> {
+        if let Some(id) = self.hub.lookup(sym) {
+            return Some(id);
+        }
+        if !self.add_symbols {
+            self.rejected("unknown_symbol");
+            return None;
+        }
+        match self.hub.add(sym, &self.status.name) {
+            Ok(id) => {
+                tracing::info!(feed = %self.status.name, sym, id, "symbol added to the universe");
+                Some(id)
+            }
+            Err(AddError::Malformed(_)) => {
+                self.rejected("malformed");
+                None
+            }
+            Err(e @ AddError::Full(_)) => {
+                tracing::debug!(feed = %self.status.name, sym, error = %e, "symbol not added");
+                self.rejected("universe_full");
+                None
+            }
         }
     }
 
@@ -74,25 +147,42 @@ impl FeedContext {
         &self.status
     }
 
-    /// Hands one update to the hub (never waits on clients). Unknown symbols are
-    /// counted as rejected.
+    /// Hands one update to the hub (never waits on clients). Symbols outside the
+    /// universe are added or refused as [`FeedContext::resolve`] says.
     pub fn publish(&self, update: &QuoteUpdate) -> Result<u64, IngestError> {
-        match self.hub.ingest(update) {
-            Ok(seq) => {
-                self.accepted(1);
-                Ok(seq)
-            }
-            Err(e) => {
-                self.rejected("unknown_symbol");
-                Err(e)
-            }
-        }
+        let id = self
+            .resolve(&update.sym)
+            .ok_or_else(|| IngestError::UnknownSymbol(update.sym.clone()))?;
+        let seq = self.publish_fields(id, update.t, &update.fields);
+        self.accepted(1);
+        Ok(seq)
     }
 
     /// Hands the fields of an already resolved symbol to the hub; returns its
     /// `seq`. Not counted: call [`FeedContext::accepted`] once per batch.
     pub fn publish_fields(&self, id: SymbolId, t: i64, fields: &Fields) -> u64 {
-        self.hub.ingest_fields(id, t, fields)
+        self.publish_numbered(id, t, fields, None)
+    }
+
+    /// [`FeedContext::publish_fields`] for an update that carries its own `seq`
+    /// (see [`Hub::ingest_numbered`]).
+    pub fn publish_numbered(&self, id: SymbolId, t: i64, fields: &Fields, seq: Option<u64>) -> u64 {
+        let seq = self.hub.ingest_numbered(id, t, fields, seq);
+        if let Some(outbox) = &self.outbox {
+            outbox.push(id);
+        }
+        seq
+    }
+
+    /// The latest `seq` of a symbol (0 before its first quote).
+    pub fn seq(&self, id: SymbolId) -> u64 {
+        self.hub.peek(id).as_ref().map_or(0, |q| q.seq)
+    }
+
+    /// Marks the feed ready without a quote (a bus feed that is connected but
+    /// has nothing in demand yet), for `/readyz`.
+    pub fn ready(&self) {
+        self.status.ready.store(true, Ordering::Relaxed);
     }
 
     /// Counts `n` accepted quotes.

@@ -6,11 +6,50 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{FeedAdapter, FeedContext, FeedError};
+use super::{AdapterSettings, FeedAdapter, FeedContext, FeedError, Invalid};
 use crate::quote::QuoteUpdate;
-use crate::settings::ReplaySettings;
+
+/// `kind = "replay"`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySettings {
+    /// The recording: one quote object per line.
+    pub file: PathBuf,
+    /// 1 = recorded speed, 4 = four times faster, 0 = as fast as possible.
+    #[serde(default = "default_speed")]
+    pub speed: f64,
+    /// Start over at the end (timestamps shifted forward).
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+}
+
+fn default_speed() -> f64 {
+    1.0
+}
+
+impl AdapterSettings for ReplaySettings {
+    type Adapter = ReplayFeed;
+
+    fn validate(&self) -> Result<(), Invalid> {
+        if !(self.speed.is_finite() && self.speed >= 0.0) {
+            return Err(Invalid::new("speed", "must be 0 (no pacing) or positive"));
+        }
+        if !self.file.exists() {
+            return Err(Invalid::new(
+                "file",
+                format!("{} does not exist", self.file.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(&self, _ctx: &FeedContext) -> Result<ReplayFeed, FeedError> {
+        Ok(ReplayFeed::new(self))
+    }
+}
 
 /// Log at most this many bad lines per pass (the rest are only counted).
 const MAX_LOGGED_BAD_LINES: usize = 20;

@@ -8,11 +8,63 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
-use super::{Directory, FeedAdapter, FeedContext, FeedError};
+use super::{AdapterSettings, Directory, FeedAdapter, FeedContext, FeedError, Invalid};
 use crate::hub::SymbolId;
 use crate::quote::{Fields, Price};
-use crate::settings::SimSettings;
+
+/// `kind = "sim"`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSettings {
+    /// Total quote rate.
+    pub quotes_per_sec: f64,
+    /// Share of symbols that are busy ...
+    #[serde(default = "default_hot_fraction")]
+    pub hot_fraction: f64,
+    /// ... and the share of quotes they get.
+    #[serde(default = "default_hot_share")]
+    pub hot_share: f64,
+    /// The same seed gives the same market.
+    #[serde(default)]
+    pub seed: u64,
+    /// Only these symbols (default: the universe rows of this feed, else all).
+    #[serde(default)]
+    pub symbols: Vec<String>,
+    /// Every symbol's opening quote is published at once; the market starts moving
+    /// this long after (lets a benchmark connect its clients on a quiet feed).
+    #[serde(default, with = "crate::duration")]
+    pub start_delay: Duration,
+}
+
+fn default_hot_fraction() -> f64 {
+    0.02
+}
+fn default_hot_share() -> f64 {
+    0.5
+}
+
+impl AdapterSettings for SimSettings {
+    type Adapter = SimFeed;
+
+    fn validate(&self) -> Result<(), Invalid> {
+        if !(self.quotes_per_sec.is_finite() && self.quotes_per_sec > 0.0) {
+            return Err(Invalid::new("quotes_per_sec", "must be a positive number"));
+        }
+        if !(0.0..=1.0).contains(&self.hot_fraction) {
+            return Err(Invalid::new("hot_fraction", "must lie between 0 and 1"));
+        }
+        if !(0.0..=1.0).contains(&self.hot_share) {
+            return Err(Invalid::new("hot_share", "must lie between 0 and 1"));
+        }
+        Ok(())
+    }
+
+    fn build(&self, ctx: &FeedContext) -> Result<SimFeed, FeedError> {
+        SimFeed::new(self, &ctx.status().name, &ctx.directory())
+    }
+}
 
 /// One simulated symbol, prices in ticks.
 #[derive(Clone, Debug)]
@@ -70,7 +122,7 @@ fn lot(rng: &mut SmallRng, max_lots: u64) -> u64 {
 impl SimFeed {
     /// Builds the market: `symbols` if given, else the universe rows whose `feed`
     /// column names this feed, else the whole universe.
-    pub fn new(settings: &SimSettings, hub: &Directory) -> Result<SimFeed, FeedError> {
+    pub fn new(settings: &SimSettings, name: &str, hub: &Directory) -> Result<SimFeed, FeedError> {
         let mut rng = SmallRng::seed_from_u64(settings.seed);
         let ids: Vec<SymbolId> = if !settings.symbols.is_empty() {
             settings
@@ -86,7 +138,7 @@ impl SimFeed {
             let own: Vec<SymbolId> = hub
                 .universe()
                 .enumerate()
-                .filter(|(_, info)| info.feed == settings.name)
+                .filter(|(_, info)| info.feed == name)
                 .map(|(i, _)| i as SymbolId)
                 .collect();
             if own.is_empty() {
@@ -271,13 +323,11 @@ mod tests {
 
     fn settings(seed: u64) -> SimSettings {
         SimSettings {
-            name: "sim".into(),
             quotes_per_sec: 100.0,
             hot_fraction: 0.02,
             hot_share: 0.5,
             seed,
             symbols: vec![],
-            start_timeout: Duration::from_secs(1),
             start_delay: Duration::ZERO,
         }
     }
@@ -289,14 +339,18 @@ mod tests {
         let mut s = settings(3);
         s.quotes_per_sec = 1000.0;
         s.start_delay = Duration::from_secs(10);
-        let feed = SimFeed::new(&s, &Directory::new(&hub)).unwrap();
+        let feed = SimFeed::new(&s, "sim", &Directory::new(&hub)).unwrap();
         let ids: Vec<SymbolId> = feed.symbols.iter().map(|x| x.id).collect();
         let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let status = super::super::FeedSettings {
+            name: "sim".into(),
+            start_timeout: Duration::from_secs(1),
+            add_symbols: false,
+            adapter: super::super::FeedKind::Sim(s.clone()),
+        };
         let ctx = FeedContext::new(
             hub.clone(),
-            Arc::new(super::super::FeedStatus::new(
-                &crate::settings::FeedSettings::Sim(s.clone()),
-            )),
+            Arc::new(super::super::FeedStatus::new(&status)),
             Arc::new(crate::metrics::Metrics::new()),
             shutdown,
         );
@@ -316,8 +370,8 @@ mod tests {
     #[test]
     fn same_seed_same_market_and_bid_below_ask() {
         let hub = Hub::new(parse(BUILTIN_TSV).unwrap());
-        let mut a = SimFeed::new(&settings(7), &Directory::new(&hub)).unwrap();
-        let mut b = SimFeed::new(&settings(7), &Directory::new(&hub)).unwrap();
+        let mut a = SimFeed::new(&settings(7), "sim", &Directory::new(&hub)).unwrap();
+        let mut b = SimFeed::new(&settings(7), "sim", &Directory::new(&hub)).unwrap();
         let mut hot_hits = 0;
         for _ in 0..20_000 {
             let (ia, ib) = (a.pick(), b.pick());

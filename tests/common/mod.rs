@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod node;
 
 use std::collections::HashMap;
@@ -249,18 +250,34 @@ impl TestApp {
         labels: &[(&str, &str)],
         pred: impl Fn(f64) -> bool,
     ) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        poll(&format!("metric {name}{labels:?}"), || async {
             let v = self.metric(name, labels).await;
             if pred(v) {
-                return;
+                Ok(())
+            } else {
+                Err(v)
             }
-            assert!(
+        })
+        .await
+    }
+}
+
+/// Calls `check` every 20 ms until it gives `Ok`; fails the test after [`WAIT`]
+/// with `what` and the last state `check` reported.
+pub async fn poll<T, S: std::fmt::Debug, F: std::future::Future<Output = Result<T, S>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(state) => assert!(
                 tokio::time::Instant::now() < deadline,
-                "metric {name}{labels:?} stuck at {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+                "{what} stuck at {state:?}"
+            ),
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,0 +1,134 @@
+//! Each adapter's live status and counters ([`FeedStatus`]), as `/api/v1/feeds`,
+//! `/readyz` and the feed gauges read them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::FeedSettings;
+use crate::metrics::Metrics;
+
+/// An adapter's lifecycle state, as `/api/v1/feeds` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedState {
+    Starting,
+    Running,
+    Reconnecting,
+    Finished,
+    Failed,
+    Stopped,
+}
+
+impl FeedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedState::Starting => "starting",
+            FeedState::Running => "running",
+            FeedState::Reconnecting => "reconnecting",
+            FeedState::Finished => "finished",
+            FeedState::Failed => "failed",
+            FeedState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Every feed state, for the one-hot `ticker_feed_state` gauge.
+pub const FEED_STATES: [FeedState; 6] = [
+    FeedState::Starting,
+    FeedState::Running,
+    FeedState::Reconnecting,
+    FeedState::Finished,
+    FeedState::Failed,
+    FeedState::Stopped,
+];
+
+/// Refreshes the feed gauges that are read off live state (states and ages).
+pub fn refresh_metrics(feeds: &[Arc<FeedStatus>], metrics: &Metrics, uptime_secs: f64) {
+    for f in feeds {
+        let report = f.report();
+        for s in FEED_STATES {
+            metrics
+                .feed_state
+                .with_label_values(&[&f.name, s.as_str()])
+                .set(i64::from(report.state == s));
+        }
+        let age = report
+            .last_quote_age_ms
+            .map_or(uptime_secs, |ms| ms as f64 / 1000.0);
+        metrics
+            .feed_last_quote_age
+            .with_label_values(&[&f.name])
+            .set(age);
+    }
+}
+
+/// Live status and counters of one adapter.
+pub struct FeedStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub start_timeout: Duration,
+    state: Mutex<FeedState>,
+    pub(super) received: AtomicU64,
+    pub(super) rejected: AtomicU64,
+    pub(super) ready: AtomicBool,
+    pub(super) last_quote_at: Mutex<Option<Instant>>,
+}
+
+/// A snapshot of a [`FeedStatus`] for the API.
+#[derive(Debug, Serialize)]
+pub struct FeedReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub state: FeedState,
+    pub quotes_received: u64,
+    pub quotes_rejected: u64,
+    /// Milliseconds since the adapter's last accepted quote; null before the first.
+    pub last_quote_age_ms: Option<u64>,
+}
+
+impl FeedStatus {
+    pub fn new(settings: &FeedSettings) -> FeedStatus {
+        FeedStatus {
+            name: settings.name().to_owned(),
+            kind: settings.kind(),
+            start_timeout: settings.start_timeout(),
+            state: Mutex::new(FeedState::Starting),
+            received: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            last_quote_at: Mutex::new(None),
+        }
+    }
+
+    pub fn state(&self) -> FeedState {
+        *self.state.lock()
+    }
+
+    pub fn set_state(&self, s: FeedState) {
+        *self.state.lock() = s;
+    }
+
+    /// True once the adapter has delivered at least one quote (or said it is
+    /// ready without one).
+    pub fn has_delivered(&self) -> bool {
+        self.received.load(Ordering::Relaxed) > 0 || self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn report(&self) -> FeedReport {
+        FeedReport {
+            name: self.name.clone(),
+            kind: self.kind,
+            state: self.state(),
+            quotes_received: self.received.load(Ordering::Relaxed),
+            quotes_rejected: self.rejected.load(Ordering::Relaxed),
+            last_quote_age_ms: self
+                .last_quote_at
+                .lock()
+                .map(|t| t.elapsed().as_millis() as u64),
+        }
+    }
+}
