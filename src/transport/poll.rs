@@ -1,7 +1,8 @@
 //! Long-polling at `/poll` (PROTOCOL.md section 6), over the same session core:
 //! `POST /poll` creates a session; `GET /poll/{session}?wait=N` answers as soon as
 //! messages are pending, or after `wait` seconds with an empty list;
-//! `POST /poll/{session}` takes one client op and answers its replies;
+//! `POST /poll/{session}` takes one client op and answers its replies (a body
+//! that is not an op: 400);
 //! `DELETE /poll/{session}` ends it. A session not polled for `session_timeout`
 //! expires; afterwards (and after DELETE) its id answers 410. Sessions wait between
 //! requests in the [session registry](super::registry).
@@ -99,7 +100,17 @@ pub async fn create(
         ));
     };
     let subscribe = match request.remove("symbols") {
-        None => None,
+        None => {
+            if let Some(k) = ["max_rate", "snapshot"]
+                .iter()
+                .find(|k| request.contains_key(**k))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "{k:?} applies to the \"symbols\" subscribed: send it with them"
+                )));
+            }
+            None
+        }
         Some(symbols) => {
             let mut op = json!({"op": "subscribe", "symbols": symbols});
             for key in ["max_rate", "snapshot"] {
@@ -147,7 +158,10 @@ pub async fn poll(
     let wait = match params.wait.as_deref() {
         None | Some("") => Duration::from_secs(25).min(max_wait),
         Some(w) => match w.parse::<f64>() {
-            Ok(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s).min(max_wait),
+            // Longer than a Duration can hold is longer than max_wait too.
+            Ok(s) if s.is_finite() && s >= 0.0 => Duration::try_from_secs_f64(s)
+                .unwrap_or(max_wait)
+                .min(max_wait),
             _ => {
                 return Err(ApiError::bad_request(format!(
                     "wait must be a number of seconds, not {w:?}"
@@ -197,11 +211,14 @@ pub async fn op(
     let entry = lookup(&state, &path)?;
     let body = read_body(payload, state.settings.session.max_frame_bytes).await?;
     entry.touch();
+    // A body that is not an op is refused as a request (as `POST /poll` refuses
+    // one); the replies to an op, errors included, come in the messages.
+    let op = parse_op(&body, false).map_err(|e| ApiError::bad_request(e.message))?;
     let now = Instant::now();
     let mut session = entry.session.lock().await;
     let admitted = entry.limit.lock().admit(&mut session, now);
     match admitted {
-        Ok(true) => session.handle_decoded(parse_op(&body, false), now),
+        Ok(true) => session.handle_op(op, now),
         Ok(false) => {}
         Err(code) => {
             drop(session);
