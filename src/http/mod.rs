@@ -35,6 +35,7 @@ pub struct ApiContext {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(assets::index))
         .route("/client.js", web::get().to(assets::client_js))
+        .route("/client.d.ts", web::get().to(assets::client_d_ts))
         .route("/dashboard.js", web::get().to(assets::dashboard_js))
         .route("/dashboard.css", web::get().to(assets::dashboard_css))
         .route("/api/v1/symbols", web::get().to(api::symbols))
