@@ -9,7 +9,7 @@
 //! (`apt-get install -y chromium`); without them this test fails saying so.
 
 mod common;
-use common::process::run_blocking;
+use common::process::{node_test, run_blocking};
 use common::*;
 
 use std::path::Path;
@@ -61,15 +61,7 @@ async fn dashboard_in_headless_chromium() {
     check_prerequisites(root);
 
     let app = spawn_app(SIM_FEED).await;
-    let mut cmd = Command::new("node");
-    cmd.args([
-        "--test",
-        "--test-reporter=spec",
-        "tests/browser/dashboard.test.mjs",
-    ])
-    .current_dir(root)
-    .env("GATEWAY_URL", format!("http://{}", app.addr));
-
+    let cmd = node_test(&[], "tests/browser/dashboard.test.mjs", app.addr);
     let (ok, output) = run_blocking(cmd, NODE_TIMEOUT).await;
     assert!(ok, "browser tests failed:\n{output}");
     println!("{output}");

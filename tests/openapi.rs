@@ -34,15 +34,7 @@ const SETTINGS: &str = "[poll]\nsession_timeout = \"5s\"\nmax_wait = \"1s\"\n\
 #[tokio::test]
 async fn the_document_is_served_as_it_is_kept() {
     let app = quiet_app().await;
-    let r = app
-        .http
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-type"], "application/json");
-    let served: Value = r.json().await.unwrap();
+    let served = app.get_document("/api/v1/openapi.json").await;
     let kept: Value = serde_json::from_str(include_str!("../src/http/openapi.json")).unwrap();
     assert_eq!(served, kept);
     assert_eq!(served["openapi"], "3.1.0");

@@ -9,7 +9,7 @@
 //! Needs `node` (>= 20) and `npm ci --prefix tests/browser` (`tests/run` does it).
 
 mod common;
-use common::process::run_blocking;
+use common::process::{node, run_blocking};
 use common::*;
 
 use std::path::{Path, PathBuf};
@@ -66,14 +66,14 @@ async fn the_typed_example_checks_and_runs_over_every_transport() {
     assert!(ok, "tsc could not compile the example:\n{output}");
 
     let app = quiet_app().await;
-    let mut node = Command::new("node");
-    node.args([
-        "--experimental-websocket",
-        "tests/browser/typed-example.run.mjs",
-    ])
-    .arg(out.join("typed-example.js"))
-    .current_dir(root())
-    .env("GATEWAY_URL", format!("http://{}", app.addr));
+    let mut node = node(
+        &[
+            "--experimental-websocket",
+            "tests/browser/typed-example.run.mjs",
+        ],
+        app.addr,
+    );
+    node.arg(out.join("typed-example.js"));
     let (ok, output) = run_blocking(node, NODE_TIMEOUT).await;
     assert!(
         ok,

@@ -1,7 +1,8 @@
 //! The gateway's description of itself, kept in the repository beside the code
 //! and compiled in: `GET /api/v1/openapi.json`, the OpenAPI 3.1 document of the
 //! HTTP API (`src/http/openapi.json`), which also says which methods each
-//! endpoint answers (the `Allow` of a 405).
+//! endpoint answers (the `Allow` of a 405); `GET /api/v1/asyncapi.json`, the
+//! AsyncAPI 3.0 document of the push protocols (`src/transport/asyncapi.json`).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -20,9 +21,17 @@ fn json_document(body: &'static str) -> HttpResponse {
         .body(body)
 }
 
+/// The AsyncAPI 3.0 document of the push protocols (WebSocket, SSE).
+pub const ASYNCAPI: &str = include_str!("../transport/asyncapi.json");
+
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi() -> HttpResponse {
     json_document(OPENAPI)
+}
+
+/// `GET /api/v1/asyncapi.json`.
+pub async fn asyncapi() -> HttpResponse {
+    json_document(ASYNCAPI)
 }
 
 /// The methods the document lists for a route pattern (`/poll/{session}`), as

@@ -1,7 +1,7 @@
 //! The HTTP side: routes, the JSON error type every 4xx/5xx uses, the symbol and
 //! quote API, health and readiness, the Prometheus endpoint and the API's own
-//! description (OpenAPI). Its handlers get an [`ApiContext`]; the transports
-//! register their own routes.
+//! descriptions (OpenAPI, AsyncAPI). Its handlers get an [`ApiContext`]; the
+//! transports register their own routes.
 
 mod api;
 mod assets;
@@ -43,6 +43,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/quotes/{sym}", web::get().to(api::quote))
         .route("/api/v1/feeds", web::get().to(api::feeds))
         .route("/api/v1/openapi.json", web::get().to(docs::openapi))
+        .route("/api/v1/asyncapi.json", web::get().to(docs::asyncapi))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))

@@ -96,6 +96,11 @@ pub enum ClientOp {
     },
 }
 
+impl ClientOp {
+    /// Every op's name (its `"op"`), as the AsyncAPI document must list them.
+    pub const NAMES: [&'static str; 5] = ["subscribe", "unsubscribe", "list", "ping", "auth"];
+}
+
 /// A client frame that is not a valid op; becomes a `bad_request` error.
 #[derive(Debug, PartialEq)]
 pub struct BadRequest {
@@ -264,6 +269,19 @@ pub enum ServerMsg {
 }
 
 impl ServerMsg {
+    /// Every message's `type`, as the AsyncAPI document must list them (a unit
+    /// test makes one message of each kind and finds its type here).
+    pub const TYPES: [&'static str; 8] = [
+        "welcome",
+        "subscribed",
+        "unsubscribed",
+        "subscriptions",
+        "pong",
+        "error",
+        "snapshot",
+        "update",
+    ];
+
     /// The message's `type`.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -465,6 +483,69 @@ mod tests {
             let err = parse_op(frame, false).unwrap_err();
             assert_eq!(err.id, want_id, "{}", String::from_utf8_lossy(frame));
         }
+    }
+
+    #[test]
+    fn every_op_name_is_listed_and_parses() {
+        for name in ClientOp::NAMES {
+            let frame = json!({"op": name, "symbols": ["A"], "token": "t"});
+            assert!(op_from_value(frame).is_ok(), "{name}");
+        }
+        assert!(op_from_value(json!({"op": "dance"})).is_err());
+    }
+
+    #[test]
+    fn every_message_type_is_listed() {
+        let quote = |kind| ServerMsg::Quote {
+            kind,
+            quote: Arc::new(Quote::new(
+                Arc::from("A"),
+                1,
+                0,
+                Default::default(),
+                std::time::Instant::now(),
+                0,
+            )),
+            mask: FieldMask(0),
+            stamp: false,
+        };
+        let limits = Limits {
+            max_symbols: 1,
+            max_rate: 1.0,
+            default_rate: 1.0,
+        };
+        // One of each variant: a new variant belongs here and in TYPES.
+        let all = [
+            ServerMsg::Welcome {
+                session: "s".into(),
+                format: Format::Json,
+                limits,
+            },
+            ServerMsg::Subscribed {
+                id: None,
+                symbols: vec![],
+                max_rate: 1.0,
+            },
+            ServerMsg::Unsubscribed {
+                id: None,
+                symbols: vec![],
+            },
+            ServerMsg::Subscriptions {
+                id: None,
+                symbols: vec![],
+            },
+            ServerMsg::Pong { id: None },
+            ServerMsg::Error {
+                id: None,
+                code: ErrorCode::BadRequest,
+                message: String::new(),
+                symbols: None,
+            },
+            quote(QuoteKind::Snapshot),
+            quote(QuoteKind::Update),
+        ];
+        let names: Vec<&str> = all.iter().map(ServerMsg::type_name).collect();
+        assert_eq!(names, ServerMsg::TYPES);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! process group, bounded in time, with everything they print kept.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,4 +57,20 @@ pub async fn run_blocking(cmd: Command, timeout: Duration) -> (bool, String) {
     tokio::task::spawn_blocking(move || run_with_timeout(cmd, timeout))
         .await
         .expect("process runner")
+}
+
+/// `node ARGS` in the source tree, with the gateway at `gateway` in `GATEWAY_URL`.
+pub fn node(args: &[&str], gateway: SocketAddr) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("GATEWAY_URL", format!("http://{gateway}"));
+    cmd
+}
+
+/// Node's test runner on `file` (after node's `flags`), against `gateway`.
+pub fn node_test(flags: &[&str], file: &str, gateway: SocketAddr) -> Command {
+    let mut cmd = node(flags, gateway);
+    cmd.args(["--test", "--test-reporter=spec", file]);
+    cmd
 }
