@@ -13,6 +13,7 @@ mod common;
 use common::process::run_blocking;
 use common::*;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -38,6 +39,38 @@ async fn the_document_is_served_as_it_is_kept() {
     let kept: Value = serde_json::from_str(include_str!("../src/http/openapi.json")).unwrap();
     assert_eq!(served, kept);
     assert_eq!(served["openapi"], "3.1.0");
+}
+
+/// Every `METHOD /path` the README's Endpoints section names is an operation of
+/// the document, and every operation of the document is named there.
+#[test]
+fn the_document_and_the_readme_list_the_same_endpoints() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("\n## Endpoints\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has an Endpoints section");
+    let mut listed = BTreeSet::new();
+    for method in ["GET", "POST", "DELETE"] {
+        for rest in section.split(&format!("`{method} /")).skip(1) {
+            let path: String = rest
+                .chars()
+                .take_while(|c| !matches!(c, '`' | '?'))
+                .collect();
+            listed.insert(format!("{method} /{path}"));
+        }
+    }
+    let doc: Value = serde_json::from_str(include_str!("../src/http/openapi.json")).unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if method != "parameters" {
+                documented.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    assert_eq!(listed, documented);
 }
 
 #[tokio::test(flavor = "multi_thread")]
