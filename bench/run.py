@@ -115,7 +115,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--peers", default="",
                    help="also run each step against these peer servers, comma-separated: "
                         "ws, socketio, bun (fanout-10k and idle-19k only; needs "
-                        "`npm ci --prefix bench/peers`, and node for ws and socketio)")
+                        "`npm ci --prefix bench/peers`, and node for ws and socketio); "
+                        "`stomp` runs the gateway again with STOMP clients")
     p.add_argument("--pin", action="store_true",
                    help="pinned placement: servers (gateway, peers) under `taskset -c 0`, "
                         "loadgen processes under `taskset -c 1` (default: shared, unpinned)")
@@ -190,11 +191,14 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
     port = free_port()
     universe = write_universe(REPO, tmp)
     delay = feed_start_delay(cfg, scenario)
-    if peer is None:
+    if peer is None or peer == "stomp":
         overlay = write_overlay(tmp, universe, port, feed, SERVER_MAX_RATE, args.gateway_workers,
                                 delay)
         gateway = Gateway(gw_bin, overlay, port, tmp / f"gateway-{port}.log", server_prefix)
-        server, protocol = peerkit.GATEWAY_LABEL, "ticker"
+        if peer is None:
+            server, protocol = peerkit.GATEWAY_LABEL, "ticker"
+        else:
+            server, _, protocol, _ = peerkit.PEERS[peer]
     else:
         gateway = peerkit.Peer(REPO, peer, universe, port, feed, UNIVERSE, tmp / f"{peer}-{port}.log",
                                delay, server_prefix)

@@ -11,26 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-/// Publishes `n` updates of `sym`, one every `every`, each changing `bs`, and every
-/// fifth also `lp`; returns the time of the last one.
-async fn publish_burst(app: &TestApp, sym: &str, n: u64, every: Duration) -> Instant {
-    let base = app.rest_quote(sym).await;
-    let t0 = base["t"].as_i64().unwrap();
-    let bs0 = base["bs"].as_u64().unwrap();
-    let mut tick = tokio::time::interval(every);
-    let mut last = Instant::now();
-    for i in 1..=n {
-        tick.tick().await;
-        let mut u = json!({"sym": sym, "t": t0 + i as i64, "bs": bs0 + 100 * i});
-        if i % 5 == 0 {
-            u["lp"] = json!(format!("{}.{:02}", 100 + i / 100, i % 100));
-        }
-        app.publish(u);
-        last = Instant::now();
-    }
-    last
-}
-
 /// Receives until the client's view of `sym` equals the API's; returns when.
 async fn until_converged(c: &mut Client, app: &TestApp, sym: &str) -> Instant {
     let rest = app.rest_quote(sym).await;
@@ -67,16 +47,7 @@ async fn throttle_caps_the_rate_and_conflation_loses_no_field() {
 
     // At most ceil(rate) + 1 messages in any 1 s window.
     let times: Vec<Instant> = arrivals.iter().map(|(t, _)| *t).collect();
-    for (i, t) in times.iter().enumerate() {
-        let in_window = times[i..]
-            .iter()
-            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
-            .count();
-        assert!(
-            in_window <= 3,
-            "{in_window} messages within 1 s at rate {rate}"
-        );
-    }
+    assert_at_most_per_second(&times, 3, &format!("messages at rate {rate}"));
     assert!(
         arrivals.len() >= 2 && arrivals.len() <= 6,
         "{} messages for 60 updates at 2/s",

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from .gateway import Gateway, _raise_nofile
 
-# --peers name -> (row label, script, loadgen --protocol, WebSocket path)
+# --peers name -> (row label, script, loadgen --protocol, WebSocket path);
+# `stomp` is the gateway itself, measured again with STOMP clients.
 PEERS = {
+    "stomp": ("gateway-stomp", None, "stomp", "/ws"),
     "ws": ("node-ws", "ws-server.mjs", "ticker", "/ws"),
     "socketio": ("socket.io", "socketio-server.mjs", "socketio",
                  "/socket.io/?EIO=4&transport=websocket"),
@@ -42,6 +44,9 @@ def check(repo: Path, names: list[str]) -> dict:
     unknown = [n for n in names if n not in PEERS]
     if unknown:
         raise SystemExit(f"error: unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}")
+    names = [n for n in names if n != "stomp"]
+    if not names:
+        return {}
     peers_dir = repo / "bench" / "peers"
     if not (peers_dir / "node_modules").is_dir():
         raise SystemExit(f"error: bench/peers/node_modules is missing\n{NPM_CI}")

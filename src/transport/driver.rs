@@ -33,7 +33,9 @@ pub const FRAME_BYTES: usize = 3 * 1024;
 const CLOSE_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// A wire protocol: how session output becomes frames and client messages
-/// become ops, and what a heartbeat and a close look like.
+/// become ops, and what a heartbeat and a close look like. A wire may keep
+/// state (STOMP's subscription ids) and frames of its own (replies that are no
+/// session message), and may ask to end the connection.
 pub trait Wire {
     /// The transport's metric label (`ws`, `sse`, …).
     const TRANSPORT: &'static str;
@@ -41,9 +43,21 @@ pub trait Wire {
     /// The encoding of session messages (for metric labels).
     fn format(&self) -> Format;
 
-    /// Encodes `msgs` as frames of about [`FRAME_BYTES`] at most, handing each to
-    /// `emit` with the messages it carries.
-    fn encode(&self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes));
+    /// Encodes `msgs`, then the wire's own queued frames, as frames of about
+    /// [`FRAME_BYTES`] at most, handing each to `emit` with the messages it
+    /// carries.
+    fn encode(&mut self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes));
+
+    /// True when the wire has frames of its own to send.
+    fn has_output(&self) -> bool {
+        false
+    }
+
+    /// Set once the protocol ends the connection (after its last frame): the
+    /// close code and reason.
+    fn closing(&self) -> Option<(CloseCode, &str)> {
+        None
+    }
 
     /// Writes one encoded frame to the socket.
     fn write(&self, out: &impl Sink, frame: &[u8]);
@@ -58,17 +72,38 @@ pub trait Wire {
     /// close frames, or by ending the stream.
     fn close(&self, out: &impl Sink, close: Option<(u16, &str)>);
 
-    /// Decodes one client message.
-    fn decode(&self, _payload: &[u8], _binary: bool) -> Result<ClientOp, BadRequest> {
-        Err(BadRequest {
+    /// Decodes one client message into what it asks of the driver.
+    fn decode(&mut self, _payload: &[u8], _binary: bool, requests: &mut dyn FnMut(Input)) {
+        requests(Input::Invalid(BadRequest {
             id: None,
             message: "this transport takes no client messages".into(),
-        })
+        }));
+    }
+}
+
+/// What a client message asks of the driver.
+#[derive(Debug)]
+pub enum Input {
+    /// An op for the session.
+    Op(ClientOp),
+    /// Not an op: the session answers `bad_request`.
+    Invalid(BadRequest),
+    /// The protocol negotiated how the connection proves it is alive (STOMP's
+    /// heart-beats).
+    Liveness(Liveness),
+}
+
+impl From<Result<ClientOp, BadRequest>> for Input {
+    fn from(decoded: Result<ClientOp, BadRequest>) -> Input {
+        match decoded {
+            Ok(op) => Input::Op(op),
+            Err(e) => Input::Invalid(e),
+        }
     }
 }
 
 /// How a connection proves it is alive.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Liveness {
     /// A heartbeat goes out this often.
     pub heartbeat: Duration,
@@ -89,6 +124,20 @@ pub struct Connection<W, S> {
     pub permit: OwnedSemaphorePermit,
 }
 
+impl<S> Connection<(), S> {
+    /// The connection with its wire protocol (chosen once the rest is ready).
+    pub fn with_wire<W: Wire>(self, wire: W) -> Connection<W, S> {
+        Connection {
+            wire,
+            out: self.out,
+            input: self.input,
+            session: self.session,
+            liveness: self.liveness,
+            permit: self.permit,
+        }
+    }
+}
+
 /// How a connection loop ended.
 #[derive(Debug)]
 enum End {
@@ -105,11 +154,11 @@ enum End {
 /// Runs `conn` until it ends, then ends it with exactly one close.
 pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportContext>) {
     let Connection {
-        wire,
+        mut wire,
         out,
         mut input,
         mut session,
-        liveness,
+        mut liveness,
         permit: _permit,
     } = conn;
     let cfg = &ctx.settings.session;
@@ -147,7 +196,8 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
         }
         let now = Instant::now();
         let (ready, next_deadline) = session.readiness(now);
-        let want_write = heartbeat_due || pong_due.is_some() || ready || !spill.is_empty();
+        let own = wire.has_output();
+        let want_write = heartbeat_due || pong_due.is_some() || ready || own || !spill.is_empty();
         if want_write && out.has_room() {
             // Everything that piled up while the last frame was in flight goes out
             // together; the sink has no room again until it has left.
@@ -157,13 +207,21 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
             if std::mem::take(&mut heartbeat_due) {
                 wire.heartbeat(&out);
             }
-            if ready && spill.is_empty() {
-                let msgs = session.take_ready(now);
-                queue_depth.observe(session.pending_count() as f64);
+            if (ready || own) && spill.is_empty() {
+                let msgs = if ready {
+                    let msgs = session.take_ready(now);
+                    queue_depth.observe(session.pending_count() as f64);
+                    msgs
+                } else {
+                    Vec::new()
+                };
                 wire.encode(&msgs, &mut |part, frame| {
                     counters.frame(part, frame.len());
                     spill.push_back(frame);
                 });
+            }
+            if let Some((code, text)) = wire.closing() {
+                break End::Close(code, text.to_owned());
             }
             if let Some(frame) = spill.pop_front() {
                 wire.write(&out, &frame);
@@ -222,9 +280,19 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
                     }
                 };
                 match limit.admit(&mut session, now) {
-                    Ok(true) => session.handle_decoded(wire.decode(&payload, binary), now),
+                    Ok(true) => wire.decode(&payload, binary, &mut |request| match request {
+                        Input::Op(op) => session.handle_op(op, now),
+                        Input::Invalid(e) => session.handle_decoded(Err(e), now),
+                        Input::Liveness(l) => {
+                            liveness = l;
+                            heartbeat_at = tokio::time::Instant::from_std(now) + l.heartbeat;
+                        }
+                    }),
                     Ok(false) => {}
                     Err(code) => break End::Close(code, "too many messages per second".into()),
+                }
+                if let Some((code, text)) = wire.closing() {
+                    break End::Close(code, text.to_owned());
                 }
             }
             _ = out.writable(), if want_write => {}

@@ -1,6 +1,6 @@
 //! Transports: thin adapters between a client connection and the session core:
-//! WebSocket ticker.v1 (`ws`), Server-Sent Events (`sse`) and long-polling
-//! (`poll`). A streaming transport is a [`socket`] plus a wire protocol run by
+//! WebSocket ticker.v1 (`ws`) and STOMP over the same socket (`stomp`),
+//! Server-Sent Events (`sse`) and long-polling (`poll`). A streaming transport is a [`socket`] plus a wire protocol run by
 //! the one [`driver`]. Transports get a [`TransportContext`], not the whole
 //! application, and register their own routes ([`routes`]).
 
@@ -13,6 +13,7 @@ mod ratelimit;
 pub mod registry;
 pub mod socket;
 pub mod sse;
+pub mod stomp;
 pub mod ws;
 
 use actix_web::web;

@@ -102,7 +102,7 @@ impl Wire for EventStream {
         Format::Json
     }
 
-    fn encode(&self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes)) {
+    fn encode(&mut self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes)) {
         let mut buf = BytesMut::new();
         let mut start = 0;
         for (i, m) in msgs.iter().enumerate() {

@@ -26,16 +26,30 @@ use futures_util::SinkExt;
 use serde::Deserialize;
 use tracing::Instrument;
 
-use super::driver::{self, Connection, Liveness, Wire, FRAME_BYTES};
+use super::driver::{self, Connection, Input, Liveness, Wire, FRAME_BYTES};
 use super::socket::{self, DirectSocket, Incoming, Sink};
+use super::stomp::{self, Stomp, Wishes};
 use super::{CloseCode, Ended, TransportContext};
 use crate::http::ApiError;
 use crate::session::encode::encode_frames;
-use crate::session::protocol::{self, BadRequest, ClientOp, ErrorCode, Format, ServerMsg};
+use crate::session::protocol::{self, ErrorCode, Format, ServerMsg};
 use crate::session::Principal;
 
 /// Subprotocols we speak, in no particular order (the client's order decides).
-const SUBPROTOCOLS: [&str; 2] = ["ticker.v1.json", "ticker.v1.msgpack"];
+const SUBPROTOCOLS: [&str; 5] = [
+    "ticker.v1.json",
+    "ticker.v1.msgpack",
+    stomp::SUBPROTOCOLS[0],
+    stomp::SUBPROTOCOLS[1],
+    stomp::SUBPROTOCOLS[2],
+];
+
+/// The protocol a WebSocket speaks.
+#[derive(Clone, Copy, Debug)]
+enum Speaks {
+    TickerV1(Format),
+    Stomp,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +67,7 @@ impl Wire for TickerV1 {
         self.0
     }
 
-    fn encode(&self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes)) {
+    fn encode(&mut self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes)) {
         encode_frames(self.0, msgs, FRAME_BYTES, emit);
     }
 
@@ -79,8 +93,8 @@ impl Wire for TickerV1 {
         ws_close(out, close);
     }
 
-    fn decode(&self, payload: &[u8], binary: bool) -> Result<ClientOp, BadRequest> {
-        protocol::parse_op(payload, binary)
+    fn decode(&mut self, payload: &[u8], binary: bool, requests: &mut dyn FnMut(Input)) {
+        requests(protocol::parse_op(payload, binary).into());
     }
 }
 
@@ -88,12 +102,12 @@ impl Wire for TickerV1 {
 const MAX_CLOSE_REASON: usize = 123;
 
 /// One unmasked server frame.
-fn ws_frame(out: &impl Sink, op: OpCode, payload: &[u8]) {
+pub(super) fn ws_frame(out: &impl Sink, op: OpCode, payload: &[u8]) {
     out.write(|buf| Parser::write_message(buf, payload, op, true, false));
 }
 
 /// The close frame (`None`: one without a code); nothing is written after it.
-fn ws_close(out: &impl Sink, close: Option<(u16, &str)>) {
+pub(super) fn ws_close(out: &impl Sink, close: Option<(u16, &str)>) {
     let reason = close.map(|(code, text)| CloseReason {
         code: ws::CloseCode::from(code),
         description: Some(truncate(text, MAX_CLOSE_REASON).to_owned()),
@@ -132,7 +146,7 @@ pub async fn upgrade(
     let accepted = accept(&ctx, &req);
     // Nothing of the request is kept for the connection's life.
     drop(req);
-    let (response, format, principal) = match accepted {
+    let (response, speaks, principal) = match accepted {
         Ok(accepted) => accepted,
         Err(e) => {
             // Boxed: only refused upgrades pay for its state.
@@ -150,7 +164,7 @@ pub async fn upgrade(
     // The socket and what the client sent after the handshake; the codec and
     // its write buffer go.
     let FramedParts { io, read_buf, .. } = framed.into_parts();
-    serve(ctx, Rc::new(io), read_buf, format, principal).await;
+    serve(ctx, Rc::new(io), read_buf, speaks, principal).await;
     Ok(())
 }
 
@@ -159,7 +173,7 @@ async fn serve(
     ctx: Arc<TransportContext>,
     stream: Rc<TcpStream>,
     read: BytesMut,
-    format: Format,
+    speaks: Speaks,
     principal: Principal,
 ) {
     let cfg = &ctx.settings.session;
@@ -168,11 +182,15 @@ async fn serve(
         cfg.write_stall_timeout,
         Some(ctx.metrics.ws_sockets_open.clone()),
     );
+    let (format, transport) = match speaks {
+        Speaks::TickerV1(format) => (format, TickerV1::TRANSPORT),
+        Speaks::Stomp => (Format::Json, Stomp::TRANSPORT),
+    };
     let Some(permit) = ctx.try_admit() else {
         let full = CloseCode::ServerFull;
         ctx.metrics
             .connections_closed
-            .with_label_values(&["ws", &Ended::from(full).label()])
+            .with_label_values(&[transport, &Ended::from(full).label()])
             .inc();
         ws_close(&out, Some((full.code(), "server full, try again later")));
         out.finish(cfg.write_stall_timeout, Duration::from_secs(1))
@@ -180,9 +198,9 @@ async fn serve(
         return;
     };
     let session = ctx.session(format, principal);
-    let span = tracing::debug_span!("conn", transport = "ws", session = session.id(), ?format);
+    let span = tracing::debug_span!("conn", transport, session = session.id(), ?format);
     let conn = Connection {
-        wire: TickerV1(format),
+        wire: (),
         out,
         input: Some(Incoming::from_stream(stream, read, cfg.max_frame_bytes)),
         session,
@@ -192,7 +210,23 @@ async fn serve(
         },
         permit,
     };
-    driver::drive(conn, ctx.clone()).instrument(span).await;
+    let ctx = ctx.clone();
+    match speaks {
+        Speaks::TickerV1(format) => {
+            let conn = conn.with_wire(TickerV1(format));
+            driver::drive(conn, ctx).instrument(span).await;
+        }
+        Speaks::Stomp => {
+            let wishes = Wishes {
+                heartbeat: cfg.heartbeat_interval,
+                client_timeout: cfg.client_timeout,
+            };
+            let wire = Stomp::new(conn.session.id(), wishes, cfg.max_frame_bytes);
+            driver::drive(conn.with_wire(wire), ctx)
+                .instrument(span)
+                .await;
+        }
+    }
 }
 
 /// Answers a refused upgrade with its JSON error, then the connection closes.
@@ -210,11 +244,11 @@ async fn refuse(framed: &mut Framed<TcpStream, h1::Codec>, e: &ApiError) {
     let _ = framed.send(Message::Chunk(None)).await;
 }
 
-/// The handshake's checks: the 101 response, the format and the principal.
+/// The handshake's checks: the 101 response, the protocol and the principal.
 fn accept(
     ctx: &TransportContext,
     req: &Request,
-) -> Result<(actix_http::Response<()>, Format, Principal), ApiError> {
+) -> Result<(actix_http::Response<()>, Speaks, Principal), ApiError> {
     let websocket = req
         .head()
         .headers()
@@ -248,13 +282,14 @@ fn accept(
     };
     let (mut response, protocol) = socket::handshake(req.head(), &SUBPROTOCOLS)
         .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade: {e}")))?;
-    let format = match protocol {
-        Some("ticker.v1.msgpack") => Format::Msgpack,
-        Some(_) => Format::Json,
-        None => query_format,
+    let speaks = match protocol {
+        Some("ticker.v1.msgpack") => Speaks::TickerV1(Format::Msgpack),
+        Some(p) if stomp::SUBPROTOCOLS.contains(&p) => Speaks::Stomp,
+        Some(_) => Speaks::TickerV1(Format::Json),
+        None => Speaks::TickerV1(query_format),
     };
     let principal = ctx.authenticate(req.head())?;
-    Ok((response.finish().drop_body(), format, principal))
+    Ok((response.finish().drop_body(), speaks, principal))
 }
 
 #[cfg(test)]

@@ -539,3 +539,42 @@ impl Client {
 pub fn code(c: CloseCode) -> u16 {
     u16::from(c)
 }
+
+/// Publishes `n` updates of `sym`, one every `every`, each changing `bs`, and every
+/// fifth also `lp`; returns the time of the last one.
+pub async fn publish_burst(
+    app: &TestApp,
+    sym: &str,
+    n: u64,
+    every: Duration,
+) -> std::time::Instant {
+    let base = app.rest_quote(sym).await;
+    let t0 = base["t"].as_i64().unwrap();
+    let bs0 = base["bs"].as_u64().unwrap();
+    let mut tick = tokio::time::interval(every);
+    let mut last = std::time::Instant::now();
+    for i in 1..=n {
+        tick.tick().await;
+        let mut u = json!({"sym": sym, "t": t0 + i as i64, "bs": bs0 + 100 * i});
+        if i % 5 == 0 {
+            u["lp"] = json!(format!("{}.{:02}", 100 + i / 100, i % 100));
+        }
+        app.publish(u);
+        last = std::time::Instant::now();
+    }
+    last
+}
+
+/// Asserts that no 1 s window holds more than `max` of `times` (sorted).
+pub fn assert_at_most_per_second(times: &[std::time::Instant], max: usize, what: &str) {
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= max,
+            "{in_window} {what} within 1 s (at most {max})"
+        );
+    }
+}

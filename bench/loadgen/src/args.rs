@@ -48,6 +48,10 @@ pub enum Protocol {
     /// Socket.IO v4 over Engine.IO v4, WebSocket transport only (the Socket.IO
     /// peer): `--url ws://HOST:PORT/socket.io/?EIO=4&transport=websocket`.
     Socketio,
+    /// STOMP 1.2 over WebSocket (subprotocol `v12.stomp`): CONNECT, then one
+    /// SUBSCRIBE per symbol, all in one message; MESSAGE bodies are counted
+    /// like ticker.v1 messages.
+    Stomp,
 }
 
 impl Protocol {
@@ -56,6 +60,7 @@ impl Protocol {
         match self {
             Protocol::Ticker => "ticker",
             Protocol::Socketio => "socketio",
+            Protocol::Stomp => "stomp",
         }
     }
 }
@@ -177,7 +182,7 @@ impl Args {
         );
         anyhow::ensure!(
             self.protocol == Protocol::Ticker || self.format == Format::Json,
-            "--protocol socketio needs --format json"
+            "--protocol socketio and stomp need --format json"
         );
         anyhow::ensure!(!self.source_ips.is_empty(), "--source-ips is empty");
         anyhow::ensure!(self.workers > 0, "--workers must be at least 1");

@@ -72,11 +72,24 @@ pub fn subscribe_op(
     symbols: &[&str],
     max_rate: f64,
 ) -> anyhow::Result<Message> {
-    if protocol == Protocol::Socketio {
-        let event = ("subscribe", SioSubscribe { symbols, max_rate });
-        return Ok(Message::Text(
-            format!("42{}", serde_json::to_string(&event)?).into(),
-        ));
+    match protocol {
+        Protocol::Socketio => {
+            let event = ("subscribe", SioSubscribe { symbols, max_rate });
+            return Ok(Message::Text(
+                format!("42{}", serde_json::to_string(&event)?).into(),
+            ));
+        }
+        Protocol::Stomp => {
+            // Heart-beats off: the server's WebSocket pings keep the connection alive.
+            let mut frames = String::from("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0");
+            for (i, sym) in symbols.iter().enumerate() {
+                frames.push_str(&format!(
+                    "SUBSCRIBE\nid:{i}\ndestination:/topic/quotes.{sym}\nmax-rate:{max_rate}\n\n\0"
+                ));
+            }
+            return Ok(Message::Text(frames.into()));
+        }
+        Protocol::Ticker => {}
     }
     let op = SubscribeOp {
         op: "subscribe",
@@ -134,11 +147,14 @@ async fn connect(plan: &Plan, source: IpAddr) -> Result<Ws, String> {
         .as_str()
         .into_client_request()
         .map_err(|e| ws_error_key("request", &e))?;
-    if plan.protocol == Protocol::Ticker {
-        req.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(plan.format.subprotocol()),
-        );
+    let subprotocol = match plan.protocol {
+        Protocol::Ticker => Some(plan.format.subprotocol()),
+        Protocol::Stomp => Some("v12.stomp"),
+        Protocol::Socketio => None,
+    };
+    if let Some(p) = subprotocol {
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
     }
     let (ws, _resp) =
         tokio_tungstenite::client_async_with_config(req, stream, Some(plan.ws_config))
@@ -197,7 +213,7 @@ pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
         stats.open.fetch_add(1, Ordering::Relaxed);
         // Socket.IO: the subscribe event goes out once the namespace is connected.
         let sent = match plan.protocol {
-            Protocol::Ticker => ws.send(client.subscribe.clone()).await,
+            Protocol::Ticker | Protocol::Stomp => ws.send(client.subscribe.clone()).await,
             Protocol::Socketio => Ok(()),
         };
         let end = match sent {
@@ -271,6 +287,11 @@ async fn read_loop(
                     continue;
                 }
                 (t.len(), Ok(()))
+            }
+            Some(Ok(Message::Text(t))) if plan.protocol == Protocol::Stomp => {
+                tally.reset();
+                let r = frame::read_stomp(t.as_bytes(), now_us(), tally).map_err(|_| "stomp");
+                (t.len(), r)
             }
             Some(Ok(Message::Text(t))) => {
                 tally.reset();

@@ -91,19 +91,25 @@ impl<'de> Visitor<'de> for FrameSeed<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(m) = seq.next_element::<Msg>()? {
-            match m.kind {
-                Kind::Update => {
-                    self.tally.updates += 1;
-                    if let Some(ti) = m.ti {
-                        self.tally.latencies_us.push(self.now_us.saturating_sub(ti));
-                    }
-                }
-                Kind::Snapshot => self.tally.snapshots += 1,
-                Kind::Error => self.tally.errors += 1,
-                Kind::Other => self.tally.others += 1,
-            }
+            m.count(self.now_us, self.tally);
         }
         Ok(())
+    }
+}
+
+impl Msg {
+    fn count(self, now_us: u64, tally: &mut Tally) {
+        match self.kind {
+            Kind::Update => {
+                tally.updates += 1;
+                if let Some(ti) = self.ti {
+                    tally.latencies_us.push(now_us.saturating_sub(ti));
+                }
+            }
+            Kind::Snapshot => tally.snapshots += 1,
+            Kind::Error => tally.errors += 1,
+            Kind::Other => tally.others += 1,
+        }
     }
 }
 
@@ -122,6 +128,40 @@ pub fn read_msgpack(
 ) -> Result<(), rmp_serde::decode::Error> {
     let mut d = rmp_serde::Deserializer::from_read_ref(bytes);
     FrameSeed { now_us, tally }.deserialize(&mut d)
+}
+
+/// A STOMP frame that is not one.
+#[derive(Debug)]
+pub struct BadStompFrame;
+
+/// Reads the STOMP frames of one WebSocket message: each MESSAGE body (one
+/// message object) is counted like a ticker.v1 message, an ERROR as an error,
+/// anything else (CONNECTED, RECEIPT) as other; EOLs between frames are heart-beats.
+pub fn read_stomp(bytes: &[u8], now_us: u64, tally: &mut Tally) -> Result<(), BadStompFrame> {
+    let mut rest = bytes;
+    loop {
+        let start = rest.iter().position(|&b| b != b'\n' && b != b'\r');
+        let Some(start) = start else {
+            return Ok(());
+        };
+        rest = &rest[start..];
+        let end = rest.iter().position(|&b| b == 0).ok_or(BadStompFrame)?;
+        let frame = &rest[..end];
+        rest = &rest[end + 1..];
+        let head_end = frame
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .ok_or(BadStompFrame)?;
+        let body = &frame[head_end + 2..];
+        if frame.starts_with(b"MESSAGE\n") {
+            let m: Msg = serde_json::from_slice(body).map_err(|_| BadStompFrame)?;
+            m.count(now_us, tally);
+        } else if frame.starts_with(b"ERROR\n") {
+            tally.errors += 1;
+        } else {
+            tally.others += 1;
+        }
+    }
 }
 
 /// What an Engine.IO v4 / Socket.IO v4 text packet asks of the client.
@@ -262,6 +302,29 @@ mod tests {
         assert_eq!((t.updates, t.snapshots, t.others), (2, 1, 1));
         assert_eq!(t.latencies_us, vec![50]);
         assert!(read_socketio(br#"42["update",{"#, 0, &mut t).is_err());
+    }
+
+    #[test]
+    fn reads_stomp_frames() {
+        let mut t = Tally::default();
+        let mut bytes = b"CONNECTED\nversion:1.2\n\n\0\n".to_vec();
+        for m in sample().as_array().unwrap() {
+            let body = m.to_string();
+            bytes.extend_from_slice(
+                format!(
+                    "MESSAGE\ndestination:/topic/quotes.AAPL\nsubscription:0\nmessage-id:1\ncontent-length:{}\n\n{body}\0",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+        read_stomp(&bytes, 1000, &mut t).unwrap();
+        assert_eq!((t.updates, t.snapshots, t.errors, t.others), (2, 1, 1, 2));
+        assert_eq!(t.latencies_us, vec![50]);
+        t.reset();
+        read_stomp(b"\n", 0, &mut t).unwrap();
+        assert_eq!(t.others, 0, "a heart-beat is no frame");
+        assert!(read_stomp(b"MESSAGE\n\n{", 0, &mut t).is_err());
     }
 
     #[test]
