@@ -116,7 +116,8 @@ def parse_args() -> argparse.Namespace:
                    help="also run each step against these peer servers, comma-separated: "
                         "ws, socketio, bun (fanout-10k and idle-19k only; needs "
                         "`npm ci --prefix bench/peers`, and node for ws and socketio); "
-                        "`stomp` runs the gateway again with STOMP clients")
+                        "`stomp` and `gateway-socketio` run the gateway again with STOMP "
+                        "and Socket.IO clients")
     p.add_argument("--pin", action="store_true",
                    help="pinned placement: servers (gateway, peers) under `taskset -c 0`, "
                         "loadgen processes under `taskset -c 1` (default: shared, unpinned)")
@@ -191,14 +192,13 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
     port = free_port()
     universe = write_universe(REPO, tmp)
     delay = feed_start_delay(cfg, scenario)
-    if peer is None or peer == "stomp":
+    if peer is None or peer in peerkit.GATEWAY_PROTOCOLS:
         overlay = write_overlay(tmp, universe, port, feed, SERVER_MAX_RATE, args.gateway_workers,
                                 delay)
-        gateway = Gateway(gw_bin, overlay, port, tmp / f"gateway-{port}.log", server_prefix)
-        if peer is None:
-            server, protocol = peerkit.GATEWAY_LABEL, "ticker"
-        else:
-            server, _, protocol, _ = peerkit.PEERS[peer]
+        server, _, protocol, ws_path = (peerkit.PEERS[peer] if peer else
+                                        (peerkit.GATEWAY_LABEL, None, "ticker", "/ws"))
+        gateway = Gateway(gw_bin, overlay, port, tmp / f"gateway-{port}.log", server_prefix,
+                          ws_path)
     else:
         gateway = peerkit.Peer(REPO, peer, universe, port, feed, UNIVERSE, tmp / f"{peer}-{port}.log",
                                delay, server_prefix)

@@ -70,6 +70,7 @@ impl Application {
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
             sessions: Default::default(),
+            engines: Default::default(),
         });
         let api = Arc::new(ApiContext {
             hub: hub.clone(),
@@ -123,16 +124,17 @@ impl Application {
             feed_tasks.push(tokio::spawn(supervise(cfg.clone(), ctx)));
         }
 
-        // Long-polling sessions nobody polls expire.
+        // Ended long-polling sessions' ids are forgotten after a while.
         let reaper = {
             let state = state.clone();
             let timeout = settings.poll.session_timeout;
-            let every = (timeout / 4).min(Duration::from_secs(5));
+            let every = timeout;
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
                     state.transport.sessions.reap(timeout);
+                    state.transport.engines.reap(timeout);
                 }
             })
         };
@@ -192,7 +194,6 @@ impl Application {
         tracing::info!("shutting down: closing connections with 1001, stopping feeds");
         let _ = self.shutdown_tx.send(true);
         reaper.abort();
-        state.transport.sessions.end_all();
         // Give sessions a moment to send their 1001 before the server stops.
         let max = settings.server.max_connections;
         let drained = tokio::time::timeout(settings.server.shutdown_timeout, async {

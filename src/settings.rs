@@ -34,6 +34,7 @@ pub struct Settings {
     pub universe: UniverseSettings,
     pub sse: SseSettings,
     pub poll: PollSettings,
+    pub socketio: SocketIoSettings,
     #[serde(default)]
     pub bench: BenchSettings,
     #[serde(default)]
@@ -90,6 +91,19 @@ pub struct PollSettings {
     /// The longest `wait` a poll may ask for.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub max_wait: Duration,
+}
+
+/// Socket.IO (`/socket.io/`): Engine.IO's heartbeat.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketIoSettings {
+    /// The server pings this often (`pingInterval` in the handshake) ...
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub ping_interval: Duration,
+    /// ... and a client that has not answered within this long after is gone
+    /// (`pingTimeout`).
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub ping_timeout: Duration,
 }
 
 /// Benchmark-only switches; leave them off in production.
@@ -392,6 +406,12 @@ impl Settings {
         }
         if s.client_msgs_burst == 0 {
             return Err(invalid("session.client_msgs_burst", "must be at least 1"));
+        }
+        if self.socketio.ping_interval.is_zero() || self.socketio.ping_timeout.is_zero() {
+            return Err(invalid(
+                "socketio.ping_interval",
+                "ping_interval and ping_timeout must be above zero",
+            ));
         }
         if self.sse.keepalive_interval.is_zero() {
             return Err(invalid("sse.keepalive_interval", "must be above zero"));

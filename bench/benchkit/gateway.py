@@ -92,10 +92,12 @@ class Gateway:
     """One gateway process."""
 
     def __init__(self, binary: Path, config: Path, port: int, log: Path,
-                 prefix: list[str] | None = None):
+                 prefix: list[str] | None = None, ws_path: str = "/ws"):
         """`prefix` goes before the command (the driver's `taskset -c 0` under
-        --pin; taskset execs the command, so the PID sampled is the gateway's)."""
+        --pin; taskset execs the command, so the PID sampled is the gateway's);
+        `ws_path` is where its clients connect."""
         self.port = port
+        self.ws_path = ws_path
         self.log_path = log
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(
@@ -110,7 +112,7 @@ class Gateway:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"ws://127.0.0.1:{self.port}{self.ws_path}"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -15,9 +15,13 @@ from pathlib import Path
 from .gateway import Gateway, _raise_nofile
 
 # --peers name -> (row label, script, loadgen --protocol, WebSocket path);
-# `stomp` is the gateway itself, measured again with STOMP clients.
+# `stomp` and `gateway-socketio` are the gateway itself, measured again with
+# STOMP and Socket.IO clients.
+GATEWAY_PROTOCOLS = ("stomp", "gateway-socketio")
 PEERS = {
     "stomp": ("gateway-stomp", None, "stomp", "/ws"),
+    "gateway-socketio": ("gateway-socketio", None, "socketio",
+                         "/socket.io/?EIO=4&transport=websocket"),
     "ws": ("node-ws", "ws-server.mjs", "ticker", "/ws"),
     "socketio": ("socket.io", "socketio-server.mjs", "socketio",
                  "/socket.io/?EIO=4&transport=websocket"),
@@ -44,7 +48,7 @@ def check(repo: Path, names: list[str]) -> dict:
     unknown = [n for n in names if n not in PEERS]
     if unknown:
         raise SystemExit(f"error: unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}")
-    names = [n for n in names if n != "stomp"]
+    names = [n for n in names if n not in GATEWAY_PROTOCOLS]
     if not names:
         return {}
     peers_dir = repo / "bench" / "peers"

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use actix_web::dev::RequestHead;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::ratelimit::MessageLimit;
 use super::registry::SessionRegistry;
+use super::socket::PollRequest;
 use crate::http::ApiError;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -26,8 +27,10 @@ pub struct TransportContext {
     pub connections: Arc<Semaphore>,
     /// Flips to `true` on shutdown.
     pub shutdown: watch::Receiver<bool>,
-    /// Sessions that outlive a socket (long-polling).
-    pub sessions: SessionRegistry,
+    /// Sessions that outlive a socket (long-polling): how requests reach them.
+    pub sessions: SessionRegistry<mpsc::Sender<PollRequest>>,
+    /// Engine.IO sessions on HTTP long-polling, by sid.
+    pub engines: SessionRegistry<mpsc::Sender<PollRequest>>,
 }
 
 impl TransportContext {

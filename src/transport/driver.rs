@@ -3,7 +3,7 @@
 //! batching and the throttle clock, the heartbeat and the client timeout, the
 //! client message rate limit, slow consumers (4008), close codes, metrics and the
 //! connection's tracing span. A transport brings a socket (a [`Sink`] and, if
-//! the client talks back, an [`Incoming`]) and a [`Wire`] protocol.
+//! the client talks back, a [`Reader`]) and a [`Wire`] protocol.
 //!
 //! Writes use smart batching: the loop writes a frame only when the previous one
 //! has left, and everything that piled up meanwhile goes out together in the
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::socket::{ClientFrame, Incoming, ReadError, Sink};
+use super::socket::{ClientFrame, ReadError, Reader, Sink};
 use super::{CloseCode, Ended, FrameCounters, TransportContext};
 use crate::metrics::Metrics;
 use crate::session::protocol::{BadRequest, ClientOp, Format, ServerMsg};
@@ -117,7 +117,7 @@ pub struct Connection<W, S> {
     pub wire: W,
     pub out: S,
     /// The client's messages; `None` where the client does not talk (SSE).
-    pub input: Option<Incoming>,
+    pub input: Option<Reader>,
     pub session: Session,
     pub liveness: Liveness,
     /// The connection's place under `server.max_connections`.
@@ -149,6 +149,8 @@ enum End {
     SlowConsumer,
     /// The client's stream ended without a close frame; nothing to send.
     Gone,
+    /// A long-polling session nobody asked anything of for its expiry time.
+    Expired,
 }
 
 /// Runs `conn` until it ends, then ends it with exactly one close.
@@ -254,20 +256,15 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
                 let now = Instant::now();
                 let msg = match frame {
                     None => break End::Gone,
-                    Some(Err(e)) => {
-                        let text = match &e {
-                            ReadError::TooLarge => format!("frame larger than {} bytes", cfg.max_frame_bytes),
-                            ReadError::InvalidUtf8 => "text frame is not valid UTF-8".to_owned(),
-                            ReadError::Protocol(e) => format!("protocol error: {e}"),
-                        };
-                        break End::Close(e.close_code(), text);
-                    }
+                    Some(Err(ReadError::Expired)) => break End::Expired,
+                    Some(Err(e)) => break End::Close(e.close_code(), read_error_text(&e, cfg.max_frame_bytes)),
                     Some(Ok(msg)) => msg,
                 };
                 last_heard = now;
-                let (payload, binary) = match msg {
-                    ClientFrame::Text(t) => (t, false),
-                    ClientFrame::Binary(b) => (b, true),
+                let (payload, binary, responder) = match msg {
+                    ClientFrame::Text(t) => (Some(t), false, None),
+                    ClientFrame::Binary(b) => (Some(b), true, None),
+                    ClientFrame::Request(body, r) => (body, false, Some(r)),
                     ClientFrame::Ping(p) => {
                         pong_due = Some(p);
                         continue;
@@ -279,17 +276,35 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
                         }));
                     }
                 };
-                match limit.admit(&mut session, now) {
-                    Ok(true) => wire.decode(&payload, binary, &mut |request| match request {
+                let admitted = match &payload {
+                    Some(_) => limit.admit(&mut session, now),
+                    None => Ok(false),
+                };
+                if let (Some(payload), Ok(true)) = (&payload, admitted) {
+                    wire.decode(payload, binary, &mut |request| match request {
                         Input::Op(op) => session.handle_op(op, now),
                         Input::Invalid(e) => session.handle_decoded(Err(e), now),
                         Input::Liveness(l) => {
                             liveness = l;
                             heartbeat_at = tokio::time::Instant::from_std(now) + l.heartbeat;
                         }
-                    }),
-                    Ok(false) => {}
-                    Err(code) => break End::Close(code, "too many messages per second".into()),
+                    });
+                }
+                if let Some(responder) = responder {
+                    // Its replies (a refusal included) go back to whoever asked.
+                    let replies = admitted.map(|_| {
+                        let mut frames = Vec::new();
+                        wire.encode(&session.take_replies(), &mut |part, frame| {
+                            counters.frame(part, frame.len());
+                            frames.push(frame);
+                        });
+                        frames
+                    });
+                    // One who stopped waiting for the answer misses only the answer.
+                    let _ = responder.0.send(replies);
+                }
+                if let Err(code) = admitted {
+                    break End::Close(code, "too many messages per second".into());
                 }
                 if let Some((code, text)) = wire.closing() {
                     break End::Close(code, text.to_owned());
@@ -333,7 +348,7 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
     // when it vanished) there is nothing to wait for.
     let drain = match end {
         End::Close(..) | End::SlowConsumer => CLOSE_ANSWER_WAIT.min(cfg.write_stall_timeout),
-        End::ClientClosed(_) | End::Gone => Duration::ZERO,
+        End::ClientClosed(_) | End::Gone | End::Expired => Duration::ZERO,
     };
     match end {
         End::Close(code, text) => {
@@ -362,6 +377,10 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
             wire.close(&out, reason.as_ref().map(|(c, text)| (*c, text.as_str())));
         }
         End::Gone => counters.closed(Ended::Gone),
+        End::Expired => {
+            counters.closed(Ended::Expired);
+            wire.close(&out, None);
+        }
     }
     // The session is over (counted, gone from the gauges) ...
     drop(counters);
@@ -373,12 +392,7 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
 /// After a 4008: a trickle is not reading. A client that has not taken
 /// everything (the close included) within another `timeout`, nor answered the
 /// close, is reset.
-async fn linger(
-    input: &mut Option<Incoming>,
-    out: &impl Sink,
-    timeout: Duration,
-    metrics: &Metrics,
-) {
+async fn linger(input: &mut Option<Reader>, out: &impl Sink, timeout: Duration, metrics: &Metrics) {
     let mut deadline = tokio::time::Instant::now() + timeout;
     let mut draining = !out.flushed();
     loop {
@@ -408,8 +422,18 @@ async fn linger(
     }
 }
 
+/// What a read error's close says.
+fn read_error_text(e: &ReadError, max_frame_bytes: usize) -> String {
+    match e {
+        ReadError::TooLarge => format!("frame larger than {max_frame_bytes} bytes"),
+        ReadError::InvalidUtf8 => "text frame is not valid UTF-8".to_owned(),
+        ReadError::Protocol(e) => format!("protocol error: {e}"),
+        ReadError::Expired => "expired".to_owned(),
+    }
+}
+
 /// The client's next frame; never resolves for a client that does not talk.
-async fn recv(input: &mut Option<Incoming>) -> Option<Result<ClientFrame, ReadError>> {
+async fn recv(input: &mut Option<Reader>) -> Option<Result<ClientFrame, ReadError>> {
     match input {
         Some(input) => input.recv().await,
         None => std::future::pending().await,

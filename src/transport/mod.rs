@@ -1,6 +1,6 @@
 //! Transports: thin adapters between a client connection and the session core:
-//! WebSocket ticker.v1 (`ws`) and STOMP over the same socket (`stomp`),
-//! Server-Sent Events (`sse`) and long-polling (`poll`). A streaming transport is a [`socket`] plus a wire protocol run by
+//! WebSocket ticker.v1 (`ws`) and, over the same socket, STOMP (`stomp`) and
+//! Socket.IO (`socketio`), Server-Sent Events (`sse`) and long-polling (`poll`). A streaming transport is a [`socket`] plus a wire protocol run by
 //! the one [`driver`]. Transports get a [`TransportContext`], not the whole
 //! application, and register their own routes ([`routes`]).
 
@@ -12,6 +12,7 @@ pub mod poll;
 mod ratelimit;
 pub mod registry;
 pub mod socket;
+pub mod socketio;
 pub mod sse;
 pub mod stomp;
 pub mod ws;
@@ -23,9 +24,12 @@ pub use context::TransportContext;
 pub use counters::FrameCounters;
 pub use ratelimit::MessageLimit;
 
-/// Registers the transports' routes: `/ws`, `/sse`, `/poll`.
+/// Registers the transports' routes: `/ws`, `/socket.io/` (polling), `/sse`,
+/// `/poll`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(ws::ws_endpoint))
+        .route(socketio::PATH, web::get().to(socketio::polling::get))
+        .route(socketio::PATH, web::post().to(socketio::polling::post))
         .route("/sse", web::get().to(sse::sse_endpoint))
         .route("/poll", web::post().to(poll::create))
         .route("/poll/{session}", web::get().to(poll::poll))

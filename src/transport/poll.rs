@@ -1,41 +1,58 @@
-//! Long-polling at `/poll` (PROTOCOL.md section 6), over the same session core:
-//! `POST /poll` creates a session; `GET /poll/{session}?wait=N` answers as soon as
-//! messages are pending, or after `wait` seconds with an empty list;
-//! `POST /poll/{session}` takes one client op and answers its replies (a body
-//! that is not an op: 400);
-//! `DELETE /poll/{session}` ends it. A session not polled for `session_timeout`
-//! expires; afterwards (and after DELETE) its id answers 410. Sessions wait between
-//! requests in the [session registry](super::registry).
+//! Long-polling at `/poll` (PROTOCOL.md section 6), on the same driver and
+//! session core as every transport: `POST /poll` creates a session, whose
+//! driver then runs on a [poll socket](super::socket::poll);
+//! `GET /poll/{session}?wait=N` answers as soon as messages are pending, or
+//! after `wait` seconds with an empty list; `POST /poll/{session}` takes one
+//! client op and answers its replies (a body that is not an op: 400);
+//! `DELETE /poll/{session}` ends it. A session not polled for
+//! `session_timeout` expires; afterwards (and after DELETE) its id answers 410. Requests find their session's driver through
+//! the [session registry](super::registry), whichever worker serves them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
-use super::registry::{LookupError, Parked};
-use super::{CloseCode, FrameCounters, TransportContext};
+use super::driver::{self, Connection, Input, Liveness, Wire};
+use super::registry::{LookupError, SessionRegistry};
+use super::socket::{PollRequest, PollSocket, Reader, Responder, SecondGet, Sink};
+use super::{CloseCode, TransportContext};
 use crate::http::ApiError;
 use crate::session::encode::write_json_message;
 use crate::session::protocol::{op_from_value, parse_op, ErrorCode, Format, ServerMsg};
 
-/// The parked session `id`: 404 if it never was, 410 once it ended or expired.
-fn lookup(state: &TransportContext, id: &str) -> Result<Arc<Parked>, ApiError> {
+/// Requests queued for one session's driver (a client has one or two in
+/// flight; more wait for room).
+const REQUEST_QUEUE: usize = 8;
+
+/// The driver of session `id`: 404 if it never was, 410 once it ended or expired.
+fn lookup(state: &TransportContext, id: &str) -> Result<mpsc::Sender<PollRequest>, ApiError> {
     state.sessions.get(id).map_err(|e| match e {
         LookupError::Unknown(_) => ApiError::new(404, ErrorCode::UnknownSession, e.to_string()),
-        LookupError::Ended(_) => ApiError::new(
-            410,
-            ErrorCode::SessionExpired,
-            format!("{e}; create a new one with POST /poll"),
-        ),
+        LookupError::Ended(_) => gone(id),
     })
 }
 
-/// Reads a request body up to `limit` bytes.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+/// 410 for a session that ended.
+fn gone(id: &str) -> ApiError {
+    ApiError::new(
+        410,
+        ErrorCode::SessionExpired,
+        format!("session {id} has ended or expired; create a new one with POST /poll"),
+    )
+}
+
+/// Reads a request body up to `limit` bytes (413 beyond, before more is read).
+pub(crate) async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
@@ -51,10 +68,10 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     Ok(body.freeze())
 }
 
-/// `{"session":..,"messages":[..]}` (`session` on creation only), the messages
-/// written from their cached encodings as on every other transport.
-fn respond(msgs: &[ServerMsg], session: Option<&str>, counters: &FrameCounters) -> HttpResponse {
-    let mut body = BytesMut::with_capacity(64 + msgs.len() * 96);
+/// `{"session":..,"messages":[..]}` (`session` on creation only) from frames
+/// of comma-joined messages.
+fn respond(frames: &[Bytes], session: Option<&str>) -> HttpResponse {
+    let mut body = BytesMut::with_capacity(64 + frames.iter().map(Bytes::len).sum::<usize>());
     body.put_slice(b"{");
     if let Some(id) = session {
         body.put_slice(b"\"session\":");
@@ -63,20 +80,88 @@ fn respond(msgs: &[ServerMsg], session: Option<&str>, counters: &FrameCounters) 
         body.put_slice(b",");
     }
     body.put_slice(b"\"messages\":[");
-    for (i, m) in msgs.iter().enumerate() {
+    for (i, frame) in frames.iter().enumerate() {
         if i > 0 {
             body.put_slice(b",");
         }
-        write_json_message(&mut body, m);
+        body.put_slice(frame);
     }
     body.put_slice(b"]}");
-    if !msgs.is_empty() {
-        counters.frame(msgs, body.len());
-    }
     HttpResponse::Ok()
         .content_type("application/json")
         .insert_header(("Cache-Control", "no-store"))
         .body(body.freeze())
+}
+
+/// Long-polling's wire protocol: a frame is messages joined by commas (the
+/// response wraps them), client messages are JSON ops, and there is no
+/// heartbeat or close frame: an unanswered `GET` ends empty.
+struct PollJson;
+
+impl Wire for PollJson {
+    const TRANSPORT: &'static str = "poll";
+
+    fn format(&self) -> Format {
+        Format::Json
+    }
+
+    fn encode(&mut self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes)) {
+        if msgs.is_empty() {
+            return;
+        }
+        let mut buf = BytesMut::with_capacity(msgs.len() * 96);
+        for (i, m) in msgs.iter().enumerate() {
+            if i > 0 {
+                buf.put_u8(b',');
+            }
+            write_json_message(&mut buf, m);
+        }
+        emit(msgs, buf.freeze());
+    }
+
+    fn write(&self, out: &impl Sink, frame: &[u8]) {
+        out.write(|buf| buf.extend_from_slice(frame));
+    }
+
+    fn heartbeat(&self, _out: &impl Sink) {}
+
+    fn close(&self, out: &impl Sink, _close: Option<(u16, &str)>) {
+        out.end();
+    }
+
+    fn decode(&mut self, payload: &[u8], _binary: bool, inputs: &mut dyn FnMut(Input)) {
+        inputs(parse_op(payload, false).into());
+    }
+}
+
+/// Runs a session that lives between requests on this worker until it ends,
+/// then marks it ended in its `registry`.
+pub(crate) fn spawn_parked<W: Wire + 'static>(
+    conn: Connection<W, PollSocket>,
+    ctx: Arc<TransportContext>,
+    registry: fn(&TransportContext) -> &SessionRegistry<mpsc::Sender<PollRequest>>,
+) {
+    let id = conn.session.id().to_owned();
+    let span = tracing::debug_span!("conn", transport = W::TRANSPORT, session = %id);
+    actix_web::rt::spawn(
+        async move {
+            driver::drive(conn, ctx.clone()).await;
+            registry(&ctx).remove(&id);
+        }
+        .instrument(span),
+    );
+}
+
+/// Sends `request` to session `id`'s driver and waits for its answer; 410 when
+/// the session ends first.
+async fn ask<T>(
+    driver: &mpsc::Sender<PollRequest>,
+    id: &str,
+    request: impl FnOnce(oneshot::Sender<T>) -> PollRequest,
+) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    driver.send(request(tx)).await.map_err(|_| gone(id))?;
+    rx.await.map_err(|_| gone(id))
 }
 
 /// `POST /poll`: `{"symbols":[..],"max_rate":R}` → a new session with its first
@@ -125,19 +210,37 @@ pub async fn create(
         return Err(ApiError::bad_request(format!("unknown field {k:?}")));
     }
     let permit = state.admit_http()?;
-    let now = Instant::now();
     let mut session = state.session(Format::Json, principal);
     if let Some(op) = subscribe {
-        session.handle_op(op, now);
+        session.handle_op(op, std::time::Instant::now());
     }
-    let msgs = session.take_ready(now);
     let id = session.id().to_owned();
-    let counters = FrameCounters::open(&state.metrics, "poll", Format::Json);
-    let parked = state
-        .sessions
-        .park(session, state.message_limit(), counters, permit);
-    let response = respond(&msgs, Some(&id), &parked.counters.lock());
-    Ok(response)
+    let cfg = &state.settings;
+    let (requests, incoming) = mpsc::channel(REQUEST_QUEUE);
+    let (out, input) = PollSocket::new(incoming, cfg.poll.session_timeout, SecondGet::TakesOver);
+    let conn = Connection {
+        wire: PollJson,
+        out,
+        input: Some(Reader::Poll(input)),
+        session,
+        // No heartbeat: a `GET` that waits `wait` seconds ends empty.
+        liveness: Liveness {
+            heartbeat: cfg.poll.session_timeout,
+            client_timeout: None,
+        },
+        permit,
+    };
+    state.sessions.insert(&id, requests.clone());
+    spawn_parked(conn, state.clone().into_inner(), |ctx| &ctx.sessions);
+    // What the session queued (welcome, the subscribe's replies), written by
+    // its driver like every answer.
+    let frames = ask(&requests, &id, |reply| PollRequest::Op {
+        body: None,
+        reply: Responder(reply),
+    })
+    .await?
+    .map_err(|_| gone(&id))?;
+    Ok(respond(&frames, Some(&id)))
 }
 
 #[derive(Deserialize)]
@@ -169,37 +272,11 @@ pub async fn poll(
             }
         },
     };
-    let entry = lookup(&state, &path)?;
-    let attached = entry.attach();
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut shutdown = state.shutdown.clone();
-    let msgs = loop {
-        let next = {
-            let mut s = entry.session.lock().await;
-            let now = Instant::now();
-            if s.has_ready(now) {
-                let msgs = s.take_ready(now);
-                if !msgs.is_empty() {
-                    break msgs;
-                }
-            }
-            s.next_deadline()
-        };
-        if tokio::time::Instant::now() >= deadline {
-            break Vec::new();
-        }
-        let wake = next.map_or(deadline, |n| {
-            deadline.min(tokio::time::Instant::from_std(n))
-        });
-        tokio::select! {
-            _ = entry.inbox.notified() => {}
-            _ = tokio::time::sleep_until(wake) => {}
-            _ = shutdown.wait_for(|s| *s) => break Vec::new(),
-        }
-    };
-    drop(attached);
-    let response = respond(&msgs, None, &entry.counters.lock());
-    Ok(response)
+    let driver = lookup(&state, &path)?;
+    let until = tokio::time::Instant::now() + wait;
+    let frames = ask(&driver, &path, |reply| PollRequest::Wait { until, reply }).await?;
+    // A second GET takes over here: never refused.
+    Ok(respond(&frames.unwrap_or_default(), None))
 }
 
 /// `POST /poll/{session}`: one client op; answers its replies.
@@ -208,38 +285,29 @@ pub async fn op(
     payload: web::Payload,
     state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
-    let entry = lookup(&state, &path)?;
+    let driver = lookup(&state, &path)?;
     let body = read_body(payload, state.settings.session.max_frame_bytes).await?;
-    entry.touch();
     // A body that is not an op is refused as a request (as `POST /poll` refuses
     // one); the replies to an op, errors included, come in the messages.
-    let op = parse_op(&body, false).map_err(|e| ApiError::bad_request(e.message))?;
-    let now = Instant::now();
-    let mut session = entry.session.lock().await;
-    let admitted = entry.limit.lock().admit(&mut session, now);
-    match admitted {
-        Ok(true) => session.handle_op(op, now),
-        Ok(false) => {}
-        Err(code) => {
-            drop(session);
-            state.sessions.end(&path, code.into());
-            return Err(ApiError::new(
-                429,
-                ErrorCode::RateLimited,
-                format!(
-                    "more than {} messages per second, again and again; session {} ended",
-                    state.settings.session.client_msgs_per_sec,
-                    path.as_str()
-                ),
-            ));
-        }
+    parse_op(&body, false).map_err(|e| ApiError::bad_request(e.message))?;
+    let replies = ask(&driver, &path, |reply| PollRequest::Op {
+        body: Some(body),
+        reply: Responder(reply),
+    })
+    .await?;
+    match replies {
+        Ok(frames) => Ok(respond(&frames, None)),
+        Err(CloseCode::TooManyMessages) => Err(ApiError::new(
+            429,
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} messages per second, again and again; session {} ended",
+                state.settings.session.client_msgs_per_sec,
+                path.as_str()
+            ),
+        )),
+        Err(_) => Err(gone(&path)),
     }
-    let replies = session.take_replies();
-    drop(session);
-    // A waiting GET re-checks what changed (e.g. a new throttle rate).
-    entry.inbox.wake();
-    let response = respond(&replies, None, &entry.counters.lock());
-    Ok(response)
 }
 
 /// `DELETE /poll/{session}`: ends the session.
@@ -247,7 +315,10 @@ pub async fn delete(
     path: web::Path<String>,
     state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
-    lookup(&state, &path)?;
-    state.sessions.end(&path, CloseCode::Normal.into());
+    let driver = lookup(&state, &path)?;
+    driver
+        .send(PollRequest::End)
+        .await
+        .map_err(|_| gone(&path))?;
     Ok(HttpResponse::Ok().json(json!({"session": path.as_str(), "closed": true})))
 }

@@ -27,7 +27,8 @@ use serde::Deserialize;
 use tracing::Instrument;
 
 use super::driver::{self, Connection, Input, Liveness, Wire, FRAME_BYTES};
-use super::socket::{self, DirectSocket, Incoming, Sink};
+use super::socket::{self, DirectSocket, Incoming, Reader, Sink};
+use super::socketio::{self, Carrier, Handshake, SocketIo};
 use super::stomp::{self, Stomp, Wishes};
 use super::{CloseCode, Ended, TransportContext};
 use crate::http::ApiError;
@@ -49,6 +50,7 @@ const SUBPROTOCOLS: [&str; 5] = [
 enum Speaks {
     TickerV1(Format),
     Stomp,
+    SocketIo,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +187,7 @@ async fn serve(
     let (format, transport) = match speaks {
         Speaks::TickerV1(format) => (format, TickerV1::TRANSPORT),
         Speaks::Stomp => (Format::Json, Stomp::TRANSPORT),
+        Speaks::SocketIo => (Format::Json, SocketIo::TRANSPORT),
     };
     let Some(permit) = ctx.try_admit() else {
         let full = CloseCode::ServerFull;
@@ -202,7 +205,11 @@ async fn serve(
     let conn = Connection {
         wire: (),
         out,
-        input: Some(Incoming::from_stream(stream, read, cfg.max_frame_bytes)),
+        input: Some(Reader::Ws(Incoming::from_stream(
+            stream,
+            read,
+            cfg.max_frame_bytes,
+        ))),
         session,
         liveness: Liveness {
             heartbeat: cfg.heartbeat_interval,
@@ -226,7 +233,30 @@ async fn serve(
                 .instrument(span)
                 .await;
         }
+        Speaks::SocketIo => {
+            let sio = &ctx.settings.socketio;
+            let handshake = Handshake {
+                ping_interval_ms: millis(sio.ping_interval),
+                ping_timeout_ms: millis(sio.ping_timeout),
+                max_payload: cfg.max_frame_bytes,
+            };
+            // Engine.IO's heartbeat: a ping every interval, a pong within the timeout.
+            let mut conn = conn;
+            conn.liveness = Liveness {
+                heartbeat: sio.ping_interval,
+                client_timeout: Some(sio.ping_interval + sio.ping_timeout),
+            };
+            let wire = SocketIo::new(conn.session.id(), &handshake, Carrier::WebSocket);
+            driver::drive(conn.with_wire(wire), ctx.clone())
+                .instrument(span)
+                .await;
+        }
     }
+}
+
+/// A duration in whole milliseconds.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Answers a refused upgrade with its JSON error, then the connection closes.
@@ -242,6 +272,48 @@ async fn refuse(framed: &mut Framed<TcpStream, h1::Codec>, e: &ApiError) {
     let _ = framed.send(Message::Item((head, size))).await;
     let _ = framed.send(Message::Chunk(Some(body.into()))).await;
     let _ = framed.send(Message::Chunk(None)).await;
+}
+
+/// `/ws?format=`: the format without a subprotocol.
+fn ws_format(query: &str) -> Result<Format, ApiError> {
+    let params = web::Query::<WsParams>::from_query(query)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    match params.format.as_deref() {
+        None | Some("json") => Ok(Format::Json),
+        Some("msgpack") => Ok(Format::Msgpack),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format must be json or msgpack, not {other:?}"
+        ))),
+    }
+}
+
+/// `/socket.io/?EIO=4&transport=websocket`: Engine.IO 4 on a WebSocket of its
+/// own (a `sid` would be an upgrade from polling, not served).
+fn socketio_query(query: &str) -> Result<(), ApiError> {
+    let params = web::Query::<std::collections::HashMap<String, String>>::from_query(query)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    match params.get("EIO").map(String::as_str) {
+        Some("4") => {}
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Engine.IO protocol version 4 is served (EIO=4), not {other:?}"
+            )))
+        }
+    }
+    match params.get("transport").map(String::as_str) {
+        Some("websocket") => {}
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "a WebSocket upgrade needs transport=websocket, not {other:?}"
+            )))
+        }
+    }
+    if params.contains_key("sid") {
+        return Err(ApiError::bad_request(
+            "unknown sid: sessions do not move from polling to WebSocket here",
+        ));
+    }
+    Ok(())
 }
 
 /// The handshake's checks: the 101 response, the protocol and the principal.
@@ -262,31 +334,30 @@ fn accept(
             "only WebSocket upgrades are served; send the request without Upgrade",
         ));
     }
-    if req.path() != "/ws" {
-        return Err(ApiError::new(
-            404,
-            ErrorCode::NotFound,
-            format!("no WebSocket endpoint at {}", req.path()),
-        ));
-    }
-    let params = web::Query::<WsParams>::from_query(req.uri().query().unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
-    let query_format = match params.format.as_deref() {
-        None | Some("json") => Format::Json,
-        Some("msgpack") => Format::Msgpack,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "format must be json or msgpack, not {other:?}"
-            )))
+    let query = req.uri().query().unwrap_or("");
+    let socketio = match req.path() {
+        "/ws" => false,
+        socketio::PATH => {
+            socketio_query(query)?;
+            true
+        }
+        other => {
+            return Err(ApiError::new(
+                404,
+                ErrorCode::NotFound,
+                format!("no WebSocket endpoint at {other}"),
+            ))
         }
     };
-    let (mut response, protocol) = socket::handshake(req.head(), &SUBPROTOCOLS)
+    let ours: &[&'static str] = if socketio { &[] } else { &SUBPROTOCOLS };
+    let (mut response, protocol) = socket::handshake(req.head(), ours)
         .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade: {e}")))?;
     let speaks = match protocol {
+        _ if socketio => Speaks::SocketIo,
         Some("ticker.v1.msgpack") => Speaks::TickerV1(Format::Msgpack),
         Some(p) if stomp::SUBPROTOCOLS.contains(&p) => Speaks::Stomp,
         Some(_) => Speaks::TickerV1(Format::Json),
-        None => Speaks::TickerV1(query_format),
+        None => Speaks::TickerV1(ws_format(query)?),
     };
     let principal = ctx.authenticate(req.head())?;
     Ok((response.finish().drop_body(), speaks, principal))

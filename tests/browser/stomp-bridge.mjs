@@ -21,14 +21,13 @@
 //   {"ev":"beat"}                                a heart-beat from the server
 //   {"ev":"fatal","message":S}                   the bridge itself failed
 
-import { createInterface } from "node:readline";
+import { emit, serve } from "./bridge.mjs";
 import { Client, Versions } from "@stomp/stompjs";
 import WebSocket from "ws";
 
 // stompjs looks for a global WebSocket (Node 20 has none).
 globalThis.WebSocket = WebSocket;
 
-const emit = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 let client;
 
 function connect({ url, options = {} }) {
@@ -82,14 +81,4 @@ const commands = {
   },
 };
 
-for await (const line of createInterface({ input: process.stdin })) {
-  if (!line.trim()) continue;
-  try {
-    const command = JSON.parse(line);
-    commands[command.cmd](command);
-  } catch (e) {
-    emit({ ev: "fatal", message: String(e && e.stack ? e.stack : e) });
-  }
-}
-// stdin closed: the test is over.
-process.exit(0);
+await serve(commands);

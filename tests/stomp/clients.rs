@@ -3,28 +3,23 @@
 //! not do (stay silent, stop reading, send broken frames).
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::common::node::NodeBridge;
 use crate::common::{Guarantees, TestApp, Ws};
 
-/// How long any one event may take to arrive.
+/// How long a raw frame may take to arrive.
 const EVENT_WAIT: Duration = Duration::from_secs(10);
 
 /// A `@stomp/stompjs` client in a Node process; every MESSAGE body goes
 /// through the same [`Guarantees`] checker as every other transport.
 pub struct StompJs {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
+    node: NodeBridge,
     pub g: Guarantees,
     /// Off for subscriptions made without a snapshot (their first message is
     /// a delta by design).
@@ -35,31 +30,11 @@ pub struct StompJs {
     pub raw_subscriptions: bool,
 }
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 impl StompJs {
     /// Starts the Node client (not yet connected).
     pub async fn start() -> StompJs {
-        let modules = root().join("tests/browser/node_modules/@stomp/stompjs");
-        assert!(
-            modules.is_dir(),
-            "@stomp/stompjs is missing; run: npm ci --prefix tests/browser"
-        );
-        let mut child = Command::new("node")
-            .arg(root().join("tests/browser/stomp-bridge.mjs"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node (>= 20) on PATH");
-        let stdin = child.stdin.take().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         StompJs {
-            child,
-            stdin,
-            lines,
+            node: NodeBridge::start("stomp-bridge.mjs", "@stomp/stompjs"),
             g: Guarantees::default(),
             check: true,
             message_ids: HashSet::new(),
@@ -78,10 +53,7 @@ impl StompJs {
     }
 
     pub async fn send(&mut self, cmd: Value) {
-        let mut line = cmd.to_string();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
-        self.stdin.flush().await.unwrap();
+        self.node.send(cmd).await;
     }
 
     /// Subscribes `sym` with extra STOMP `headers`.
@@ -93,12 +65,7 @@ impl StompJs {
 
     /// The next event from the client (MESSAGE bodies already checked).
     pub async fn next(&mut self) -> Value {
-        let line = tokio::time::timeout(EVENT_WAIT, self.lines.next_line())
-            .await
-            .expect("an event from stompjs in time")
-            .unwrap()
-            .expect("the stompjs bridge ended");
-        let mut ev: Value = serde_json::from_str(&line).unwrap();
+        let mut ev = self.node.next().await;
         if ev["ev"] == "unhandled" {
             assert!(
                 self.raw_subscriptions,
@@ -107,24 +74,20 @@ impl StompJs {
             ev["ev"] = "message".into();
             ev["body"] = serde_json::from_str(ev["body"].as_str().unwrap()).unwrap();
         }
-        match ev["ev"].as_str().unwrap() {
-            "fatal" => panic!("stompjs bridge: {}", ev["message"]),
-            "message" => {
-                let id = ev["headers"]["message-id"].as_str().unwrap().to_owned();
-                assert!(self.message_ids.insert(id), "message-id repeated: {ev}");
-                assert_eq!(ev["headers"]["content-type"], "application/json");
-                assert!(ev["headers"]["content-length"].is_string(), "{ev}");
-                let body = &ev["body"];
-                assert!(body.is_object(), "one message object per body: {ev}");
-                assert_eq!(
-                    ev["headers"]["destination"],
-                    format!("/topic/quotes.{}", body["sym"].as_str().unwrap())
-                );
-                if self.check {
-                    self.g.check(body);
-                }
+        if ev["ev"] == "message" {
+            let id = ev["headers"]["message-id"].as_str().unwrap().to_owned();
+            assert!(self.message_ids.insert(id), "message-id repeated: {ev}");
+            assert_eq!(ev["headers"]["content-type"], "application/json");
+            assert!(ev["headers"]["content-length"].is_string(), "{ev}");
+            let body = &ev["body"];
+            assert!(body.is_object(), "one message object per body: {ev}");
+            assert_eq!(
+                ev["headers"]["destination"],
+                format!("/topic/quotes.{}", body["sym"].as_str().unwrap())
+            );
+            if self.check {
+                self.g.check(body);
             }
-            _ => {}
         }
         ev
     }
@@ -163,12 +126,6 @@ impl StompJs {
                 _ => {}
             }
         }
-    }
-}
-
-impl Drop for StompJs {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
     }
 }
 

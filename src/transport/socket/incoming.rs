@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 #[cfg(test)]
 use futures_util::Stream;
 
+use super::poll::Responder;
 use crate::transport::CloseCode;
 
 /// One complete client message or control frame.
@@ -31,6 +32,9 @@ pub enum ClientFrame {
     Ping(Bytes),
     Pong,
     Close(Option<CloseReason>),
+    /// A message whose replies go back to whoever sent it (a long-polling
+    /// `POST`), not to the socket; `None` asks only for the queued replies.
+    Request(Option<Bytes>, Responder),
 }
 
 /// Why reading stopped with an error.
@@ -43,6 +47,8 @@ pub enum ReadError {
     InvalidUtf8,
     /// Anything else the codec refuses (1002).
     Protocol(String),
+    /// Nobody asked anything of a long-polling session for its expiry time.
+    Expired,
 }
 
 impl ReadError {
@@ -52,6 +58,8 @@ impl ReadError {
             ReadError::TooLarge => CloseCode::TooLarge,
             ReadError::InvalidUtf8 => CloseCode::InvalidUtf8,
             ReadError::Protocol(_) => CloseCode::ProtocolError,
+            // Nobody is there to read a code.
+            ReadError::Expired => CloseCode::Normal,
         }
     }
 }

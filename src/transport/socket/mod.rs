@@ -9,16 +9,36 @@
 //! - [`incoming`]: the WebSocket read side on actix-http's codec, from the owned
 //!   socket: the upgrade handshake, frames refused from their header when over
 //!   the size limit, text checked for UTF-8.
+//! - [`poll`]: long-polling: a waiting `GET` is the write side, `POST` and
+//!   `DELETE` the read side, reaching the session's driver by message.
 //! - [`Sink`]: what the driver needs of a write side; it moves bytes, the wire
-//!   protocol (`ws`, `sse`) decides what a frame, a heartbeat and a close are.
+//!   protocol (`ws`, `sse`, `poll`) decides what a frame, a heartbeat and a close are.
 
 mod direct;
 pub mod incoming;
 pub mod outgoing;
+pub mod poll;
 mod sink;
 mod watchdog;
 
 pub use direct::DirectSocket;
 pub use incoming::{handshake, ClientFrame, Incoming, ReadError};
 pub use outgoing::{remember_socket, ClientSocket, Outgoing, OutgoingBody};
+pub use poll::{PollInput, PollRequest, PollSocket, Responder, SecondGet};
 pub use sink::Sink;
+
+/// A connection's read side: WebSocket frames, or long-polling requests.
+pub enum Reader {
+    Ws(Incoming),
+    Poll(PollInput),
+}
+
+impl Reader {
+    /// The client's next message; `None` once it is gone.
+    pub async fn recv(&mut self) -> Option<Result<ClientFrame, ReadError>> {
+        match self {
+            Reader::Ws(r) => r.recv().await,
+            Reader::Poll(r) => r.recv().await,
+        }
+    }
+}

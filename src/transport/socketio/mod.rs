@@ -1,0 +1,16 @@
+//! Socket.IO v4 clients (Engine.IO v4, Socket.IO protocol v5) at `/socket.io/`
+//! (PROTOCOL.md section 7): a wire protocol on the [driver](super::driver),
+//! over the same owned WebSocket as ticker.v1 or over HTTP long-polling
+//! ([`polling`], on the same poll socket as `/poll`). `packet` reads the
+//! packets, `wire` maps events to session ops and session messages to events
+//! and acks. The upgrade from polling to WebSocket is not offered yet: a
+//! client stays on the transport it started with.
+
+mod packet;
+pub mod polling;
+mod wire;
+
+pub use wire::{open_packet, Carrier, Handshake, SocketIo, SEPARATOR};
+
+/// The path Socket.IO clients use.
+pub const PATH: &str = "/socket.io/";

@@ -1,0 +1,144 @@
+//! Engine.IO's HTTP long-polling transport at `/socket.io/`: the handshake
+//! `GET` creates a session whose driver runs on a [poll socket]; later `GET`s
+//! (one at a time: a second one ends the session) take the packets written
+//! meanwhile, joined by `\x1e`; `POST`s bring the client's packets, answered
+//! `ok`. The handshake offers no upgrade, so clients stay on polling.
+//!
+//! [poll socket]: crate::transport::socket::poll
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{BufMut, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{open_packet, Carrier, Handshake, SocketIo, SEPARATOR};
+use crate::http::ApiError;
+use crate::session::protocol::Format;
+use crate::transport::driver::{Connection, Liveness};
+use crate::transport::poll::{read_body, spawn_parked};
+use crate::transport::socket::{PollRequest, PollSocket, Reader, SecondGet};
+use crate::transport::TransportContext;
+
+/// Requests queued for one session's driver.
+const REQUEST_QUEUE: usize = 8;
+
+/// The query every Engine.IO request carries; `Ok(sid)` for polling.
+fn polling_query(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let mut q = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?
+        .into_inner();
+    if q.get("EIO").map(String::as_str) != Some("4") {
+        return Err(ApiError::bad_request(
+            "unsupported protocol version: Engine.IO 4 is served (EIO=4)",
+        ));
+    }
+    match q.get("transport").map(String::as_str) {
+        Some("polling") => Ok(q.remove("sid")),
+        Some("websocket") => Err(ApiError::bad_request(
+            "transport=websocket needs a WebSocket upgrade",
+        )),
+        other => Err(ApiError::bad_request(format!(
+            "transport unknown: {other:?} (polling or websocket)"
+        ))),
+    }
+}
+
+/// The driver of Engine.IO session `sid`, or 400.
+fn lookup(ctx: &TransportContext, sid: &str) -> Result<mpsc::Sender<PollRequest>, ApiError> {
+    ctx.engines
+        .get(sid)
+        .map_err(|_| ApiError::bad_request(format!("session ID unknown: {sid}")))
+}
+
+fn text(body: bytes::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=UTF-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(body)
+}
+
+/// `GET /socket.io/?EIO=4&transport=polling[&sid=..]`.
+pub async fn get(
+    req: HttpRequest,
+    ctx: web::Data<TransportContext>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(sid) = polling_query(&req)? else {
+        return handshake(&req, &ctx);
+    };
+    let driver = lookup(&ctx, &sid)?;
+    let sio = &ctx.settings.socketio;
+    // The driver's ping answers it within ping_interval; this is the backstop.
+    let until = tokio::time::Instant::now() + sio.ping_interval + sio.ping_timeout;
+    let (reply, answer) = oneshot::channel();
+    let ended = || ApiError::bad_request(format!("session {sid} has ended"));
+    driver
+        .send(PollRequest::Wait { until, reply })
+        .await
+        .map_err(|_| ended())?;
+    let frames = answer.await.map_err(|_| ended())?.ok_or_else(|| {
+        ApiError::bad_request("a second GET while one was waiting; session ended")
+    })?;
+    let mut body = BytesMut::new();
+    for f in &frames {
+        if !body.is_empty() {
+            body.put_u8(SEPARATOR);
+        }
+        body.put_slice(f);
+    }
+    if body.is_empty() {
+        body.put_u8(b'6'); // noop: Engine.IO has no empty payload
+    }
+    Ok(text(body.freeze()))
+}
+
+/// A new session: its driver starts, the answer is the open packet.
+fn handshake(
+    req: &HttpRequest,
+    ctx: &web::Data<TransportContext>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = ctx.authenticate(req.head())?;
+    let permit = ctx.admit_http()?;
+    let session = ctx.session(Format::Json, principal);
+    let sid = session.id().to_owned();
+    let sio = &ctx.settings.socketio;
+    let handshake = Handshake {
+        ping_interval_ms: u64::try_from(sio.ping_interval.as_millis()).unwrap_or(u64::MAX),
+        ping_timeout_ms: u64::try_from(sio.ping_timeout.as_millis()).unwrap_or(u64::MAX),
+        max_payload: ctx.settings.session.max_frame_bytes,
+    };
+    let silence = sio.ping_interval + sio.ping_timeout;
+    let (requests, incoming) = mpsc::channel(REQUEST_QUEUE);
+    let (out, input) = PollSocket::new(incoming, silence, SecondGet::EndsTheSession);
+    let conn = Connection {
+        wire: SocketIo::new(&sid, &handshake, Carrier::Polling),
+        out,
+        input: Some(Reader::Poll(input)),
+        session,
+        liveness: Liveness {
+            heartbeat: sio.ping_interval,
+            client_timeout: Some(silence),
+        },
+        permit,
+    };
+    ctx.engines.insert(&sid, requests);
+    spawn_parked(conn, ctx.clone().into_inner(), |ctx| &ctx.engines);
+    Ok(text(open_packet(&sid, &handshake).into()))
+}
+
+/// `POST /socket.io/?EIO=4&transport=polling&sid=..`: the client's packets.
+pub async fn post(
+    req: HttpRequest,
+    payload: web::Payload,
+    ctx: web::Data<TransportContext>,
+) -> Result<HttpResponse, ApiError> {
+    let sid = polling_query(&req)?
+        .ok_or_else(|| ApiError::bad_request("a POST needs the session's sid"))?;
+    let driver = lookup(&ctx, &sid)?;
+    let body = read_body(payload, ctx.settings.session.max_frame_bytes).await?;
+    driver
+        .send(PollRequest::Data(body))
+        .await
+        .map_err(|_| ApiError::bad_request(format!("session {sid} has ended")))?;
+    Ok(HttpResponse::Ok().content_type("text/html").body("ok"))
+}

@@ -1,0 +1,429 @@
+//! Socket.IO v5 over Engine.IO v4 on a WebSocket, on the driver: the open
+//! packet first, `40` → `40{"sid"}` on the default namespace, client events
+//! `subscribe` / `unsubscribe` (and `list`, `ping`) as session ops with their
+//! ack ids, one `snapshot`, `update` or `error` event per message, Engine.IO
+//! pings as the heartbeat.
+//!
+//! Acks (PROTOCOL.md section 7): a call's ack is its `subscribed` (or
+//! `unsubscribed`, …) object, and symbols refused in the same call get an
+//! `error` event; a call where nothing could be done acks with the error.
+
+use actix_http::ws::{OpCode, Parser};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{json, Value};
+
+use super::packet::{self, Kind};
+use crate::session::encode::write_json_message;
+use crate::session::protocol::{op_from_value, BadRequest, Format, ServerMsg};
+use crate::transport::driver::{Input, Wire, FRAME_BYTES};
+use crate::transport::socket::Sink;
+use crate::transport::ws::{ws_close, ws_frame};
+use crate::transport::CloseCode;
+
+/// What the handshake announces.
+pub struct Handshake {
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    pub max_payload: usize,
+}
+
+/// How Engine.IO packets travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    /// One packet per WebSocket message.
+    WebSocket,
+    /// HTTP long-polling: packets joined by `\x1e` in request and response
+    /// bodies, binary ones as `b<base64>`.
+    Polling,
+}
+
+/// Engine.IO's packet separator on polling.
+pub const SEPARATOR: u8 = 0x1e;
+
+/// The open packet: `0{"sid",..}`.
+pub fn open_packet(sid: &str, handshake: &Handshake) -> String {
+    let open = json!({
+        "sid": sid,
+        "upgrades": [],
+        "pingInterval": handshake.ping_interval_ms,
+        "pingTimeout": handshake.ping_timeout_ms,
+        "maxPayload": handshake.max_payload,
+    });
+    format!("0{open}")
+}
+
+/// One Socket.IO connection's state.
+pub struct SocketIo {
+    carrier: Carrier,
+    sid: String,
+    /// Packets of our own (open, connect, connect errors), each one WebSocket
+    /// message's text.
+    own: Vec<String>,
+    /// The client connected to the default namespace.
+    connected: bool,
+    /// Binary attachments still to come for the packet being read.
+    attachments: usize,
+    closing: Option<(CloseCode, String)>,
+}
+
+impl SocketIo {
+    /// A connection over `carrier`; on a WebSocket its open packet is queued
+    /// (polling answers the handshake request with it).
+    pub fn new(sid: &str, handshake: &Handshake, carrier: Carrier) -> SocketIo {
+        let own = match carrier {
+            Carrier::WebSocket => vec![open_packet(sid, handshake)],
+            Carrier::Polling => Vec::new(),
+        };
+        SocketIo {
+            carrier,
+            sid: sid.to_owned(),
+            own,
+            connected: false,
+            attachments: 0,
+            closing: None,
+        }
+    }
+
+    /// One Socket.IO packet from the client.
+    fn packet(&mut self, text: &str, inputs: &mut dyn FnMut(Input)) {
+        let p = match packet::parse(text) {
+            Ok(p) => p,
+            Err(message) => return self.bad(None, message, inputs),
+        };
+        if p.namespace != "/" {
+            let error = json!({"message": "Invalid namespace"});
+            self.own.push(format!("44{},{error}", p.namespace));
+            return;
+        }
+        match p.kind {
+            Kind::Connect if self.connected => {}
+            Kind::Connect => {
+                self.connected = true;
+                self.own.push(format!("40{}", json!({"sid": self.sid})));
+            }
+            Kind::Disconnect => {
+                self.closing = Some((CloseCode::Normal, "client disconnected".into()));
+            }
+            _ if !self.connected => {
+                self.closing = Some((
+                    CloseCode::ProtocolError,
+                    "a packet before CONNECT to the namespace".into(),
+                ));
+            }
+            Kind::BinaryEvent | Kind::BinaryAck => {
+                // Read (attachments included) and refused: no event of ours carries binary.
+                self.attachments = p.attachments;
+                let message = "binary payloads are not accepted";
+                self.bad(p.ack, message.into(), inputs);
+            }
+            Kind::Event => match event_op(p.data, p.ack) {
+                Ok(op) => inputs(Input::Op(op)),
+                Err(e) => inputs(Input::Invalid(e)),
+            },
+            // We never ask the client for an ack; a CONNECT_ERROR is ours to send.
+            Kind::Ack | Kind::ConnectError => {}
+        }
+    }
+
+    /// A `bad_request` error for the client, acked when it asked for an ack.
+    fn bad(&mut self, ack: Option<u64>, message: String, inputs: &mut dyn FnMut(Input)) {
+        inputs(Input::Invalid(BadRequest {
+            id: ack.map(Value::from),
+            message,
+        }));
+    }
+}
+
+/// `["name", {args}]` with an optional ack id → the op of the same name.
+fn event_op(
+    data: Option<Value>,
+    ack: Option<u64>,
+) -> Result<crate::session::protocol::ClientOp, BadRequest> {
+    let id = ack.map(Value::from);
+    let bad = |message: &str| BadRequest {
+        id: id.clone(),
+        message: message.to_owned(),
+    };
+    let Some(Value::Array(mut parts)) = data else {
+        return Err(bad("an event must be [\"name\", {...}]"));
+    };
+    if parts.is_empty() {
+        return Err(bad("an event must be [\"name\", {...}]"));
+    }
+    let Value::String(name) = parts.remove(0) else {
+        return Err(bad("an event name must be a string"));
+    };
+    let mut op = match parts.into_iter().next() {
+        None => json!({}),
+        Some(Value::Object(args)) => Value::Object(args),
+        Some(_) => return Err(bad("an event's argument must be an object")),
+    };
+    op["op"] = Value::String(name);
+    if let Some(id) = &id {
+        op["id"] = id.clone();
+    }
+    op_from_value(op)
+}
+
+/// Appends one packet: a WebSocket text message, or after a separator.
+fn put_packet(buf: &mut BytesMut, packet: &[u8], carrier: Carrier) {
+    match carrier {
+        Carrier::WebSocket => Parser::write_message(buf, packet, OpCode::Text, true, false),
+        Carrier::Polling => {
+            if !buf.is_empty() {
+                buf.put_u8(SEPARATOR);
+            }
+            buf.put_slice(packet);
+        }
+    }
+}
+
+/// The request id a reply carries, if it is an ack id.
+fn ack_of(m: &ServerMsg) -> Option<u64> {
+    let id = match m {
+        ServerMsg::Subscribed { id, .. }
+        | ServerMsg::Unsubscribed { id, .. }
+        | ServerMsg::Subscriptions { id, .. }
+        | ServerMsg::Pong { id }
+        | ServerMsg::Error { id, .. } => id,
+        ServerMsg::Welcome { .. } | ServerMsg::Quote { .. } => return None,
+    };
+    id.as_ref().and_then(Value::as_u64)
+}
+
+impl Wire for SocketIo {
+    const TRANSPORT: &'static str = "socketio";
+
+    fn format(&self) -> Format {
+        Format::Json
+    }
+
+    fn encode(&mut self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes)) {
+        let mut buf = BytesMut::new();
+        let mut packet = BytesMut::new();
+        for p in self.own.drain(..) {
+            put_packet(&mut buf, p.as_bytes(), self.carrier);
+        }
+        let acks = ack_answers(msgs);
+        let mut start = 0;
+        for (i, m) in msgs.iter().enumerate() {
+            packet.clear();
+            match m {
+                ServerMsg::Welcome { .. } => continue,
+                _ if acks.contains(&i) => {
+                    // unwrap: `ack_answers` picks only messages with an ack id.
+                    put_ack(&mut packet, ack_of(m).expect("unwrap: an ack id"), m);
+                }
+                ServerMsg::Error { .. } | ServerMsg::Quote { .. } => {
+                    packet.put_slice(b"42[\"");
+                    packet.put_slice(m.type_name().as_bytes());
+                    packet.put_slice(b"\",");
+                    write_json_message(&mut packet, m);
+                    packet.put_u8(b']');
+                }
+                // A reply to a call without an ack id: nobody listens for it.
+                _ => continue,
+            }
+            put_packet(&mut buf, &packet, self.carrier);
+            if buf.len() >= FRAME_BYTES {
+                emit(&msgs[start..=i], buf.split().freeze());
+                start = i + 1;
+            }
+        }
+        if !buf.is_empty() {
+            emit(&msgs[start.min(msgs.len())..], buf.freeze());
+        }
+    }
+
+    fn has_output(&self) -> bool {
+        !self.own.is_empty()
+    }
+
+    fn closing(&self) -> Option<(CloseCode, &str)> {
+        self.closing.as_ref().map(|(c, m)| (*c, m.as_str()))
+    }
+
+    /// Frames are whole WebSocket messages already (one per packet), or
+    /// packets joined for a polling response.
+    fn write(&self, out: &impl Sink, frame: &[u8]) {
+        out.write(|buf| buf.extend_from_slice(frame));
+    }
+
+    fn heartbeat(&self, out: &impl Sink) {
+        match self.carrier {
+            Carrier::WebSocket => ws_frame(out, OpCode::Text, b"2"),
+            Carrier::Polling => out.write(|buf| buf.put_u8(b'2')),
+        }
+    }
+
+    fn pong(&self, out: &impl Sink, payload: &[u8]) {
+        ws_frame(out, OpCode::Pong, payload);
+    }
+
+    fn close(&self, out: &impl Sink, close: Option<(u16, &str)>) {
+        match self.carrier {
+            Carrier::WebSocket => ws_close(out, close),
+            // Engine.IO's close packet ends the polling client's session.
+            Carrier::Polling => {
+                out.write(|buf| buf.put_u8(b'1'));
+                out.end();
+            }
+        }
+    }
+
+    fn decode(&mut self, payload: &[u8], binary: bool, inputs: &mut dyn FnMut(Input)) {
+        if self.carrier == Carrier::Polling {
+            for packet in payload.split(|&b| b == SEPARATOR) {
+                // `b<base64>`: a binary attachment.
+                match packet.strip_prefix(b"b") {
+                    Some(_) => self.engine_packet(&[], true, inputs),
+                    None => self.engine_packet(packet, false, inputs),
+                }
+            }
+            return;
+        }
+        self.engine_packet(payload, binary, inputs);
+    }
+}
+
+impl SocketIo {
+    /// One Engine.IO packet.
+    fn engine_packet(&mut self, payload: &[u8], binary: bool, inputs: &mut dyn FnMut(Input)) {
+        if binary {
+            if self.attachments > 0 {
+                self.attachments -= 1;
+            } else {
+                let message = "a binary message that no packet announced".to_owned();
+                self.bad(None, message, inputs);
+            }
+            return;
+        }
+        // Text frames were checked for UTF-8 by the socket.
+        let text = std::str::from_utf8(payload).unwrap_or_default();
+        match text.as_bytes().first() {
+            Some(b'4') => self.packet(&text[1..], inputs),
+            // A pong (its arrival is what counts), a noop, an upgrade probe on
+            // a connection that is already a WebSocket.
+            Some(b'3' | b'6' | b'5') => {}
+            Some(b'1') => {
+                self.closing = Some((CloseCode::Normal, "client closed".into()));
+            }
+            _ => self.bad(None, format!("unknown Engine.IO packet {text:.32}"), inputs),
+        }
+    }
+}
+
+/// Which messages answer an ack: per ack id, the call's first reply that is
+/// not an error, else its first error (the other errors become events).
+fn ack_answers(msgs: &[ServerMsg]) -> Vec<usize> {
+    let mut chosen: Vec<(u64, usize)> = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let Some(ack) = ack_of(m) else { continue };
+        let is_error = matches!(m, ServerMsg::Error { .. });
+        match chosen.iter_mut().find(|(a, _)| *a == ack) {
+            None => chosen.push((ack, i)),
+            Some((_, at)) if !is_error && matches!(msgs[*at], ServerMsg::Error { .. }) => *at = i,
+            Some(_) => {}
+        }
+    }
+    chosen.into_iter().map(|(_, i)| i).collect()
+}
+
+/// `43<ack>[<message>]`.
+fn put_ack(packet: &mut BytesMut, ack: u64, m: &ServerMsg) {
+    packet.put_slice(b"43");
+    packet.put_slice(itoa::Buffer::new().format(ack).as_bytes());
+    packet.put_u8(b'[');
+    write_json_message(packet, m);
+    packet.put_u8(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::protocol::ErrorCode;
+
+    #[test]
+    fn events_become_ops_with_their_ack_ids() {
+        let op = event_op(
+            Some(json!(["subscribe", {"symbols": ["A"], "max_rate": 2}])),
+            Some(3),
+        )
+        .unwrap();
+        assert_eq!(
+            op,
+            crate::session::protocol::ClientOp::Subscribe {
+                id: Some(json!(3)),
+                symbols: vec!["A".into()],
+                max_rate: Some(2.0),
+                snapshot: true,
+            }
+        );
+        let e = event_op(Some(json!(["dance", {}])), Some(4)).unwrap_err();
+        assert_eq!(e.id, Some(json!(4)));
+        assert!(event_op(Some(json!([1])), None).is_err());
+        assert!(event_op(Some(json!({"x": 1})), None).is_err());
+        assert!(event_op(Some(json!(["subscribe", 5])), None).is_err());
+    }
+
+    fn error(id: u64, code: ErrorCode) -> ServerMsg {
+        ServerMsg::Error {
+            id: Some(json!(id)),
+            code,
+            message: "m".into(),
+            symbols: None,
+        }
+    }
+
+    /// The text of every WebSocket message in `frames`.
+    fn packets(frames: &[Bytes]) -> Vec<String> {
+        use actix_codec::Decoder;
+        use actix_http::ws::{Codec, Frame};
+        let mut out = Vec::new();
+        for f in frames {
+            let mut buf = BytesMut::from(&f[..]);
+            let mut codec = Codec::new().client_mode();
+            while let Some(Frame::Text(t)) = codec.decode(&mut buf).unwrap() {
+                out.push(String::from_utf8(t.to_vec()).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_call_acks_what_was_done_and_its_refusals_are_events() {
+        let handshake = Handshake {
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            max_payload: 65_536,
+        };
+        let mut w = SocketIo::new("s-1", &handshake, Carrier::WebSocket);
+        let subscribed = ServerMsg::Subscribed {
+            id: Some(json!(3)),
+            symbols: vec!["A".into()],
+            max_rate: 2.0,
+        };
+        let msgs = [
+            error(3, ErrorCode::UnknownSymbol),
+            subscribed,
+            error(4, ErrorCode::UnknownSymbol),
+            error(4, ErrorCode::NotEntitled),
+        ];
+        let mut frames = Vec::new();
+        w.encode(&msgs, &mut |_, f| frames.push(f));
+        let p = packets(&frames);
+        assert!(
+            p[0].starts_with(r#"0{"#) && p[0].contains(r#""sid":"s-1""#),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with(r#"42["error",{"type":"error","id":3"#),
+            "{p:?}"
+        );
+        assert!(p[2].starts_with(r#"433[{"type":"subscribed""#), "{p:?}");
+        assert!(p[3].starts_with(r#"434[{"type":"error""#), "{p:?}");
+        assert!(p[4].starts_with(r#"42["error","#), "{p:?}");
+        assert_eq!(p.len(), 5);
+        assert!(!w.has_output(), "the open packet went out once");
+    }
+}

@@ -1,0 +1,317 @@
+//! Socket.IO (PROTOCOL.md section 7) with the real `socket.io-client` 4 in
+//! Node, over WebSocket: acks, snapshot then deltas under the same guarantees
+//! checker as every transport, errors, unsubscribe silence, namespaces,
+//! binary packets, Engine.IO's heartbeat. Needs `node` and
+//! `npm ci --prefix tests/browser`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::node::NodeBridge;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A socket.io-client whose every event goes through [`Guarantees`].
+struct SioClient {
+    node: NodeBridge,
+    g: Guarantees,
+}
+
+impl SioClient {
+    /// Connected over WebSocket only.
+    async fn connect(app: &TestApp) -> SioClient {
+        SioClient::connect_with(app, json!({"transports": ["websocket"]}), "websocket").await
+    }
+
+    /// Connected with `options`, on `transport`.
+    async fn connect_with(app: &TestApp, options: Value, transport: &str) -> SioClient {
+        let mut c = SioClient::start(app, options).await;
+        let ev = c.next().await;
+        assert_eq!(ev["ev"], "connect", "{ev}");
+        assert_eq!(ev["transport"], transport);
+        c
+    }
+
+    /// Connecting with `options`; the first event is not read yet.
+    async fn start(app: &TestApp, options: Value) -> SioClient {
+        let mut node = NodeBridge::start("socketio-bridge.mjs", "socket.io-client");
+        let url = format!("http://{}", app.addr);
+        node.send(json!({"cmd": "connect", "url": url, "options": options}))
+            .await;
+        SioClient {
+            node,
+            g: Guarantees::default(),
+        }
+    }
+
+    async fn emit(&mut self, event: &str, args: Value, ack: bool) {
+        self.node
+            .send(json!({"cmd": "emit", "event": event, "args": args, "ack": ack}))
+            .await;
+    }
+
+    async fn next(&mut self) -> Value {
+        let ev = self.node.next().await;
+        if ev["ev"] == "event" {
+            let (name, data) = (&ev["name"], &ev["data"]);
+            assert!(data.is_object(), "one message object per event: {ev}");
+            assert_eq!(data["type"], *name, "{ev}");
+            self.g.check(data);
+        }
+        if ev["ev"] == "ack" {
+            self.g.check(&ev["data"]);
+        }
+        ev
+    }
+
+    async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let ev = self.next().await;
+            if pred(&ev) {
+                return ev;
+            }
+            assert!(ev["ev"] != "disconnect", "disconnected while waiting: {ev}");
+        }
+    }
+
+    async fn until_event(&mut self, name: &str, sym: &str) -> Value {
+        self.until(|e| e["ev"] == "event" && e["name"] == name && e["data"]["sym"] == sym)
+            .await
+    }
+
+    async fn ack(&mut self) -> Value {
+        self.until(|e| e["ev"] == "ack").await["data"].clone()
+    }
+}
+
+#[tokio::test]
+async fn websocket_clients_get_acks_snapshots_and_deltas_that_converge() {
+    let app = quiet_app().await;
+    let c = SioClient::connect(&app).await;
+    acks_snapshots_deltas_and_a_clean_end(&app, c).await;
+}
+
+#[tokio::test]
+async fn polling_only_and_default_clients_get_the_same() {
+    let app = quiet_app().await;
+    for options in [json!({"transports": ["polling"]}), json!({})] {
+        // The default starts on polling; no upgrade is offered, so it stays there.
+        let c = SioClient::connect_with(&app, options, "polling").await;
+        acks_snapshots_deltas_and_a_clean_end(&app, c).await;
+    }
+}
+
+async fn acks_snapshots_deltas_and_a_clean_end(app: &TestApp, mut c: SioClient) {
+    let syms = ["AAPL", "MSFT"];
+    c.emit("subscribe", json!({"symbols": syms, "max_rate": 20}), true)
+        .await;
+    let ack = c.ack().await;
+    assert_eq!(ack["type"], "subscribed");
+    assert_eq!(ack["symbols"], json!(syms));
+    assert_eq!(ack["max_rate"], 20);
+    for s in syms {
+        c.until_event("snapshot", s).await;
+    }
+    for s in syms {
+        publish_burst(app, s, 10, Duration::from_millis(5)).await;
+    }
+    for s in syms {
+        let rest = app.rest_quote(s).await;
+        while c.g.state.get(s) != Some(&rest) {
+            c.until_event("update", s).await;
+        }
+    }
+    assert_eq!(
+        app.metric("ticker_sessions_active", &[("transport", "socketio")])
+            .await,
+        1.0
+    );
+    c.node.send(json!({"cmd": "disconnect"})).await;
+    app.wait_metric(
+        "ticker_sessions_active",
+        &[("transport", "socketio")],
+        |v| v == 0.0,
+    )
+    .await;
+    app.wait_metric("ticker_subscriptions_active", &[], |v| v == 0.0)
+        .await;
+}
+
+#[tokio::test]
+async fn refusals_are_acked_or_sent_as_error_events() {
+    let app = quiet_app().await;
+    let mut c = SioClient::connect(&app).await;
+    // Nothing could be done: the ack is the error.
+    c.emit("subscribe", json!({"symbols": ["ZZZZ"]}), true)
+        .await;
+    let ack = c.ack().await;
+    assert_eq!(ack["type"], "error");
+    assert_eq!(ack["code"], "unknown_symbol");
+    // Part done: the ack says what was done, the rest is an error event.
+    c.emit("subscribe", json!({"symbols": ["AAPL", "ZZZZ"]}), true)
+        .await;
+    let mut seen = (None, None);
+    while seen.0.is_none() || seen.1.is_none() {
+        let ev = c.next().await;
+        match ev["ev"].as_str().unwrap() {
+            "ack" => seen.0 = Some(ev["data"].clone()),
+            "event" if ev["name"] == "error" => seen.1 = Some(ev["data"].clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(seen.0.unwrap()["symbols"], json!(["AAPL"]));
+    assert_eq!(seen.1.unwrap()["symbols"], json!(["ZZZZ"]));
+    // Without an ack, errors are events; unknown events are bad requests.
+    c.emit("dance", json!({}), false).await;
+    let e = c
+        .until(|e| e["ev"] == "event" && e["name"] == "error")
+        .await;
+    assert_eq!(e["data"]["code"], "bad_request");
+    // A binary payload is read and refused, and the connection goes on.
+    c.node
+        .send(json!({"cmd": "emit_binary", "event": "subscribe"}))
+        .await;
+    let e = c
+        .until(|e| e["ev"] == "event" && e["name"] == "error")
+        .await;
+    assert!(
+        e["data"]["message"].as_str().unwrap().contains("binary"),
+        "{e}"
+    );
+    c.emit("subscribe", json!({"symbols": ["MSFT"]}), true)
+        .await;
+    assert_eq!(c.ack().await["type"], "subscribed");
+}
+
+#[tokio::test]
+async fn nothing_arrives_after_unsubscribe() {
+    let app = quiet_app().await;
+    let mut c = SioClient::connect(&app).await;
+    c.emit("subscribe", json!({"symbols": ["AAPL", "MSFT"]}), true)
+        .await;
+    c.until_event("snapshot", "AAPL").await;
+    c.until_event("snapshot", "MSFT").await;
+    c.emit("unsubscribe", json!({"symbols": ["AAPL"]}), true)
+        .await;
+    let ack = c.ack().await;
+    assert_eq!(ack["type"], "unsubscribed");
+    // The checker fails the test on any AAPL message from here on.
+    for s in ["AAPL", "MSFT"] {
+        publish_burst(&app, s, 3, Duration::from_millis(1)).await;
+    }
+    let rest = app.rest_quote("MSFT").await;
+    while c.g.state.get("MSFT") != Some(&rest) {
+        c.until_event("update", "MSFT").await;
+    }
+}
+
+#[tokio::test]
+async fn other_namespaces_get_connect_error() {
+    let app = quiet_app().await;
+    let mut node = NodeBridge::start("socketio-bridge.mjs", "socket.io-client");
+    let url = format!("http://{}/admin", app.addr);
+    node.send(json!({"cmd": "connect", "url": url, "options": {"transports": ["websocket"]}}))
+        .await;
+    let ev = node.next().await;
+    assert_eq!(ev["ev"], "connect_error", "{ev}");
+    assert_eq!(ev["message"], "Invalid namespace");
+}
+
+#[tokio::test]
+async fn pings_keep_a_client_and_a_silent_one_is_dropped() {
+    let app =
+        quiet_app_with("[socketio]\nping_interval = \"100ms\"\nping_timeout = \"200ms\"\n").await;
+    let mut c = SioClient::connect(&app).await;
+    // A raw client that connects to the namespace, then never answers a ping.
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr);
+    let (mut raw, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let open = raw.next().await.unwrap().unwrap();
+    let open: Value = serde_json::from_str(&open.to_text().unwrap()[1..]).unwrap();
+    assert_eq!(open["pingInterval"], 100);
+    assert_eq!(open["pingTimeout"], 200);
+    assert_eq!(open["upgrades"], json!([]));
+    raw.send(Message::text("40")).await.unwrap();
+    let code = loop {
+        match raw.next().await {
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            _ => break None,
+        }
+    };
+    assert_eq!(code, Some(4000));
+    // socket.io-client answered every ping meanwhile and is still there.
+    c.emit("subscribe", json!({"symbols": ["AAPL"]}), true)
+        .await;
+    assert_eq!(c.ack().await["type"], "subscribed");
+}
+
+#[tokio::test]
+async fn polling_requests_are_checked_and_a_second_get_ends_the_session() {
+    let app = quiet_app().await;
+    let base = app.url("/socket.io/");
+    let get = |q: &str| app.http.get(format!("{base}?{q}")).send();
+    assert_eq!(get("EIO=3&transport=polling").await.unwrap().status(), 400);
+    assert_eq!(
+        get("EIO=4&transport=carrier-pigeon")
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        get("EIO=4&transport=polling&sid=s-nope")
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
+    let open = get("EIO=4&transport=polling")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let open: Value = serde_json::from_str(&open[1..]).unwrap();
+    let sid = open["sid"].as_str().unwrap().to_owned();
+    assert_eq!(open["maxPayload"], 65536);
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    let post = app
+        .http
+        .post(format!("{base}?{q}"))
+        .body("40")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.text().await.unwrap(), "ok");
+    let connected = get(&q).await.unwrap().text().await.unwrap();
+    assert!(connected.starts_with("40{\"sid\""), "{connected}");
+    // A body over maxPayload is refused before it is read whole.
+    let big = app
+        .http
+        .post(format!("{base}?{q}"))
+        .body("4".repeat(70_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+
+    // One GET waits; a second one is refused and ends the session, whose
+    // waiting GET gets the close packet.
+    let (a, b) = tokio::join!(get(&q), get(&q));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (waited, refused) = if a.status() == 200 { (a, b) } else { (b, a) };
+    assert_eq!(refused.status(), 400);
+    assert_eq!(waited.status(), 200);
+    assert!(waited.text().await.unwrap().ends_with('1'));
+    app.wait_metric(
+        "ticker_sessions_active",
+        &[("transport", "socketio")],
+        |v| v == 0.0,
+    )
+    .await;
+    assert_eq!(get(&q).await.unwrap().status(), 400);
+}
