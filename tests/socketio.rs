@@ -95,13 +95,41 @@ async fn websocket_clients_get_acks_snapshots_and_deltas_that_converge() {
 }
 
 #[tokio::test]
-async fn polling_only_and_default_clients_get_the_same() {
+async fn polling_only_clients_get_the_same() {
     let app = quiet_app().await;
-    for options in [json!({"transports": ["polling"]}), json!({})] {
-        // The default starts on polling; no upgrade is offered, so it stays there.
-        let c = SioClient::connect_with(&app, options, "polling").await;
-        acks_snapshots_deltas_and_a_clean_end(&app, c).await;
+    let c = SioClient::connect_with(&app, json!({"transports": ["polling"]}), "polling").await;
+    acks_snapshots_deltas_and_a_clean_end(&app, c).await;
+}
+
+#[tokio::test]
+async fn default_clients_start_on_polling_and_upgrade_to_websocket() {
+    let app = quiet_app().await;
+    let mut c = SioClient::start(&app, json!({})).await;
+    // The upgrade may finish before the namespace is connected, or after.
+    let (mut connected, mut upgraded) = (None, None);
+    while connected.is_none() || upgraded.is_none() {
+        let ev = c.next().await;
+        match ev["ev"].as_str().unwrap() {
+            "connect" => connected = Some(ev),
+            "upgrade" => upgraded = Some(ev),
+            _ => panic!("{ev}"),
+        }
     }
+    let (connected, upgraded) = (connected.unwrap(), upgraded.unwrap());
+    assert_eq!(upgraded["transport"], "websocket");
+    // Once a call has gone over the WebSocket (after the client's upgrade
+    // packet), the polling session's id answers 400.
+    c.emit("ping", json!({}), true).await;
+    assert_eq!(c.ack().await["type"], "pong");
+    let sid = connected["sid"].as_str().unwrap();
+    let old = app
+        .http
+        .get(app.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 400);
+    acks_snapshots_deltas_and_a_clean_end(&app, c).await;
 }
 
 async fn acks_snapshots_deltas_and_a_clean_end(app: &TestApp, mut c: SioClient) {
@@ -130,14 +158,7 @@ async fn acks_snapshots_deltas_and_a_clean_end(app: &TestApp, mut c: SioClient) 
         1.0
     );
     c.node.send(json!({"cmd": "disconnect"})).await;
-    app.wait_metric(
-        "ticker_sessions_active",
-        &[("transport", "socketio")],
-        |v| v == 0.0,
-    )
-    .await;
-    app.wait_metric("ticker_subscriptions_active", &[], |v| v == 0.0)
-        .await;
+    nothing_left(app).await;
 }
 
 #[tokio::test]
@@ -234,13 +255,7 @@ async fn pings_keep_a_client_and_a_silent_one_is_dropped() {
     assert_eq!(open["pingTimeout"], 200);
     assert_eq!(open["upgrades"], json!([]));
     raw.send(Message::text("40")).await.unwrap();
-    let code = loop {
-        match raw.next().await {
-            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => {}
-            _ => break None,
-        }
-    };
+    let code = close_code(&mut raw).await;
     assert_eq!(code, Some(4000));
     // socket.io-client answered every ping meanwhile and is still there.
     c.emit("subscribe", json!({"symbols": ["AAPL"]}), true)
@@ -314,4 +329,103 @@ async fn polling_requests_are_checked_and_a_second_get_ends_the_session() {
     )
     .await;
     assert_eq!(get(&q).await.unwrap().status(), 400);
+}
+
+/// A polling session made by hand: its sid, connected to the namespace and
+/// subscribed to AAPL (the snapshot is taken).
+async fn raw_polling_session(app: &TestApp) -> (String, String) {
+    let base = app.url("/socket.io/?EIO=4&transport=polling");
+    let open = app
+        .http
+        .get(&base)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let open: Value = serde_json::from_str(&open[1..]).unwrap();
+    assert_eq!(open["upgrades"], json!(["websocket"]));
+    let sid = open["sid"].as_str().unwrap().to_owned();
+    let url = format!("{base}&sid={sid}");
+    let post = |body: &'static str| app.http.post(&url).body(body).send();
+    post("40").await.unwrap();
+    post("42[\"subscribe\",{\"symbols\":[\"AAPL\"]}]")
+        .await
+        .unwrap();
+    poll_until(app, &url, "snapshot").await;
+    (sid, url)
+}
+
+/// Polls `url` until a response holds `text`; the session must not end.
+async fn poll_until(app: &TestApp, url: &str, text: &str) {
+    loop {
+        let got = app.http.get(url).send().await.unwrap();
+        assert_eq!(got.status(), 200);
+        let got = got.text().await.unwrap();
+        if got.contains(text) {
+            return;
+        }
+        assert!(!got.ends_with('1'), "the session ended: {got}");
+    }
+}
+
+/// Waits until no Socket.IO session and no subscription is left.
+async fn nothing_left(app: &TestApp) {
+    let socketio = [("transport", "socketio")];
+    app.wait_metric("ticker_sessions_active", &socketio, |v| v == 0.0)
+        .await;
+    app.wait_metric("ticker_subscriptions_active", &[], |v| v == 0.0)
+        .await;
+}
+
+/// Reads until the server closes; its close code.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            _ => return None,
+        }
+    }
+}
+
+/// A WebSocket to move polling session `sid` to.
+async fn upgrade_socket(app: &TestApp, sid: &str) -> Ws {
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&sid={sid}",
+        app.addr
+    );
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+#[tokio::test]
+async fn a_client_whose_websocket_fails_stays_on_polling() {
+    let app = quiet_app().await;
+    let (sid, url) = raw_polling_session(&app).await;
+    let mut ws = upgrade_socket(&app, &sid).await;
+    ws.send(Message::text("2 not a probe")).await.unwrap();
+    let closed = close_code(&mut ws).await;
+    assert_eq!(closed, Some(1002));
+    // Polling goes on: a change arrives on the next GET.
+    let before = app.rest_quote("AAPL").await;
+    app.publish(json!({"sym": "AAPL", "t": before["t"].as_i64().unwrap() + 1, "bs": 777}));
+    poll_until(&app, &url, "\"bs\":777").await;
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_mid_upgrade_leaves_nothing_behind() {
+    let app =
+        quiet_app_with("[socketio]\nping_interval = \"100ms\"\nping_timeout = \"200ms\"\n").await;
+    let (sid, _url) = raw_polling_session(&app).await;
+    let mut ws = upgrade_socket(&app, &sid).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    let probe = ws.next().await.unwrap().unwrap();
+    assert_eq!(probe.to_text().unwrap(), "3probe");
+    assert_eq!(app.metric("ticker_subscriptions_active", &[]).await, 1.0);
+    // Gone without the upgrade packet, without polling again.
+    drop(ws);
+    nothing_left(&app).await;
+    app.wait_metric("ticker_ws_sockets_open", &[], |v| v == 0.0)
+        .await;
 }

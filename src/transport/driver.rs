@@ -72,6 +72,10 @@ pub trait Wire {
     /// close frames, or by ending the stream.
     fn close(&self, out: &impl Sink, close: Option<(u16, &str)>);
 
+    /// The connection moved to a WebSocket (Engine.IO's upgrade): frames are
+    /// WebSocket frames from now on.
+    fn upgraded(&mut self) {}
+
     /// Decodes one client message into what it asks of the driver.
     fn decode(&mut self, _payload: &[u8], _binary: bool, requests: &mut dyn FnMut(Input)) {
         requests(Input::Invalid(BadRequest {
@@ -270,6 +274,10 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
                         continue;
                     }
                     ClientFrame::Pong => continue,
+                    ClientFrame::Upgraded => {
+                        wire.upgraded();
+                        continue;
+                    }
                     ClientFrame::Close(reason) => {
                         break End::ClientClosed(reason.map(|r| {
                             (r.code.into(), r.description.unwrap_or_default())

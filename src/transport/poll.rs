@@ -221,7 +221,7 @@ pub async fn create(
     let conn = Connection {
         wire: PollJson,
         out,
-        input: Some(Reader::Poll(input)),
+        input: Some(Reader::Poll(Box::new(input))),
         session,
         // No heartbeat: a `GET` that waits `wait` seconds ends empty.
         liveness: Liveness {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix_codec::{Framed, FramedParts};
 use actix_http::body::BodySize;
 use actix_http::h1::Message;
-use actix_http::ws::{self, CloseReason, OpCode, Parser};
+use actix_http::ws::OpCode;
 use actix_http::{h1, ConnectionType, Request, Response};
 use actix_web::http::header;
 use actix_web::rt::net::TcpStream;
@@ -24,10 +24,11 @@ use actix_web::{web, HttpResponse, ResponseError};
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use serde::Deserialize;
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::driver::{self, Connection, Input, Liveness, Wire, FRAME_BYTES};
-use super::socket::{self, DirectSocket, Incoming, Reader, Sink};
+use super::socket::{self, ws_close, ws_frame, DirectSocket, Incoming, PollRequest, Reader, Sink};
 use super::socketio::{self, Carrier, Handshake, SocketIo};
 use super::stomp::{self, Stomp, Wishes};
 use super::{CloseCode, Ended, TransportContext};
@@ -45,12 +46,21 @@ const SUBPROTOCOLS: [&str; 5] = [
     stomp::SUBPROTOCOLS[2],
 ];
 
-/// The protocol a WebSocket speaks.
+/// The protocol a new WebSocket session speaks.
 #[derive(Clone, Copy, Debug)]
 enum Speaks {
     TickerV1(Format),
     Stomp,
     SocketIo,
+}
+
+/// What an accepted WebSocket is for.
+enum Accepted {
+    /// A new session.
+    Session(Speaks),
+    /// Engine.IO's upgrade of the polling session this driver runs (it has
+    /// its place under the connection limit already).
+    Upgrade(mpsc::Sender<PollRequest>),
 }
 
 #[derive(Deserialize)]
@@ -100,36 +110,6 @@ impl Wire for TickerV1 {
     }
 }
 
-/// RFC 6455: a control frame carries at most 125 bytes, so a close reason at most 123.
-const MAX_CLOSE_REASON: usize = 123;
-
-/// One unmasked server frame.
-pub(super) fn ws_frame(out: &impl Sink, op: OpCode, payload: &[u8]) {
-    out.write(|buf| Parser::write_message(buf, payload, op, true, false));
-}
-
-/// The close frame (`None`: one without a code); nothing is written after it.
-pub(super) fn ws_close(out: &impl Sink, close: Option<(u16, &str)>) {
-    let reason = close.map(|(code, text)| CloseReason {
-        code: ws::CloseCode::from(code),
-        description: Some(truncate(text, MAX_CLOSE_REASON).to_owned()),
-    });
-    out.write(|buf| Parser::write_close(buf, reason, false));
-    out.end();
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// `GET /ws` without `Connection: upgrade` (upgrades go to [`upgrade`]).
 pub async fn ws_endpoint() -> Result<HttpResponse, ApiError> {
     Err(ApiError::bad_request(
@@ -166,7 +146,12 @@ pub async fn upgrade(
     // The socket and what the client sent after the handshake; the codec and
     // its write buffer go.
     let FramedParts { io, read_buf, .. } = framed.into_parts();
-    serve(ctx, Rc::new(io), read_buf, speaks, principal).await;
+    match speaks {
+        Accepted::Session(speaks) => serve(ctx, Rc::new(io), read_buf, speaks, principal).await,
+        Accepted::Upgrade(driver) => {
+            socketio::upgrade::probe(ctx, Rc::new(io), read_buf, driver).await;
+        }
+    }
     Ok(())
 }
 
@@ -287,9 +272,12 @@ fn ws_format(query: &str) -> Result<Format, ApiError> {
     }
 }
 
-/// `/socket.io/?EIO=4&transport=websocket`: Engine.IO 4 on a WebSocket of its
-/// own (a `sid` would be an upgrade from polling, not served).
-fn socketio_query(query: &str) -> Result<(), ApiError> {
+/// `/socket.io/?EIO=4&transport=websocket[&sid=..]`: Engine.IO 4 on a
+/// WebSocket of its own, or the upgrade of polling session `sid` (its driver).
+fn socketio_query(
+    ctx: &TransportContext,
+    query: &str,
+) -> Result<Option<mpsc::Sender<PollRequest>>, ApiError> {
     let params = web::Query::<std::collections::HashMap<String, String>>::from_query(query)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
     match params.get("EIO").map(String::as_str) {
@@ -308,19 +296,21 @@ fn socketio_query(query: &str) -> Result<(), ApiError> {
             )))
         }
     }
-    if params.contains_key("sid") {
-        return Err(ApiError::bad_request(
-            "unknown sid: sessions do not move from polling to WebSocket here",
-        ));
-    }
-    Ok(())
+    params
+        .get("sid")
+        .map(|sid| {
+            ctx.engines
+                .get(sid)
+                .map_err(|_| ApiError::bad_request(format!("session ID unknown: {sid}")))
+        })
+        .transpose()
 }
 
 /// The handshake's checks: the 101 response, the protocol and the principal.
 fn accept(
     ctx: &TransportContext,
     req: &Request,
-) -> Result<(actix_http::Response<()>, Speaks, Principal), ApiError> {
+) -> Result<(actix_http::Response<()>, Accepted, Principal), ApiError> {
     let websocket = req
         .head()
         .headers()
@@ -336,11 +326,8 @@ fn accept(
     }
     let query = req.uri().query().unwrap_or("");
     let socketio = match req.path() {
-        "/ws" => false,
-        socketio::PATH => {
-            socketio_query(query)?;
-            true
-        }
+        "/ws" => None,
+        socketio::PATH => Some(socketio_query(ctx, query)?),
         other => {
             return Err(ApiError::new(
                 404,
@@ -349,15 +336,20 @@ fn accept(
             ))
         }
     };
-    let ours: &[&'static str] = if socketio { &[] } else { &SUBPROTOCOLS };
+    let ours: &[&'static str] = if socketio.is_some() {
+        &[]
+    } else {
+        &SUBPROTOCOLS
+    };
     let (mut response, protocol) = socket::handshake(req.head(), ours)
         .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade: {e}")))?;
-    let speaks = match protocol {
-        _ if socketio => Speaks::SocketIo,
-        Some("ticker.v1.msgpack") => Speaks::TickerV1(Format::Msgpack),
-        Some(p) if stomp::SUBPROTOCOLS.contains(&p) => Speaks::Stomp,
-        Some(_) => Speaks::TickerV1(Format::Json),
-        None => Speaks::TickerV1(ws_format(query)?),
+    let speaks = match (socketio, protocol) {
+        (Some(Some(driver)), _) => Accepted::Upgrade(driver),
+        (Some(None), _) => Accepted::Session(Speaks::SocketIo),
+        (None, Some("ticker.v1.msgpack")) => Accepted::Session(Speaks::TickerV1(Format::Msgpack)),
+        (None, Some(p)) if stomp::SUBPROTOCOLS.contains(&p) => Accepted::Session(Speaks::Stomp),
+        (None, Some(_)) => Accepted::Session(Speaks::TickerV1(Format::Json)),
+        (None, None) => Accepted::Session(Speaks::TickerV1(ws_format(query)?)),
     };
     let principal = ctx.authenticate(req.head())?;
     Ok((response.finish().drop_body(), speaks, principal))

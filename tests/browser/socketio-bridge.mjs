@@ -9,7 +9,8 @@
 //   {"cmd":"emit_binary","event":E}               emit E with a binary argument
 //   {"cmd":"disconnect"}
 // Events:
-//   {"ev":"connect","transport":T}
+//   {"ev":"connect","transport":T,"sid":S}           S: the Engine.IO session id
+//   {"ev":"upgrade","transport":T}
 //   {"ev":"event","name":N,"data":D}              every server event
 //   {"ev":"ack","event":E,"data":D}
 //   {"ev":"connect_error","message":M}
@@ -24,8 +25,11 @@ let socket;
 const commands = {
   connect({ url, options = {} }) {
     socket = io(url, { reconnection: false, ...options });
+    socket.io.on("open", () =>
+      socket.io.engine.on("upgrade", (t) => emit({ ev: "upgrade", transport: t.name })),
+    );
     socket.on("connect", () =>
-      emit({ ev: "connect", transport: socket.io.engine.transport.name }),
+      emit({ ev: "connect", transport: socket.io.engine.transport.name, sid: socket.io.engine.id }),
     );
     socket.on("connect_error", (e) => emit({ ev: "connect_error", message: e.message }));
     socket.on("disconnect", (reason) => emit({ ev: "disconnect", reason }));

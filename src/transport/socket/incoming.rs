@@ -35,6 +35,9 @@ pub enum ClientFrame {
     /// A message whose replies go back to whoever sent it (a long-polling
     /// `POST`), not to the socket; `None` asks only for the queued replies.
     Request(Option<Bytes>, Responder),
+    /// A long-polling session moved to a WebSocket: frames are WebSocket
+    /// frames from now on.
+    Upgraded,
 }
 
 /// Why reading stopped with an error.
@@ -134,6 +137,13 @@ impl Incoming {
     /// handshake).
     pub fn from_stream(stream: Rc<TcpStream>, read: BytesMut, max_size: usize) -> Self {
         Self::from_source(Source::Stream(stream), read, max_size)
+    }
+
+    /// What was read but not yet decoded (for a socket that moves to another
+    /// reader); nothing of a message joined from continuations may be pending.
+    pub fn into_unread(self) -> BytesMut {
+        debug_assert!(self.partial.is_none(), "a message half joined");
+        self.buf
     }
 
     fn from_source(source: Source, buf: BytesMut, max_size: usize) -> Self {

@@ -6,6 +6,7 @@
 //!   timed by the per-worker [`watchdog`] and reset through the raw socket.
 //! - [`DirectSocket`]: the write side of a WebSocket the gateway owns after the
 //!   upgrade: frames straight to the kernel, stalls timed here.
+//! - [`ws_frame`], [`ws_close`]: the frames a server writes on a WebSocket.
 //! - [`incoming`]: the WebSocket read side on actix-http's codec, from the owned
 //!   socket: the upgrade handshake, frames refused from their header when over
 //!   the size limit, text checked for UTF-8.
@@ -15,6 +16,7 @@
 //!   protocol (`ws`, `sse`, `poll`) decides what a frame, a heartbeat and a close are.
 
 mod direct;
+mod frames;
 pub mod incoming;
 pub mod outgoing;
 pub mod poll;
@@ -22,15 +24,17 @@ mod sink;
 mod watchdog;
 
 pub use direct::DirectSocket;
+pub use frames::{ws_close, ws_frame};
 pub use incoming::{handshake, ClientFrame, Incoming, ReadError};
 pub use outgoing::{remember_socket, ClientSocket, Outgoing, OutgoingBody};
-pub use poll::{PollInput, PollRequest, PollSocket, Responder, SecondGet};
+pub use poll::{PollInput, PollRequest, PollSocket, Responder, SecondGet, Upgrade};
 pub use sink::Sink;
 
 /// A connection's read side: WebSocket frames, or long-polling requests.
 pub enum Reader {
     Ws(Incoming),
-    Poll(PollInput),
+    /// Boxed: WebSocket connections, the many, stay small.
+    Poll(Box<PollInput>),
 }
 
 impl Reader {

@@ -4,15 +4,23 @@
 //! one that waits too long is answered empty — and ops (`POST`) and the end
 //! (`DELETE`) are the read side. A session nobody asks anything of for the
 //! expiry time ends as expired.
+//!
+//! The socket can become a WebSocket ([`Upgrade`], Engine.IO's upgrade): the
+//! connection comes from the worker that took it, and from then on the same
+//! socket writes to and reads from it, the driver and its session unchanged.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::Duration;
 
+use actix_web::rt::net::TcpStream;
 use bytes::{Bytes, BytesMut};
+use prometheus::IntGauge;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
-use super::{ClientFrame, ReadError, Sink};
+use super::{ClientFrame, DirectSocket, Incoming, ReadError, Sink};
 use crate::transport::CloseCode;
 
 /// What a request asks of a long-polling session's driver.
@@ -26,6 +34,8 @@ pub enum PollRequest {
     },
     /// `POST` of client data whose answers go to the `GET`s (Engine.IO).
     Data(Bytes),
+    /// The session moves to this WebSocket.
+    Upgrade(Box<Upgrade>),
     /// `POST`: one client message (`None`: none, only what is queued, as when
     /// a session is created without symbols); `reply` gets the frames of its
     /// replies.
@@ -41,6 +51,23 @@ pub enum PollRequest {
 /// code that ended the session instead.
 #[derive(Debug)]
 pub struct Responder(pub oneshot::Sender<Result<Vec<Bytes>, CloseCode>>);
+
+/// A WebSocket, handshake done, for a long-polling session to move to.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// Out of its worker's reactor (it joins the session's).
+    pub stream: std::net::TcpStream,
+    /// What arrived after the handshake and was not read yet.
+    pub read: BytesMut,
+    /// The answer for a `GET` still waiting (the client stops polling).
+    pub last_answer: Bytes,
+    /// Rewrites frames written for `GET`s but never taken as WebSocket frames.
+    pub reframe: fn(&[u8], &mut BytesMut),
+    pub stall_timeout: Duration,
+    pub max_frame_bytes: usize,
+    /// Counts the WebSocket as open.
+    pub open: Option<IntGauge>,
+}
 
 /// Two requests are never the same request.
 impl PartialEq for Responder {
@@ -83,6 +110,8 @@ pub struct PollSocket {
     shared: Rc<RefCell<Shared>>,
     /// A `GET` came to wait (a permit is kept if nobody listens yet).
     arrived: Rc<Notify>,
+    /// Set once the session moved to a WebSocket.
+    ws: Rc<OnceCell<DirectSocket>>,
 }
 
 /// The read side: requests, and the expiry.
@@ -92,6 +121,26 @@ pub struct PollInput {
     requests: mpsc::Receiver<PollRequest>,
     expiry: std::time::Duration,
     second_get: SecondGet,
+    ws: Rc<OnceCell<DirectSocket>>,
+    /// A WebSocket the session is moving to.
+    moving: Option<Moving>,
+    /// The WebSocket's read side, once moved.
+    frames: Option<Incoming>,
+    /// Client messages to hand on before any other (those that came by HTTP
+    /// while the session moved).
+    backlog: VecDeque<ClientFrame>,
+}
+
+/// A WebSocket the session moves to once the client speaks on it (Engine.IO's
+/// `5`); until then writes still go to `GET`s, and a `GET` is answered at once
+/// so the client can finish polling.
+struct Moving {
+    stream: Rc<TcpStream>,
+    reader: Incoming,
+    last_answer: Bytes,
+    reframe: fn(&[u8], &mut BytesMut),
+    stall_timeout: Duration,
+    open: Option<IntGauge>,
 }
 
 impl PollSocket {
@@ -104,36 +153,65 @@ impl PollSocket {
     ) -> (PollSocket, PollInput) {
         let shared = Rc::new(RefCell::new(Shared::default()));
         let arrived = Rc::new(Notify::new());
+        let ws = Rc::new(OnceCell::new());
         let input = PollInput {
             shared: shared.clone(),
             arrived: arrived.clone(),
             requests,
             expiry,
             second_get,
+            ws: ws.clone(),
+            moving: None,
+            frames: None,
+            backlog: VecDeque::new(),
         };
-        (PollSocket { shared, arrived }, input)
+        (
+            PollSocket {
+                shared,
+                arrived,
+                ws,
+            },
+            input,
+        )
     }
 }
 
 impl Sink for PollSocket {
     fn has_room(&self) -> bool {
+        if let Some(ws) = self.ws.get() {
+            return ws.has_room();
+        }
         let s = self.shared.borrow();
         s.waiting.is_some() && !s.ended
     }
 
     async fn writable(&self) {
-        while self.shared.borrow().waiting.is_none() {
+        while self.ws.get().is_none() && self.shared.borrow().waiting.is_none() {
             self.arrived.notified().await;
+        }
+        if let Some(ws) = self.ws.get() {
+            ws.writable().await;
         }
     }
 
-    async fn next_turn(&self) {}
+    async fn next_turn(&self) {
+        if let Some(ws) = self.ws.get() {
+            ws.next_turn().await;
+        }
+    }
 
     fn is_stalled(&self) -> bool {
-        false
+        self.ws.get().is_some_and(DirectSocket::is_stalled)
+    }
+
+    fn stall_deadline(&self) -> Option<Instant> {
+        self.ws.get().and_then(DirectSocket::stall_deadline)
     }
 
     fn write(&self, encode: impl FnOnce(&mut BytesMut)) {
+        if let Some(ws) = self.ws.get() {
+            return ws.write(encode);
+        }
         let mut s = self.shared.borrow_mut();
         if s.ended {
             return;
@@ -147,6 +225,9 @@ impl Sink for PollSocket {
     }
 
     fn end(&self) {
+        if let Some(ws) = self.ws.get() {
+            return ws.end();
+        }
         let mut s = self.shared.borrow_mut();
         s.ended = true;
         if let Some((_, reply)) = s.waiting.take() {
@@ -156,28 +237,109 @@ impl Sink for PollSocket {
     }
 
     fn abort(&self) {
-        self.end();
+        match self.ws.get() {
+            Some(ws) => ws.abort(),
+            None => self.end(),
+        }
     }
 
     fn flushed(&self) -> bool {
-        self.shared.borrow().frames.is_empty()
+        match self.ws.get() {
+            Some(ws) => ws.flushed(),
+            None => self.shared.borrow().frames.is_empty(),
+        }
     }
 
     fn unsent(&self) -> usize {
-        0
+        self.ws.get().map_or(0, DirectSocket::unsent)
+    }
+
+    async fn finish(&self, flush: Duration, drain: Duration) {
+        if let Some(ws) = self.ws.get() {
+            ws.finish(flush, drain).await;
+        }
     }
 }
 
 impl PollInput {
+    /// Starts moving the session to `to`: a waiting `GET` is answered now.
+    fn start_moving(&mut self, to: Upgrade) -> Result<(), ReadError> {
+        let stream = TcpStream::from_std(to.stream)
+            .map_err(|e| ReadError::Protocol(format!("the upgraded socket: {e}")))?;
+        let stream = Rc::new(stream);
+        let reader = Incoming::from_stream(stream.clone(), to.read, to.max_frame_bytes);
+        self.moving = Some(Moving {
+            stream,
+            reader,
+            last_answer: to.last_answer,
+            reframe: to.reframe,
+            stall_timeout: to.stall_timeout,
+            open: to.open,
+        });
+        self.answer_now();
+        Ok(())
+    }
+
+    /// Answers a waiting `GET` with what is there, or the moving session's
+    /// last answer.
+    fn answer_now(&mut self) {
+        let Some(m) = &self.moving else { return };
+        let mut s = self.shared.borrow_mut();
+        if s.frames.is_empty() && s.waiting.is_some() {
+            s.frames.push(m.last_answer.clone());
+        }
+        s.answer();
+    }
+
+    /// The session moves: what no `GET` took goes to the WebSocket, requests
+    /// still queued are answered or kept, and no more are taken.
+    fn switch(&mut self, m: Moving) {
+        let ws = DirectSocket::new(m.stream, m.stall_timeout, m.open);
+        let pending = {
+            let mut s = self.shared.borrow_mut();
+            if let Some((_, reply)) = s.waiting.take() {
+                let _ = reply.send(Some(vec![m.last_answer.clone()]));
+            }
+            std::mem::take(&mut s.frames)
+        };
+        ws.write(|buf| {
+            for frame in &pending {
+                (m.reframe)(frame, buf);
+            }
+        });
+        self.requests.close();
+        while let Ok(request) = self.requests.try_recv() {
+            match request {
+                PollRequest::Wait { reply, .. } => {
+                    let _ = reply.send(Some(vec![m.last_answer.clone()]));
+                }
+                PollRequest::Data(body) => self.backlog.push_back(ClientFrame::Text(body)),
+                PollRequest::End => self.backlog.push_back(ClientFrame::Close(None)),
+                // Nobody asks these of a session that can move.
+                PollRequest::Op { .. } | PollRequest::Upgrade(_) => {}
+            }
+        }
+        self.frames = Some(m.reader);
+        let _ = self.ws.set(ws);
+        self.arrived.notify_one();
+    }
+
     /// The next client message, or the end: `DELETE` is a close, a session the
     /// registry let go of is gone, and one left alone for the expiry time
     /// fails with [`ReadError::Expired`].
     pub async fn recv(&mut self) -> Option<Result<ClientFrame, ReadError>> {
+        if let Some(frame) = self.backlog.pop_front() {
+            return Some(Ok(frame));
+        }
+        if let Some(frames) = &mut self.frames {
+            return frames.recv().await;
+        }
         let mut idle_since = Instant::now();
         loop {
             let waiting_until = self.shared.borrow().waiting.as_ref().map(|(t, _)| *t);
             // A waiting GET holds the session open; the expiry runs between requests.
             let wake = waiting_until.unwrap_or(idle_since + self.expiry);
+            let moving = self.moving.as_mut().map(|m| &mut m.reader);
             tokio::select! {
                 request = self.requests.recv() => match request {
                     None => return None,
@@ -186,6 +348,11 @@ impl PollInput {
                         return Some(Ok(ClientFrame::Request(body, reply)));
                     }
                     Some(PollRequest::Data(body)) => return Some(Ok(ClientFrame::Text(body))),
+                    Some(PollRequest::Upgrade(upgrade)) => {
+                        if let Err(e) = self.start_moving(*upgrade) {
+                            tracing::debug!(error = ?e, "upgrade failed; polling goes on");
+                        }
+                    }
                     Some(PollRequest::Wait { reply, .. })
                         if self.second_get == SecondGet::EndsTheSession
                             && self.shared.borrow().waiting.is_some() =>
@@ -202,9 +369,24 @@ impl PollInput {
                         if !s.frames.is_empty() {
                             s.answer();
                         }
+                        drop(s);
+                        self.answer_now();
                         self.arrived.notify_one();
                     }
                 },
+                frame = next_frame(moving) => {
+                    // unwrap-free: the branch runs only while moving.
+                    let Some(m) = self.moving.take() else { continue };
+                    match frame {
+                        Some(Ok(frame)) => {
+                            self.switch(m);
+                            self.backlog.push_back(frame);
+                            return Some(Ok(ClientFrame::Upgraded));
+                        }
+                        // The WebSocket failed before the client used it: polling goes on.
+                        _ => drop(m),
+                    }
+                }
                 _ = tokio::time::sleep_until(wake) => {
                     if waiting_until.is_none() {
                         return Some(Err(ReadError::Expired));
@@ -214,6 +396,14 @@ impl PollInput {
                 }
             }
         }
+    }
+}
+
+/// The next frame of a WebSocket being moved to; never, without one.
+async fn next_frame(reader: Option<&mut Incoming>) -> Option<Result<ClientFrame, ReadError>> {
+    match reader {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 

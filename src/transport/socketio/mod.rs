@@ -3,14 +3,16 @@
 //! over the same owned WebSocket as ticker.v1 or over HTTP long-polling
 //! ([`polling`], on the same poll socket as `/poll`). `packet` reads the
 //! packets, `wire` maps events to session ops and session messages to events
-//! and acks. The upgrade from polling to WebSocket is not offered yet: a
-//! client stays on the transport it started with.
+//! and acks. A polling session may upgrade to WebSocket: the WebSocket's
+//! worker answers the probe (`2probe` → `3probe`) and hands the connection
+//! to the session's driver, which moves to it ([`crate::transport::socket::Upgrade`]).
 
 mod packet;
 pub mod polling;
+pub mod upgrade;
 mod wire;
 
-pub use wire::{open_packet, Carrier, Handshake, SocketIo, SEPARATOR};
+pub use wire::{open_packet, reframe, Carrier, Handshake, SocketIo, SEPARATOR};
 
 /// The path Socket.IO clients use.
 pub const PATH: &str = "/socket.io/";

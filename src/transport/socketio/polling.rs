@@ -2,7 +2,7 @@
 //! `GET` creates a session whose driver runs on a [poll socket]; later `GET`s
 //! (one at a time: a second one ends the session) take the packets written
 //! meanwhile, joined by `\x1e`; `POST`s bring the client's packets, answered
-//! `ok`. The handshake offers no upgrade, so clients stay on polling.
+//! `ok`. The handshake offers the upgrade to WebSocket (see `ws.rs`).
 //!
 //! [poll socket]: crate::transport::socket::poll
 
@@ -113,7 +113,7 @@ fn handshake(
     let conn = Connection {
         wire: SocketIo::new(&sid, &handshake, Carrier::Polling),
         out,
-        input: Some(Reader::Poll(input)),
+        input: Some(Reader::Poll(Box::new(input))),
         session,
         liveness: Liveness {
             heartbeat: sio.ping_interval,
@@ -123,7 +123,7 @@ fn handshake(
     };
     ctx.engines.insert(&sid, requests);
     spawn_parked(conn, ctx.clone().into_inner(), |ctx| &ctx.engines);
-    Ok(text(open_packet(&sid, &handshake).into()))
+    Ok(text(open_packet(&sid, &handshake, Carrier::Polling).into()))
 }
 
 /// `POST /socket.io/?EIO=4&transport=polling&sid=..`: the client's packets.

@@ -16,8 +16,7 @@ use super::packet::{self, Kind};
 use crate::session::encode::write_json_message;
 use crate::session::protocol::{op_from_value, BadRequest, Format, ServerMsg};
 use crate::transport::driver::{Input, Wire, FRAME_BYTES};
-use crate::transport::socket::Sink;
-use crate::transport::ws::{ws_close, ws_frame};
+use crate::transport::socket::{ws_close, ws_frame, Sink};
 use crate::transport::CloseCode;
 
 /// What the handshake announces.
@@ -40,11 +39,15 @@ pub enum Carrier {
 /// Engine.IO's packet separator on polling.
 pub const SEPARATOR: u8 = 0x1e;
 
-/// The open packet: `0{"sid",..}`.
-pub fn open_packet(sid: &str, handshake: &Handshake) -> String {
+/// The open packet: `0{"sid",..}`; a polling session may upgrade to WebSocket.
+pub fn open_packet(sid: &str, handshake: &Handshake, carrier: Carrier) -> String {
+    let upgrades: &[&str] = match carrier {
+        Carrier::WebSocket => &[],
+        Carrier::Polling => &["websocket"],
+    };
     let open = json!({
         "sid": sid,
-        "upgrades": [],
+        "upgrades": upgrades,
         "pingInterval": handshake.ping_interval_ms,
         "pingTimeout": handshake.ping_timeout_ms,
         "maxPayload": handshake.max_payload,
@@ -71,7 +74,7 @@ impl SocketIo {
     /// (polling answers the handshake request with it).
     pub fn new(sid: &str, handshake: &Handshake, carrier: Carrier) -> SocketIo {
         let own = match carrier {
-            Carrier::WebSocket => vec![open_packet(sid, handshake)],
+            Carrier::WebSocket => vec![open_packet(sid, handshake, carrier)],
             Carrier::Polling => Vec::new(),
         };
         SocketIo {
@@ -163,6 +166,15 @@ fn event_op(
         op["id"] = id.clone();
     }
     op_from_value(op)
+}
+
+/// Rewrites a polling frame (packets joined by the separator) as one
+/// WebSocket message per packet (a session that upgraded sends what no `GET`
+/// took this way).
+pub fn reframe(frame: &[u8], out: &mut BytesMut) {
+    for packet in frame.split(|&b| b == SEPARATOR) {
+        put_packet(out, packet, Carrier::WebSocket);
+    }
 }
 
 /// Appends one packet: a WebSocket text message, or after a separator.
@@ -269,6 +281,10 @@ impl Wire for SocketIo {
                 out.end();
             }
         }
+    }
+
+    fn upgraded(&mut self) {
+        self.carrier = Carrier::WebSocket;
     }
 
     fn decode(&mut self, payload: &[u8], binary: bool, inputs: &mut dyn FnMut(Input)) {

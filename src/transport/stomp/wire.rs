@@ -17,8 +17,7 @@ use super::frame::{put_escaped, Command, Frame, FrameError, Parser, Version};
 use crate::session::encode::write_json_message;
 use crate::session::protocol::{ClientOp, ErrorCode, Format, RequestId, ServerMsg};
 use crate::transport::driver::{Input, Wire, FRAME_BYTES};
-use crate::transport::socket::Sink;
-use crate::transport::ws::{ws_close, ws_frame};
+use crate::transport::socket::{ws_close, ws_frame, Sink};
 use crate::transport::CloseCode;
 
 /// Destinations are `/topic/quotes.<SYM>`.
