@@ -22,7 +22,8 @@
 //!   after actix-http hands over the upgraded connection, or an SSE response
 //!   body) plus a wire protocol, run by the one [`transport::driver`]; close
 //!   codes in [`transport::close`].
-//! - [`http`]: the JSON error type, the symbol/quote API, health, metrics.
+//! - [`http`]: the JSON error type, the symbol/quote API, health, metrics, and
+//!   the OpenAPI and AsyncAPI documents.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully.
 //!

@@ -9,13 +9,12 @@
 //! (`apt-get install -y chromium`); without them this test fails saying so.
 
 mod common;
+use common::process::{node_test, run_blocking};
 use common::*;
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// The whole Node run: twelve tests, each bounded by its own timeouts.
 const NODE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -56,67 +55,14 @@ fn check_prerequisites(root: &Path) {
     );
 }
 
-/// Runs `cmd` to completion (killing it after `timeout`); returns whether it
-/// succeeded and everything it printed.
-fn run_with_timeout(mut cmd: Command, timeout: Duration) -> (bool, String) {
-    // Its own process group, so a timeout ends node's test worker and Chromium too.
-    let mut child = cmd
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start node");
-    // Drain both pipes on their own threads so the child never blocks on a full pipe.
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + timeout;
-    let (ok, note) = loop {
-        match child.try_wait().expect("wait for node") {
-            Some(status) => break (status.success(), format!("node exited: {status}")),
-            None if Instant::now() > deadline => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{}", child.id())])
-                    .status();
-                let _ = child.kill();
-                let _ = child.wait();
-                break (false, format!("node killed after {timeout:?}"));
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
-    let text = format!(
-        "{}\n--- stderr ---\n{}\n{note}",
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default()
-    );
-    (ok, text)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_in_headless_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     check_prerequisites(root);
 
     let app = spawn_app(SIM_FEED).await;
-    let mut cmd = Command::new("node");
-    cmd.args([
-        "--test",
-        "--test-reporter=spec",
-        "tests/browser/dashboard.test.mjs",
-    ])
-    .current_dir(root)
-    .env("GATEWAY_URL", format!("http://{}", app.addr));
-
-    let (ok, output) = tokio::task::spawn_blocking(move || run_with_timeout(cmd, NODE_TIMEOUT))
-        .await
-        .expect("node runner");
+    let cmd = node_test(&[], "tests/browser/dashboard.test.mjs", app.addr);
+    let (ok, output) = run_blocking(cmd, NODE_TIMEOUT).await;
     assert!(ok, "browser tests failed:\n{output}");
     println!("{output}");
 }

@@ -363,8 +363,10 @@ async fn poll_ops_unsubscribe_and_silence() {
         .map(|m| m["type"].as_str().unwrap())
         .collect();
     assert_eq!(types, ["error", "subscribed", "snapshot"]);
-    let replies = c.op(json!({"op":"dance"})).await;
-    assert_eq!(replies[0]["code"], "bad_request");
+    // A body that is not an op is refused as a request, with the error body.
+    for bad in [r#"{"op":"dance","id":4}"#, r#"["ping"]"#] {
+        assert_bad_request(&app, &format!("/poll/{}", c.session), bad).await;
+    }
     // Quotes for the unsubscribed symbol never arrive (Guarantees checks), the
     // others do.
     let a = app.rest_quote("AAPL").await["t"].as_i64().unwrap();
@@ -385,6 +387,9 @@ async fn poll_waits_then_answers_empty_and_expires_into_410() {
     let (status, body) = c.get("0.3").await;
     assert_eq!((status, body.clone()), (200, json!({"messages": []})));
     assert!(started.elapsed() >= Duration::from_millis(300));
+    // A wait longer than any duration is max_wait too.
+    let (status, body) = c.get("1e300").await;
+    assert_eq!((status, body), (200, json!({"messages": []})));
     // Unpolled for longer than session_timeout: the session expires, then 410.
     app.wait_metric(
         "ticker_connections_closed_total",
@@ -402,6 +407,20 @@ async fn poll_waits_then_answers_empty_and_expires_into_410() {
     );
 }
 
+/// `POST path` with `body` answers 400 with a `bad_request` error body.
+async fn assert_bad_request(app: &TestApp, path: &str, body: &'static str) {
+    let r = app
+        .http
+        .post(app.url(path))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "{body}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "bad_request", "{body}: {v}");
+}
+
 #[tokio::test]
 async fn poll_delete_ends_the_session_and_bad_bodies_are_400() {
     let app = quiet_app().await;
@@ -417,17 +436,11 @@ async fn poll_delete_ends_the_session_and_bad_bodies_are_400() {
         r#"{"symbols":"AAPL"}"#,
         r#"{"symbols":["AAPL"],"max_rate":"x"}"#,
         r#"{"bogus":1}"#,
+        // A rate or snapshot flag needs the symbols it is for.
+        r#"{"max_rate":2}"#,
+        r#"{"snapshot":false}"#,
     ] {
-        let r = app
-            .http
-            .post(app.url("/poll"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400, "{body}");
-        let v: Value = r.json().await.unwrap();
-        assert_eq!(v["code"], "bad_request", "{body}: {v}");
+        assert_bad_request(&app, "/poll", body).await;
     }
     assert_eq!(
         app.metric("ticker_sessions_active", &[("transport", "poll")])

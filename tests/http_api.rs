@@ -164,6 +164,16 @@ async fn bad_requests_answer_json_errors() {
     let (status, body) = app.get_json("/ws?format=xml").await;
     assert_error(status, &body, 400, "bad_request");
 
+    // A method the endpoint does not answer: 405, and the ones it does in Allow.
+    let r = app.http.put(app.url("/poll/s-1")).send().await.unwrap();
+    let allow = r
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let status = r.status().as_u16();
+    assert_error(status, &r.json().await.unwrap(), 405, "method_not_allowed");
+    assert_eq!(allow.as_deref(), Some("DELETE, GET, POST"));
+
     // The error bodies are JSON by content type as well.
     let (_, ctype, _) = get_raw(&app, "/nope").await;
     assert!(

@@ -1,6 +1,6 @@
 //! The browser side, served by the gateway itself (no build step, no extra
 //! server): the trading dashboard at `/` and the JavaScript client library at
-//! `/client.js`. The files live in `src/web/` and are compiled in.
+//! `/client.js`, with its TypeScript declarations at `/client.d.ts`. The files live in `src/web/` and are compiled in.
 
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::HttpResponse;
@@ -25,6 +25,14 @@ pub async fn client_js() -> HttpResponse {
     asset(
         include_str!("../web/client.js"),
         "text/javascript; charset=utf-8",
+    )
+}
+
+/// `GET /client.d.ts`: the client library's TypeScript declarations.
+pub async fn client_d_ts() -> HttpResponse {
+    asset(
+        include_str!("../web/client.d.ts"),
+        "application/typescript; charset=utf-8",
     )
 }
 

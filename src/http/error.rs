@@ -1,7 +1,7 @@
 //! [`ApiError`]: every HTTP error answers with a JSON body shaped like the
 //! protocol's `error` message: `{"type":"error","code":..,"message":..}`.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -64,6 +64,7 @@ impl ApiError {
             ErrorCode::ServerFull => 503,
             ErrorCode::NoQuote | ErrorCode::NotFound | ErrorCode::UnknownSession => 404,
             ErrorCode::SessionExpired => 410,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::BadRequest | ErrorCode::UnknownSymbol | ErrorCode::TooManySymbols => 400,
         };
         Some(ApiError {
@@ -87,8 +88,24 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Any path we do not serve.
+/// Any path we do not serve (404), or a method an endpoint does not answer
+/// (405, with the methods it answers in `Allow`, as the OpenAPI document lists them).
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    if let Some(allow) = req
+        .match_pattern()
+        .and_then(|p| super::docs::allowed_methods(&p))
+    {
+        let mut response = ApiError::new(
+            405,
+            ErrorCode::MethodNotAllowed,
+            format!("{} answers {allow}, not {}", req.path(), req.method()),
+        )
+        .error_response();
+        if let Ok(value) = header::HeaderValue::from_str(allow) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+        return response;
+    }
     ApiError::new(
         404,
         ErrorCode::NotFound,

@@ -1,9 +1,11 @@
 //! The HTTP side: routes, the JSON error type every 4xx/5xx uses, the symbol and
-//! quote API, health and readiness, and the Prometheus endpoint. Its handlers get
-//! an [`ApiContext`]; the transports register their own routes.
+//! quote API, health and readiness, the Prometheus endpoint and the API's own
+//! descriptions (OpenAPI, AsyncAPI). Its handlers get an [`ApiContext`]; the
+//! transports register their own routes.
 
 mod api;
 mod assets;
+pub mod docs;
 mod error;
 mod health;
 
@@ -33,12 +35,15 @@ pub struct ApiContext {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(assets::index))
         .route("/client.js", web::get().to(assets::client_js))
+        .route("/client.d.ts", web::get().to(assets::client_d_ts))
         .route("/dashboard.js", web::get().to(assets::dashboard_js))
         .route("/dashboard.css", web::get().to(assets::dashboard_css))
         .route("/api/v1/symbols", web::get().to(api::symbols))
         .route("/api/v1/quotes", web::get().to(api::quotes))
         .route("/api/v1/quotes/{sym}", web::get().to(api::quote))
         .route("/api/v1/feeds", web::get().to(api::feeds))
+        .route("/api/v1/openapi.json", web::get().to(docs::openapi))
+        .route("/api/v1/asyncapi.json", web::get().to(docs::asyncapi))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))

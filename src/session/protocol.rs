@@ -39,6 +39,8 @@ pub enum ErrorCode {
     NoQuote,
     /// HTTP: no such endpoint.
     NotFound,
+    /// HTTP: the endpoint does not answer that method.
+    MethodNotAllowed,
     /// HTTP: the connection limit is reached.
     ServerFull,
     /// HTTP: no long-polling session with that id.
@@ -58,6 +60,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::NoQuote => "no_quote",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ServerFull => "server_full",
             ErrorCode::UnknownSession => "unknown_session",
             ErrorCode::SessionExpired => "session_expired",
@@ -93,6 +96,11 @@ pub enum ClientOp {
     },
 }
 
+impl ClientOp {
+    /// Every op's name (its `"op"`), as the AsyncAPI document must list them.
+    pub const NAMES: [&'static str; 5] = ["subscribe", "unsubscribe", "list", "ping", "auth"];
+}
+
 /// A client frame that is not a valid op; becomes a `bad_request` error.
 #[derive(Debug, PartialEq)]
 pub struct BadRequest {
@@ -118,6 +126,18 @@ pub fn parse_op(payload: &[u8], binary: bool) -> Result<ClientOp, BadRequest> {
     op_from_value(value)
 }
 
+/// A 64-bit integer, however written (`7`, `7.0`, `-4e2`). Written with a
+/// fraction or an exponent it must be exact in a double (at most 2^53 in size):
+/// beyond, the one read may not be the one sent (2^64 reads as 2^64 - 1 and
+/// more), so a 64-bit integer that large is written with its digits.
+fn is_integer(n: &serde_json::Number) -> bool {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    n.is_i64()
+        || n.is_u64()
+        || n.as_f64()
+            .is_some_and(|f| f.fract() == 0.0 && f.abs() <= EXACT)
+}
+
 /// Interprets a decoded value as an op.
 pub fn op_from_value(value: Value) -> Result<ClientOp, BadRequest> {
     let Value::Object(mut obj) = value else {
@@ -129,7 +149,8 @@ pub fn op_from_value(value: Value) -> Result<ClientOp, BadRequest> {
     let id = match obj.remove("id") {
         None | Some(Value::Null) => None,
         Some(v @ Value::String(_)) => Some(v),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(Value::Number(n)),
+        // JSON has one number type: 7.0 is the integer 7 (echoed as sent).
+        Some(Value::Number(n)) if is_integer(&n) => Some(Value::Number(n)),
         Some(_) => return Err(bad(&None, "\"id\" must be a string or an integer")),
     };
     let op = match obj.remove("op") {
@@ -248,6 +269,19 @@ pub enum ServerMsg {
 }
 
 impl ServerMsg {
+    /// Every message's `type`, as the AsyncAPI document must list them (a unit
+    /// test makes one message of each kind and finds its type here).
+    pub const TYPES: [&'static str; 8] = [
+        "welcome",
+        "subscribed",
+        "unsubscribed",
+        "subscriptions",
+        "pong",
+        "error",
+        "snapshot",
+        "update",
+    ];
+
     /// The message's `type`.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -412,6 +446,12 @@ mod tests {
                 id: Some(json!("x"))
             }
         );
+        assert_eq!(
+            parse_op(br#"{"op":"ping","id":-4.0}"#, false).unwrap(),
+            ClientOp::Ping {
+                id: Some(json!(-4.0))
+            }
+        );
         let mp = rmp_serde::to_vec_named(&json!({"op":"list","id":3})).unwrap();
         assert_eq!(
             parse_op(&mp, true).unwrap(),
@@ -436,10 +476,76 @@ mod tests {
             (br#"{"op":"subscribe","symbols":["A"],"snapshot":1}"#, None),
             (br#"{"op":5}"#, None),
             (br#"{"op":"ping","id":1.5}"#, None),
+            (br#"{"op":"ping","id":1e300}"#, None),
+            (br#"{"op":"ping","id":18446744073709551616}"#, None),
+            (br#"{"op":"ping","id":-9223372036854775809}"#, None),
         ] {
             let err = parse_op(frame, false).unwrap_err();
             assert_eq!(err.id, want_id, "{}", String::from_utf8_lossy(frame));
         }
+    }
+
+    #[test]
+    fn every_op_name_is_listed_and_parses() {
+        for name in ClientOp::NAMES {
+            let frame = json!({"op": name, "symbols": ["A"], "token": "t"});
+            assert!(op_from_value(frame).is_ok(), "{name}");
+        }
+        assert!(op_from_value(json!({"op": "dance"})).is_err());
+    }
+
+    #[test]
+    fn every_message_type_is_listed() {
+        let quote = |kind| ServerMsg::Quote {
+            kind,
+            quote: Arc::new(Quote::new(
+                Arc::from("A"),
+                1,
+                0,
+                Default::default(),
+                std::time::Instant::now(),
+                0,
+            )),
+            mask: FieldMask(0),
+            stamp: false,
+        };
+        let limits = Limits {
+            max_symbols: 1,
+            max_rate: 1.0,
+            default_rate: 1.0,
+        };
+        // One of each variant: a new variant belongs here and in TYPES.
+        let all = [
+            ServerMsg::Welcome {
+                session: "s".into(),
+                format: Format::Json,
+                limits,
+            },
+            ServerMsg::Subscribed {
+                id: None,
+                symbols: vec![],
+                max_rate: 1.0,
+            },
+            ServerMsg::Unsubscribed {
+                id: None,
+                symbols: vec![],
+            },
+            ServerMsg::Subscriptions {
+                id: None,
+                symbols: vec![],
+            },
+            ServerMsg::Pong { id: None },
+            ServerMsg::Error {
+                id: None,
+                code: ErrorCode::BadRequest,
+                message: String::new(),
+                symbols: None,
+            },
+            quote(QuoteKind::Snapshot),
+            quote(QuoteKind::Update),
+        ];
+        let names: Vec<&str> = all.iter().map(ServerMsg::type_name).collect();
+        assert_eq!(names, ServerMsg::TYPES);
     }
 
     #[test]

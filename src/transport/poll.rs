@@ -3,9 +3,9 @@
 //! driver then runs on a [poll socket](super::socket::poll);
 //! `GET /poll/{session}?wait=N` answers as soon as messages are pending, or
 //! after `wait` seconds with an empty list; `POST /poll/{session}` takes one
-//! client op and answers its replies; `DELETE /poll/{session}` ends it. A
-//! session not polled for `session_timeout` expires; afterwards (and after
-//! DELETE) its id answers 410. Requests find their session's driver through
+//! client op and answers its replies (a body that is not an op: 400);
+//! `DELETE /poll/{session}` ends it. A session not polled for
+//! `session_timeout` expires; afterwards (and after DELETE) its id answers 410. Requests find their session's driver through
 //! the [session registry](super::registry), whichever worker serves them.
 
 use std::sync::Arc;
@@ -185,7 +185,17 @@ pub async fn create(
         ));
     };
     let subscribe = match request.remove("symbols") {
-        None => None,
+        None => {
+            if let Some(k) = ["max_rate", "snapshot"]
+                .iter()
+                .find(|k| request.contains_key(**k))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "{k:?} applies to the \"symbols\" subscribed: send it with them"
+                )));
+            }
+            None
+        }
         Some(symbols) => {
             let mut op = json!({"op": "subscribe", "symbols": symbols});
             for key in ["max_rate", "snapshot"] {
@@ -251,7 +261,10 @@ pub async fn poll(
     let wait = match params.wait.as_deref() {
         None | Some("") => Duration::from_secs(25).min(max_wait),
         Some(w) => match w.parse::<f64>() {
-            Ok(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s).min(max_wait),
+            // Longer than a Duration can hold is longer than max_wait too.
+            Ok(s) if s.is_finite() && s >= 0.0 => Duration::try_from_secs_f64(s)
+                .unwrap_or(max_wait)
+                .min(max_wait),
             _ => {
                 return Err(ApiError::bad_request(format!(
                     "wait must be a number of seconds, not {w:?}"
@@ -274,6 +287,9 @@ pub async fn op(
 ) -> Result<HttpResponse, ApiError> {
     let driver = lookup(&state, &path)?;
     let body = read_body(payload, state.settings.session.max_frame_bytes).await?;
+    // A body that is not an op is refused as a request (as `POST /poll` refuses
+    // one); the replies to an op, errors included, come in the messages.
+    parse_op(&body, false).map_err(|e| ApiError::bad_request(e.message))?;
     let replies = ask(&driver, &path, |reply| PollRequest::Op {
         body: Some(body),
         reply: Responder(reply),

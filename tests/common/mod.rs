@@ -7,6 +7,7 @@
 
 pub mod nats;
 pub mod node;
+pub mod process;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -165,6 +166,14 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A document the gateway serves as JSON (200, `application/json`).
+    pub async fn get_document(&self, path: &str) -> Value {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+        r.json().await.unwrap()
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {

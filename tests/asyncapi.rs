@@ -1,0 +1,95 @@
+//! The AsyncAPI document of the push protocols (`src/transport/asyncapi.json`,
+//! served at `/api/v1/asyncapi.json`): it names every message type and op the
+//! code has, on both WebSocket formats; its schemas are those of the OpenAPI
+//! document; `@asyncapi/parser` finds no error in it; and a live WebSocket
+//! session and SSE stream receive only messages that match it, every server
+//! message among them (`tests/browser/asyncapi.test.mjs`).
+//!
+//! Needs `node` (>= 20) and `npm ci --prefix tests/browser` (`tests/run` does it).
+
+mod common;
+use common::process::{node_test, run_blocking};
+use common::*;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use ticker_gateway::session::protocol::{ClientOp, ServerMsg};
+
+const NODE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// AAPL and MSFT quote about every 40 ms, so updates come at once.
+const SIM_FEED: &str = "[[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 50.0\n\
+                        symbols = [\"AAPL\", \"MSFT\"]\n";
+
+fn document() -> Value {
+    serde_json::from_str(include_str!("../src/transport/asyncapi.json")).unwrap()
+}
+
+/// The names of a channel's messages whose payload has `key` (`type` for the
+/// server's messages, `op` for the client's), resolving the `$ref`s.
+fn names(doc: &Value, channel: &str, key: &str) -> BTreeSet<String> {
+    let resolve = |v: &Value| -> Value {
+        let path = v["$ref"].as_str().unwrap().trim_start_matches('#');
+        doc.pointer(path).unwrap().clone()
+    };
+    doc["channels"][channel]["messages"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(resolve)
+        .filter(|m| resolve(&m["payload"])["properties"].get(key).is_some())
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_document_names_every_message_and_op_of_the_code() {
+    let doc = document();
+    let types: BTreeSet<String> = ServerMsg::TYPES.iter().map(|s| s.to_string()).collect();
+    let ops: BTreeSet<String> = ClientOp::NAMES.iter().map(|s| s.to_string()).collect();
+    for channel in ["ws", "wsMsgpack"] {
+        assert_eq!(names(&doc, channel, "type"), types, "{channel}");
+        assert_eq!(names(&doc, channel, "op"), ops, "{channel}");
+    }
+    assert!(names(&doc, "sse", "type").is_subset(&types));
+}
+
+#[test]
+fn its_schemas_are_the_openapi_documents() {
+    let doc = document();
+    let openapi: Value = serde_json::from_str(include_str!("../src/http/openapi.json")).unwrap();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    assert!(schemas.len() >= 15);
+    for (name, schema) in schemas {
+        assert_eq!(
+            Some(schema),
+            openapi["components"]["schemas"].get(name),
+            "schema {name} differs between the AsyncAPI and OpenAPI documents"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn it_parses_cleanly_and_live_sessions_match_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("tests/browser/node_modules/@asyncapi/parser")
+            .is_dir(),
+        "tests/browser/node_modules/@asyncapi/parser is missing; run: tests/run --setup \
+         (or npm ci --prefix tests/browser)"
+    );
+    let app = spawn_app(SIM_FEED).await;
+    assert_eq!(app.get_document("/api/v1/asyncapi.json").await, document());
+
+    let node = node_test(
+        &["--experimental-websocket"],
+        "tests/browser/asyncapi.test.mjs",
+        app.addr,
+    );
+    let (ok, output) = run_blocking(node, NODE_TIMEOUT).await;
+    assert!(ok, "the AsyncAPI checks failed:\n{output}");
+    println!("{output}");
+}

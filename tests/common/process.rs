@@ -1,0 +1,76 @@
+//! External programs the tests run (Node, schemathesis): started in their own
+//! process group, bounded in time, with everything they print kept.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `cmd` to completion (killing it and its children after `timeout`);
+/// returns whether it succeeded and everything it printed.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> (bool, String) {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    // Its own process group, so a timeout ends its workers (a browser, …) too.
+    let mut child = cmd
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    // Drain both pipes on their own threads so the child never blocks on a full pipe.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
+    let (ok, note) = loop {
+        match child.try_wait().expect("wait for the child") {
+            Some(status) => break (status.success(), format!("{name} exited: {status}")),
+            None if Instant::now() > deadline => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+                break (false, format!("{name} killed after {timeout:?}"));
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let text = format!(
+        "{}\n--- stderr ---\n{}\n{note}",
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default()
+    );
+    (ok, text)
+}
+
+/// Runs `cmd` on a blocking thread (the test's runtime keeps serving the
+/// gateway meanwhile); see [`run_with_timeout`].
+pub async fn run_blocking(cmd: Command, timeout: Duration) -> (bool, String) {
+    tokio::task::spawn_blocking(move || run_with_timeout(cmd, timeout))
+        .await
+        .expect("process runner")
+}
+
+/// `node ARGS` in the source tree, with the gateway at `gateway` in `GATEWAY_URL`.
+pub fn node(args: &[&str], gateway: SocketAddr) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("GATEWAY_URL", format!("http://{gateway}"));
+    cmd
+}
+
+/// Node's test runner on `file` (after node's `flags`), against `gateway`.
+pub fn node_test(flags: &[&str], file: &str, gateway: SocketAddr) -> Command {
+    let mut cmd = node(flags, gateway);
+    cmd.args(["--test", "--test-reporter=spec", file]);
+    cmd
+}
