@@ -179,8 +179,26 @@ fn redact(value: &mut toml::Value) {
             }
         }
         toml::Value::Array(a) => a.iter_mut().for_each(redact),
+        toml::Value::String(text) => {
+            if let Some(hidden) = without_url_password(text) {
+                *text = hidden;
+            }
+        }
         _ => {}
     }
+}
+
+/// `scheme://user:password@host…` with the password redacted (a bus URL may
+/// carry one); `None` for anything else.
+fn without_url_password(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let at = rest.find('@')?;
+    let userinfo = &rest[..at];
+    if userinfo.contains('/') {
+        return None; // the '@' is past the authority
+    }
+    let (user, _password) = userinfo.split_once(':')?;
+    Some(format!("{scheme}://{user}:<redacted>{}", &rest[at..]))
 }
 
 impl Settings {
@@ -397,5 +415,16 @@ mod tests {
             "{printed}"
         );
         assert!(printed.contains("sub = \"x\""), "{printed}");
+        // A password inside a URL goes too; the rest of the URL stays.
+        let mut v: toml::Value =
+            toml::from_str("[publish]\nurl = \"nats://ticker:s3cret@bus:4222\"\n").unwrap();
+        redact(&mut v);
+        let printed = toml::to_string(&v).unwrap();
+        assert!(
+            printed.contains("nats://ticker:<redacted>@bus:4222"),
+            "{printed}"
+        );
+        assert_eq!(without_url_password("nats://bus:4222"), None);
+        assert_eq!(without_url_password("http://host/a@b"), None);
     }
 }
