@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::socket::{ClientFrame, ReadError, Reader, Sink};
@@ -28,6 +28,29 @@ use crate::session::Session;
 /// 20-symbol snapshot burst then never makes a connection's buffer (actix's
 /// write buffer for SSE, an owned socket's unsent bytes) grow past a page.
 pub const FRAME_BYTES: usize = 3 * 1024;
+
+/// Cuts a batch into frames of about [`FRAME_BYTES`]: `put` appends the bytes
+/// of message `i` (or none), and `emit` gets each frame with the messages it
+/// carries (a frame closes once it reaches the size, so it may pass it by one
+/// message). Nothing is emitted for a batch that wrote nothing.
+pub fn batch_frames(
+    msgs: &[ServerMsg],
+    mut put: impl FnMut(usize, &ServerMsg, &mut BytesMut),
+    emit: &mut dyn FnMut(&[ServerMsg], Bytes),
+) {
+    let mut buf = BytesMut::new();
+    let mut start = 0;
+    for (i, m) in msgs.iter().enumerate() {
+        put(i, m, &mut buf);
+        if buf.len() >= FRAME_BYTES {
+            emit(&msgs[start..=i], buf.split().freeze());
+            start = i + 1;
+        }
+    }
+    if !buf.is_empty() {
+        emit(&msgs[start..], buf.freeze());
+    }
+}
 
 /// How long a client gets to answer our close frame before its socket closes.
 const CLOSE_ANSWER_WAIT: Duration = Duration::from_secs(1);

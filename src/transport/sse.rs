@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::Instrument;
 
-use super::driver::{self, Connection, Liveness, Wire, FRAME_BYTES};
+use super::driver::{self, batch_frames, Connection, Liveness, Wire};
 use super::socket::{ClientSocket, Outgoing, Sink};
 use super::TransportContext;
 use crate::http::ApiError;
@@ -103,15 +103,11 @@ impl Wire for EventStream {
     }
 
     fn encode(&mut self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes)) {
-        let mut buf = BytesMut::new();
-        let mut start = 0;
-        for (i, m) in msgs.iter().enumerate() {
-            encode_events(std::slice::from_ref(m), &mut buf);
-            if buf.len() >= FRAME_BYTES || i + 1 == msgs.len() {
-                emit(&msgs[start..=i], buf.split().freeze());
-                start = i + 1;
-            }
-        }
+        batch_frames(
+            msgs,
+            |_, m, buf| encode_events(std::slice::from_ref(m), buf),
+            emit,
+        );
     }
 
     fn write(&self, out: &impl Sink, frame: &[u8]) {

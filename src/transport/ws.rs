@@ -219,29 +219,15 @@ async fn serve(
                 .await;
         }
         Speaks::SocketIo => {
-            let sio = &ctx.settings.socketio;
-            let handshake = Handshake {
-                ping_interval_ms: millis(sio.ping_interval),
-                ping_timeout_ms: millis(sio.ping_timeout),
-                max_payload: cfg.max_frame_bytes,
-            };
-            // Engine.IO's heartbeat: a ping every interval, a pong within the timeout.
+            let handshake = Handshake::new(&ctx.settings);
             let mut conn = conn;
-            conn.liveness = Liveness {
-                heartbeat: sio.ping_interval,
-                client_timeout: Some(sio.ping_interval + sio.ping_timeout),
-            };
+            conn.liveness = socketio::liveness(&ctx.settings.socketio);
             let wire = SocketIo::new(conn.session.id(), &handshake, Carrier::WebSocket);
             driver::drive(conn.with_wire(wire), ctx.clone())
                 .instrument(span)
                 .await;
         }
     }
-}
-
-/// A duration in whole milliseconds.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Answers a refused upgrade with its JSON error, then the connection closes.

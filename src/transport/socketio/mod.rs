@@ -12,7 +12,7 @@ pub mod polling;
 pub mod upgrade;
 mod wire;
 
-pub use wire::{open_packet, reframe, Carrier, Handshake, SocketIo, SEPARATOR};
+pub use wire::{liveness, open_packet, reframe, Carrier, Handshake, SocketIo, SEPARATOR};
 
 /// The path Socket.IO clients use.
 pub const PATH: &str = "/socket.io/";

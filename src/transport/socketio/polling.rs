@@ -12,10 +12,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{BufMut, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{open_packet, Carrier, Handshake, SocketIo, SEPARATOR};
+use super::{liveness, open_packet, Carrier, Handshake, SocketIo, SEPARATOR};
 use crate::http::ApiError;
 use crate::session::protocol::Format;
-use crate::transport::driver::{Connection, Liveness};
+use crate::transport::driver::Connection;
 use crate::transport::poll::{read_body, spawn_parked};
 use crate::transport::socket::{PollRequest, PollSocket, Reader, SecondGet};
 use crate::transport::TransportContext;
@@ -101,13 +101,11 @@ fn handshake(
     let permit = ctx.admit_http()?;
     let session = ctx.session(Format::Json, principal);
     let sid = session.id().to_owned();
-    let sio = &ctx.settings.socketio;
-    let handshake = Handshake {
-        ping_interval_ms: u64::try_from(sio.ping_interval.as_millis()).unwrap_or(u64::MAX),
-        ping_timeout_ms: u64::try_from(sio.ping_timeout.as_millis()).unwrap_or(u64::MAX),
-        max_payload: ctx.settings.session.max_frame_bytes,
-    };
-    let silence = sio.ping_interval + sio.ping_timeout;
+    let handshake = Handshake::new(&ctx.settings);
+    let liveness = liveness(&ctx.settings.socketio);
+    let silence = liveness
+        .client_timeout
+        .unwrap_or(ctx.settings.socketio.ping_timeout);
     let (requests, incoming) = mpsc::channel(REQUEST_QUEUE);
     let (out, input) = PollSocket::new(incoming, silence, SecondGet::EndsTheSession);
     let conn = Connection {
@@ -115,10 +113,7 @@ fn handshake(
         out,
         input: Some(Reader::Poll(Box::new(input))),
         session,
-        liveness: Liveness {
-            heartbeat: sio.ping_interval,
-            client_timeout: Some(silence),
-        },
+        liveness,
         permit,
     };
     ctx.engines.insert(&sid, requests);

@@ -8,6 +8,8 @@
 //! `unsubscribed`, …) object, and symbols refused in the same call get an
 //! `error` event; a call where nothing could be done acks with the error.
 
+use std::time::Duration;
+
 use actix_http::ws::{OpCode, Parser};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{json, Value};
@@ -15,7 +17,8 @@ use serde_json::{json, Value};
 use super::packet::{self, Kind};
 use crate::session::encode::write_json_message;
 use crate::session::protocol::{op_from_value, BadRequest, Format, ServerMsg};
-use crate::transport::driver::{Input, Wire, FRAME_BYTES};
+use crate::settings::{Settings, SocketIoSettings};
+use crate::transport::driver::{batch_frames, Input, Liveness, Wire};
 use crate::transport::socket::{ws_close, ws_frame, Sink};
 use crate::transport::CloseCode;
 
@@ -24,6 +27,28 @@ pub struct Handshake {
     pub ping_interval_ms: u64,
     pub ping_timeout_ms: u64,
     pub max_payload: usize,
+}
+
+impl Handshake {
+    /// From the `socketio.*` settings; `maxPayload` is `session.max_frame_bytes`.
+    pub fn new(settings: &Settings) -> Handshake {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Handshake {
+            ping_interval_ms: ms(settings.socketio.ping_interval),
+            ping_timeout_ms: ms(settings.socketio.ping_timeout),
+            max_payload: settings.session.max_frame_bytes,
+        }
+    }
+}
+
+/// Engine.IO's heartbeat: a ping every interval; a client that has not
+/// answered within the timeout after it is gone (also how long a polling
+/// session may go without a request).
+pub fn liveness(settings: &SocketIoSettings) -> Liveness {
+    Liveness {
+        heartbeat: settings.ping_interval,
+        client_timeout: Some(settings.ping_interval + settings.ping_timeout),
+    }
 }
 
 /// How Engine.IO packets travel.
@@ -211,40 +236,40 @@ impl Wire for SocketIo {
     }
 
     fn encode(&mut self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes)) {
-        let mut buf = BytesMut::new();
-        let mut packet = BytesMut::new();
-        for p in self.own.drain(..) {
-            put_packet(&mut buf, p.as_bytes(), self.carrier);
+        let carrier = self.carrier;
+        if !self.own.is_empty() {
+            let mut buf = BytesMut::new();
+            for p in self.own.drain(..) {
+                put_packet(&mut buf, p.as_bytes(), carrier);
+            }
+            emit(&[], buf.freeze());
         }
         let acks = ack_answers(msgs);
-        let mut start = 0;
-        for (i, m) in msgs.iter().enumerate() {
-            packet.clear();
-            match m {
-                ServerMsg::Welcome { .. } => continue,
-                _ if acks.contains(&i) => {
-                    // unwrap: `ack_answers` picks only messages with an ack id.
-                    put_ack(&mut packet, ack_of(m).expect("unwrap: an ack id"), m);
+        let mut packet = BytesMut::new();
+        batch_frames(
+            msgs,
+            |i, m, buf| {
+                packet.clear();
+                match m {
+                    ServerMsg::Welcome { .. } => return,
+                    _ if acks.contains(&i) => {
+                        // unwrap: `ack_answers` picks only messages with an ack id.
+                        put_ack(&mut packet, ack_of(m).expect("unwrap: an ack id"), m);
+                    }
+                    ServerMsg::Error { .. } | ServerMsg::Quote { .. } => {
+                        packet.put_slice(b"42[\"");
+                        packet.put_slice(m.type_name().as_bytes());
+                        packet.put_slice(b"\",");
+                        write_json_message(&mut packet, m);
+                        packet.put_u8(b']');
+                    }
+                    // A reply to a call without an ack id: nobody listens for it.
+                    _ => return,
                 }
-                ServerMsg::Error { .. } | ServerMsg::Quote { .. } => {
-                    packet.put_slice(b"42[\"");
-                    packet.put_slice(m.type_name().as_bytes());
-                    packet.put_slice(b"\",");
-                    write_json_message(&mut packet, m);
-                    packet.put_u8(b']');
-                }
-                // A reply to a call without an ack id: nobody listens for it.
-                _ => continue,
-            }
-            put_packet(&mut buf, &packet, self.carrier);
-            if buf.len() >= FRAME_BYTES {
-                emit(&msgs[start..=i], buf.split().freeze());
-                start = i + 1;
-            }
-        }
-        if !buf.is_empty() {
-            emit(&msgs[start.min(msgs.len())..], buf.freeze());
-        }
+                put_packet(buf, &packet, carrier);
+            },
+            emit,
+        );
     }
 
     fn has_output(&self) -> bool {

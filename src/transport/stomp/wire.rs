@@ -16,7 +16,7 @@ use super::connect::{connect, Wishes};
 use super::frame::{put_escaped, Command, Frame, FrameError, Parser, Version};
 use crate::session::encode::write_json_message;
 use crate::session::protocol::{ClientOp, ErrorCode, Format, RequestId, ServerMsg};
-use crate::transport::driver::{Input, Wire, FRAME_BYTES};
+use crate::transport::driver::{batch_frames, Input, Wire};
 use crate::transport::socket::{ws_close, ws_frame, Sink};
 use crate::transport::CloseCode;
 
@@ -323,21 +323,18 @@ impl Wire for Stomp {
         if self.done {
             return;
         }
-        let mut buf = BytesMut::new();
-        let mut start = 0;
-        for (i, m) in msgs.iter().enumerate() {
-            if self.closing.is_some() {
-                break;
-            }
-            self.message(m, &mut buf);
-            if buf.len() >= FRAME_BYTES {
-                emit(&msgs[start..=i], buf.split().freeze());
-                start = i + 1;
-            }
-        }
-        buf.put_slice(&self.own.split());
-        if !buf.is_empty() {
-            emit(&msgs[start.min(msgs.len())..], buf.freeze());
+        // Nothing follows an ERROR.
+        batch_frames(
+            msgs,
+            |_, m, buf| {
+                if self.closing.is_none() {
+                    self.message(m, buf);
+                }
+            },
+            emit,
+        );
+        if !self.own.is_empty() {
+            emit(&[], self.own.split().freeze());
         }
         self.done = self.closing.is_some();
     }
