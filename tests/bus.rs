@@ -139,8 +139,15 @@ async fn an_edge_subscribes_to_exactly_the_symbols_in_demand_and_lets_go_after_t
     one.send(json!({"op":"unsubscribe","id":"u","symbols":["AAPL","MSFT"]}))
         .await;
     one.until_type("unsubscribed").await;
+    let left = std::time::Instant::now();
     nats.wait_subscriptions(conn, &["ticker.quotes.IBM", "ticker.quotes.MSFT"])
         .await;
+    // Not before the linger (a setting, not a speed): a lower bound only.
+    assert!(
+        left.elapsed() >= std::time::Duration::from_millis(300),
+        "AAPL went after {:?}, before its 300 ms linger",
+        left.elapsed()
+    );
 
     // A client that goes away takes its demand with it.
     drop(two);

@@ -29,8 +29,6 @@ pub enum BusError {
     Connect { url: String, problem: String },
     #[error("last-value stream {stream}: {problem}")]
     Stream { stream: String, problem: String },
-    #[error("bus: {0}")]
-    Other(String),
 }
 
 /// `[publish]`: republish the quotes this gateway's own feeds accept.

@@ -174,11 +174,6 @@ impl FeedContext {
         seq
     }
 
-    /// The latest `seq` of a symbol (0 before its first quote).
-    pub fn seq(&self, id: SymbolId) -> u64 {
-        self.hub.peek(id).as_ref().map_or(0, |q| q.seq)
-    }
-
     /// Marks the feed ready without a quote (a bus feed that is connected but
     /// has nothing in demand yet), for `/readyz`.
     pub fn ready(&self) {

@@ -5,7 +5,8 @@
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::HttpResponse;
 
-fn asset(body: &'static str, content_type: &str) -> HttpResponse {
+/// A compiled-in file, never cached without asking again.
+pub(super) fn asset(body: &'static str, content_type: &str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(content_type)
         .insert_header(CacheControl(vec![CacheDirective::NoCache]))

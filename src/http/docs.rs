@@ -7,18 +7,16 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::HttpResponse;
 use serde_json::Value;
+
+use super::assets::asset;
 
 /// The OpenAPI 3.1 document of the HTTP API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 fn json_document(body: &'static str) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
-        .body(body)
+    asset(body, "application/json")
 }
 
 /// The AsyncAPI 3.0 document of the push protocols (WebSocket, SSE).

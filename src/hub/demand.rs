@@ -33,11 +33,6 @@ impl Demand {
         ids
     }
 
-    /// True when a session wants the symbol now.
-    pub fn is_wanted(&self, id: SymbolId) -> bool {
-        self.wanted.lock().contains(&id)
-    }
-
     /// A receiver that sees every later change.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()

@@ -84,8 +84,11 @@ pub struct Hub {
     /// Filled in id order up to `len`; the rest is room to grow.
     slots: Box<[OnceLock<SymbolSlot>]>,
     len: AtomicUsize,
-    /// Symbol name to id; written only when a symbol is added.
-    index: RwLock<HashMap<Arc<str>, SymbolId>>,
+    /// The universe loaded at start: name to id, never written (no lock).
+    loaded: HashMap<Arc<str>, SymbolId>,
+    /// Symbols added at run time, name to id; looked at only when `loaded`
+    /// misses.
+    added: RwLock<HashMap<Arc<str>, SymbolId>>,
     demand: Demand,
 }
 
@@ -111,7 +114,8 @@ impl Hub {
         Hub {
             slots,
             len: AtomicUsize::new(len),
-            index: RwLock::new(index),
+            loaded: index,
+            added: RwLock::default(),
             demand: Demand::default(),
         }
     }
@@ -129,8 +133,11 @@ impl Hub {
         if !is_valid_symbol(sym) {
             return Err(AddError::Malformed(sym.to_owned()));
         }
-        let mut index = self.index.write();
-        if let Some(&id) = index.get(sym) {
+        if let Some(&id) = self.loaded.get(sym) {
+            return Ok(id);
+        }
+        let mut added = self.added.write();
+        if let Some(&id) = added.get(sym) {
             return Ok(id);
         }
         let id = self.len.load(Ordering::Acquire);
@@ -139,16 +146,22 @@ impl Hub {
         };
         let info = SymbolInfo::discovered(sym, feed);
         let slot = SymbolSlot::new(info);
-        index.insert(slot.sym.clone(), id as SymbolId);
-        // Only the holder of the index's write lock fills slots, in order.
+        added.insert(slot.sym.clone(), id as SymbolId);
+        // Only the holder of the write lock on `added` fills slots, in order.
         let _ = cell.set(slot);
         self.len.store(id + 1, Ordering::Release);
         Ok(id as SymbolId)
     }
 
-    /// The id of a symbol in the universe.
+    /// The id of a symbol in the universe (the loaded one without a lock).
     pub fn lookup(&self, sym: &str) -> Option<SymbolId> {
-        self.index.read().get(sym).copied()
+        match self.loaded.get(sym) {
+            Some(&id) => Some(id),
+            None if self.len.load(Ordering::Acquire) > self.loaded.len() => {
+                self.added.read().get(sym).copied()
+            }
+            None => None,
+        }
     }
 
     /// The id of a well-formed symbol in the universe (malformed names: `None`).

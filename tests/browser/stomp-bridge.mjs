@@ -1,4 +1,4 @@
-// A real @stomp/stompjs 7 client, driven line by line from tests/stomp.rs.
+// A real @stomp/stompjs 7 client, driven line by line from tests/stomp/.
 //
 // stdin: one JSON command per line; stdout: one JSON event per line. The Rust
 // test decides what to do and checks what arrives; this file only translates.
@@ -15,6 +15,8 @@
 // Events:
 //   {"ev":"connected","headers":{...}}
 //   {"ev":"message","headers":{...},"body":{...}}
+//   {"ev":"unhandled","headers":{...},"body":"..."}  a MESSAGE for no subscription
+//                                                  stompjs knows (raw SUBSCRIBE frames)
 //   {"ev":"receipt","headers":{...}}
 //   {"ev":"error","headers":{...},"body":"..."}
 //   {"ev":"closed","code":N,"reason":S}

@@ -14,7 +14,8 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 const EVENT_WAIT: Duration = Duration::from_secs(10);
 
 pub struct NodeBridge {
-    child: Child,
+    /// Killed when dropped (`kill_on_drop`).
+    _child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
 }
@@ -37,7 +38,7 @@ impl NodeBridge {
         let stdin = child.stdin.take().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         NodeBridge {
-            child,
+            _child: child,
             stdin,
             lines,
         }
@@ -60,11 +61,5 @@ impl NodeBridge {
         let ev: Value = serde_json::from_str(&line).unwrap();
         assert!(ev["ev"] != "fatal", "Node client: {}", ev["message"]);
         ev
-    }
-}
-
-impl Drop for NodeBridge {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
     }
 }

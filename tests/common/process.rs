@@ -29,13 +29,21 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> (bool, String) {
     let out = drain(Box::new(child.stdout.take().unwrap()));
     let err = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + timeout;
+    // Its group goes too: a worker left holding the pipes would keep the
+    // readers below waiting forever.
+    let kill_group = |child: &std::process::Child| {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status();
+    };
     let (ok, note) = loop {
         match child.try_wait().expect("wait for the child") {
-            Some(status) => break (status.success(), format!("{name} exited: {status}")),
+            Some(status) => {
+                kill_group(&child);
+                break (status.success(), format!("{name} exited: {status}"));
+            }
             None if Instant::now() > deadline => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{}", child.id())])
-                    .status();
+                kill_group(&child);
                 let _ = child.kill();
                 let _ = child.wait();
                 break (false, format!("{name} killed after {timeout:?}"));
