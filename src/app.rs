@@ -13,6 +13,7 @@ use actix_web::dev::AppConfig;
 use actix_web::{web, App};
 use tokio::sync::{watch, Semaphore};
 
+use crate::auth::Authenticator;
 use crate::bus::Publisher;
 use crate::feeds::{supervise, FeedContext, FeedStatus};
 use crate::http::{self, ApiContext, ApiError};
@@ -63,8 +64,12 @@ impl Application {
         metrics
             .connections_max
             .set(settings.server.max_connections as i64);
+        let auth = Authenticator::load(&settings.auth)
+            .map_err(|(key, problem)| anyhow::anyhow!("invalid setting {key}: {problem}"))?
+            .map(Arc::new);
         let settings = Arc::new(settings);
         let transport = Arc::new(TransportContext {
+            auth: auth.clone(),
             connections: Arc::new(Semaphore::new(settings.server.max_connections)),
             settings: settings.clone(),
             hub: hub.clone(),
@@ -79,6 +84,7 @@ impl Application {
             feeds: feeds.clone(),
             started: Instant::now(),
             shutdown,
+            auth,
         });
         let state = Arc::new(AppState {
             settings,

@@ -15,6 +15,8 @@
 //!   messages, the last-value stream, the `[publish]` publisher.
 //! - [`hub`]: symbol interning (a universe that may grow), latest quote and `seq`
 //!   per symbol, per-symbol fan-out, the symbols sessions want.
+//! - [`auth`]: who may connect and what they may see: API keys, JWT, tickets,
+//!   entitlement patterns and per-principal limits.
 //! - [`session`]: the transport-independent session core and the ticker.v1 messages.
 //! - [`transport`]: WebSocket ticker.v1 (JSON / MessagePack), Server-Sent Events
 //!   and long-polling on a narrow [`transport::TransportContext`]. A streaming
@@ -28,10 +30,11 @@
 //! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully.
 //!
 //! Dependencies point one way: `app` → `transport` → `http` → `feeds`, `hub`,
-//! `session`, `metrics` …; `settings` → `feeds` → `bus` → `hub` (no module
+//! `session` → `auth`, `metrics` …; `settings` → `feeds` → `bus` → `hub` (no module
 //! imports one that imports it).
 
 pub mod app;
+pub mod auth;
 pub mod backoff;
 pub mod bus;
 pub mod duration;

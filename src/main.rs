@@ -26,6 +26,22 @@ struct Args {
     /// valid, 2 when not.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Print a fresh random API key and the settings lines that accept it (only
+    /// its SHA-256 goes in the settings; give the key to the client).
+    Keygen {
+        /// The principal's name.
+        #[arg(long)]
+        sub: String,
+        /// Entitlement patterns, comma-separated: AAPL, AA* or *.
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        syms: Vec<String>,
+    },
 }
 
 /// Logs as `log` says; `RUST_LOG`, when set, wins over `log.level`.
@@ -86,6 +102,14 @@ fn raise_open_file_limit() {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Keygen { sub, syms }) = &args.command {
+        let (key, lines) = ticker_gateway::auth::keygen(sub, syms);
+        println!("# API key for {sub:?} (give it to the client; it is not stored anywhere):");
+        println!("# {key}");
+        println!("# Settings lines (add under your --config file):");
+        print!("{lines}");
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::load(args.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub slow_consumer_resets: IntCounter,
     pub ws_sockets_open: IntGauge,
     pub client_errors: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub entitlement_refusals: IntCounter,
     pub feed_to_socket_latency: HistogramVec,
     pub frame_messages: Histogram,
     pub send_queue_depth: Histogram,
@@ -174,6 +176,11 @@ impl Metrics {
                 "Slow consumers whose connection was reset because they did not read their 4008 close within another write_stall_timeout."),
             client_errors: counter_vec(&r, "ticker_client_errors_total",
                 "Protocol error messages sent to clients, by error code.", &["code"]),
+            auth_failures: counter_vec(&r, "ticker_auth_failures_total",
+                "Credentials refused and sessions ended by authentication, by reason (missing, invalid, expired, over_limit, …).",
+                &["reason"]),
+            entitlement_refusals: counter(&r, "ticker_entitlement_refusals_total",
+                "Symbols refused (or unsubscribed after a refresh) because the principal is not entitled to them."),
             feed_to_socket_latency: reg(&r, HistogramVec::new(latency, &["transport"])
                 .expect("unwrap: valid metric")),
             frame_messages: histogram(&r, "ticker_frame_messages",
@@ -205,6 +212,9 @@ impl Metrics {
         }
         for code in ERROR_CODES {
             m.client_errors.with_label_values(&[code]);
+        }
+        for reason in crate::auth::Refusal::LABELS {
+            m.auth_failures.with_label_values(&[reason]);
         }
         m.connections_rejected.with_label_values(&["server_full"]);
         m.build_info

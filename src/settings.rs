@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::AuthSettings;
 pub use crate::bus::PublishSettings;
 pub use crate::duration::parse_duration;
 pub use crate::feeds::FeedSettings;
@@ -47,6 +48,8 @@ pub struct Settings {
     pub feeds: Vec<FeedSettings>,
     #[serde(default)]
     pub publish: PublishSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -171,7 +174,8 @@ fn redact(value: &mut toml::Value) {
                     .next()
                     .unwrap_or(k)
                     .to_ascii_lowercase();
-                if SECRET_WORDS.contains(&last.as_str()) {
+                // Only text can hold a secret (`allow_query_token` is a switch).
+                if SECRET_WORDS.contains(&last.as_str()) && v.is_str() {
                     *v = toml::Value::String("<redacted>".into());
                 } else {
                     redact(v);
@@ -303,6 +307,9 @@ impl Settings {
                 "socketio.ping_interval",
                 "ping_interval and ping_timeout must be above zero",
             ));
+        }
+        if let Err((key, problem)) = crate::auth::Authenticator::load(&self.auth) {
+            return Err(invalid(&key, problem));
         }
         if self.sse.keepalive_interval.is_zero() {
             return Err(invalid("sse.keepalive_interval", "must be above zero"));

@@ -1,13 +1,17 @@
 //! The symbol/quote API (short polling): `/api/v1/symbols`, `/api/v1/quotes`,
-//! `/api/v1/quotes/{sym}` and `/api/v1/feeds`.
+//! `/api/v1/quotes/{sym}` and `/api/v1/feeds`; `/api/v1/tickets` when
+//! authentication is on. With authentication on, quotes need a credential
+//! (`Authorization: Bearer`) and show only what its principal is entitled to.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::ApiContext;
 use super::ApiError;
+use crate::auth::{Credential, Principal, Refusal, TICKET_TTL};
 use crate::hub::{Hub, SymbolId};
 use crate::quote::{Fields, Quote};
 use crate::session::protocol::ErrorCode;
@@ -41,6 +45,11 @@ pub async fn symbols(state: web::Data<ApiContext>) -> HttpResponse {
 #[serde(deny_unknown_fields)]
 pub struct QuotesParams {
     symbols: Option<String>,
+    /// Credentials: read by the authentication hook (PROTOCOL.md section 9).
+    #[serde(rename = "ticket")]
+    _ticket: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "token")]
+    _token: Option<serde::de::IgnoredAny>,
 }
 
 fn resolve(hub: &Hub, names: &str) -> Result<Vec<SymbolId>, ApiError> {
@@ -61,16 +70,65 @@ fn resolve(hub: &Hub, names: &str) -> Result<Vec<SymbolId>, ApiError> {
     Ok(ids)
 }
 
+/// Who asks: anyone when authentication is off, else the principal of the
+/// request's `Authorization: Bearer` token (401 without a good one).
+fn principal(state: &ApiContext, req: &HttpRequest) -> Result<Principal, ApiError> {
+    let Some(auth) = &state.auth else {
+        return Ok(Principal::anonymous());
+    };
+    let refused = |r: Refusal| {
+        state
+            .metrics
+            .auth_failures
+            .with_label_values(&[r.label()])
+            .inc();
+        ApiError::from(r)
+    };
+    match Credential::of_request(req.head(), auth.allow_query_token).map_err(refused)? {
+        Some(c @ Credential::Token(_)) => auth.resolve(&c, Instant::now()).map_err(refused),
+        // A ticket is for one streaming connection, not for the API.
+        Some(Credential::Ticket(_)) | None => Err(refused(Refusal::Missing)),
+    }
+}
+
+/// 403 `not_entitled` naming the symbols `who` may not see, if any.
+fn check_entitled(state: &ApiContext, who: &Principal, ids: &[SymbolId]) -> Result<(), ApiError> {
+    let refused: Vec<String> = ids
+        .iter()
+        .map(|&id| state.hub.symbol(id))
+        .filter(|name| !who.may_see(name))
+        .map(|name| name.to_string())
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    state
+        .metrics
+        .entitlement_refusals
+        .inc_by(refused.len() as u64);
+    let message = format!("not entitled to {}", refused.join(", "));
+    Err(ApiError::of(ErrorCode::NotEntitled, message).with_symbols(refused))
+}
+
 /// `GET /api/v1/quotes?symbols=A,B`: the latest full quotes (every quoted symbol
-/// when `symbols` is absent). Symbols with no quote yet are left out.
+/// the caller may see when `symbols` is absent). Symbols with no quote yet are
+/// left out.
 pub async fn quotes(
     state: web::Data<ApiContext>,
+    req: HttpRequest,
     query: web::Query<QuotesParams>,
 ) -> Result<HttpResponse, ApiError> {
+    let who = principal(&state, &req)?;
     let hub = &state.hub;
     let ids: Vec<SymbolId> = match &query.symbols {
-        Some(list) => resolve(hub, list)?,
-        None => (0..hub.len() as SymbolId).collect(),
+        Some(list) => {
+            let ids = resolve(hub, list)?;
+            check_entitled(&state, &who, &ids)?;
+            ids
+        }
+        None => (0..hub.len() as SymbolId)
+            .filter(|&id| who.may_see(hub.symbol(id)))
+            .collect(),
     };
     let quotes: Vec<Arc<Quote>> = ids.into_iter().filter_map(|id| hub.latest(id)).collect();
     let body: Vec<QuoteView> = quotes.iter().map(|q| view(q)).collect();
@@ -80,8 +138,10 @@ pub async fn quotes(
 /// `GET /api/v1/quotes/{sym}`: one latest full quote.
 pub async fn quote(
     state: web::Data<ApiContext>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let who = principal(&state, &req)?;
     let sym = path.into_inner();
     let hub = &state.hub;
     let id = hub.find(&sym).ok_or_else(|| {
@@ -92,6 +152,7 @@ pub async fn quote(
         )
         .with_symbols(vec![sym.clone()])
     })?;
+    check_entitled(&state, &who, &[id])?;
     let q = hub.latest(id).ok_or_else(|| {
         ApiError::new(404, ErrorCode::NoQuote, format!("no quote for {sym} yet"))
             .with_symbols(vec![sym.clone()])
@@ -103,4 +164,24 @@ pub async fn quote(
 pub async fn feeds(state: web::Data<ApiContext>) -> HttpResponse {
     let reports: Vec<_> = state.feeds.iter().map(|f| f.report()).collect();
     HttpResponse::Ok().json(reports)
+}
+
+/// `POST /api/v1/tickets`: a single-use ticket, good for 30 s, standing for the
+/// caller's credential in a URL (`?ticket=`) where a browser cannot send
+/// headers (EventSource, WebSocket).
+pub async fn ticket(
+    state: web::Data<ApiContext>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let Some(auth) = &state.auth else {
+        return Err(ApiError::of(
+            ErrorCode::NotFound,
+            "tickets exist only when authentication is enabled",
+        ));
+    };
+    let who = principal(&state, &req)?;
+    let ticket = auth.issue_ticket(who, Instant::now());
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({"ticket": ticket, "expires_in": TICKET_TTL.as_secs()})))
 }

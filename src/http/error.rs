@@ -5,6 +5,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::auth::Refusal;
 use crate::session::protocol::{ErrorCode, ServerMsg};
 
 /// An HTTP error with a protocol error code.
@@ -33,6 +34,11 @@ impl ApiError {
         }
     }
 
+    /// An error with its code's usual status.
+    pub fn of(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError::new(code.http_status(), code, message)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, ErrorCode::BadRequest, message)
     }
@@ -57,20 +63,21 @@ impl ApiError {
         else {
             return None;
         };
-        let status = match code {
-            ErrorCode::NotEntitled => 403,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::RateLimited => 429,
-            ErrorCode::ServerFull => 503,
-            ErrorCode::NoQuote | ErrorCode::NotFound | ErrorCode::UnknownSession => 404,
-            ErrorCode::SessionExpired => 410,
-            ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::BadRequest | ErrorCode::UnknownSymbol | ErrorCode::TooManySymbols => 400,
-        };
+        let status = code.http_status();
         Some(ApiError {
             symbols: symbols.clone(),
             ..ApiError::new(status, *code, message.clone())
         })
+    }
+}
+
+/// A refused credential: 429 over the principal's connection limit, 401 otherwise.
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        match r {
+            Refusal::OverLimit => ApiError::of(ErrorCode::TooManyConnections, r.message()),
+            _ => ApiError::of(ErrorCode::Unauthorized, r.message()),
+        }
     }
 }
 
@@ -95,8 +102,7 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
         .match_pattern()
         .and_then(|p| super::docs::allowed_methods(&p))
     {
-        let mut response = ApiError::new(
-            405,
+        let mut response = ApiError::of(
             ErrorCode::MethodNotAllowed,
             format!("{} answers {allow}, not {}", req.path(), req.method()),
         )
@@ -106,8 +112,7 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
         }
         return response;
     }
-    ApiError::new(
-        404,
+    ApiError::of(
         ErrorCode::NotFound,
         format!("no such endpoint: {} {}", req.method(), req.path()),
     )

@@ -63,6 +63,7 @@ mod tests {
             feeds: Vec::new(),
             started: Instant::now(),
             shutdown,
+            auth: None,
         });
         assert_eq!(readyz(ctx.clone()).await.status(), 200);
         shutdown_tx.send(true).unwrap();

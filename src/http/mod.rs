@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 pub use error::ApiError;
 
+use crate::auth::Authenticator;
 use crate::feeds::FeedStatus;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -29,6 +30,8 @@ pub struct ApiContext {
     pub started: Instant,
     /// Flips to `true` on shutdown (`/readyz` then answers 503 `draining`).
     pub shutdown: watch::Receiver<bool>,
+    /// Credential checks; `None` when authentication is off.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// Registers the API, health, metrics and asset routes, and the JSON 404.
@@ -42,6 +45,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/quotes", web::get().to(api::quotes))
         .route("/api/v1/quotes/{sym}", web::get().to(api::quote))
         .route("/api/v1/feeds", web::get().to(api::feeds))
+        .route("/api/v1/tickets", web::post().to(api::ticket))
         .route("/api/v1/openapi.json", web::get().to(docs::openapi))
         .route("/api/v1/asyncapi.json", web::get().to(docs::asyncapi))
         .route("/healthz", web::get().to(health::healthz))

@@ -7,16 +7,18 @@
 //! session sends, it diffs the symbol's *latest* quote against what this client last
 //! received. A client that cannot keep up skips intermediate states, never fields.
 
+mod access;
 pub mod encode;
-mod principal;
 pub mod protocol;
 mod subscriptions;
 
-pub use principal::Principal;
+pub use crate::auth::Principal;
+pub use access::{Access, AuthEnd};
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::{LimitSettings, Refusal};
 use crate::hub::{Hub, Inbox, SymbolId};
 use crate::metrics::Metrics;
 use crate::quote::FieldMask;
@@ -50,6 +52,29 @@ impl SessionConfig {
             ingest_stamp,
         }
     }
+
+    /// These limits, tightened by a principal's own (which never loosen them).
+    pub fn tightened(mut self, p: &LimitSettings) -> Self {
+        if let Some(n) = p.max_symbols {
+            self.max_symbols = self.max_symbols.min(n);
+        }
+        if let Some(r) = p.max_rate.filter(|r| r.is_finite() && *r > 0.0) {
+            self.max_rate = self.max_rate.min(r);
+            self.min_rate = self.min_rate.min(self.max_rate);
+            self.default_rate = self.default_rate.min(self.max_rate);
+        }
+        self
+    }
+
+    /// What `welcome` and the `auth` reply tell the client.
+    fn advertised(&self, p: &LimitSettings) -> Limits {
+        Limits {
+            max_symbols: self.max_symbols,
+            max_rate: self.max_rate,
+            default_rate: self.default_rate,
+            max_connections: p.max_connections,
+        }
+    }
 }
 
 /// One client's session state.
@@ -68,8 +93,8 @@ pub struct Session {
     /// The slots one take found marked (kept between takes for its capacity).
     scratch: Vec<u32>,
     outbox: Vec<ServerMsg>,
-    /// Who this session serves (asked at subscribe).
-    principal: Principal,
+    /// Who this session serves (asked at subscribe) and until when.
+    access: Access,
 }
 
 /// A fresh random session id such as `s-8f3a09c2d1e4`.
@@ -84,16 +109,19 @@ impl Session {
         metrics: Arc<Metrics>,
         limits: SessionConfig,
         format: Format,
+        access: Access,
     ) -> Self {
         let id = new_session_id();
+        let own = access
+            .principal()
+            .map(Principal::limits)
+            .unwrap_or_default();
+        let limits = limits.tightened(&own);
         let welcome = ServerMsg::Welcome {
             session: id.clone(),
             format,
-            limits: Limits {
-                max_symbols: limits.max_symbols,
-                max_rate: limits.max_rate,
-                default_rate: limits.default_rate,
-            },
+            limits: limits.advertised(&own),
+            principal: access.principal().and_then(|p| p.sub().map(str::to_owned)),
         };
         Session {
             id,
@@ -105,19 +133,32 @@ impl Session {
             throttled: Vec::new(),
             kept: Vec::new(),
             scratch: Vec::new(),
-            outbox: vec![welcome],
-            principal: Principal::anonymous(),
+            // A connection refused at connect hears why, not a welcome.
+            outbox: match access.refused_at_connect() {
+                Some(_) => Vec::new(),
+                None => vec![welcome],
+            },
+            access,
         }
-    }
-
-    /// The same session serving `principal`.
-    pub fn with_principal(mut self, principal: Principal) -> Self {
-        self.principal = principal;
-        self
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// A refused first credential leaves the session waiting for another
+    /// (until `auth.timeout`) instead of ending it: Socket.IO's CONNECT may be
+    /// sent again after a CONNECT_ERROR, and a polling client must still
+    /// collect the CONNECT_ERROR.
+    pub fn retry_auth(mut self) -> Self {
+        self.access.end_on_refusal = false;
+        self
+    }
+
+    /// True while the session waits for its credential (an `auth` op, or
+    /// what a STOMP or Socket.IO CONNECT carries).
+    pub fn awaits_auth(&self) -> bool {
+        self.access.is_pending()
     }
 
     /// The session's inbox; await [`Inbox::notified`] to learn of new quotes.
@@ -153,6 +194,13 @@ impl Session {
             .find(|m| matches!(m, ServerMsg::Error { .. }))
     }
 
+    /// The queued error reply with `code`, if any.
+    pub fn error_of(&self, code: ErrorCode) -> Option<&ServerMsg> {
+        self.outbox
+            .iter()
+            .find(|m| matches!(m, ServerMsg::Error { code: c, .. } if *c == code))
+    }
+
     /// Handles a client message a wire protocol decoded: an op, or why it is
     /// not one (answered with `bad_request`).
     pub fn handle_decoded(&mut self, decoded: Result<ClientOp, BadRequest>, now: Instant) {
@@ -162,8 +210,20 @@ impl Session {
         }
     }
 
-    /// Handles one client op; replies go to the outbox.
+    /// Handles one client op; replies go to the outbox. Until the session is
+    /// authenticated only `auth` and `ping` are served.
     pub fn handle_op(&mut self, op: ClientOp, now: Instant) {
+        if self.access.principal().is_none() {
+            match op {
+                ClientOp::Auth { .. } | ClientOp::Ping { .. } => {}
+                ClientOp::Subscribe { id, .. }
+                | ClientOp::Unsubscribe { id, .. }
+                | ClientOp::List { id } => {
+                    let message = "authenticate first: {\"op\":\"auth\",\"token\":..}";
+                    return self.push_error(id, ErrorCode::Unauthorized, message, None);
+                }
+            }
+        }
         match op {
             ClientOp::Subscribe {
                 id,
@@ -182,13 +242,124 @@ impl Session {
                 self.outbox.push(ServerMsg::Subscriptions { id, symbols });
             }
             ClientOp::Ping { id } => self.outbox.push(ServerMsg::Pong { id }),
-            ClientOp::Auth { id, .. } => self.push_error(
-                id,
-                ErrorCode::BadRequest,
-                "authentication is not enabled on this server",
-                None,
-            ),
+            ClientOp::Auth { id, token } => self.authenticate(id, &token, now),
         }
+    }
+
+    /// The `auth` op: the first credential of a WebSocket that had none, or a
+    /// refresh before the current one expires.
+    fn authenticate(&mut self, id: RequestId, token: &str, now: Instant) {
+        let Some(auth) = self.access.authenticator().cloned() else {
+            let message = "authentication is not enabled on this server";
+            return self.push_error(id, ErrorCode::BadRequest, message, None);
+        };
+        let refused = |s: &mut Self, id, r: Refusal| {
+            s.metrics
+                .auth_failures
+                .with_label_values(&[r.label()])
+                .inc();
+            s.push_error(id, ErrorCode::Unauthorized, r.message(), None);
+        };
+        let principal = match auth.verify(token) {
+            Ok(p) => p,
+            Err(r) => {
+                refused(self, id, r);
+                if self.access.is_pending() && self.access.end_on_refusal {
+                    self.access.end(AuthEnd::Unauthorized);
+                }
+                return;
+            }
+        };
+        match self.access.principal() {
+            Some(current) if current.sub() != principal.sub() => {
+                let message = "a refresh must be for the same principal";
+                return self.push_error(id, ErrorCode::Unauthorized, message, None);
+            }
+            Some(_) => {
+                self.access.refresh(principal.clone(), now);
+                self.drop_unentitled(&principal);
+            }
+            None => match auth.admit(principal.clone()) {
+                Ok(admitted) => {
+                    self.access.admit(admitted, now);
+                    self.limits = self.limits.clone().tightened(&principal.limits());
+                }
+                Err(r) => {
+                    refused(self, id, r);
+                    return self.access.end(AuthEnd::OverLimit);
+                }
+            },
+        }
+        let own = principal.limits();
+        self.outbox.push(ServerMsg::Authenticated {
+            id,
+            principal: principal.sub().unwrap_or_default().to_owned(),
+            limits: self.limits.advertised(&own),
+            expires: principal.expires().and_then(|e| {
+                e.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs())
+            }),
+        });
+    }
+
+    /// After a refresh: symbols the principal may no longer see go, with an
+    /// `unsubscribed` that says why.
+    fn drop_unentitled(&mut self, principal: &Principal) {
+        let gone: Vec<SymbolId> = self
+            .subs
+            .iter()
+            .map(|(sym, _)| sym)
+            .filter(|&sym| !principal.may_see(self.hub.symbol(sym)))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for &sym in &gone {
+            self.drop_subscription(sym);
+        }
+        self.subs.trim();
+        self.metrics.entitlement_refusals.inc_by(gone.len() as u64);
+        self.outbox.push(ServerMsg::Unsubscribed {
+            id: None,
+            symbols: gone.iter().map(|s| self.hub.symbol(*s).clone()).collect(),
+            reason: Some(ErrorCode::NotEntitled),
+        });
+    }
+
+    /// When access ends unless the client acts first (a pending `auth` op's
+    /// deadline, a token's expiry plus the leeway).
+    pub fn auth_deadline(&self) -> Option<Instant> {
+        self.access.deadline()
+    }
+
+    /// Whether access has ended; the first time, the client's `error`
+    /// (`unauthorized`) is queued so every transport tells it before it ends.
+    pub fn auth_end(&mut self, now: Instant) -> Option<AuthEnd> {
+        let refused = self.access.refused_at_connect();
+        let was_ended = self.access.has_ended();
+        let end = self.access.ended(now)?;
+        if was_ended {
+            return Some(end);
+        }
+        let message = match refused {
+            // Counted where it was refused.
+            Some(r) => r.message(),
+            None => {
+                let reason = match end {
+                    AuthEnd::Expired => Refusal::Expired,
+                    AuthEnd::OverLimit => Refusal::OverLimit,
+                    AuthEnd::Unauthorized => Refusal::Missing,
+                };
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&[reason.label()])
+                    .inc();
+                end.message()
+            }
+        };
+        self.push_error(None, ErrorCode::Unauthorized, message, None);
+        Some(end)
     }
 
     fn report_unknown(&mut self, id: &RequestId, unknown: Vec<String>) {
@@ -216,7 +387,7 @@ impl Session {
         let mut forbidden = Vec::new();
         ids.retain(|&sym| {
             let name = self.hub.symbol(sym);
-            let allowed = self.principal.may_see(name);
+            let allowed = self.access.principal().is_some_and(|p| p.may_see(name));
             if !allowed {
                 forbidden.push(name.to_string());
             }
@@ -247,6 +418,9 @@ impl Session {
         self.subs.trim();
         self.report_unknown(&id, unknown);
         if !forbidden.is_empty() {
+            self.metrics
+                .entitlement_refusals
+                .inc_by(forbidden.len() as u64);
             let message = format!("not entitled to {}", summary(&forbidden));
             forbidden.truncate(MAX_LISTED_SYMBOLS);
             self.push_error(id.clone(), ErrorCode::NotEntitled, message, Some(forbidden));
@@ -307,6 +481,7 @@ impl Session {
         self.outbox.push(ServerMsg::Unsubscribed {
             id,
             symbols: ids.iter().map(|s| self.hub.symbol(*s).clone()).collect(),
+            reason: None,
         });
     }
 

@@ -45,6 +45,8 @@ pub enum ErrorCode {
     ServerFull,
     /// HTTP: no long-polling session with that id.
     UnknownSession,
+    /// HTTP: the principal is at its connection limit (429).
+    TooManyConnections,
     /// HTTP: the long-polling session ended or expired.
     SessionExpired,
 }
@@ -63,7 +65,22 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ServerFull => "server_full",
             ErrorCode::UnknownSession => "unknown_session",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::SessionExpired => "session_expired",
+        }
+    }
+
+    /// The HTTP status an answer with this code has.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::NotEntitled => 403,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::RateLimited | ErrorCode::TooManyConnections => 429,
+            ErrorCode::ServerFull => 503,
+            ErrorCode::NoQuote | ErrorCode::NotFound | ErrorCode::UnknownSession => 404,
+            ErrorCode::SessionExpired => 410,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::BadRequest | ErrorCode::UnknownSymbol | ErrorCode::TooManySymbols => 400,
         }
     }
 }
@@ -226,6 +243,8 @@ pub struct Limits {
     pub max_symbols: usize,
     pub max_rate: f64,
     pub default_rate: f64,
+    /// A principal's own connection limit, when it has one.
+    pub max_connections: Option<u32>,
 }
 
 /// One server → client message.
@@ -235,6 +254,17 @@ pub enum ServerMsg {
         session: String,
         format: Format,
         limits: Limits,
+        /// The authenticated principal's name (when authentication is on and
+        /// the connection presented its credential up front).
+        principal: Option<String>,
+    },
+    /// The reply to a good `auth` op (the first, or a refresh).
+    Authenticated {
+        id: RequestId,
+        principal: String,
+        limits: Limits,
+        /// The credential's `exp` (seconds since the Unix epoch), if it expires.
+        expires: Option<u64>,
     },
     Subscribed {
         id: RequestId,
@@ -244,6 +274,8 @@ pub enum ServerMsg {
     Unsubscribed {
         id: RequestId,
         symbols: Vec<Arc<str>>,
+        /// Why, when the client did not ask (`not_entitled` after a refresh).
+        reason: Option<ErrorCode>,
     },
     Subscriptions {
         id: RequestId,
@@ -271,8 +303,9 @@ pub enum ServerMsg {
 impl ServerMsg {
     /// Every message's `type`, as the AsyncAPI document must list them (a unit
     /// test makes one message of each kind and finds its type here).
-    pub const TYPES: [&'static str; 8] = [
+    pub const TYPES: [&'static str; 9] = [
         "welcome",
+        "authenticated",
         "subscribed",
         "unsubscribed",
         "subscriptions",
@@ -286,6 +319,7 @@ impl ServerMsg {
     pub fn type_name(&self) -> &'static str {
         match self {
             ServerMsg::Welcome { .. } => "welcome",
+            ServerMsg::Authenticated { .. } => "authenticated",
             ServerMsg::Subscribed { .. } => "subscribed",
             ServerMsg::Unsubscribed { .. } => "unsubscribed",
             ServerMsg::Subscriptions { .. } => "subscriptions",
@@ -318,10 +352,13 @@ impl Serialize for Rate {
 
 impl Serialize for Limits {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(3))?;
+        let mut m = s.serialize_map(None)?;
         m.serialize_entry("max_symbols", &self.max_symbols)?;
         m.serialize_entry("max_rate", &Rate(self.max_rate))?;
         m.serialize_entry("default_rate", &Rate(self.default_rate))?;
+        if let Some(n) = self.max_connections {
+            m.serialize_entry("max_connections", &n)?;
+        }
         m.end()
     }
 }
@@ -350,11 +387,28 @@ impl Serialize for ServerMsg {
                 session,
                 format,
                 limits,
+                principal,
             } => {
                 m.serialize_entry("session", session)?;
                 m.serialize_entry("protocol", "ticker.v1")?;
                 m.serialize_entry("format", format.as_str())?;
                 m.serialize_entry("limits", limits)?;
+                if let Some(p) = principal {
+                    m.serialize_entry("principal", p)?;
+                }
+            }
+            ServerMsg::Authenticated {
+                id,
+                principal,
+                limits,
+                expires,
+            } => {
+                id_entry(&mut m, id)?;
+                m.serialize_entry("principal", principal)?;
+                m.serialize_entry("limits", limits)?;
+                if let Some(exp) = expires {
+                    m.serialize_entry("expires", exp)?;
+                }
             }
             ServerMsg::Subscribed {
                 id,
@@ -365,9 +419,16 @@ impl Serialize for ServerMsg {
                 m.serialize_entry("symbols", symbols)?;
                 m.serialize_entry("max_rate", &Rate(*max_rate))?;
             }
-            ServerMsg::Unsubscribed { id, symbols } => {
+            ServerMsg::Unsubscribed {
+                id,
+                symbols,
+                reason,
+            } => {
                 id_entry(&mut m, id)?;
                 m.serialize_entry("symbols", symbols)?;
+                if let Some(reason) = reason {
+                    m.serialize_entry("reason", reason.as_str())?;
+                }
             }
             ServerMsg::Subscriptions { id, symbols } => {
                 id_entry(&mut m, id)?;
@@ -513,13 +574,21 @@ mod tests {
             max_symbols: 1,
             max_rate: 1.0,
             default_rate: 1.0,
+            max_connections: None,
         };
         // One of each variant: a new variant belongs here and in TYPES.
         let all = [
             ServerMsg::Welcome {
                 session: "s".into(),
                 format: Format::Json,
+                limits: limits.clone(),
+                principal: None,
+            },
+            ServerMsg::Authenticated {
+                id: None,
+                principal: "p".into(),
                 limits,
+                expires: None,
             },
             ServerMsg::Subscribed {
                 id: None,
@@ -529,6 +598,7 @@ mod tests {
             ServerMsg::Unsubscribed {
                 id: None,
                 symbols: vec![],
+                reason: None,
             },
             ServerMsg::Subscriptions {
                 id: None,

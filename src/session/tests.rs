@@ -6,13 +6,18 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::protocol::{ClientOp, Format};
-use super::{Session, SessionConfig};
+use super::{Access, AuthEnd, Principal, Session, SessionConfig};
+use crate::auth::{Admitted, AuthSettings, Authenticator};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::quote::QuoteUpdate;
 use crate::universe::parse;
 
 fn setup() -> (Arc<Hub>, Session) {
+    setup_with(Access::open())
+}
+
+fn setup_with(access: Access) -> (Arc<Hub>, Session) {
     let hub = Arc::new(Hub::new(
         parse("h\nAAA\tA\t1.00\t0.01\tsim\nBBB\tB\t2.00\t0.01\tsim\nCCC\tC\t3.00\t0.01\tsim\n")
             .unwrap(),
@@ -24,7 +29,13 @@ fn setup() -> (Arc<Hub>, Session) {
         max_rate: 50.0,
         ingest_stamp: false,
     };
-    let s = Session::new(hub.clone(), Arc::new(Metrics::new()), limits, Format::Json);
+    let s = Session::new(
+        hub.clone(),
+        Arc::new(Metrics::new()),
+        limits,
+        Format::Json,
+        access,
+    );
     (hub, s)
 }
 
@@ -231,8 +242,8 @@ fn a_slot_given_up_while_throttled_serves_the_next_symbol_cleanly() {
 
 #[test]
 fn a_principal_gets_only_the_symbols_it_is_entitled_to() {
-    let (hub, s) = setup();
-    let mut s = s.with_principal(super::Principal::restricted("desk-7", vec!["A*".into()]));
+    let who = Admitted::anonymous_as(Principal::restricted("desk-7", vec!["A*".into()]));
+    let (hub, mut s) = setup_with(Access::admitted(None, who, Instant::now()));
     let t0 = Instant::now();
     feed(&hub, json!({"sym":"AAA","t":1,"bp":"1.00"}));
     feed(&hub, json!({"sym":"BBB","t":1,"bp":"2.00"}));
@@ -250,4 +261,182 @@ fn a_principal_gets_only_the_symbols_it_is_entitled_to() {
     let later = take(&mut s, t0 + Duration::from_secs(1));
     assert!(later.iter().all(|m| m["sym"] == "AAA"), "{later:?}");
     assert_eq!(later.len(), 1);
+}
+
+/// An authenticator with one API key for `sub` entitled to `syms`, and an
+/// HS256 secret (in an environment variable of its own) for tokens.
+fn authenticator(sub: &str, syms: &[&str]) -> (Arc<Authenticator>, String, &'static str) {
+    const SECRET_VAR: &str = "TICKER_SESSION_TEST_JWT_SECRET";
+    const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+    std::env::set_var(SECRET_VAR, SECRET);
+    let syms: Vec<String> = syms.iter().map(|s| s.to_string()).collect();
+    let (key, lines) = crate::auth::keygen(sub, &syms);
+    let mut settings: AuthSettings = toml::from_str::<toml::Table>(&lines).unwrap()["auth"]
+        .clone()
+        .try_into()
+        .unwrap();
+    settings.enabled = true;
+    settings.leeway = Duration::ZERO;
+    settings.jwt = Some(crate::auth::settings::JwtSettings {
+        algorithm: "HS256".into(),
+        secret_file: None,
+        secret_env: Some(SECRET_VAR.into()),
+        public_key_file: None,
+        jwks_file: None,
+        audience: None,
+        issuer: None,
+        default_syms: vec![],
+    });
+    let auth = Authenticator::load(&settings).unwrap().unwrap();
+    (Arc::new(auth), key, SECRET)
+}
+
+fn token(secret: &str, claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn until_authenticated_only_auth_and_ping_are_served() {
+    let (auth, key, _) = authenticator("desk-7", &["A*"]);
+    let t0 = Instant::now();
+    let (hub, mut s) = setup_with(Access::pending(auth.clone(), t0));
+    feed(&hub, json!({"sym":"AAA","t":1,"bp":"1.00"}));
+    let welcome = take(&mut s, t0);
+    assert!(welcome[0].get("principal").is_none(), "{welcome:?}");
+    assert_eq!(s.auth_deadline(), Some(t0 + auth.timeout));
+    sub(&mut s, &["AAA"], 10.0, t0);
+    s.handle_op(ClientOp::Ping { id: Some(json!(2)) }, t0);
+    let msgs = take(&mut s, t0);
+    assert_eq!(msgs[0]["code"], "unauthorized");
+    assert_eq!(msgs[1]["type"], "pong");
+    assert_eq!(msgs.len(), 2, "nothing subscribed: {msgs:?}");
+    s.handle_op(
+        ClientOp::Auth {
+            id: Some(json!(3)),
+            token: key,
+        },
+        t0,
+    );
+    let msgs = take(&mut s, t0);
+    assert_eq!(msgs[0]["type"], "authenticated");
+    assert_eq!(msgs[0]["principal"], "desk-7");
+    assert_eq!(s.auth_deadline(), None, "an API key does not expire");
+    sub(&mut s, &["AAA", "BBB"], 10.0, t0);
+    let types: Vec<String> = take(&mut s, t0)
+        .iter()
+        .map(|m| m["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types, ["error", "subscribed", "snapshot"]);
+}
+
+#[test]
+fn no_auth_in_time_or_a_bad_one_ends_the_session() {
+    let (auth, _, _) = authenticator("desk-7", &["*"]);
+    let t0 = Instant::now();
+    let (_, mut s) = setup_with(Access::pending(auth.clone(), t0));
+    take(&mut s, t0);
+    assert_eq!(s.auth_end(t0), None);
+    assert_eq!(s.auth_end(t0 + auth.timeout), Some(AuthEnd::Unauthorized));
+    let msgs = take(&mut s, t0);
+    assert_eq!(msgs[0]["code"], "unauthorized");
+    assert_eq!(s.auth_end(t0 + auth.timeout), Some(AuthEnd::Unauthorized));
+    assert!(take(&mut s, t0).is_empty(), "told once");
+
+    let (_, mut s) = setup_with(Access::pending(auth, t0));
+    take(&mut s, t0);
+    s.handle_op(
+        ClientOp::Auth {
+            id: None,
+            token: "tk_wrong".into(),
+        },
+        t0,
+    );
+    assert_eq!(take(&mut s, t0)[0]["message"], "invalid credential");
+    assert_eq!(s.auth_end(t0), Some(AuthEnd::Unauthorized));
+}
+
+#[test]
+fn a_token_expires_unless_refreshed_and_a_refresh_reevaluates_entitlements() {
+    let (auth, _, secret) = authenticator("desk-7", &["*"]);
+    let t0 = Instant::now();
+    let now = unix_now();
+    let first = token(
+        secret,
+        json!({"sub":"desk-7","exp":now + 60,"syms":["*"],"max_symbols":1}),
+    );
+    let (hub, mut s) = setup_with(Access::pending(auth.clone(), t0));
+    feed(&hub, json!({"sym":"AAA","t":1,"bp":"1.00"}));
+    feed(&hub, json!({"sym":"BBB","t":1,"bp":"2.00"}));
+    take(&mut s, t0);
+    s.handle_op(
+        ClientOp::Auth {
+            id: None,
+            token: first,
+        },
+        t0,
+    );
+    let msgs = take(&mut s, t0);
+    assert_eq!(
+        msgs[0]["limits"]["max_symbols"], 1,
+        "the principal's limit tightens"
+    );
+    assert_eq!(msgs[0]["expires"], now + 60);
+    let expiry = s.auth_deadline().unwrap();
+    assert!(expiry > t0 + Duration::from_secs(55) && expiry <= t0 + Duration::from_secs(61));
+    sub(&mut s, &["BBB", "AAA"], 10.0, t0);
+    let msgs = take(&mut s, t0);
+    assert_eq!(msgs[0]["symbols"], json!(["BBB"]));
+    assert_eq!(msgs[1]["code"], "too_many_symbols");
+
+    // A refresh for A* only: BBB goes, saying why; the expiry moves.
+    let second = token(
+        secret,
+        json!({"sub":"desk-7","exp":now + 120,"syms":["A*"]}),
+    );
+    s.handle_op(
+        ClientOp::Auth {
+            id: Some(json!(9)),
+            token: second,
+        },
+        t0,
+    );
+    let msgs = take(&mut s, t0);
+    assert_eq!(
+        msgs[0],
+        json!({"type":"unsubscribed","symbols":["BBB"],"reason":"not_entitled"})
+    );
+    assert_eq!(msgs[1]["type"], "authenticated");
+    assert!(s.auth_deadline().unwrap() > expiry);
+
+    // Another principal's token is no refresh.
+    let other = token(
+        secret,
+        json!({"sub":"someone","exp":now + 120,"syms":["*"]}),
+    );
+    s.handle_op(
+        ClientOp::Auth {
+            id: None,
+            token: other,
+        },
+        t0,
+    );
+    assert_eq!(take(&mut s, t0)[0]["code"], "unauthorized");
+
+    // Not refreshed again: the session ends at exp.
+    let at = s.auth_deadline().unwrap();
+    assert_eq!(s.auth_end(at - Duration::from_millis(1)), None);
+    assert_eq!(s.auth_end(at), Some(AuthEnd::Expired));
+    assert_eq!(take(&mut s, t0)[0]["message"], "token expired");
 }

@@ -40,6 +40,17 @@ impl CloseCode {
     }
 }
 
+/// How a WebSocket closes when its access ends (PROTOCOL.md sections 8 and 9).
+impl From<crate::session::AuthEnd> for CloseCode {
+    fn from(end: crate::session::AuthEnd) -> CloseCode {
+        match end {
+            crate::session::AuthEnd::Unauthorized => CloseCode::Unauthorized,
+            crate::session::AuthEnd::Expired => CloseCode::TokenExpired,
+            crate::session::AuthEnd::OverLimit => CloseCode::Policy,
+        }
+    }
+}
+
 /// Why a session ended, as `ticker_connections_closed_total` labels it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ended {

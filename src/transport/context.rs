@@ -4,6 +4,7 @@
 //! every transport.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::dev::RequestHead;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -11,11 +12,12 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use super::ratelimit::MessageLimit;
 use super::registry::SessionRegistry;
 use super::socket::PollRequest;
+use crate::auth::{Admitted, Authenticator, Credential, Refusal};
 use crate::http::ApiError;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::session::protocol::{ErrorCode, Format};
-use crate::session::{Principal, Session, SessionConfig};
+use crate::session::{Access, Session, SessionConfig};
 use crate::settings::Settings;
 
 /// The narrow context every transport handler gets.
@@ -31,27 +33,82 @@ pub struct TransportContext {
     pub sessions: SessionRegistry<mpsc::Sender<PollRequest>>,
     /// Engine.IO sessions on HTTP long-polling, by sid.
     pub engines: SessionRegistry<mpsc::Sender<PollRequest>>,
+    /// Credential checks; `None` when authentication is off.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 impl TransportContext {
     /// The authentication hook: who the client of a new connection is, from
-    /// its request (headers, query). Every transport calls it before it makes a
-    /// session; a refusal is the transport's 401 or 4001. No authentication is
-    /// configured yet, so every client is anonymous and may see every symbol.
-    pub fn authenticate(&self, _request: &RequestHead) -> Result<Principal, ApiError> {
-        Ok(Principal::anonymous())
+    /// its request (`Authorization: Bearer`, `?ticket=`, `?token=` where
+    /// allowed), admitted under its connection limit. `Ok(None)`: the request
+    /// carries no credential (a WebSocket may still send an `auth` op). With
+    /// authentication off everyone is admitted, anonymous.
+    pub fn authenticate(&self, request: &RequestHead) -> Result<Option<Access>, Refusal> {
+        let Some(auth) = &self.auth else {
+            return Ok(Some(Access::open()));
+        };
+        let now = Instant::now();
+        let admitted = Credential::of_request(request, auth.allow_query_token)
+            .and_then(|c| c.map(|c| self.admit(auth, &c, now)).transpose());
+        match admitted {
+            Ok(admitted) => Ok(admitted.map(|a| Access::admitted(Some(auth.clone()), a, now))),
+            Err(r) => Err(self.refused(r)),
+        }
     }
 
-    /// A new session for `principal`, speaking `format`; its `welcome` is
+    /// The access of a connection that can still authenticate after it opened
+    /// (an `auth` op, a STOMP CONNECT, a Socket.IO CONNECT): admitted, waiting
+    /// for its credential, or refused (the session tells the client, then ends).
+    pub fn access_or_pending(&self, hook: Result<Option<Access>, Refusal>) -> Access {
+        match (hook, &self.auth) {
+            (Ok(Some(access)), _) => access,
+            (Ok(None), Some(auth)) => Access::pending(auth.clone(), Instant::now()),
+            // No authentication: the hook admits everyone.
+            (Ok(None), None) => Access::open(),
+            (Err(r), _) => Access::refused(self.auth.clone(), r),
+        }
+    }
+
+    /// A credential resolved and admitted under its principal's limit.
+    pub fn admit(
+        &self,
+        auth: &Authenticator,
+        c: &Credential,
+        now: Instant,
+    ) -> Result<Admitted, Refusal> {
+        auth.resolve(c, now).and_then(|p| auth.admit(p))
+    }
+
+    /// Counts a refusal in the metrics and hands it back.
+    pub fn refused(&self, r: Refusal) -> Refusal {
+        self.metrics
+            .auth_failures
+            .with_label_values(&[r.label()])
+            .inc();
+        r
+    }
+
+    /// [`TransportContext::authenticate`] for HTTP transports, which need the
+    /// credential up front: 401 without one or with a bad one, 429 over the
+    /// principal's connection limit.
+    pub fn authenticate_http(&self, request: &RequestHead) -> Result<Access, ApiError> {
+        match self.authenticate(request) {
+            Ok(Some(access)) => Ok(access),
+            Ok(None) => Err(self.refused(Refusal::Missing).into()),
+            Err(r) => Err(r.into()),
+        }
+    }
+
+    /// A new session for `access`, speaking `format`; its `welcome` is
     /// already queued.
-    pub fn session(&self, format: Format, principal: Principal) -> Session {
+    pub fn session(&self, format: Format, access: Access) -> Session {
         Session::new(
             self.hub.clone(),
             self.metrics.clone(),
             SessionConfig::new(&self.settings.session, self.settings.bench.ingest_stamp),
             format,
+            access,
         )
-        .with_principal(principal)
     }
 
     /// The client message rate limit of a new session.

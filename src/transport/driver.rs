@@ -180,8 +180,12 @@ enum End {
     Expired,
 }
 
-/// Runs `conn` until it ends, then ends it with exactly one close.
-pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportContext>) {
+/// Runs `conn` until it ends, then ends it with exactly one close; the code
+/// the server closed with, if it did.
+pub async fn drive<W: Wire, S: Sink>(
+    conn: Connection<W, S>,
+    ctx: Arc<TransportContext>,
+) -> Option<CloseCode> {
     let Connection {
         mut wire,
         out,
@@ -224,6 +228,9 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
             break End::SlowConsumer;
         }
         let now = Instant::now();
+        if let Some(end) = session.auth_end(now) {
+            break End::Close(end.into(), end.message().into());
+        }
         let (ready, next_deadline) = session.readiness(now);
         let own = wire.has_output();
         let want_write = heartbeat_due || pong_due.is_some() || ready || own || !spill.is_empty();
@@ -266,6 +273,10 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
             }
             _ => heartbeat_at,
         };
+        // A pending `auth` op's deadline, a token's expiry.
+        if let Some(auth_at) = session.auth_deadline() {
+            wake_at = wake_at.min(tokio::time::Instant::from_std(auth_at));
+        }
         // A sink that times its own stalls: wake when the wait becomes one.
         if let Some(stall_at) = out.stall_deadline() {
             wake_at = wake_at.min(stall_at);
@@ -381,6 +392,11 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
         End::Close(..) | End::SlowConsumer => CLOSE_ANSWER_WAIT.min(cfg.write_stall_timeout),
         End::ClientClosed(_) | End::Gone | End::Expired => Duration::ZERO,
     };
+    let closed = match &end {
+        End::Close(code, _) => Some(*code),
+        End::SlowConsumer => Some(CloseCode::SlowConsumer),
+        _ => None,
+    };
     match end {
         End::Close(code, text) => {
             counters.closed(code);
@@ -418,6 +434,7 @@ pub async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportC
     // ... what is still queued (the close frame) leaves before the socket
     // closes, and a client we sent a close to gets a moment to answer it.
     Box::pin(out.finish(cfg.write_stall_timeout, drain)).await;
+    closed
 }
 
 /// After a 4008: a trickle is not reading. A client that has not taken

@@ -36,6 +36,7 @@ fn lookup(state: &TransportContext, id: &str) -> Result<mpsc::Sender<PollRequest
     state.sessions.get(id).map_err(|e| match e {
         LookupError::Unknown(_) => ApiError::new(404, ErrorCode::UnknownSession, e.to_string()),
         LookupError::Ended(_) => gone(id),
+        LookupError::Unauthorized(_) => ApiError::of(ErrorCode::Unauthorized, e.to_string()),
     })
 }
 
@@ -145,8 +146,12 @@ pub(crate) fn spawn_parked<W: Wire + 'static>(
     let span = tracing::debug_span!("conn", transport = W::TRANSPORT, session = %id);
     actix_web::rt::spawn(
         async move {
-            driver::drive(conn, ctx.clone()).await;
-            registry(&ctx).remove(&id);
+            let closed = driver::drive(conn, ctx.clone()).await;
+            let unauthorized = matches!(
+                closed,
+                Some(CloseCode::Unauthorized | CloseCode::TokenExpired)
+            );
+            registry(&ctx).end(&id, unauthorized);
         }
         .instrument(span),
     );
@@ -171,7 +176,7 @@ pub async fn create(
     payload: web::Payload,
     state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.authenticate(req.head())?;
+    let access = state.authenticate_http(req.head())?;
     let body = read_body(payload, state.settings.session.max_frame_bytes).await?;
     let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
@@ -210,9 +215,17 @@ pub async fn create(
         return Err(ApiError::bad_request(format!("unknown field {k:?}")));
     }
     let permit = state.admit_http()?;
-    let mut session = state.session(Format::Json, principal);
+    let mut session = state.session(Format::Json, access);
     if let Some(op) = subscribe {
         session.handle_op(op, std::time::Instant::now());
+        // A symbol the principal may not see refuses the session (403), as SSE
+        // and the quote API do; other refusals are messages of the session.
+        if let Some(e) = session
+            .error_of(ErrorCode::NotEntitled)
+            .and_then(ApiError::from_reply)
+        {
+            return Err(e);
+        }
     }
     let id = session.id().to_owned();
     let cfg = &state.settings;

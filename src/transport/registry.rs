@@ -19,13 +19,17 @@ pub enum LookupError {
     Unknown(String),
     #[error("session {0} has ended or expired")]
     Ended(String),
+    /// Ended because its credential expired (or was refused): answered 401.
+    #[error("session {0} ended: its credential expired")]
+    Unauthorized(String),
 }
 
 /// Every live session's handle `H` (how requests reach its driver), plus
 /// recently ended ids.
 pub struct SessionRegistry<H> {
     live: Mutex<HashMap<String, H>>,
-    ended: Mutex<HashMap<String, Instant>>,
+    /// When each ended, and whether its credential ended it.
+    ended: Mutex<HashMap<String, (Instant, bool)>>,
 }
 
 impl<H> Default for SessionRegistry<H> {
@@ -49,16 +53,25 @@ impl<H: Clone> SessionRegistry<H> {
         if let Some(h) = self.live.lock().get(id) {
             return Ok(h.clone());
         }
-        if self.ended.lock().contains_key(id) {
-            return Err(LookupError::Ended(id.to_owned()));
+        match self.ended.lock().get(id) {
+            Some((_, false)) => return Err(LookupError::Ended(id.to_owned())),
+            Some((_, true)) => return Err(LookupError::Unauthorized(id.to_owned())),
+            None => {}
         }
         Err(LookupError::Unknown(id.to_owned()))
     }
 
     /// Session `id` has ended: its id is known as ended from now on.
     pub fn remove(&self, id: &str) {
+        self.end(id, false);
+    }
+
+    /// [`SessionRegistry::remove`], remembering whether its credential ended it.
+    pub fn end(&self, id: &str, unauthorized: bool) {
         if self.live.lock().remove(id).is_some() {
-            self.ended.lock().insert(id.to_owned(), Instant::now());
+            self.ended
+                .lock()
+                .insert(id.to_owned(), (Instant::now(), unauthorized));
         }
     }
 
@@ -70,7 +83,7 @@ impl<H: Clone> SessionRegistry<H> {
     fn reap_at(&self, now: Instant, expiry: Duration) {
         self.ended
             .lock()
-            .retain(|_, at| now.saturating_duration_since(*at) < expiry * TOMBSTONE_FACTOR);
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < expiry * TOMBSTONE_FACTOR);
     }
 }
 

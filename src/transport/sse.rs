@@ -25,6 +25,11 @@ use crate::session::protocol::{op_from_value, Format, ServerMsg};
 struct SseParams {
     symbols: Option<String>,
     max_rate: Option<String>,
+    /// Credentials: read by the authentication hook (PROTOCOL.md section 9).
+    #[serde(rename = "ticket")]
+    _ticket: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "token")]
+    _token: Option<serde::de::IgnoredAny>,
 }
 
 /// `GET /sse`.
@@ -32,6 +37,8 @@ pub async fn sse_endpoint(
     req: HttpRequest,
     state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
+    // Who asks comes first: a client without a credential learns nothing more.
+    let access = state.authenticate_http(req.head())?;
     let params = web::Query::<SseParams>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
     let symbols: Vec<String> = params
@@ -58,9 +65,8 @@ pub async fn sse_endpoint(
     // The same checks as a WebSocket subscribe, answered as HTTP errors: SSE has
     // no channel for errors before the stream starts.
     let op = op_from_value(op).map_err(|e| ApiError::bad_request(e.message))?;
-    let principal = state.authenticate(req.head())?;
     let permit = state.admit_http()?;
-    let mut session = state.session(Format::Json, principal);
+    let mut session = state.session(Format::Json, access);
     session.handle_op(op, Instant::now());
     if let Some(e) = session.first_error().and_then(ApiError::from_reply) {
         return Err(e);
@@ -83,7 +89,13 @@ pub async fn sse_endpoint(
         },
         permit,
     };
-    body.drive(driver::drive(conn, state.clone().into_inner()).instrument(span));
+    let ctx = state.clone().into_inner();
+    body.drive(
+        async move {
+            driver::drive(conn, ctx).await;
+        }
+        .instrument(span),
+    );
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))

@@ -32,10 +32,11 @@ use super::socket::{self, ws_close, ws_frame, DirectSocket, Incoming, PollReques
 use super::socketio::{self, Carrier, Handshake, SocketIo};
 use super::stomp::{self, Stomp, Wishes};
 use super::{CloseCode, Ended, TransportContext};
+use crate::auth::Refusal;
 use crate::http::ApiError;
 use crate::session::encode::encode_frames;
 use crate::session::protocol::{self, ErrorCode, Format, ServerMsg};
-use crate::session::Principal;
+use crate::session::Access;
 
 /// Subprotocols we speak, in no particular order (the client's order decides).
 const SUBPROTOCOLS: [&str; 5] = [
@@ -67,6 +68,11 @@ enum Accepted {
 #[serde(deny_unknown_fields)]
 struct WsParams {
     format: Option<String>,
+    /// Credentials: read by the authentication hook (PROTOCOL.md section 9).
+    #[serde(rename = "ticket")]
+    _ticket: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "token")]
+    _token: Option<serde::de::IgnoredAny>,
 }
 
 /// The ticker.v1 wire protocol over WebSocket frames.
@@ -128,7 +134,7 @@ pub async fn upgrade(
     let accepted = accept(&ctx, &req);
     // Nothing of the request is kept for the connection's life.
     drop(req);
-    let (response, speaks, principal) = match accepted {
+    let (response, speaks, hook) = match accepted {
         Ok(accepted) => accepted,
         Err(e) => {
             // Boxed: only refused upgrades pay for its state.
@@ -147,7 +153,10 @@ pub async fn upgrade(
     // its write buffer go.
     let FramedParts { io, read_buf, .. } = framed.into_parts();
     match speaks {
-        Accepted::Session(speaks) => serve(ctx, Rc::new(io), read_buf, speaks, principal).await,
+        Accepted::Session(speaks) => {
+            let access = ctx.access_or_pending(hook);
+            serve(ctx, Rc::new(io), read_buf, speaks, access).await
+        }
         Accepted::Upgrade(driver) => {
             socketio::upgrade::probe(ctx, Rc::new(io), read_buf, driver).await;
         }
@@ -161,7 +170,7 @@ async fn serve(
     stream: Rc<TcpStream>,
     read: BytesMut,
     speaks: Speaks,
-    principal: Principal,
+    access: Access,
 ) {
     let cfg = &ctx.settings.session;
     let out = DirectSocket::new(
@@ -185,7 +194,10 @@ async fn serve(
             .await;
         return;
     };
-    let session = ctx.session(format, principal);
+    let mut session = ctx.session(format, access);
+    if let Speaks::SocketIo = speaks {
+        session = session.retry_auth();
+    }
     let span = tracing::debug_span!("conn", transport, session = session.id(), ?format);
     let conn = Connection {
         wire: (),
@@ -213,7 +225,8 @@ async fn serve(
                 heartbeat: cfg.heartbeat_interval,
                 client_timeout: cfg.client_timeout,
             };
-            let wire = Stomp::new(conn.session.id(), wishes, cfg.max_frame_bytes);
+            let pending = conn.session.awaits_auth();
+            let wire = Stomp::new(conn.session.id(), wishes, cfg.max_frame_bytes, pending);
             driver::drive(conn.with_wire(wire), ctx)
                 .instrument(span)
                 .await;
@@ -222,7 +235,8 @@ async fn serve(
             let handshake = Handshake::new(&ctx.settings);
             let mut conn = conn;
             conn.liveness = socketio::liveness(&ctx.settings.socketio);
-            let wire = SocketIo::new(conn.session.id(), &handshake, Carrier::WebSocket);
+            let pending = conn.session.awaits_auth();
+            let wire = SocketIo::new(conn.session.id(), &handshake, Carrier::WebSocket, pending);
             driver::drive(conn.with_wire(wire), ctx.clone())
                 .instrument(span)
                 .await;
@@ -292,11 +306,17 @@ fn socketio_query(
         .transpose()
 }
 
-/// The handshake's checks: the 101 response, the protocol and the principal.
+/// What the authentication hook said of an upgrade request.
+type Hook = Result<Option<Access>, Refusal>;
+
+/// The handshake's checks: the 101 response, the protocol and what the
+/// authentication hook said. The upgrade completes whatever it said (a refused
+/// ticker.v1 or STOMP client is told on the WebSocket, then closed with 4001
+/// or 1008); only Socket.IO refuses a bad credential at the handshake (401).
 fn accept(
     ctx: &TransportContext,
     req: &Request,
-) -> Result<(actix_http::Response<()>, Accepted, Principal), ApiError> {
+) -> Result<(actix_http::Response<()>, Accepted, Hook), ApiError> {
     let websocket = req
         .head()
         .headers()
@@ -337,8 +357,13 @@ fn accept(
         (None, Some(_)) => Accepted::Session(Speaks::TickerV1(Format::Json)),
         (None, None) => Accepted::Session(Speaks::TickerV1(ws_format(query)?)),
     };
-    let principal = ctx.authenticate(req.head())?;
-    Ok((response.finish().drop_body(), speaks, principal))
+    let hook = match speaks {
+        // An upgrade joins a session that is authenticated already.
+        Accepted::Upgrade(_) => Ok(None),
+        Accepted::Session(Speaks::SocketIo) => Ok(ctx.authenticate(req.head())?),
+        Accepted::Session(_) => ctx.authenticate(req.head()),
+    };
+    Ok((response.finish().drop_body(), speaks, hook))
 }
 
 #[cfg(test)]

@@ -422,12 +422,24 @@ impl Client {
     }
 
     pub async fn connect_with(url: &str, protocols: &[&str]) -> Client {
+        Self::connect_headers(url, protocols, &[]).await
+    }
+
+    /// [`Client::connect_with`] with extra upgrade request headers.
+    pub async fn connect_headers(
+        url: &str,
+        protocols: &[&str],
+        headers: &[(&'static str, &str)],
+    ) -> Client {
         let mut req = url.into_client_request().unwrap();
         if !protocols.is_empty() {
             req.headers_mut().insert(
                 "Sec-WebSocket-Protocol",
                 protocols.join(", ").parse().unwrap(),
             );
+        }
+        for (name, value) in headers {
+            req.headers_mut().insert(*name, value.parse().unwrap());
         }
         let (ws, resp) = tokio_tungstenite::connect_async(req)
             .await

@@ -97,9 +97,13 @@ fn handshake(
     req: &HttpRequest,
     ctx: &web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = ctx.authenticate(req.head())?;
+    // A bad credential in the request is refused here; none at all waits for
+    // the CONNECT packet's `auth: {token}`.
+    let hook = ctx.authenticate(req.head()).map_err(ApiError::from)?;
     let permit = ctx.admit_http()?;
-    let session = ctx.session(Format::Json, principal);
+    let session = ctx
+        .session(Format::Json, ctx.access_or_pending(Ok(hook)))
+        .retry_auth();
     let sid = session.id().to_owned();
     let handshake = Handshake::new(&ctx.settings);
     let liveness = liveness(&ctx.settings.socketio);
@@ -109,7 +113,7 @@ fn handshake(
     let (requests, incoming) = mpsc::channel(REQUEST_QUEUE);
     let (out, input) = PollSocket::new(incoming, silence, SecondGet::EndsTheSession);
     let conn = Connection {
-        wire: SocketIo::new(&sid, &handshake, Carrier::Polling),
+        wire: SocketIo::new(&sid, &handshake, Carrier::Polling, session.awaits_auth()),
         out,
         input: Some(Reader::Poll(Box::new(input))),
         session,

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::packet::{self, Kind};
 use crate::session::encode::write_json_message;
-use crate::session::protocol::{op_from_value, BadRequest, Format, ServerMsg};
+use crate::session::protocol::{op_from_value, BadRequest, ClientOp, Format, RequestId, ServerMsg};
 use crate::settings::{Settings, SocketIoSettings};
 use crate::transport::driver::{batch_frames, Input, Liveness, Wire};
 use crate::transport::socket::{ws_close, ws_frame, Sink};
@@ -92,12 +92,23 @@ pub struct SocketIo {
     /// Binary attachments still to come for the packet being read.
     attachments: usize,
     closing: Option<(CloseCode, String)>,
+    /// Authentication is on and the handshake had no credential: CONNECT's
+    /// `auth: {token}` must bring one; its `40` waits for the session's verdict.
+    needs_credential: bool,
 }
+
+/// The request id of the `auth` op a CONNECT becomes (never an ack id).
+const CONNECT_ID: &str = "connect";
 
 impl SocketIo {
     /// A connection over `carrier`; on a WebSocket its open packet is queued
     /// (polling answers the handshake request with it).
-    pub fn new(sid: &str, handshake: &Handshake, carrier: Carrier) -> SocketIo {
+    pub fn new(
+        sid: &str,
+        handshake: &Handshake,
+        carrier: Carrier,
+        needs_credential: bool,
+    ) -> SocketIo {
         let own = match carrier {
             Carrier::WebSocket => vec![open_packet(sid, handshake, carrier)],
             Carrier::Polling => Vec::new(),
@@ -109,6 +120,7 @@ impl SocketIo {
             connected: false,
             attachments: 0,
             closing: None,
+            needs_credential,
         }
     }
 
@@ -125,6 +137,18 @@ impl SocketIo {
         }
         match p.kind {
             Kind::Connect if self.connected => {}
+            Kind::Connect if self.needs_credential => {
+                // No token is a token that does not verify: CONNECT_ERROR either way.
+                let token = p
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("token"))
+                    .and_then(Value::as_str);
+                inputs(Input::Op(ClientOp::Auth {
+                    id: Some(Value::from(CONNECT_ID)),
+                    token: token.unwrap_or_default().to_owned(),
+                }));
+            }
             Kind::Connect => {
                 self.connected = true;
                 self.own.push(format!("40{}", json!({"sid": self.sid})));
@@ -215,6 +239,10 @@ fn put_packet(buf: &mut BytesMut, packet: &[u8], carrier: Carrier) {
     }
 }
 
+fn is_connect(id: &RequestId) -> bool {
+    id.as_ref().and_then(Value::as_str) == Some(CONNECT_ID)
+}
+
 /// The request id a reply carries, if it is an ack id.
 fn ack_of(m: &ServerMsg) -> Option<u64> {
     let id = match m {
@@ -222,6 +250,7 @@ fn ack_of(m: &ServerMsg) -> Option<u64> {
         | ServerMsg::Unsubscribed { id, .. }
         | ServerMsg::Subscriptions { id, .. }
         | ServerMsg::Pong { id }
+        | ServerMsg::Authenticated { id, .. }
         | ServerMsg::Error { id, .. } => id,
         ServerMsg::Welcome { .. } | ServerMsg::Quote { .. } => return None,
     };
@@ -246,12 +275,32 @@ impl Wire for SocketIo {
         }
         let acks = ack_answers(msgs);
         let mut packet = BytesMut::new();
+        let sid = &self.sid;
+        let needs_credential = self.needs_credential;
+        let connected = &mut self.connected;
+        if msgs
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Authenticated { id, .. } if is_connect(id)))
+        {
+            *connected = true;
+        }
         batch_frames(
             msgs,
             |i, m, buf| {
                 packet.clear();
                 match m {
                     ServerMsg::Welcome { .. } => return,
+                    // The verdict on CONNECT's credential: connected, or CONNECT_ERROR.
+                    ServerMsg::Authenticated { id, .. } if is_connect(id) => {
+                        packet.put_slice(b"40");
+                        packet.put_slice(json!({"sid": &*sid}).to_string().as_bytes());
+                    }
+                    ServerMsg::Error { id, .. }
+                        if is_connect(id) || (needs_credential && !*connected) =>
+                    {
+                        packet.put_slice(b"44");
+                        packet.put_slice(json!({"message": "unauthorized"}).to_string().as_bytes());
+                    }
                     _ if acks.contains(&i) => {
                         // unwrap: `ack_answers` picks only messages with an ack id.
                         put_ack(&mut packet, ack_of(m).expect("unwrap: an ack id"), m);
@@ -438,7 +487,7 @@ mod tests {
             ping_timeout_ms: 20_000,
             max_payload: 65_536,
         };
-        let mut w = SocketIo::new("s-1", &handshake, Carrier::WebSocket);
+        let mut w = SocketIo::new("s-1", &handshake, Carrier::WebSocket, false);
         let subscribed = ServerMsg::Subscribed {
             id: Some(json!(3)),
             symbols: vec!["A".into()],

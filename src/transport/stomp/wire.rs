@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::connect::{connect, Wishes};
 use super::frame::{put_escaped, Command, Frame, FrameError, Parser, Version};
+use crate::auth::bearer;
 use crate::session::encode::write_json_message;
 use crate::session::protocol::{ClientOp, ErrorCode, Format, RequestId, ServerMsg};
 use crate::transport::driver::{batch_frames, Input, Wire};
@@ -51,10 +52,20 @@ pub struct Stomp {
     /// Nothing goes out any more (the last frame before the close has).
     done: bool,
     body: BytesMut,
+    /// Authentication is on and the upgrade request had no credential: CONNECT
+    /// must bring one (`passcode`, or `Authorization: Bearer`).
+    needs_credential: bool,
+    /// CONNECTED, held until the session has accepted CONNECT's credential.
+    held: Option<BytesMut>,
 }
 
 impl Stomp {
-    pub fn new(session: &str, wishes: Wishes, max_frame_bytes: usize) -> Stomp {
+    pub fn new(
+        session: &str,
+        wishes: Wishes,
+        max_frame_bytes: usize,
+        needs_credential: bool,
+    ) -> Stomp {
         Stomp {
             session: session.to_owned(),
             wishes,
@@ -68,6 +79,8 @@ impl Stomp {
             closing: None,
             done: false,
             body: BytesMut::new(),
+            needs_credential,
+            held: None,
         }
     }
 
@@ -100,12 +113,29 @@ impl Stomp {
                 let message = format!("expected CONNECT, got {:?}", frame.command);
                 return self.fail(CloseCode::ProtocolError, &message, receipt.as_deref());
             }
-            match connect(&frame, &self.wishes, &self.session, &mut self.own) {
+            let mut connected = BytesMut::new();
+            match connect(&frame, &self.wishes, &self.session, &mut connected) {
                 Ok(c) => {
                     self.version = Some(c.version);
                     self.parser.set_version(c.version);
                     self.beats = c.beats;
                     inputs(Input::Liveness(c.liveness));
+                    if !self.needs_credential {
+                        self.own.unsplit(connected);
+                        return;
+                    }
+                    match credential(&frame) {
+                        Some(token) => {
+                            self.held = Some(connected);
+                            let id = tag("CONNECT", receipt.as_deref());
+                            inputs(Input::Op(ClientOp::Auth { id, token }));
+                        }
+                        None => self.fail(
+                            CloseCode::Unauthorized,
+                            "unauthorized: CONNECT needs a passcode or an Authorization: Bearer header",
+                            receipt.as_deref(),
+                        ),
+                    }
                 }
                 Err(refused) => {
                     // The versions we speak, on the ERROR (STOMP 1.2 "Protocol Negotiation").
@@ -260,7 +290,12 @@ impl Stomp {
                 }
                 write_receipt(buf, receipt, version);
             }
-            ServerMsg::Unsubscribed { id, symbols } => {
+            ServerMsg::Authenticated { .. } => {
+                if let Some(connected) = self.held.take() {
+                    buf.put_slice(&connected);
+                }
+            }
+            ServerMsg::Unsubscribed { id, symbols, .. } => {
                 let (sub_id, receipt) = untag(id);
                 for sym in symbols {
                     if self.subs.get(sym).is_some_and(|s| s.id == sub_id) {
@@ -392,6 +427,19 @@ impl Stomp {
         };
         self.fail(code, &e.to_string(), None);
     }
+}
+
+/// The token a CONNECT frame carries: its `passcode`, or the bearer token of
+/// an `Authorization` header.
+fn credential(frame: &Frame) -> Option<String> {
+    if let Some(p) = frame.header("passcode").filter(|p| !p.is_empty()) {
+        return Some(p.to_owned());
+    }
+    let value = frame
+        .header("Authorization")
+        .or(frame.header("authorization"))?;
+    // A malformed header is a credential that will not verify.
+    Some(bearer(value).unwrap_or(value).to_owned())
 }
 
 /// The request id an op carries: its subscription id and receipt.

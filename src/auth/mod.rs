@@ -1,0 +1,173 @@
+//! Who may connect and what they may see (PROTOCOL.md section 9): API keys and
+//! JSON Web Tokens resolve to a [`Principal`] (entitlement patterns, limits,
+//! expiry); single-use tickets stand in for a credential in a URL; connections
+//! are counted per principal. Off by default: then every client is anonymous.
+
+mod jwt;
+mod keys;
+mod limits;
+mod principal;
+mod request;
+pub mod settings;
+mod tickets;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use keys::keygen;
+pub use limits::Admitted;
+pub use principal::Principal;
+pub use request::{bearer, Credential};
+pub use settings::{AuthSettings, LimitSettings};
+pub use tickets::TICKET_TTL;
+
+use jwt::JwtVerifier;
+use keys::KeyTable;
+use limits::ConnectionCounts;
+use tickets::Tickets;
+
+/// Why a credential was refused. The label is a metric label (bounded); the
+/// text is what the client is told (never the credential itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credential where one is required.
+    Missing,
+    /// Not a key of ours, a token that does not verify, a malformed header.
+    Invalid,
+    /// A JWT whose `kid` names no configured key.
+    UnknownKey,
+    /// A JWT past its `exp` (and the leeway).
+    Expired,
+    /// A JWT before its `nbf`.
+    NotYetValid,
+    WrongAudience,
+    WrongIssuer,
+    /// A ticket unknown, used already or older than its 30 s.
+    BadTicket,
+    /// The principal is at its `max_connections`.
+    OverLimit,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::Invalid => "invalid",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::Expired => "expired",
+            Refusal::NotYetValid => "not_yet_valid",
+            Refusal::WrongAudience => "wrong_audience",
+            Refusal::WrongIssuer => "wrong_issuer",
+            Refusal::BadTicket => "bad_ticket",
+            Refusal::OverLimit => "over_limit",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Missing => "a credential is required (Authorization: Bearer, or an auth op)",
+            Refusal::Invalid => "invalid credential",
+            Refusal::UnknownKey => "the token's signing key is unknown",
+            Refusal::Expired => "token expired",
+            Refusal::NotYetValid => "token not valid yet",
+            Refusal::WrongAudience => "the token is for another audience",
+            Refusal::WrongIssuer => "the token is from another issuer",
+            Refusal::BadTicket => "ticket unknown, used or expired",
+            Refusal::OverLimit => "too many connections for this principal",
+        }
+    }
+
+    /// Every label, so the metrics can show each at zero.
+    pub const LABELS: [&'static str; 9] = [
+        "missing",
+        "invalid",
+        "unknown_key",
+        "expired",
+        "not_yet_valid",
+        "wrong_audience",
+        "wrong_issuer",
+        "bad_ticket",
+        "over_limit",
+    ];
+}
+
+/// The credential checks of a server with authentication enabled.
+pub struct Authenticator {
+    /// How long a WebSocket may take to send its `auth` op.
+    pub timeout: Duration,
+    /// Grace after a JWT's `exp`.
+    pub leeway: Duration,
+    /// Whether `?token=` is accepted.
+    pub allow_query_token: bool,
+    keys: KeyTable,
+    jwt: Option<JwtVerifier>,
+    tickets: Tickets,
+    counts: Arc<ConnectionCounts>,
+}
+
+impl Authenticator {
+    /// The authenticator `s` describes (`None` when authentication is off), or
+    /// the setting at fault and what is wrong with it.
+    pub fn load(s: &AuthSettings) -> Result<Option<Authenticator>, (String, String)> {
+        if !s.enabled {
+            return Ok(None);
+        }
+        if s.timeout.is_zero() {
+            return Err(("auth.timeout".into(), "must be above zero".into()));
+        }
+        let keys = KeyTable::new(&s.keys)?;
+        let jwt = s
+            .jwt
+            .as_ref()
+            .map(|j| JwtVerifier::load(j, s.leeway))
+            .transpose()?;
+        if keys.is_empty() && jwt.is_none() {
+            return Err((
+                "auth.enabled".into(),
+                "authentication is on but no [[auth.keys]] or [auth.jwt] is configured".into(),
+            ));
+        }
+        Ok(Some(Authenticator {
+            timeout: s.timeout,
+            leeway: s.leeway,
+            allow_query_token: s.allow_query_token,
+            keys,
+            jwt,
+            tickets: Tickets::default(),
+            counts: Arc::default(),
+        }))
+    }
+
+    /// The principal of an API key or a JWT (three dot-separated parts).
+    pub fn verify(&self, token: &str) -> Result<Principal, Refusal> {
+        if token.is_empty() {
+            return Err(Refusal::Missing);
+        }
+        if token.split('.').count() == 3 {
+            if let Some(jwt) = &self.jwt {
+                return jwt.verify(token);
+            }
+        }
+        self.keys.find(token).ok_or(Refusal::Invalid)
+    }
+
+    /// The principal of a credential from a request.
+    pub fn resolve(&self, credential: &Credential, now: Instant) -> Result<Principal, Refusal> {
+        match credential {
+            Credential::Token(token) => self.verify(token),
+            Credential::Ticket(ticket) => {
+                self.tickets.redeem(ticket, now).ok_or(Refusal::BadTicket)
+            }
+        }
+    }
+
+    /// Takes a place under the principal's connection limit.
+    pub fn admit(&self, principal: Principal) -> Result<Admitted, Refusal> {
+        self.counts.admit(principal).ok_or(Refusal::OverLimit)
+    }
+
+    /// A single-use ticket standing for `principal` for [`TICKET_TTL`].
+    pub fn issue_ticket(&self, principal: Principal, now: Instant) -> String {
+        self.tickets.issue(principal, now)
+    }
+}
