@@ -206,14 +206,14 @@ async fn a_principal_over_its_connection_limit_is_refused() {
     let mut third =
         Client::connect_headers(&app.ws_url(""), &[], &[("authorization", &header)]).await;
     assert_eq!(until_closed(&mut third).await.0, Some(1008));
-    let r = app
-        .http
-        .post(app.url("/poll"))
-        .header("authorization", &header)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let create = || {
+        app.http
+            .post(app.url("/poll"))
+            .header("authorization", &header)
+            .body("{}")
+            .send()
+    };
+    let r = create().await.unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(
         r.json::<Value>().await.unwrap()["code"],
@@ -222,18 +222,9 @@ async fn a_principal_over_its_connection_limit_is_refused() {
     // A place comes back when a connection ends.
     drop(first);
     common::poll("a place comes back", || async {
-        let r = app
-            .http
-            .post(app.url("/poll"))
-            .header("authorization", &header)
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            Ok(())
-        } else {
-            Err(r.status())
+        match create().await.unwrap().status().as_u16() {
+            200 => Ok(()),
+            other => Err(other),
         }
     })
     .await;

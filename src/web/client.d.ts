@@ -45,6 +45,8 @@ declare namespace TickerClient {
     max_symbols: number;
     max_rate: number;
     default_rate: number;
+    /** The principal's own connection limit, when it has one. */
+    max_connections?: number;
   }
 
   type RequestId = string | number;
@@ -61,7 +63,8 @@ declare namespace TickerClient {
     | "method_not_allowed"
     | "server_full"
     | "unknown_session"
-    | "session_expired";
+    | "session_expired"
+    | "too_many_connections";
 
   interface Welcome {
     type: "welcome";
@@ -69,6 +72,17 @@ declare namespace TickerClient {
     protocol: "ticker.v1";
     format: "json" | "msgpack";
     limits: Limits;
+    /** The principal, when authentication is on and the request carried the credential. */
+    principal?: string;
+  }
+  /** The reply to a good `auth` op (authentication on). */
+  interface Authenticated {
+    type: "authenticated";
+    id?: RequestId;
+    principal: string;
+    limits: Limits;
+    /** The credential's exp, seconds since the Unix epoch. */
+    expires?: number;
   }
   interface Subscribed {
     type: "subscribed";
@@ -81,6 +95,8 @@ declare namespace TickerClient {
     type: "unsubscribed";
     id?: RequestId;
     symbols: string[];
+    /** Set when the server unsubscribed on its own (a refresh took the entitlement away). */
+    reason?: "not_entitled";
   }
   interface Subscriptions {
     type: "subscriptions";
@@ -109,6 +125,7 @@ declare namespace TickerClient {
 
   type ServerMessage =
     | Welcome
+    | Authenticated
     | Subscribed
     | Unsubscribed
     | Subscriptions

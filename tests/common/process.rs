@@ -34,6 +34,8 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> (bool, String) {
     let kill_group = |child: &std::process::Child| {
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", child.id())])
+            // A group that is gone already is what we want.
+            .stderr(std::process::Stdio::null())
             .status();
     };
     let (ok, note) = loop {
