@@ -68,8 +68,11 @@ impl Application {
             .map_err(|(key, problem)| anyhow::anyhow!("invalid setting {key}: {problem}"))?
             .map(Arc::new);
         let settings = Arc::new(settings);
+        let origins = http::origins::Origins::new(&settings.server.allowed_origins);
         let transport = Arc::new(TransportContext {
             auth: auth.clone(),
+            origins: origins.clone(),
+            per_address: Default::default(),
             connections: Arc::new(Semaphore::new(settings.server.max_connections)),
             settings: settings.clone(),
             hub: hub.clone(),
@@ -85,6 +88,7 @@ impl Application {
             started: Instant::now(),
             shutdown,
             auth,
+            origins,
         });
         let state = Arc::new(AppState {
             settings,
@@ -201,7 +205,8 @@ impl Application {
                         ApiError::bad_request(format!("bad path: {e}")).into()
                     }))
                     .configure(transport::routes)
-                    .configure(http::routes);
+                    .configure(http::routes)
+                    .wrap(actix_web::middleware::from_fn(http::origins::cors));
                 let upgrades = upgrades.clone();
                 let graceful = graceful.clone();
                 HttpService::build()

@@ -61,6 +61,14 @@ pub struct ServerSettings {
     pub max_connections: usize,
     #[serde(with = "crate::duration")]
     pub shutdown_timeout: Duration,
+    /// Web pages (origins) that may use the gateway from a browser; empty: no
+    /// check and no CORS headers.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Most connections at once from one IP address when authentication is off
+    /// (0: no limit).
+    #[serde(default)]
+    pub max_connections_per_ip: u32,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -319,6 +327,10 @@ impl Settings {
                 "poll.session_timeout",
                 "must be longer than poll.max_wait",
             ));
+        }
+        for o in &self.server.allowed_origins {
+            crate::http::origins::Origins::check(o)
+                .map_err(|e| invalid("server.allowed_origins", e))?;
         }
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));

@@ -45,15 +45,25 @@ impl Admitted {
 impl ConnectionCounts {
     /// Admits `principal` unless it is at its `max_connections` (`None`).
     pub fn admit(self: &Arc<Self>, principal: Principal) -> Option<Admitted> {
-        let (Some(sub), Some(max)) = (principal.sub(), principal.limits().max_connections) else {
-            return Some(Admitted {
-                principal,
-                place: None,
-            });
-        };
-        let sub = sub.to_owned();
+        match (principal.sub(), principal.limits().max_connections) {
+            (Some(sub), Some(max)) => {
+                let key = sub.to_owned();
+                self.admit_as(key, max, principal)
+            }
+            _ => Some(Admitted::anonymous_as(principal)),
+        }
+    }
+
+    /// Admits `principal` counted under `key` (a name, an address), unless
+    /// `max` connections hold that key already (`None`).
+    pub fn admit_as(
+        self: &Arc<Self>,
+        key: String,
+        max: u32,
+        principal: Principal,
+    ) -> Option<Admitted> {
         let mut counts = self.0.lock();
-        let n = counts.entry(sub.clone()).or_default();
+        let n = counts.entry(key.clone()).or_default();
         if *n >= max {
             return None;
         }
@@ -61,7 +71,7 @@ impl ConnectionCounts {
         drop(counts);
         Some(Admitted {
             principal,
-            place: Some((self.clone(), sub)),
+            place: Some((self.clone(), key)),
         })
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use keys::keygen;
-pub use limits::Admitted;
+pub use limits::{Admitted, ConnectionCounts};
 pub use principal::Principal;
 pub use request::{bearer, Credential};
 pub use settings::{AuthSettings, LimitSettings};
@@ -23,7 +23,7 @@ pub use tickets::TICKET_TTL;
 
 use jwt::JwtVerifier;
 use keys::KeyTable;
-use limits::ConnectionCounts;
+
 use tickets::Tickets;
 
 /// Why a credential was refused. The label is a metric label (bounded); the
@@ -46,6 +46,9 @@ pub enum Refusal {
     BadTicket,
     /// The principal is at its `max_connections`.
     OverLimit,
+    /// Authentication off: the client's address is at
+    /// `server.max_connections_per_ip`.
+    OverAddressLimit,
 }
 
 impl Refusal {
@@ -60,6 +63,7 @@ impl Refusal {
             Refusal::WrongIssuer => "wrong_issuer",
             Refusal::BadTicket => "bad_ticket",
             Refusal::OverLimit => "over_limit",
+            Refusal::OverAddressLimit => "over_ip_limit",
         }
     }
 
@@ -74,11 +78,12 @@ impl Refusal {
             Refusal::WrongIssuer => "the token is from another issuer",
             Refusal::BadTicket => "ticket unknown, used or expired",
             Refusal::OverLimit => "too many connections for this principal",
+            Refusal::OverAddressLimit => "too many connections from this address",
         }
     }
 
     /// Every label, so the metrics can show each at zero.
-    pub const LABELS: [&'static str; 9] = [
+    pub const LABELS: [&'static str; 10] = [
         "missing",
         "invalid",
         "unknown_key",
@@ -88,6 +93,7 @@ impl Refusal {
         "wrong_issuer",
         "bad_ticket",
         "over_limit",
+        "over_ip_limit",
     ];
 }
 

@@ -75,7 +75,9 @@ impl ApiError {
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> ApiError {
         match r {
-            Refusal::OverLimit => ApiError::of(ErrorCode::TooManyConnections, r.message()),
+            Refusal::OverLimit | Refusal::OverAddressLimit => {
+                ApiError::of(ErrorCode::TooManyConnections, r.message())
+            }
             _ => ApiError::of(ErrorCode::Unauthorized, r.message()),
         }
     }

@@ -64,6 +64,7 @@ mod tests {
             started: Instant::now(),
             shutdown,
             auth: None,
+            origins: Default::default(),
         });
         assert_eq!(readyz(ctx.clone()).await.status(), 200);
         shutdown_tx.send(true).unwrap();

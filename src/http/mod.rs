@@ -8,6 +8,7 @@ mod assets;
 pub mod docs;
 mod error;
 mod health;
+pub mod origins;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +33,8 @@ pub struct ApiContext {
     pub shutdown: watch::Receiver<bool>,
     /// Credential checks; `None` when authentication is off.
     pub auth: Option<Arc<Authenticator>>,
+    /// `server.allowed_origins`.
+    pub origins: origins::Origins,
 }
 
 /// Registers the API, health, metrics and asset routes, and the JSON 404.

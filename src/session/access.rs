@@ -121,7 +121,7 @@ impl Access {
     pub fn ended(&mut self, now: Instant) -> Option<AuthEnd> {
         let end = match &self.state {
             State::Ended(end) => return Some(*end),
-            State::Refused(Refusal::OverLimit) => AuthEnd::OverLimit,
+            State::Refused(Refusal::OverLimit | Refusal::OverAddressLimit) => AuthEnd::OverLimit,
             State::Refused(_) => AuthEnd::Unauthorized,
             State::Pending(until) if *until <= now => AuthEnd::Unauthorized,
             State::Admitted {

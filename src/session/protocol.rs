@@ -47,6 +47,8 @@ pub enum ErrorCode {
     UnknownSession,
     /// HTTP: the principal is at its connection limit (429).
     TooManyConnections,
+    /// HTTP: the page's origin is not in `server.allowed_origins` (403).
+    OriginNotAllowed,
     /// HTTP: the long-polling session ended or expired.
     SessionExpired,
 }
@@ -66,6 +68,7 @@ impl ErrorCode {
             ErrorCode::ServerFull => "server_full",
             ErrorCode::UnknownSession => "unknown_session",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::SessionExpired => "session_expired",
         }
     }
@@ -73,7 +76,7 @@ impl ErrorCode {
     /// The HTTP status an answer with this code has.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::NotEntitled => 403,
+            ErrorCode::NotEntitled | ErrorCode::OriginNotAllowed => 403,
             ErrorCode::Unauthorized => 401,
             ErrorCode::RateLimited | ErrorCode::TooManyConnections => 429,
             ErrorCode::ServerFull => 503,

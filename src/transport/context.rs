@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use super::ratelimit::MessageLimit;
 use super::registry::SessionRegistry;
 use super::socket::PollRequest;
-use crate::auth::{Admitted, Authenticator, Credential, Refusal};
+use crate::auth::{Admitted, Authenticator, ConnectionCounts, Credential, Principal, Refusal};
+use crate::http::origins::Origins;
 use crate::http::ApiError;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -35,6 +36,11 @@ pub struct TransportContext {
     pub engines: SessionRegistry<mpsc::Sender<PollRequest>>,
     /// Credential checks; `None` when authentication is off.
     pub auth: Option<Arc<Authenticator>>,
+    /// Anonymous connections by client address (`server.max_connections_per_ip`).
+    pub per_address: Arc<ConnectionCounts>,
+    /// `server.allowed_origins`, checked at the WebSocket handshake (the HTTP
+    /// transports' requests pass the same check in a middleware).
+    pub origins: Origins,
 }
 
 impl TransportContext {
@@ -44,16 +50,30 @@ impl TransportContext {
     /// carries no credential (a WebSocket may still send an `auth` op). With
     /// authentication off everyone is admitted, anonymous.
     pub fn authenticate(&self, request: &RequestHead) -> Result<Option<Access>, Refusal> {
-        let Some(auth) = &self.auth else {
-            return Ok(Some(Access::open()));
-        };
         let now = Instant::now();
+        let Some(auth) = &self.auth else {
+            return self.admit_anonymous(request, now).map(Some);
+        };
         let admitted = Credential::of_request(request, auth.allow_query_token)
             .and_then(|c| c.map(|c| self.admit(auth, &c, now)).transpose());
         match admitted {
             Ok(admitted) => Ok(admitted.map(|a| Access::admitted(Some(auth.clone()), a, now))),
             Err(r) => Err(self.refused(r)),
         }
+    }
+
+    /// Authentication off: anyone, counted by address when
+    /// `server.max_connections_per_ip` is set.
+    fn admit_anonymous(&self, request: &RequestHead, now: Instant) -> Result<Access, Refusal> {
+        let max = self.settings.server.max_connections_per_ip;
+        let Some(ip) = request.peer_addr.map(|a| a.ip()).filter(|_| max > 0) else {
+            return Ok(Access::open());
+        };
+        let admitted = self
+            .per_address
+            .admit_as(ip.to_string(), max, Principal::anonymous())
+            .ok_or_else(|| self.refused(Refusal::OverAddressLimit))?;
+        Ok(Access::admitted(None, admitted, now))
     }
 
     /// The access of a connection that can still authenticate after it opened

@@ -33,6 +33,7 @@ use super::socketio::{self, Carrier, Handshake, SocketIo};
 use super::stomp::{self, Stomp, Wishes};
 use super::{CloseCode, Ended, TransportContext};
 use crate::auth::Refusal;
+use crate::http::origins::{Origins, Verdict};
 use crate::http::ApiError;
 use crate::session::encode::encode_frames;
 use crate::session::protocol::{self, ErrorCode, Format, ServerMsg};
@@ -329,6 +330,9 @@ fn accept(
         return Err(ApiError::bad_request(
             "only WebSocket upgrades are served; send the request without Upgrade",
         ));
+    }
+    if ctx.origins.judge(req.head()) == Verdict::Refused {
+        return Err(Origins::refusal());
     }
     let query = req.uri().query().unwrap_or("");
     let socketio = match req.path() {

@@ -64,7 +64,8 @@ declare namespace TickerClient {
     | "server_full"
     | "unknown_session"
     | "session_expired"
-    | "too_many_connections";
+    | "too_many_connections"
+    | "origin_not_allowed";
 
   interface Welcome {
     type: "welcome";
