@@ -2,11 +2,13 @@
 
 use serde_json::Value;
 
-/// Whether two doubles are the same up to the last bit: serde_json parses
-/// floats to within one unit in the last place (its `float_roundtrip` feature,
-/// which the gateway does not use, would make the trip exact).
+/// Whether two doubles are the same but for the last bit: serde_json parses
+/// floats to within one unit in the last place (a subnormal rate such as
+/// `2.77591018001261e-309` reads back one unit off); its `float_roundtrip`
+/// feature, which the gateway does not use, would make the trip exact.
 pub fn same_f64(a: f64, b: f64) -> bool {
-    a == b || (a - b).abs() <= a.abs().max(b.abs()) * 2.0 * f64::EPSILON
+    a == b
+        || (a.is_sign_negative() == b.is_sign_negative() && a.to_bits().abs_diff(b.to_bits()) <= 1)
 }
 
 /// JSON values equal but for the float rounding of [`same_f64`].
