@@ -39,6 +39,8 @@ pub mod backoff;
 pub mod bus;
 pub mod duration;
 pub mod feeds;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ticker_gateway::app::Application;
+use ticker_gateway::auth::check_pattern;
 use ticker_gateway::settings::{LogFormat, LogSettings, Settings};
 
 /// jemalloc keeps its bookkeeping out of the blocks it hands out, so the untouched
@@ -103,6 +104,10 @@ fn raise_open_file_limit() {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::Keygen { sub, syms }) = &args.command {
+        if let Some(e) = syms.iter().find_map(|p| check_pattern(p).err()) {
+            eprintln!("error: --syms {e}");
+            return ExitCode::from(2);
+        }
         let (key, lines) = ticker_gateway::auth::keygen(sub, syms);
         println!("# API key for {sub:?} (give it to the client; it is not stored anywhere):");
         println!("# {key}");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 pub use keys::keygen;
 pub use limits::{Admitted, ConnectionCounts};
-pub use principal::Principal;
+pub use principal::{check_pattern, Principal};
 pub use request::{bearer, Credential};
 pub use settings::{AuthSettings, LimitSettings};
 pub use tickets::TICKET_TTL;

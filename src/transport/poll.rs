@@ -25,7 +25,7 @@ use super::socket::{PollRequest, PollSocket, Reader, Responder, SecondGet, Sink}
 use super::{CloseCode, TransportContext};
 use crate::http::ApiError;
 use crate::session::encode::write_json_message;
-use crate::session::protocol::{op_from_value, parse_op, ErrorCode, Format, ServerMsg};
+use crate::session::protocol::{op_from_value, parse_op, ClientOp, ErrorCode, Format, ServerMsg};
 
 /// Requests queued for one session's driver (a client has one or two in
 /// flight; more wait for room).
@@ -169,19 +169,13 @@ async fn ask<T>(
     rx.await.map_err(|_| gone(id))
 }
 
-/// `POST /poll`: `{"symbols":[..],"max_rate":R}` → a new session with its first
-/// messages (welcome, subscribed, snapshots; errors for bad symbols).
-pub async fn create(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<TransportContext>,
-) -> Result<HttpResponse, ApiError> {
-    let access = state.authenticate_http(req.head())?;
-    let body = read_body(payload, state.settings.session.max_frame_bytes).await?;
+/// The subscribe op a `POST /poll` body (`{"symbols":[..],"max_rate":R}`, or
+/// nothing) asks for, if any.
+pub(crate) fn create_op(body: &[u8]) -> Result<Option<ClientOp>, ApiError> {
     let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?
     };
     let Value::Object(mut request) = request else {
@@ -214,6 +208,19 @@ pub async fn create(
     if let Some(k) = request.keys().next() {
         return Err(ApiError::bad_request(format!("unknown field {k:?}")));
     }
+    Ok(subscribe)
+}
+
+/// `POST /poll`: `{"symbols":[..],"max_rate":R}` → a new session with its first
+/// messages (welcome, subscribed, snapshots; errors for bad symbols).
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<TransportContext>,
+) -> Result<HttpResponse, ApiError> {
+    let access = state.authenticate_http(req.head())?;
+    let body = read_body(payload, state.settings.session.max_frame_bytes).await?;
+    let subscribe = create_op(&body)?;
     let permit = state.admit_http()?;
     let mut session = state.session(Format::Json, access);
     if let Some(op) = subscribe {
@@ -262,29 +269,31 @@ pub struct PollParams {
     wait: Option<String>,
 }
 
+/// How long a `GET /poll/{session}` with `query` (`wait=N`) waits at most.
+pub(crate) fn wait_of(query: &str, max_wait: Duration) -> Result<Duration, ApiError> {
+    let params = web::Query::<PollParams>::from_query(query)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    match params.wait.as_deref() {
+        None | Some("") => Ok(Duration::from_secs(25).min(max_wait)),
+        Some(w) => match w.parse::<f64>() {
+            // Longer than a Duration can hold is longer than max_wait too.
+            Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::try_from_secs_f64(s)
+                .unwrap_or(max_wait)
+                .min(max_wait)),
+            _ => Err(ApiError::bad_request(format!(
+                "wait must be a number of seconds, not {w:?}"
+            ))),
+        },
+    }
+}
+
 /// `GET /poll/{session}?wait=N`.
 pub async fn poll(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = web::Query::<PollParams>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
-    let max_wait = state.settings.poll.max_wait;
-    let wait = match params.wait.as_deref() {
-        None | Some("") => Duration::from_secs(25).min(max_wait),
-        Some(w) => match w.parse::<f64>() {
-            // Longer than a Duration can hold is longer than max_wait too.
-            Ok(s) if s.is_finite() && s >= 0.0 => Duration::try_from_secs_f64(s)
-                .unwrap_or(max_wait)
-                .min(max_wait),
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "wait must be a number of seconds, not {w:?}"
-                )))
-            }
-        },
-    };
+    let wait = wait_of(req.query_string(), state.settings.poll.max_wait)?;
     let driver = lookup(&state, &path)?;
     let until = tokio::time::Instant::now() + wait;
     let frames = ask(&driver, &path, |reply| PollRequest::Wait { until, reply }).await?;

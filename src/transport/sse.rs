@@ -18,7 +18,7 @@ use super::socket::{ClientSocket, Outgoing, Sink};
 use super::TransportContext;
 use crate::http::ApiError;
 use crate::session::encode::write_json_message;
-use crate::session::protocol::{op_from_value, Format, ServerMsg};
+use crate::session::protocol::{op_from_value, ClientOp, Format, ServerMsg};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,14 +32,9 @@ struct SseParams {
     _token: Option<serde::de::IgnoredAny>,
 }
 
-/// `GET /sse`.
-pub async fn sse_endpoint(
-    req: HttpRequest,
-    state: web::Data<TransportContext>,
-) -> Result<HttpResponse, ApiError> {
-    // Who asks comes first: a client without a credential learns nothing more.
-    let access = state.authenticate_http(req.head())?;
-    let params = web::Query::<SseParams>::from_query(req.query_string())
+/// The subscribe op a `/sse` query string (`symbols=A,B&max_rate=R`) asks for.
+pub(crate) fn subscribe_op(query: &str) -> Result<ClientOp, ApiError> {
+    let params = web::Query::<SseParams>::from_query(query)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
     let symbols: Vec<String> = params
         .symbols
@@ -64,7 +59,17 @@ pub async fn sse_endpoint(
     }
     // The same checks as a WebSocket subscribe, answered as HTTP errors: SSE has
     // no channel for errors before the stream starts.
-    let op = op_from_value(op).map_err(|e| ApiError::bad_request(e.message))?;
+    op_from_value(op).map_err(|e| ApiError::bad_request(e.message))
+}
+
+/// `GET /sse`.
+pub async fn sse_endpoint(
+    req: HttpRequest,
+    state: web::Data<TransportContext>,
+) -> Result<HttpResponse, ApiError> {
+    // Who asks comes first: a client without a credential learns nothing more.
+    let access = state.authenticate_http(req.head())?;
+    let op = subscribe_op(req.query_string())?;
     let permit = state.admit_http()?;
     let mut session = state.session(Format::Json, access);
     session.handle_op(op, Instant::now());

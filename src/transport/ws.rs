@@ -261,7 +261,7 @@ async fn refuse(framed: &mut Framed<TcpStream, h1::Codec>, e: &ApiError) {
 }
 
 /// `/ws?format=`: the format without a subprotocol.
-fn ws_format(query: &str) -> Result<Format, ApiError> {
+pub(crate) fn ws_format(query: &str) -> Result<Format, ApiError> {
     let params = web::Query::<WsParams>::from_query(query)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
     match params.format.as_deref() {

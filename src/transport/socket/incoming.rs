@@ -5,20 +5,20 @@
 //! tests feed it through a request payload, whose chunks they choose.)
 
 use std::future::poll_fn;
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use actix_codec::Decoder;
 use actix_http::ws::{self, CloseReason, Codec, Frame, Item, ProtocolError};
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 use actix_web::dev::Payload;
 use actix_web::dev::RequestHead;
 use actix_web::http::header;
 use actix_web::rt::net::TcpStream;
 use bytes::{Bytes, BytesMut};
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 use futures_util::Stream;
 
 use super::poll::Responder;
@@ -106,7 +106,7 @@ pub fn handshake(
 /// Where client bytes come from.
 enum Source {
     /// Chunks of a payload (the unit tests').
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     Payload(Payload),
     /// The socket itself, owned after the upgrade.
     Stream(Rc<TcpStream>),
@@ -128,7 +128,7 @@ pub struct Incoming {
 
 impl Incoming {
     /// Reads `payload`; frames and joined messages may hold up to `max_size` bytes.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn new(payload: Payload, max_size: usize) -> Self {
         Self::from_source(Source::Payload(payload), BytesMut::new(), max_size)
     }
@@ -205,7 +205,7 @@ impl Incoming {
                 self.buf = BytesMut::new();
             }
             match &mut self.source {
-                #[cfg(test)]
+                #[cfg(any(test, fuzzing))]
                 Source::Payload(payload) => match Pin::new(payload).poll_next(cx) {
                     Poll::Ready(Some(Ok(bytes))) => self.buf.extend_from_slice(&bytes),
                     // The dispatcher ended the payload: the peer is gone.

@@ -7,7 +7,7 @@
 //! worker answers the probe (`2probe` → `3probe`) and hands the connection
 //! to the session's driver, which moves to it ([`crate::transport::socket::Upgrade`]).
 
-mod packet;
+pub(crate) mod packet;
 pub mod polling;
 pub mod upgrade;
 mod wire;

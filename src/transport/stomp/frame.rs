@@ -159,6 +159,9 @@ impl Parser {
         }
         self.buf.advance(eols);
         match parse(&self.buf, self.version, self.max)? {
+            // Whole, yet longer than any frame may be (its last piece brought
+            // it over): refused as it is when held in part.
+            Some((_, used)) if used > self.max => Err(FrameError::TooLarge(self.max)),
             Some((frame, used)) => {
                 self.buf.advance(used);
                 Ok(Some(frame))
@@ -443,6 +446,22 @@ SUBSCRIBE\r\nid:a\\cb\\nc\r\ndestination:/topic/quotes.AAPL\r\nid:second\r\n\r\n
             }
         }
         assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_however_it_is_cut() {
+        // 46 bytes held, then the rest of an 87-byte frame in one piece.
+        let mut p = Parser::new(64);
+        p.push(b"SEND\n\n").unwrap();
+        p.push(&[b'x'; 40]).unwrap();
+        assert_eq!(p.next_frame(), Ok(None));
+        p.push(&[[b'x'; 40].as_slice(), b"\0"].concat()).unwrap();
+        assert_eq!(p.next_frame(), Err(FrameError::TooLarge(64)));
+        // A frame of exactly the limit is fine.
+        let mut p = Parser::new(64);
+        p.push(b"SEND\n\n").unwrap();
+        p.push(&[[b'x'; 57].as_slice(), b"\0"].concat()).unwrap();
+        assert_eq!(p.next_frame().unwrap().unwrap().body.len(), 57);
     }
 
     #[test]

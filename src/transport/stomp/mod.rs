@@ -7,7 +7,7 @@
 //! them), so a batch of updates costs one message.
 
 mod connect;
-mod frame;
+pub(crate) mod frame;
 mod wire;
 
 pub use connect::Wishes;
