@@ -49,6 +49,17 @@ fn jwt(claims: Value) -> String {
     .unwrap()
 }
 
+/// Sends a request and reads its JSON answer.
+trait JsonBody {
+    async fn json_body(self) -> Value;
+}
+
+impl JsonBody for reqwest::RequestBuilder {
+    async fn json_body(self) -> Value {
+        self.send().await.unwrap().json().await.unwrap()
+    }
+}
+
 fn bearer(t: &str) -> String {
     format!("Bearer {t}")
 }
@@ -335,12 +346,8 @@ async fn a_ticket_opens_one_event_stream_once() {
         .http
         .post(app.url("/api/v1/tickets"))
         .header("authorization", bearer(&key))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_body()
+        .await;
     assert_eq!(ticket["expires_in"], 30);
     let t = ticket["ticket"].as_str().unwrap();
     let url = app.url(&format!("/sse?symbols=AAPL&ticket={t}"));
@@ -475,24 +482,16 @@ async fn each_transport_ends_its_own_way_when_a_token_expires() {
         .post(app.url("/poll"))
         .header("authorization", bearer(&short(1)))
         .body(r#"{"symbols":["AAPL"]}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_body()
+        .await;
     let session = created["session"].as_str().unwrap().to_owned();
     let refresh = json!({"op":"auth","id":1,"token":short(2)});
     let reply: Value = app
         .http
         .post(app.url(&format!("/poll/{session}")))
         .body(refresh.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_body()
+        .await;
     assert_eq!(reply["messages"][0]["type"], "authenticated", "{reply}");
 
     // STOMP: ERROR, then the close.
