@@ -7,8 +7,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_http::HttpService;
-use actix_service::{fn_service, map_config};
+use actix_http::error::DispatchError;
+use actix_http::{HttpService, Protocol};
+use actix_service::{fn_service, map_config, ServiceFactoryExt};
 use actix_web::dev::AppConfig;
 use actix_web::{web, App};
 use tokio::sync::{watch, Semaphore};
@@ -20,6 +21,7 @@ use crate::http::{self, ApiContext, ApiError};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::tls::Certificates;
 use crate::transport::{self, TransportContext};
 use crate::universe;
 
@@ -27,6 +29,8 @@ use crate::universe;
 /// each get.
 pub struct AppState {
     pub settings: Arc<Settings>,
+    /// The TLS certificate (`None`: plain http and ws).
+    pub certificates: Option<Arc<Certificates>>,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub feeds: Vec<Arc<FeedStatus>>,
@@ -67,6 +71,8 @@ impl Application {
         let auth = Authenticator::load(&settings.auth)
             .map_err(|(key, problem)| anyhow::anyhow!("invalid setting {key}: {problem}"))?
             .map(Arc::new);
+        let certificates = Certificates::load(&settings.tls)
+            .map_err(|(key, problem)| anyhow::anyhow!("invalid setting {key}: {problem}"))?;
         let settings = Arc::new(settings);
         let origins = http::origins::Origins::new(&settings.server.allowed_origins);
         let transport = Arc::new(TransportContext {
@@ -92,6 +98,7 @@ impl Application {
         });
         let state = Arc::new(AppState {
             settings,
+            certificates,
             hub,
             metrics,
             feeds,
@@ -190,11 +197,13 @@ impl Application {
         // Idle keep-alive connections close when the server stops (as
         // actix-web's HttpServer arranges).
         let graceful = builder.graceful_shutdown_signal();
-        let server = builder
+        let builder = builder
             .workers(workers)
             .disable_signals()
-            .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
-            .listen("ticker-gateway", self.listener, move || {
+            .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1));
+        // The same HTTP service over TCP or TLS; only the connection type differs.
+        macro_rules! http_service {
+            () => {{
                 let app = App::new()
                     .app_data(transport_data.clone())
                     .app_data(api_data.clone())
@@ -222,12 +231,37 @@ impl Application {
                         transport::ws::upgrade(upgrades.clone(), req, framed)
                     }))
                     .finish(map_config(app, |_| AppConfig::default()))
-                    .tcp()
-            })?
-            .run();
+            }};
+        }
+        let builder = match &state.certificates {
+            None => builder.listen("ticker-gateway", self.listener, move || {
+                http_service!().tcp()
+            })?,
+            Some(certs) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config());
+                let handshake = settings.tls.handshake_timeout;
+                builder.listen("ticker-gateway", self.listener, move || {
+                    let acceptor = acceptor.clone();
+                    fn_service(move |tcp: actix_web::rt::net::TcpStream| {
+                        let accepted = crate::tls::accept(acceptor.clone(), tcp, handshake);
+                        async move {
+                            let tls = accepted.await.map_err(DispatchError::Io)?;
+                            let (tcp, _) = tls.get_ref();
+                            // Quotes are small and latency matters: no Nagle delay.
+                            let _ = tcp.set_nodelay(true);
+                            let peer = tcp.peer_addr().ok();
+                            Ok((tls, Protocol::Http1, peer))
+                        }
+                    })
+                    .and_then(http_service!())
+                })?
+            }
+        };
+        let server = builder.run();
         let handle = server.handle();
         let server_task = actix_web::rt::spawn(server);
-        tracing::info!(%addr, workers, feeds = settings.feeds.len(), symbols = state.hub.len(), "ticker gateway listening on {addr}");
+        let tls = state.certificates.is_some();
+        tracing::info!(%addr, workers, tls, feeds = settings.feeds.len(), symbols = state.hub.len(), "ticker gateway listening on {addr}");
 
         shutdown.await;
         tracing::info!("shutting down: closing connections with 1001, stopping feeds");

@@ -17,6 +17,7 @@
 //!   per symbol, per-symbol fan-out, the symbols sessions want.
 //! - [`auth`]: who may connect and what they may see: API keys, JWT, tickets,
 //!   entitlement patterns and per-principal limits.
+//! - [`tls`]: `[tls]`: the certificate (reloadable) and the acceptor settings.
 //! - [`session`]: the transport-independent session core and the ticker.v1 messages.
 //! - [`transport`]: WebSocket ticker.v1 (JSON / MessagePack), Server-Sent Events
 //!   and long-polling on a narrow [`transport::TransportContext`]. A streaming
@@ -47,5 +48,6 @@ pub mod metrics;
 pub mod quote;
 pub mod session;
 pub mod settings;
+pub mod tls;
 pub mod transport;
 pub mod universe;

@@ -11,6 +11,7 @@ pub use crate::auth::AuthSettings;
 pub use crate::bus::PublishSettings;
 pub use crate::duration::parse_duration;
 pub use crate::feeds::FeedSettings;
+pub use crate::tls::TlsSettings;
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -50,6 +51,8 @@ pub struct Settings {
     pub publish: PublishSettings,
     #[serde(default)]
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub tls: TlsSettings,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -317,6 +320,9 @@ impl Settings {
             ));
         }
         if let Err((key, problem)) = crate::auth::Authenticator::load(&self.auth) {
+            return Err(invalid(&key, problem));
+        }
+        if let Err((key, problem)) = crate::tls::Certificates::load(&self.tls) {
             return Err(invalid(&key, problem));
         }
         if self.sse.keepalive_interval.is_zero() {

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -13,16 +12,7 @@ use ticker_gateway::auth::{AuthSettings, Authenticator, Refusal};
 use ticker_gateway::settings::Settings;
 
 fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl (tests/run --setup installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    common::tls::openssl(&std::env::temp_dir(), args)
 }
 
 /// A fresh key pair: (private PEM path, public PEM path).

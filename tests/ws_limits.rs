@@ -10,7 +10,6 @@ use common::*;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::MaybeTlsStream;
 
 /// A client subscribed to `sym` that must keep getting every new quote.
 struct Witness {
@@ -302,40 +301,14 @@ async fn server_pings_and_a_silent_client_is_closed() {
     alive.until_type("pong").await;
 }
 
-/// A busy market (every symbol moving, 20,000 quotes/s) and a 300 ms write stall
-/// timeout.
-async fn busy_market() -> TestApp {
-    spawn_app(
-        "[session]\nwrite_stall_timeout = \"300ms\"\n\
-         [[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 20000.0\nhot_fraction = 1.0\nseed = 1\n",
-    )
-    .await
-}
-
-/// A client with a tiny receive buffer that subscribes to 500 symbols and then
-/// stops reading.
-async fn slow_client(app: &TestApp) -> Client {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(app.addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(app.ws_url(""), MaybeTlsStream::Plain(tcp))
-        .await
-        .unwrap();
-    let mut slow = Client::from_ws(ws, false, None);
-    let syms = app.symbols(500).await;
-    slow.send(json!({"op":"subscribe","symbols":syms,"max_rate":50}))
-        .await;
-    slow
-}
-
 #[tokio::test]
 async fn slow_consumer_is_closed_with_4008_and_others_keep_flowing() {
-    let app = busy_market().await;
+    let app = busy_market(None).await;
     let mut w = Client::connect(&app.ws_url("")).await;
     w.subscribe(&["SPY"], 10.0).await;
     w.until_type("snapshot").await;
 
-    let mut slow = slow_client(&app).await;
+    let mut slow = slow_client(&app, None).await;
 
     app.wait_metric("ticker_slow_consumer_closes_total", &[], |v| v >= 1.0)
         .await;
@@ -355,8 +328,8 @@ async fn slow_consumer_is_closed_with_4008_and_others_keep_flowing() {
 
 #[tokio::test]
 async fn a_slow_consumer_that_never_reads_again_is_reset() {
-    let app = busy_market().await;
-    let mut slow = slow_client(&app).await;
+    let app = busy_market(None).await;
+    let mut slow = slow_client(&app, None).await;
 
     // It stops reading: 4008 is queued behind everything the server holds for it,
     // and when it has read nothing for another write_stall_timeout the server

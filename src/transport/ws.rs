@@ -19,7 +19,6 @@ use actix_http::h1::Message;
 use actix_http::ws::OpCode;
 use actix_http::{h1, ConnectionType, Request, Response};
 use actix_web::http::header;
-use actix_web::rt::net::TcpStream;
 use actix_web::{web, HttpResponse, ResponseError};
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
@@ -28,7 +27,10 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::driver::{self, Connection, Input, Liveness, Wire, FRAME_BYTES};
-use super::socket::{self, ws_close, ws_frame, DirectSocket, Incoming, PollRequest, Reader, Sink};
+use super::socket::{
+    self, ws_close, ws_frame, ClientStream, DirectSocket, Incoming, IntoClientStream, PollRequest,
+    Reader, Sink,
+};
 use super::socketio::{self, Carrier, Handshake, SocketIo};
 use super::stomp::{self, Stomp, Wishes};
 use super::{CloseCode, Ended, TransportContext};
@@ -127,11 +129,14 @@ pub async fn ws_endpoint() -> Result<HttpResponse, ApiError> {
 /// Every request that asks for a protocol upgrade. actix-http hands it over with
 /// its connection; `/ws` becomes a WebSocket the gateway owns, anything else is
 /// answered with a JSON error and closed.
-pub async fn upgrade(
+pub async fn upgrade<T>(
     ctx: Arc<TransportContext>,
     req: Request,
-    mut framed: Framed<TcpStream, h1::Codec>,
-) -> Result<(), actix_http::Error> {
+    mut framed: Framed<T, h1::Codec>,
+) -> Result<(), actix_http::Error>
+where
+    T: IntoClientStream + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let accepted = accept(&ctx, &req);
     // Nothing of the request is kept for the connection's life.
     drop(req);
@@ -153,6 +158,7 @@ pub async fn upgrade(
     // The socket and what the client sent after the handshake; the codec and
     // its write buffer go.
     let FramedParts { io, read_buf, .. } = framed.into_parts();
+    let io = io.into_client_stream();
     match speaks {
         Accepted::Session(speaks) => {
             let access = ctx.access_or_pending(hook);
@@ -168,7 +174,7 @@ pub async fn upgrade(
 /// Runs an accepted WebSocket on the driver.
 async fn serve(
     ctx: Arc<TransportContext>,
-    stream: Rc<TcpStream>,
+    stream: Rc<ClientStream>,
     read: BytesMut,
     speaks: Speaks,
     access: Access,
@@ -246,7 +252,10 @@ async fn serve(
 }
 
 /// Answers a refused upgrade with its JSON error, then the connection closes.
-async fn refuse(framed: &mut Framed<TcpStream, h1::Codec>, e: &ApiError) {
+async fn refuse<T>(framed: &mut Framed<T, h1::Codec>, e: &ApiError)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let body = serde_json::to_vec(e).unwrap_or_default();
     let mut head = Response::build(e.status_code())
         .content_type("application/json")

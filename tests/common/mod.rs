@@ -8,6 +8,7 @@
 pub mod nats;
 pub mod node;
 pub mod process;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -95,6 +96,15 @@ pub async fn spawn_app(overlay: &str) -> TestApp {
     app
 }
 
+/// Like [`spawn_app`], serving https and wss with `ca`'s certificate; the
+/// app's HTTP client trusts `ca` only.
+pub async fn spawn_tls_app(overlay: &str, ca: &tls::TestCa) -> TestApp {
+    let mut app = start_app(&format!("{overlay}\n{}", ca.settings()));
+    app.http = ca.http_client();
+    app.wait_ready().await;
+    app
+}
+
 /// Like [`spawn_app`], without waiting for readiness.
 pub fn start_app(overlay: &str) -> TestApp {
     let base = "feeds = []\n[server]\nport = 0\nworkers = 2\n";
@@ -121,12 +131,19 @@ pub fn start_app(overlay: &str) -> TestApp {
 }
 
 impl TestApp {
+    /// Whether the app serves https and wss.
+    pub fn tls(&self) -> bool {
+        self.state.certificates.is_some()
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.tls() { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr, path)
     }
 
     pub fn ws_url(&self, query: &str) -> String {
-        format!("ws://{}/ws{}", self.addr, query)
+        let scheme = if self.tls() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws{}", self.addr, query)
     }
 
     /// Waits for `/readyz` to answer 200.
@@ -566,6 +583,37 @@ impl Client {
 }
 
 /// The close code constant for assertions.
+/// A busy market (every symbol moving, 20,000 quotes/s) and a 300 ms write
+/// stall timeout; over TLS with `ca`'s certificate if given.
+pub async fn busy_market(ca: Option<&tls::TestCa>) -> TestApp {
+    let settings = "[session]\nwrite_stall_timeout = \"300ms\"\n\
+         [[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 20000.0\nhot_fraction = 1.0\nseed = 1\n";
+    match ca {
+        Some(ca) => spawn_tls_app(settings, ca).await,
+        None => spawn_app(settings).await,
+    }
+}
+
+/// A client with a tiny receive buffer that subscribes to 500 symbols and then
+/// stops reading (over wss, verifying `ca`, if given).
+pub async fn slow_client(app: &TestApp, ca: Option<&tls::TestCa>) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(app.addr).await.unwrap();
+    let stream = match ca {
+        Some(ca) => MaybeTlsStream::Rustls(ca.connect(tcp).await.unwrap()),
+        None => MaybeTlsStream::Plain(tcp),
+    };
+    let (ws, _) = tokio_tungstenite::client_async(app.ws_url(""), stream)
+        .await
+        .unwrap();
+    let mut slow = Client::from_ws(ws, false, None);
+    let syms = app.symbols(500).await;
+    slow.send(json!({"op":"subscribe","symbols":syms,"max_rate":50}))
+        .await;
+    slow
+}
+
 pub fn code(c: CloseCode) -> u16 {
     u16::from(c)
 }

@@ -4,6 +4,8 @@
 //! turn per frame. A write the socket cannot take stays here (at most one
 //! batch: the driver writes the next only when this one has left) and starts the
 //! stall clock; `write_stall_timeout` later the connection is a slow consumer.
+//! Under TLS the ciphertext of a write the kernel did not take waits in the
+//! stream's backlog, and counts the same as `pending`.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -13,17 +15,17 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-use actix_web::rt::net::TcpStream;
 use bytes::{Buf, BytesMut};
 use prometheus::IntGauge;
 use tokio::time::Instant;
 
 use super::outgoing::ClientSocket;
+use super::stream::ClientStream;
 use super::Sink;
 
 /// An owned client socket's write side.
 pub struct DirectSocket {
-    stream: Rc<TcpStream>,
+    stream: Rc<ClientStream>,
     state: RefCell<State>,
     stall_timeout: Duration,
     /// Counts the socket as open until this is dropped.
@@ -42,7 +44,7 @@ struct State {
 }
 
 impl DirectSocket {
-    pub fn new(stream: Rc<TcpStream>, stall_timeout: Duration, open: Option<IntGauge>) -> Self {
+    pub fn new(stream: Rc<ClientStream>, stall_timeout: Duration, open: Option<IntGauge>) -> Self {
         if let Some(g) = &open {
             g.inc();
         }
@@ -54,12 +56,18 @@ impl DirectSocket {
         }
     }
 
-    /// Hands what is pending to the kernel; true once nothing is left.
+    /// Hands what is pending (and the stream's backlog) to the kernel; true
+    /// once nothing is left.
     fn flush(&self, st: &mut State) -> bool {
-        while !st.pending.is_empty() {
-            match self.stream.try_write(&st.pending) {
+        while !st.pending.is_empty() || self.stream.backlog() > 0 {
+            let wrote = if st.pending.is_empty() {
+                self.stream.try_flush().map(|()| 1)
+            } else {
+                self.stream.try_write(&st.pending)
+            };
+            match wrote {
                 Ok(n) if n > 0 => {
-                    st.pending.advance(n);
+                    st.pending.advance(n.min(st.pending.len()));
                     // Progress: a client that reads slowly is not stalled.
                     st.blocked_since = None;
                 }
@@ -120,12 +128,12 @@ impl Sink for DirectSocket {
 
     fn has_room(&self) -> bool {
         let st = self.state.borrow();
-        st.pending.is_empty() && !st.closed
+        st.pending.is_empty() && self.stream.backlog() == 0 && !st.closed
     }
 
     async fn writable(&self) {
         poll_fn(|cx| loop {
-            if self.state.borrow().pending.is_empty() {
+            if self.flushed() {
                 return Poll::Ready(());
             }
             match self.stream.poll_write_ready(cx) {
@@ -173,28 +181,26 @@ impl Sink for DirectSocket {
             st.pending.clear();
             st.closed = true;
         }
+        self.stream.drop_backlog();
         // The stream is ours and open: the descriptor is this connection's.
         self.socket().reset();
     }
 
     fn flushed(&self) -> bool {
-        self.state.borrow().pending.is_empty()
+        self.state.borrow().pending.is_empty() && self.stream.backlog() == 0
     }
 
     fn unsent(&self) -> usize {
-        self.state.borrow().pending.len() + self.socket().unsent()
+        self.state.borrow().pending.len() + self.stream.backlog() + self.socket().unsent()
     }
 
     async fn finish(&self, flush: Duration, drain: Duration) {
         let _ = tokio::time::timeout(flush, self.writable()).await;
-        // Our half ends with a FIN after what was sent; the client's close
-        // answer (or anything else it still sends) is read and dropped, so the
-        // socket is not closed with unread input, which would send a reset and
-        // could discard the close frame on its way.
-        // SAFETY: the stream is open (we own it); shutdown only ends our half.
-        unsafe {
-            libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR);
-        }
+        // Our half ends with a FIN (after a TLS close_notify) after what was
+        // sent; the client's close answer (or anything else it still sends) is
+        // read and dropped, so the socket is not closed with unread input,
+        // which would send a reset and could discard the close frame on its way.
+        self.stream.shutdown_write();
         let discard = async {
             while self.stream.readable().await.is_ok() {
                 if !self.discard_input() {

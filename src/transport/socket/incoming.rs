@@ -16,12 +16,12 @@ use actix_http::ws::{self, CloseReason, Codec, Frame, Item, ProtocolError};
 use actix_web::dev::Payload;
 use actix_web::dev::RequestHead;
 use actix_web::http::header;
-use actix_web::rt::net::TcpStream;
 use bytes::{Bytes, BytesMut};
 #[cfg(any(test, fuzzing))]
 use futures_util::Stream;
 
 use super::poll::Responder;
+use super::stream::ClientStream;
 use crate::transport::CloseCode;
 
 /// One complete client message or control frame.
@@ -109,7 +109,7 @@ enum Source {
     #[cfg(any(test, fuzzing))]
     Payload(Payload),
     /// The socket itself, owned after the upgrade.
-    Stream(Rc<TcpStream>),
+    Stream(Rc<ClientStream>),
 }
 
 /// Bytes read from an owned socket at a time (on the stack, so an idle
@@ -135,7 +135,7 @@ impl Incoming {
 
     /// Reads the owned socket, starting with `read` (what arrived with the
     /// handshake).
-    pub fn from_stream(stream: Rc<TcpStream>, read: BytesMut, max_size: usize) -> Self {
+    pub fn from_stream(stream: Rc<ClientStream>, read: BytesMut, max_size: usize) -> Self {
         Self::from_source(Source::Stream(stream), read, max_size)
     }
 

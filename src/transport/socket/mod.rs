@@ -4,6 +4,8 @@
 //!   response body, with the session's driver running inside that body (one task
 //!   per connection, writes taken once per dispatcher turn). Slow consumers are
 //!   timed by the per-worker [`watchdog`] and reset through the raw socket.
+//! - [`ClientStream`]: an owned connection, plain or TLS (rustls run by the
+//!   gateway after the upgrade), with the calls the layer makes of a socket.
 //! - [`DirectSocket`]: the write side of a WebSocket the gateway owns after the
 //!   upgrade: frames straight to the kernel, stalls timed here.
 //! - [`ws_frame`], [`ws_close`]: the frames a server writes on a WebSocket.
@@ -21,6 +23,7 @@ pub mod incoming;
 pub mod outgoing;
 pub mod poll;
 mod sink;
+mod stream;
 mod watchdog;
 
 pub use direct::DirectSocket;
@@ -29,6 +32,7 @@ pub use incoming::{handshake, ClientFrame, Incoming, ReadError};
 pub use outgoing::{remember_socket, ClientSocket, Outgoing, OutgoingBody};
 pub use poll::{PollInput, PollRequest, PollSocket, Responder, SecondGet, Upgrade};
 pub use sink::Sink;
+pub use stream::{ClientStream, IntoClientStream, OwnedStream};
 
 /// A connection's read side: WebSocket frames, or long-polling requests.
 pub enum Reader {

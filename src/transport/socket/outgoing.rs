@@ -443,10 +443,10 @@ impl ClientSocket {
     }
 }
 
-/// The server's `on_connect_ext` hook: remembers each TCP connection's
-/// descriptor (for slow SSE readers).
-pub fn remember_socket(tcp: &actix_web::rt::net::TcpStream, ext: &mut Extensions) {
-    ext.insert(ClientSocket(tcp.as_raw_fd()));
+/// The server's `on_connect_ext` hook: remembers each connection's descriptor
+/// (for slow SSE readers), under TLS the one beneath it.
+pub fn remember_socket<T: AsRawFd>(io: &T, ext: &mut Extensions) {
+    ext.insert(ClientSocket(io.as_raw_fd()));
 }
 
 #[cfg(test)]

@@ -14,13 +14,12 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix_web::rt::net::TcpStream;
 use bytes::{Bytes, BytesMut};
 use prometheus::IntGauge;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
-use super::{ClientFrame, DirectSocket, Incoming, ReadError, Sink};
+use super::{ClientFrame, ClientStream, DirectSocket, Incoming, OwnedStream, ReadError, Sink};
 use crate::transport::CloseCode;
 
 /// What a request asks of a long-polling session's driver.
@@ -56,7 +55,7 @@ pub struct Responder(pub oneshot::Sender<Result<Vec<Bytes>, CloseCode>>);
 #[derive(Debug)]
 pub struct Upgrade {
     /// Out of its worker's reactor (it joins the session's).
-    pub stream: std::net::TcpStream,
+    pub stream: OwnedStream,
     /// What arrived after the handshake and was not read yet.
     pub read: BytesMut,
     /// The answer for a `GET` still waiting (the client stops polling).
@@ -135,7 +134,7 @@ pub struct PollInput {
 /// `5`); until then writes still go to `GET`s, and a `GET` is answered at once
 /// so the client can finish polling.
 struct Moving {
-    stream: Rc<TcpStream>,
+    stream: Rc<ClientStream>,
     reader: Incoming,
     last_answer: Bytes,
     reframe: fn(&[u8], &mut BytesMut),
@@ -264,7 +263,7 @@ impl Sink for PollSocket {
 impl PollInput {
     /// Starts moving the session to `to`: a waiting `GET` is answered now.
     fn start_moving(&mut self, to: Upgrade) -> Result<(), ReadError> {
-        let stream = TcpStream::from_std(to.stream)
+        let stream = ClientStream::from_owned(to.stream)
             .map_err(|e| ReadError::Protocol(format!("the upgraded socket: {e}")))?;
         let stream = Rc::new(stream);
         let reader = Incoming::from_stream(stream.clone(), to.read, to.max_frame_bytes);

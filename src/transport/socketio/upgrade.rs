@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::ws::OpCode;
-use actix_web::rt::net::TcpStream;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::reframe;
 use crate::transport::socket::{
-    ws_close, ws_frame, ClientFrame, DirectSocket, Incoming, PollRequest, Sink, Upgrade,
+    ws_close, ws_frame, ClientFrame, ClientStream, DirectSocket, Incoming, PollRequest, Sink,
+    Upgrade,
 };
 use crate::transport::{CloseCode, TransportContext};
 
@@ -28,7 +28,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Runs the probe on an accepted WebSocket, then hands it to `driver`.
 pub async fn probe(
     ctx: Arc<TransportContext>,
-    stream: Rc<TcpStream>,
+    stream: Rc<ClientStream>,
     read: BytesMut,
     driver: mpsc::Sender<PollRequest>,
 ) {
@@ -56,7 +56,7 @@ pub async fn probe(
     let Ok(stream) = Rc::try_unwrap(stream) else {
         return;
     };
-    let Ok(stream) = stream.into_std() else {
+    let Ok(stream) = stream.into_owned() else {
         return;
     };
     let upgrade = Upgrade {
