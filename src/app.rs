@@ -118,6 +118,11 @@ impl Application {
         self.listener.local_addr().expect("unwrap: bound listener")
     }
 
+    /// Applies reloaded keys and certificate while the gateway runs (SIGHUP).
+    pub fn reloader(&self) -> crate::reload::Reloader {
+        crate::reload::Reloader::new(self.state.clone())
+    }
+
     /// The shared state (for embedding and tests).
     pub fn state(&self) -> &Arc<AppState> {
         &self.state

@@ -28,7 +28,8 @@
 //! - [`http`]: the JSON error type, the symbol/quote API, health, metrics, and
 //!   the OpenAPI and AsyncAPI documents.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully.
+//! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully;
+//!   [`reload`]: what SIGHUP changes while it runs (keys, certificate).
 //!
 //! Dependencies point one way: `app` → `transport` → `http` → `feeds`, `hub`,
 //! `session` → `auth`, `metrics` …; `settings` → `feeds` → `bus` → `hub` (no module
@@ -46,6 +47,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod quote;
+pub mod reload;
 pub mod session;
 pub mod settings;
 pub mod tls;

@@ -1,5 +1,6 @@
 //! The `ticker-gateway` binary: parse flags, load settings, run until SIGINT/SIGTERM
-//! (or, with `--check-config`, print the effective settings and exit).
+//! (or, with `--check-config`, print the effective settings and exit). SIGHUP
+//! loads the settings again and applies the keys and the certificate.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use ticker_gateway::app::Application;
 use ticker_gateway::auth::check_pattern;
+use ticker_gateway::reload::Reloader;
 use ticker_gateway::settings::{LogFormat, LogSettings, Settings};
 
 /// jemalloc keeps its bookkeeping out of the blocks it hands out, so the untouched
@@ -76,6 +78,26 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// On each SIGHUP: the settings are loaded again from the same layers and
+/// their keys and certificate applied; settings that no longer load leave
+/// everything as it was.
+#[cfg(unix)]
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    reloader: Reloader,
+    config: Option<PathBuf>,
+) {
+    while hangups.recv().await.is_some() {
+        let reloaded = Settings::load(config.as_deref())
+            .map_err(|e| e.to_string())
+            .and_then(|s| reloader.reload(&s));
+        match reloaded {
+            Ok(()) => tracing::info!("SIGHUP: keys, token keys and certificate reloaded"),
+            Err(e) => tracing::error!("SIGHUP: reload failed, nothing changed: {e}"),
+        }
+    }
+}
+
 #[cfg(not(unix))]
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     Ok(async {
@@ -130,7 +152,12 @@ fn main() -> ExitCode {
     raise_open_file_limit();
     let result = actix_web::rt::System::new().block_on(async move {
         let signals = shutdown_signal()?;
+        // Registered before start-up: SIGHUP's default action ends the process.
+        #[cfg(unix)]
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let app = Application::build(settings)?;
+        #[cfg(unix)]
+        actix_web::rt::spawn(reload_on_hangup(hangups, app.reloader(), args.config));
         app.run_until(signals).await
     });
     match result {

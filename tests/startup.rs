@@ -1,6 +1,8 @@
 //! The real `ticker-gateway` binary: bad settings stop start-up with one clear
 //! line and exit code 2; a running gateway logs its address, serves, and on
-//! SIGTERM/SIGINT closes its WebSockets with 1001 and exits 0.
+//! SIGTERM/SIGINT closes its WebSockets with 1001 and exits 0; SIGHUP reloads
+//! the API keys and the TLS certificate without dropping a connection, closing
+//! those whose key was revoked with 4001.
 
 mod common;
 use common::*;
@@ -275,9 +277,14 @@ impl Gateway {
     /// Starts the binary on a free port and waits for its "listening on" line.
     async fn start() -> Gateway {
         let overlay = temp_file("overlay.toml", "[session]\nheartbeat_interval = \"15s\"\n");
+        Gateway::start_with(&overlay).await
+    }
+
+    /// [`Gateway::start`] with the settings file `overlay`.
+    async fn start_with(overlay: &std::path::Path) -> Gateway {
         let mut child = gateway()
             .arg("--config")
-            .arg(&overlay)
+            .arg(overlay)
             .env("TICKER__SERVER__PORT", "0")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -332,6 +339,19 @@ impl Gateway {
 
     fn output(&self) -> String {
         self.output.lock().unwrap().clone()
+    }
+
+    /// Waits for the `n`th line of output containing `needle`.
+    async fn wait_output(&self, needle: &str, n: usize) {
+        let count = || self.output().matches(needle).count();
+        poll(&format!("{needle:?} in the output"), || async {
+            if count() >= n {
+                Ok(())
+            } else {
+                Err(self.output())
+            }
+        })
+        .await;
     }
 
     async fn healthz(&self) {
@@ -448,4 +468,99 @@ async fn sigint_without_clients_exits_0() {
     let (status, output) = gw.exit_status().await;
     let status = status.unwrap_or_else(|| panic!("still running 10 s after SIGINT:\n{output}"));
     assert!(status.success(), "exit {status:?}; output:\n{output}");
+}
+
+/// The settings of the SIGHUP test: TLS from `dir`, and `keys` (settings lines).
+fn tls_and_keys(dir: &std::path::Path, keys: &str) -> String {
+    format!(
+        "[session]\nheartbeat_interval = \"15s\"\n[tls]\ncert = {:?}\nkey = {:?}\n\
+         [auth]\nenabled = true\n{keys}",
+        dir.join("cert.pem").to_str().unwrap(),
+        dir.join("key.pem").to_str().unwrap(),
+    )
+}
+
+/// Puts `ca`'s server certificate where the settings name it.
+fn install_certificate(ca: &tls::TestCa, dir: &std::path::Path) {
+    std::fs::copy(ca.cert(), dir.join("cert.pem")).unwrap();
+    std::fs::copy(ca.key(), dir.join("key.pem")).unwrap();
+}
+
+#[tokio::test]
+async fn sighup_reloads_keys_and_certificate_and_closes_revoked_sessions() {
+    let old_ca = tls::TestCa::new("old-ca");
+    let new_ca = tls::TestCa::new("new-ca");
+    let dir = old_ca.dir.join("live");
+    std::fs::create_dir_all(&dir).unwrap();
+    install_certificate(&old_ca, &dir);
+    let (kept, kept_lines) = ticker_gateway::auth::keygen("kept", &["*".into()]);
+    let (gone, gone_lines) = ticker_gateway::auth::keygen("gone", &["*".into()]);
+    let overlay = dir.join("gateway.toml");
+    std::fs::write(
+        &overlay,
+        tls_and_keys(&dir, &format!("{kept_lines}{gone_lines}")),
+    )
+    .unwrap();
+    let gw = Gateway::start_with(&overlay).await;
+    let url = format!("wss://{}/ws", gw.addr);
+    let connect = |key: String, ca: &'static tls::TestCa| {
+        let url = url.clone();
+        async move {
+            let bearer = format!("Bearer {key}");
+            tls::wss_client(&url, ca, &[], &[("Authorization", &bearer)]).await
+        }
+    };
+    // 'static CAs for the closure above: they live until the test ends.
+    let old_ca: &'static tls::TestCa = Box::leak(Box::new(old_ca));
+    let new_ca: &'static tls::TestCa = Box::leak(Box::new(new_ca));
+    let mut stays = connect(kept.clone(), old_ca).await.unwrap();
+    let mut revoked = connect(gone.clone(), old_ca).await.unwrap();
+    for c in [&mut stays, &mut revoked] {
+        c.subscribe(&["AAPL"], 50.0).await;
+        c.until_type("snapshot").await;
+    }
+
+    // The second key goes, a certificate from another CA comes; SIGHUP.
+    std::fs::write(&overlay, tls_and_keys(&dir, &kept_lines)).unwrap();
+    install_certificate(new_ca, &dir);
+    gw.signal("HUP");
+    gw.wait_output("reloaded", 1).await;
+
+    // The revoked key's session is told, then closed with 4001.
+    assert_eq!(revoked.until_closed().await, Some(4001));
+    let told = revoked.received.iter().any(|m| {
+        m["type"] == "error"
+            && m["code"] == "unauthorized"
+            && m["message"] == "the credential was revoked"
+    });
+    assert!(
+        told,
+        "no unauthorized error before the close: {:?}",
+        revoked.received
+    );
+    // The other stays open on the old certificate and keeps receiving.
+    let before = stays.received.len();
+    stays.until_type("update").await;
+    assert!(stays.received.len() > before);
+    // New connections get the new certificate: only the new CA verifies it.
+    assert!(
+        connect(kept.clone(), old_ca).await.is_err(),
+        "the old certificate is still served"
+    );
+    let mut fresh = connect(kept.clone(), new_ca).await.unwrap();
+    fresh.subscribe(&["AAPL"], 50.0).await;
+    // The revoked key no longer opens a session.
+    let mut refused = connect(gone, new_ca).await.unwrap();
+    assert_eq!(refused.until_closed().await, Some(4001));
+
+    // Settings that no longer load change nothing.
+    std::fs::write(&overlay, "[session\n").unwrap();
+    gw.signal("HUP");
+    gw.wait_output("reload failed", 1).await;
+    stays.until_type("update").await;
+    connect(kept, new_ca)
+        .await
+        .unwrap()
+        .subscribe(&["AAPL"], 50.0)
+        .await;
 }

@@ -7,28 +7,16 @@
 mod common;
 
 use common::node::NodeBridge;
-use common::tls::TestCa;
+use common::tls::{wss_client, TestCa};
 use common::{busy_market, slow_client, spawn_tls_app, Client, TestApp, WAIT};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::Connector;
 
 /// A wss client of `app` that trusts `ca` only.
-async fn wss_client(app: &TestApp, ca: &TestCa, protocols: &[&str]) -> Client {
-    let mut req = app.ws_url("").into_client_request().unwrap();
-    if !protocols.is_empty() {
-        req.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            protocols.join(", ").parse().unwrap(),
-        );
-    }
-    let connector = Connector::Rustls(ca.client_config());
-    let (ws, _) =
-        tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector))
-            .await
-            .expect("a wss connection verified against the test CA");
-    Client::from_ws(ws, protocols.contains(&"ticker.v1.msgpack"), None)
+async fn wss(app: &TestApp, ca: &TestCa, protocols: &[&str]) -> Client {
+    wss_client(&app.ws_url(""), ca, protocols, &[])
+        .await
+        .expect("a wss connection verified against the test CA")
 }
 
 /// A gateway serving https/wss whose replay feed has played the sample.
@@ -47,7 +35,7 @@ async fn rest_sse_long_polling_and_websocket_over_tls() {
 
     // WebSocket ticker.v1, JSON and MessagePack.
     for protocols in [["ticker.v1.json"], ["ticker.v1.msgpack"]] {
-        let mut ws = wss_client(&app, &ca, &protocols).await;
+        let mut ws = wss(&app, &ca, &protocols).await;
         ws.subscribe(&[&sym], 10.0).await;
         let snap = ws.until_type("snapshot").await;
         assert_eq!(snap["seq"], quote["seq"], "{protocols:?}");

@@ -10,7 +10,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::principal::{check_pattern, Principal};
+use super::principal::{check_pattern, Principal, Source};
 use super::settings::{JwtSettings, LimitSettings};
 use super::Refusal;
 
@@ -105,7 +105,8 @@ impl JwtVerifier {
             return Err(Refusal::Invalid);
         }
         let expires = UNIX_EPOCH + Duration::from_secs(c.exp);
-        Ok(Principal::with_limits(c.sub, syms, c.limits, Some(expires)))
+        Ok(Principal::with_limits(c.sub, syms, c.limits, Some(expires))
+            .from_source(Source::Jwt(token.into())))
     }
 }
 

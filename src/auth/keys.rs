@@ -4,7 +4,7 @@
 use ring::digest::{digest, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::principal::{check_pattern, Principal};
+use super::principal::{check_pattern, Principal, Source};
 use super::settings::KeySettings;
 
 /// A hash is 32 bytes.
@@ -38,7 +38,8 @@ impl KeyTable {
             if table.iter().any(|(h, _)| *h == hash) {
                 return Err((at("sha256"), "the same key is configured twice".into()));
             }
-            let principal = Principal::with_limits(k.sub.clone(), k.syms.clone(), k.limits, None);
+            let principal = Principal::with_limits(k.sub.clone(), k.syms.clone(), k.limits, None)
+                .from_source(Source::Key(hash));
             table.push((hash, principal));
         }
         Ok(KeyTable { keys: table })
@@ -46,12 +47,16 @@ impl KeyTable {
 
     /// The principal of `key`, if it is one of ours.
     pub fn find(&self, key: &str) -> Option<Principal> {
-        let presented = sha256(key.as_bytes());
+        self.find_hash(&sha256(key.as_bytes()))
+    }
+
+    /// The principal of the key whose SHA-256 is `presented`.
+    pub fn find_hash(&self, presented: &Hash) -> Option<Principal> {
         // Every hash is compared in full, so the time taken does not tell how
         // many bytes matched or which entry did.
         let mut found = None;
         for (hash, principal) in &self.keys {
-            if constant_time_eq(hash, &presented) {
+            if constant_time_eq(hash, presented) {
                 found = Some(principal.clone());
             }
         }

@@ -14,9 +14,12 @@ mod tickets;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
 pub use keys::keygen;
 pub use limits::{Admitted, ConnectionCounts};
-pub use principal::{check_pattern, Principal};
+pub use principal::{check_pattern, Principal, Source};
 pub use request::{bearer, Credential};
 pub use settings::{AuthSettings, LimitSettings};
 pub use tickets::TICKET_TTL;
@@ -49,6 +52,8 @@ pub enum Refusal {
     /// Authentication off: the client's address is at
     /// `server.max_connections_per_ip`.
     OverAddressLimit,
+    /// After a reload, the key is gone or the token no longer verifies.
+    Revoked,
 }
 
 impl Refusal {
@@ -64,6 +69,7 @@ impl Refusal {
             Refusal::BadTicket => "bad_ticket",
             Refusal::OverLimit => "over_limit",
             Refusal::OverAddressLimit => "over_ip_limit",
+            Refusal::Revoked => "revoked",
         }
     }
 
@@ -79,11 +85,12 @@ impl Refusal {
             Refusal::BadTicket => "ticket unknown, used or expired",
             Refusal::OverLimit => "too many connections for this principal",
             Refusal::OverAddressLimit => "too many connections from this address",
+            Refusal::Revoked => "the credential was revoked",
         }
     }
 
     /// Every label, so the metrics can show each at zero.
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 11] = [
         "missing",
         "invalid",
         "unknown_key",
@@ -94,6 +101,7 @@ impl Refusal {
         "bad_ticket",
         "over_limit",
         "over_ip_limit",
+        "revoked",
     ];
 }
 
@@ -105,22 +113,22 @@ pub struct Authenticator {
     pub leeway: Duration,
     /// Whether `?token=` is accepted.
     pub allow_query_token: bool,
-    keys: KeyTable,
-    jwt: Option<JwtVerifier>,
+    /// Keys and the JWT verifier, replaced whole on a reload.
+    verifiers: ArcSwap<Verifiers>,
     tickets: Tickets,
     counts: Arc<ConnectionCounts>,
+    /// Counts reloads; sessions check their credential again on each.
+    reloads: watch::Sender<u64>,
 }
 
-impl Authenticator {
-    /// The authenticator `s` describes (`None` when authentication is off), or
-    /// the setting at fault and what is wrong with it.
-    pub fn load(s: &AuthSettings) -> Result<Option<Authenticator>, (String, String)> {
-        if !s.enabled {
-            return Ok(None);
-        }
-        if s.timeout.is_zero() {
-            return Err(("auth.timeout".into(), "must be above zero".into()));
-        }
+/// What credentials are checked against.
+struct Verifiers {
+    keys: KeyTable,
+    jwt: Option<JwtVerifier>,
+}
+
+impl Verifiers {
+    fn load(s: &AuthSettings) -> Result<Verifiers, (String, String)> {
         let keys = KeyTable::new(&s.keys)?;
         let jwt = s
             .jwt
@@ -133,15 +141,61 @@ impl Authenticator {
                 "authentication is on but no [[auth.keys]] or [auth.jwt] is configured".into(),
             ));
         }
+        Ok(Verifiers { keys, jwt })
+    }
+}
+
+impl Authenticator {
+    /// The authenticator `s` describes (`None` when authentication is off), or
+    /// the setting at fault and what is wrong with it.
+    pub fn load(s: &AuthSettings) -> Result<Option<Authenticator>, (String, String)> {
+        if !s.enabled {
+            return Ok(None);
+        }
+        if s.timeout.is_zero() {
+            return Err(("auth.timeout".into(), "must be above zero".into()));
+        }
+        let verifiers = Verifiers::load(s)?;
         Ok(Some(Authenticator {
             timeout: s.timeout,
             leeway: s.leeway,
             allow_query_token: s.allow_query_token,
-            keys,
-            jwt,
+            verifiers: ArcSwap::from_pointee(verifiers),
             tickets: Tickets::default(),
             counts: Arc::default(),
+            reloads: watch::Sender::new(0),
         }))
+    }
+
+    /// Reads the keys, the JWT secret or public keys and the JWKS again
+    /// (SIGHUP); on an error the current ones stay. Open sessions then check
+    /// their credential again ([`Authenticator::recheck`]).
+    pub fn reload(&self, s: &AuthSettings) -> Result<(), (String, String)> {
+        self.verifiers.store(Arc::new(Verifiers::load(s)?));
+        self.reloads.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Changes on every reload.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// After a reload: the principal as its credential resolves now (its
+    /// patterns and limits may have changed), or [`Refusal::Revoked`] when the
+    /// key is gone or the token no longer verifies. A token past its `exp`
+    /// keeps its principal: its expiry ends it anyway.
+    pub fn recheck(&self, p: &Principal) -> Result<Principal, Refusal> {
+        let v = self.verifiers.load();
+        match p.source() {
+            Some(Source::Key(hash)) => v.keys.find_hash(hash).ok_or(Refusal::Revoked),
+            Some(Source::Jwt(token)) => match v.jwt.as_ref().map(|j| j.verify(token)) {
+                Some(Ok(now)) => Ok(now),
+                Some(Err(Refusal::Expired)) => Ok(p.clone()),
+                _ => Err(Refusal::Revoked),
+            },
+            Some(Source::Given) | None => Ok(p.clone()),
+        }
     }
 
     /// The principal of an API key or a JWT (three dot-separated parts).
@@ -149,12 +203,13 @@ impl Authenticator {
         if token.is_empty() {
             return Err(Refusal::Missing);
         }
+        let v = self.verifiers.load();
         if token.split('.').count() == 3 {
-            if let Some(jwt) = &self.jwt {
+            if let Some(jwt) = &v.jwt {
                 return jwt.verify(token);
             }
         }
-        self.keys.find(token).ok_or(Refusal::Invalid)
+        v.keys.find(token).ok_or(Refusal::Invalid)
     }
 
     /// The principal of a credential from a request.

@@ -21,6 +21,31 @@ struct Restricted {
     limits: LimitSettings,
     /// A JWT's `exp`; `None` for API keys.
     expires: Option<SystemTime>,
+    /// What to check again when the keys are reloaded.
+    source: Source,
+}
+
+/// The credential a principal was resolved from, to be checked again when the
+/// keys are reloaded (SIGHUP).
+#[derive(Clone, Default)]
+pub enum Source {
+    /// An API key, by its SHA-256.
+    Key([u8; 32]),
+    /// A JSON Web Token (kept in memory only, never printed).
+    Jwt(Arc<str>),
+    /// Made in code (tests): nothing to check.
+    #[default]
+    Given,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Key(_) => "Key",
+            Source::Jwt(_) => "Jwt",
+            Source::Given => "Given",
+        })
+    }
 }
 
 impl Principal {
@@ -46,7 +71,21 @@ impl Principal {
             patterns,
             limits,
             expires,
+            source: Source::Given,
         })))
+    }
+
+    /// The same principal, resolved from `source`.
+    pub fn from_source(mut self, source: Source) -> Principal {
+        if let Some(r) = self.0.as_mut().and_then(Arc::get_mut) {
+            r.source = source;
+        }
+        self
+    }
+
+    /// The credential it was resolved from (`None` when anonymous).
+    pub fn source(&self) -> Option<&Source> {
+        self.0.as_deref().map(|r| &r.source)
     }
 
     /// The principal's name (`None` when anonymous).

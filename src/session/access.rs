@@ -137,6 +137,12 @@ impl Access {
         self.state = State::Ended(end);
     }
 
+    /// The credential no longer holds (a reload revoked it): the session ends
+    /// as one refused, telling the client why (4001 on a WebSocket).
+    pub fn revoke(&mut self) {
+        self.state = State::Refused(Refusal::Revoked);
+    }
+
     /// A new or refreshed principal: admitted (pending) or put in place of the
     /// current one; the expiry follows it.
     pub fn admit(&mut self, admitted: Admitted, now: Instant) {
@@ -161,7 +167,8 @@ impl Access {
         matches!(self.state, State::Pending(_))
     }
 
-    /// Why the connection was refused before its session began, if it was.
+    /// Why the connection was refused (before its session began, or by a
+    /// reload since), if it was.
     pub fn refused_at_connect(&self) -> Option<Refusal> {
         match self.state {
             State::Refused(r) => Some(r),

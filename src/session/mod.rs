@@ -303,6 +303,37 @@ impl Session {
         });
     }
 
+    /// Changes when the server's keys are reloaded (`None` without
+    /// authentication): then [`Session::recheck_auth`].
+    pub fn auth_reloads(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.access.authenticator().map(|a| a.reloads())
+    }
+
+    /// After a reload: the credential checked again. Still good: its
+    /// principal as it resolves now (symbols it no longer entitles go, as on
+    /// a refresh); revoked: the session ends with `unauthorized`.
+    pub fn recheck_auth(&mut self, now: Instant) {
+        let (Some(auth), Some(current)) = (
+            self.access.authenticator().cloned(),
+            self.access.principal().cloned(),
+        ) else {
+            return;
+        };
+        match auth.recheck(&current) {
+            Ok(principal) => {
+                self.access.refresh(principal.clone(), now);
+                self.drop_unentitled(&principal);
+            }
+            Err(r) => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&[r.label()])
+                    .inc();
+                self.access.revoke();
+            }
+        }
+    }
+
     /// After a refresh: symbols the principal may no longer see go, with an
     /// `unsubscribed` that says why.
     fn drop_unentitled(&mut self, principal: &Principal) {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::socket::{ClientFrame, ReadError, Reader, Sink};
 use super::{CloseCode, Ended, FrameCounters, TransportContext};
@@ -209,6 +209,8 @@ pub async fn drive<W: Wire, S: Sink>(
     tokio::pin!(shutting_down);
     let news = inbox.notified();
     tokio::pin!(news);
+    // With authentication on: the keys' reloads (a credential may be revoked).
+    let mut reloads = session.auth_reloads();
     // One timer for the heartbeat, the throttle and (for sinks that time their
     // own) the stall, reset to the earliest each turn (an idle connection's
     // state is what it costs).
@@ -354,6 +356,7 @@ pub async fn drive<W: Wire, S: Sink>(
             }
             _ = out.writable(), if want_write => {}
             _ = &mut news, if !want_write => news.set(inbox.notified()),
+            _ = reloaded(&mut reloads) => session.recheck_auth(Instant::now()),
             _ = &mut timer => {
                 let now = tokio::time::Instant::now();
                 if now >= heartbeat_at {
@@ -478,6 +481,17 @@ fn read_error_text(e: &ReadError, max_frame_bytes: usize) -> String {
         ReadError::Protocol(e) => format!("protocol error: {e}"),
         ReadError::Expired => "expired".to_owned(),
     }
+}
+
+/// Resolves when the keys were reloaded; never without authentication (or
+/// once the server is going).
+async fn reloaded(reloads: &mut Option<watch::Receiver<u64>>) {
+    if let Some(r) = reloads {
+        if r.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 /// The client's next frame; never resolves for a client that does not talk.

@@ -139,6 +139,30 @@ impl TestCa {
     }
 }
 
+/// A wss connection to `url` (ticker.v1 JSON) that trusts `ca` only, with
+/// extra upgrade request headers; the handshake's error when it fails.
+pub async fn wss_client(
+    url: &str,
+    ca: &TestCa,
+    protocols: &[&str],
+    headers: &[(&'static str, &str)],
+) -> Result<super::Client, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    if !protocols.is_empty() {
+        let offered = protocols.join(", ").parse().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", offered);
+    }
+    for (name, value) in headers {
+        req.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    let connector = tokio_tungstenite::Connector::Rustls(ca.client_config());
+    let (ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector)).await?;
+    let msgpack = protocols.contains(&"ticker.v1.msgpack");
+    Ok(super::Client::from_ws(ws, msgpack, None))
+}
+
 impl Drop for TestCa {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
