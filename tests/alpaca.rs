@@ -163,8 +163,9 @@ async fn a_taken_connection_fails_the_feed_after_one_attempt() {
     assert_eq!(fake.connections(), 1, "the feed tried again");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_client_error_and_a_dropped_connection_reconnect_and_resubscribe() {
+/// A gateway following the fake, with a client that wants AAPL and MSFT and the
+/// fake's first connection subscribed to both.
+async fn following_aapl_and_msft() -> (FakeAlpaca, TestApp, Client) {
     let mut fake = FakeAlpaca::start(Answer::Accept).await;
     let app = gateway(&fake).await;
     let mut client = Client::connect(&app.ws_url("")).await;
@@ -176,6 +177,12 @@ async fn a_slow_client_error_and_a_dropped_connection_reconnect_and_resubscribe(
         |s| matches!(s, Seen::Subscribe { quotes, .. } if quotes.contains(&"MSFT".to_owned())),
     )
     .await;
+    (fake, app, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_error_and_a_dropped_connection_reconnect_and_resubscribe() {
+    let (mut fake, app, mut client) = following_aapl_and_msft().await;
 
     fake.end_with_error(407, "slow client");
     assert_eq!(fake.next().await, Seen::Auth { conn: 2 });
@@ -201,15 +208,7 @@ async fn a_slow_client_error_and_a_dropped_connection_reconnect_and_resubscribe(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_thousands_of_messages_is_applied_in_full() {
-    let mut fake = FakeAlpaca::start(Answer::Accept).await;
-    let app = gateway(&fake).await;
-    let mut client = Client::connect(&app.ws_url("")).await;
-    client.subscribe(&["AAPL", "MSFT"], 5.0).await;
-    fake.wait(
-        "MSFT subscribed",
-        |s| matches!(s, Seen::Subscribe { quotes, .. } if quotes.contains(&"MSFT".to_owned())),
-    )
-    .await;
+    let (fake, app, mut client) = following_aapl_and_msft().await;
 
     // 4,000 trades in one array, then 2,000 quotes in ten frames, and one bad
     // message that costs only itself.
@@ -278,4 +277,22 @@ async fn a_burst_of_thousands_of_messages_is_applied_in_full() {
         json!({"v": volume[1], "bp": "151.9990"}),
     )
     .await;
+}
+
+#[test]
+fn missing_credentials_are_named_in_one_line_at_start_up() {
+    let settings = "[[feeds]]\nname = \"alpaca\"\nkind = \"alpaca\"\n\
+                    key_env = \"ALPACA_TEST_NEVER_SET\"\nsecret_env = \"ALPACA_TEST_NEVER_SET\"\n";
+    let e = ticker_gateway::settings::Settings::load_with(None, &[settings]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid setting feeds[0].key_env: the environment variable ALPACA_TEST_NEVER_SET is not set"
+    );
+    let bad_url =
+        "[[feeds]]\nname = \"alpaca\"\nkind = \"alpaca\"\nurl = \"https://example.com\"\n";
+    let e = ticker_gateway::settings::Settings::load_with(None, &[bad_url]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid setting feeds[0].url: must be a ws:// or wss:// URL"
+    );
 }

@@ -184,3 +184,20 @@ async fn wait_out(wait: Duration, ctx: &mut FeedContext, demand: &mut DemandWatc
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_sums_trade_sizes_per_symbol_and_starts_again_each_day() {
+        let mut v = Volumes::default();
+        let at = |s: &str| wire::epoch_ms(s).unwrap();
+        assert_eq!(v.add(0, at("2024-03-01T14:30:00Z"), 100), 100);
+        assert_eq!(v.add(1, at("2024-03-01T14:30:00Z"), 7), 7);
+        // Late trading (20:00 New York is 01:00 UTC in winter) is the same day.
+        assert_eq!(v.add(0, at("2024-03-02T00:59:00Z"), 50), 150);
+        assert_eq!(v.add(0, at("2024-03-04T09:00:00Z"), 5), 5, "a new day");
+        assert_eq!(v.add(1, at("2024-03-01T15:00:00Z"), 3), 10);
+    }
+}

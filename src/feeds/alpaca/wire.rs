@@ -27,6 +27,8 @@ pub enum WireError {
 }
 
 /// One message of a frame, as far as the feed reads it.
+// Nearly every message is `Data`: boxing it would allocate once per quote.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message<'a> {
     /// `q` or `t`: new fields of one symbol. A trade's size is in `fields.ls`;
