@@ -67,9 +67,12 @@ impl Connection {
     async fn expect(&mut self, msg: &str) -> Result<(), FeedError> {
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         loop {
-            let text = tokio::time::timeout_at(deadline, self.next_text())
+            let frame = tokio::time::timeout_at(deadline, self.next_frame())
                 .await
                 .map_err(|_| lost(format!("no {msg:?} within {HANDSHAKE_TIMEOUT:?}")))??;
+            let Some(text) = frame else {
+                continue;
+            };
             for raw in wire::frame(&text).map_err(lost)? {
                 match wire::message(raw) {
                     Ok(Message::Success(m)) if m == msg => return Ok(()),
@@ -80,21 +83,18 @@ impl Connection {
         }
     }
 
-    /// The next text frame (pings are answered by the stream itself).
-    async fn next_text(&mut self) -> Result<String, FeedError> {
-        loop {
-            match self.ws.next().await {
-                Some(Ok(Frame::Text(text))) => return Ok(text.as_str().to_owned()),
-                Some(Ok(Frame::Close(close))) => {
-                    return Err(lost(match close {
-                        Some(c) => format!("closed by the provider ({} {})", c.code, c.reason),
-                        None => "closed by the provider".to_owned(),
-                    }))
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(lost(format!("connection lost: {e}"))),
-                None => return Err(lost("connection lost")),
-            }
+    /// The next frame: `Some` text, or `None` for a ping, a pong or a binary
+    /// frame (pings are answered by the stream itself).
+    async fn next_frame(&mut self) -> Result<Option<String>, FeedError> {
+        match self.ws.next().await {
+            Some(Ok(Frame::Text(text))) => Ok(Some(text.as_str().to_owned())),
+            Some(Ok(Frame::Close(close))) => Err(lost(match close {
+                Some(c) => format!("closed by the provider ({} {})", c.code, c.reason),
+                None => "closed by the provider".to_owned(),
+            })),
+            Some(Ok(_)) => Ok(None),
+            Some(Err(e)) => Err(lost(format!("connection lost: {e}"))),
+            None => Err(lost("connection lost")),
         }
     }
 
@@ -152,9 +152,11 @@ impl Connection {
                     }
                     self.ws.send(Frame::Ping(Default::default())).await.map_err(|e| lost(format!("sending: {e}")))?;
                 }
-                text = self.next_text() => {
+                frame = self.next_frame() => {
                     last_heard = Instant::now();
-                    apply(&text?, ctx, volumes, health)?;
+                    if let Some(text) = frame? {
+                        apply(&text, ctx, volumes, health)?;
+                    }
                 }
             }
         }

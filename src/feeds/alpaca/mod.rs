@@ -138,9 +138,13 @@ impl FeedAdapter for AlpacaFeed {
         let mut demand = ctx.demand(self.linger);
         let mut volumes = Volumes::default();
         let mut attempt = 0;
+        let mut stop = ctx.clone();
         loop {
             let mut health = Health::default();
-            let conn = Connection::open(&self.url, &self.credentials, &ctx).await;
+            let conn = tokio::select! {
+                conn = Connection::open(&self.url, &self.credentials, &ctx) => conn,
+                _ = stop.shutdown_signal() => return Ok(()),
+            };
             let end = match conn {
                 Ok(conn) => {
                     conn.follow(&mut ctx, &mut demand, &mut volumes, &mut health)
