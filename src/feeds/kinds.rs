@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{AdapterSettings, FeedAdapter, FeedContext, FeedError, Invalid};
-use super::{NatsSettings, ReplaySettings, SimSettings};
+use super::{AlpacaSettings, NatsSettings, ReplaySettings, SimSettings};
 
 macro_rules! feed_kinds {
     ($($variant:ident($settings:ty) = $kind:literal,)*) => {
@@ -52,4 +52,5 @@ feed_kinds! {
     Sim(SimSettings) = "sim",
     Replay(ReplaySettings) = "replay",
     Nats(NatsSettings) = "nats",
+    Alpaca(AlpacaSettings) = "alpaca",
 }

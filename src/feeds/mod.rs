@@ -9,6 +9,7 @@
 //! [`AdapterSettings`], and its adapter, implementing [`FeedAdapter`]) plus one line
 //! in `kinds.rs`.
 
+mod alpaca;
 mod context;
 mod demand;
 mod kinds;
@@ -21,6 +22,7 @@ mod supervise;
 
 use std::future::Future;
 
+pub use alpaca::{AlpacaFeed, AlpacaSettings};
 pub use context::{Directory, FeedContext};
 pub use demand::{DemandDelta, DemandWatch};
 pub use kinds::FeedKind;

@@ -71,7 +71,8 @@ pub struct FeedStatus {
     pub name: String,
     pub kind: &'static str,
     pub start_timeout: Duration,
-    state: Mutex<FeedState>,
+    /// The state and, for `reconnecting` and `failed`, why.
+    state: Mutex<(FeedState, Option<String>)>,
     pub(super) received: AtomicU64,
     pub(super) rejected: AtomicU64,
     pub(super) ready: AtomicBool,
@@ -88,6 +89,9 @@ pub struct FeedReport {
     pub quotes_rejected: u64,
     /// Milliseconds since the adapter's last accepted quote; null before the first.
     pub last_quote_age_ms: Option<u64>,
+    /// Why the feed is `reconnecting` or `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl FeedStatus {
@@ -96,7 +100,7 @@ impl FeedStatus {
             name: settings.name().to_owned(),
             kind: settings.kind(),
             start_timeout: settings.start_timeout(),
-            state: Mutex::new(FeedState::Starting),
+            state: Mutex::new((FeedState::Starting, None)),
             received: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             ready: AtomicBool::new(false),
@@ -105,11 +109,16 @@ impl FeedStatus {
     }
 
     pub fn state(&self) -> FeedState {
-        *self.state.lock()
+        self.state.lock().0
     }
 
     pub fn set_state(&self, s: FeedState) {
-        *self.state.lock() = s;
+        *self.state.lock() = (s, None);
+    }
+
+    /// Sets a state with the reason for it (a lost or refused source).
+    pub fn set_state_because(&self, s: FeedState, reason: impl Into<String>) {
+        *self.state.lock() = (s, Some(reason.into()));
     }
 
     /// True once the adapter has delivered at least one quote (or said it is
@@ -119,16 +128,18 @@ impl FeedStatus {
     }
 
     pub fn report(&self) -> FeedReport {
+        let (state, reason) = self.state.lock().clone();
         FeedReport {
             name: self.name.clone(),
             kind: self.kind,
-            state: self.state(),
+            state,
             quotes_received: self.received.load(Ordering::Relaxed),
             quotes_rejected: self.rejected.load(Ordering::Relaxed),
             last_quote_age_ms: self
                 .last_quote_at
                 .lock()
                 .map(|t| t.elapsed().as_millis() as u64),
+            reason,
         }
     }
 }

@@ -23,14 +23,14 @@ pub async fn supervise(settings: FeedSettings, mut ctx: FeedContext) {
             }
             Err(FeedError::Fatal(e)) => {
                 tracing::error!(feed = %name, error = %e, "feed failed");
-                ctx.status().set_state(FeedState::Failed);
+                ctx.status().set_state_because(FeedState::Failed, e);
                 return;
             }
             Err(FeedError::Reconnectable(e)) => {
                 let wait = backoff(attempt);
                 attempt += 1;
                 tracing::warn!(feed = %name, error = %e, retry_in = ?wait, "feed dropped; reconnecting");
-                ctx.status().set_state(FeedState::Reconnecting);
+                ctx.status().set_state_because(FeedState::Reconnecting, e);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = ctx.shutdown_signal() => {

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod alpaca;
 pub mod nats;
 pub mod node;
 pub mod process;
