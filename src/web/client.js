@@ -216,6 +216,7 @@
       this._token().then((token) => {
         if (conn !== this.conn) return;
         conn.token = token;
+        conn.opened = true;
         try {
           TRANSPORTS[name].open(this, conn);
         } catch (e) {
@@ -320,7 +321,7 @@
       conn.closed = true;
       clearTimeout(conn.openTimer);
       clearTimeout(conn.refreshTimer);
-      TRANSPORTS[conn.name].close(this, conn);
+      if (conn.opened) TRANSPORTS[conn.name].close(this, conn);
     }
 
     _checkStall() {
@@ -331,10 +332,13 @@
       if (Date.now() - c.lastRx > limit) this._fail(c, `no message for ${Math.round(limit / 1000)} s`, true);
     }
 
-    /** Carries a subscription change to the server over the current transport. */
+    /**
+     * Carries a subscription change to the server over the current transport (one
+     * not opened yet, still getting its token, will ask for every symbol anyway).
+     */
     _apply(op) {
       const c = this.conn;
-      if (c && !c.closed) TRANSPORTS[c.name].apply(this, c, Object.assign({ id: this.nextId++ }, op));
+      if (c && c.opened && !c.closed) TRANSPORTS[c.name].apply(this, c, Object.assign({ id: this.nextId++ }, op));
     }
 
     /** The op that (re)subscribes every symbol, or null if there are none. */
@@ -450,6 +454,7 @@
     close(client, conn) {
       clearInterval(conn.ping);
       const ws = conn.ws;
+      if (!ws) return; // the constructor threw
       ws.onopen = ws.onmessage = ws.onclose = null;
       try { ws.close(1000); } catch (e) { /* already closed */ }
     },
