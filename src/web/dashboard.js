@@ -384,13 +384,17 @@
     input.value = "";
     input.focus();
   });
-  /** Connects again with the token now kept (or none). */
-  function applyToken() {
+  /** The token field never shows the token; its placeholder tells whether one is set. */
+  function showTokenField() {
     $("#token-input").value = "";
     $("#token-input").placeholder = token ? "Token set (enter another)" : "Access token";
+  }
+  /** Connects again with the token now kept (or none). */
+  function applyToken() {
+    showTokenField();
     client.setToken(token);
   }
-  $("#token-input").placeholder = token ? "Token set (enter another)" : "Access token";
+  showTokenField();
   $("#token-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     storeToken($("#token-input").value.trim());

@@ -217,7 +217,7 @@ test("(7) client: a function token is refreshed before it expires; the connectio
 
 test("(8) client: a fixed token that runs out ends the connection once, with the server's reason", { timeout: TEST_TIMEOUT }, async (t) => {
   for (const transport of TRANSPORTS) {
-    const { page, requests } = await openClient(t, { transports: [transport], symbols: ["AAPL"], token: jwt(2) });
+    const { page, requests } = await openClient(t, { transports: [transport], symbols: ["AAPL"], token: jwt(4) });
     await waitClient(page, `${transport} open with AAPL`, () => client.state === "open" && client.quotes.AAPL);
     await waitClient(page, "the unauthorized state", () => client.state === "unauthorized");
     const { states, errors } = await clientLog(page);
