@@ -252,7 +252,11 @@ async function until(what, check) {
   }
 }
 
-/** Chromium's account of the requests that failed for CORS: "METHOD /path: reason". */
+/**
+ * Chromium's account of the requests that failed for CORS: "METHOD /path: reason".
+ * (The pages of this test install no Playwright route: with routing on, Playwright
+ * answers CORS preflights itself and the gateway's answer would go unseen.)
+ */
 async function corsFailures(context, page) {
   const failed = [];
   const sent = new Map();
