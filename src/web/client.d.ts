@@ -5,6 +5,7 @@
  *
  *   /// <reference path="client.d.ts" />
  *   const client = TickerClient.connect("", { maxRate: 5, onMessage(msg, c) { ... } });
+ *   const authed = TickerClient.connect("", { token: async () => (await fetch("/my-token")).text() });
  *   client.subscribe(["AAPL", "MSFT"]);
  *
  * The messages are those of the ticker.v1 protocol (/api/v1/asyncapi.json).
@@ -14,8 +15,18 @@ declare namespace TickerClient {
   /** The transports, tried in the order given. */
   type Transport = "ws" | "sse" | "poll";
 
-  /** "connecting" until the first transport opens; "closed" after close(). */
-  type State = "connecting" | "open" | "reconnecting" | "closed";
+  /**
+   * "connecting" until the first transport opens; "unauthorized" after the gateway
+   * refused the credential (or it ran out), until setToken(); "closed" after close().
+   */
+  type State = "connecting" | "open" | "reconnecting" | "unauthorized" | "closed";
+
+  /**
+   * An API key or a JWT; or a function, sync or async, that returns a fresh one (called
+   * before every connection and, for a JWT with an `exp`, before it expires). null, ""
+   * or no option: no credential.
+   */
+  type Token = string | null | (() => string | null | Promise<string | null>);
 
   /** A decimal price, exact, as a string ("189.10"). */
   type Price = string;
@@ -157,11 +168,16 @@ declare namespace TickerClient {
     pingIntervalMs?: number;
     /** Long-polling: the `wait` of each poll, in seconds (default 25). */
     pollWaitSec?: number;
+    /** The credential, for a gateway with authentication on (PROTOCOL.md section 9). */
+    token?: Token;
     /** The state or the transport changed. */
     onState?(state: State, client: Client): void;
     /** Every server message, after it is merged into `quotes`. */
     onMessage?(msg: ServerMessage, client: Client): void;
-    /** Error messages from the server, and transport failures. */
+    /**
+     * Error messages from the server, and transport failures. A refused or expired
+     * credential comes as code "unauthorized" (then the state is "unauthorized").
+     */
     onError?(err: ErrorMessage | TransportError, client: Client): void;
   }
 
@@ -186,6 +202,8 @@ declare namespace TickerClient {
     unsubscribe(symbols: string[]): void;
     /** Changes the max_rate of every subscribed symbol. */
     setRate(rate: number | null): void;
+    /** Replaces the credential and connects again with it (also out of "unauthorized"). */
+    setToken(token: Token): void;
     /** Ends the connection for good; no reconnect. */
     close(): void;
   }

@@ -4,6 +4,7 @@
  * window.TickerClient.
  *
  *   const client = TickerClient.connect("", {      // "" = this page's origin
+ *     token: "tk_...",                             // or () => fetchToken(): see Credentials
  *     transports: ["ws", "sse", "poll"],           // tried in this order
  *     maxRate: 5,                                  // updates/s per symbol (null: server default)
  *     stallTimeoutMs: 20000,                       // no message or heartbeat this long = stalled
@@ -15,7 +16,8 @@
  *   client.quotes.AAPL      // {sym, seq, t, bp, ap, lp, ...}: snapshot with updates applied
  *   client.setRate(2); client.unsubscribe(["MSFT"]); client.close();
  *
- * client.state is "connecting" (never open yet), "open", "reconnecting" or "closed";
+ * client.state is "connecting" (never open yet), "open", "reconnecting", "unauthorized"
+ * (the credential was refused or ran out: see Credentials) or "closed";
  * client.transport is the transport in use or being tried: "ws", "sse" or "poll".
  *
  * Transports (all carry the same message objects):
@@ -44,6 +46,29 @@
  * One max_rate applies to all of a client's symbols (SSE can carry only one).
  * Symbols the server refuses (unknown_symbol, not_entitled, too_many_symbols) are
  * dropped from the client's set, so a reconnect does not ask for them again.
+ *
+ * Credentials (PROTOCOL.md section 9), for a gateway with authentication on: the
+ * `token` option is an API key or a JWT, or a function (sync or async) that returns
+ * a fresh one; the client calls it before every connection and every refresh. Each
+ * transport presents it as a browser can:
+ *  - ws:   the first op is {"op":"auth","token":..} (a browser cannot set headers
+ *          on a WebSocket, and a token in the URL ends up in logs); the client
+ *          subscribes once the reply, `authenticated`, has come.
+ *  - sse:  before every stream it opens, POST /api/v1/tickets with
+ *          `Authorization: Bearer` gives a single-use ticket for ?ticket=.
+ *  - poll: `Authorization: Bearer` on POST /poll; the session id stands for it after.
+ * Refresh: with a function token whose JWT has an `exp` (read, not verified; else the
+ * `expires` of the server's reply), the client asks the function again 30 s before
+ * `exp` (halfway through a shorter life) and sends {"op":"auth"} over ws and poll;
+ * SSE cannot be refreshed in its stream, so it opens a new one with a fresh ticket.
+ * A fixed token is never renewed; setToken(t) replaces it and reconnects.
+ * Refusals: a 401, a close 4001/4003 or an `unauthorized` error reaches onError
+ * (code "unauthorized", the server's message) and the client stops in state
+ * "unauthorized", without trying other transports or again, until setToken() is
+ * called. Only a credential that worked and then ran out (4003, "token expired")
+ * is retried, once and at once, when `token` is a function.
+ * Against a gateway with authentication off the token is not needed and is dropped
+ * (the auth op's bad_request and the tickets' 404 are taken as "off").
  */
 (function (global) {
   "use strict";
@@ -55,10 +80,14 @@
     openTimeoutMs: 10000,
     pingIntervalMs: 10000,
     pollWaitSec: 25,
+    token: null,
     onState() {}, onMessage() {}, onError() {},
   };
   const REFUSED = ["unknown_symbol", "not_entitled", "too_many_symbols"];
   const STABLE_MS = 5000;
+  const AUTH_CLOSES = [4001, 4003]; // unauthorized; token expired (PROTOCOL.md section 8)
+  const REFRESH_BEFORE_MS = 30000; // refresh this long before a token's exp ...
+  const MIN_REFRESH_MS = 1000; // ... but never sooner than this after the last one
 
   /** Backoff before reconnect attempt n (0-based): 0.5 s doubling to 10 s, ±25 %. */
   function backoffMs(n) {
@@ -68,6 +97,31 @@
   /** Reads a JSON error body, or null. */
   function errorBody(res) {
     return res.json().then((b) => (b && b.type === "error" ? b : null), () => null);
+  }
+
+  /** An `unauthorized` error message (the server's own words where it gave them). */
+  function authError(message) {
+    return { type: "error", code: "unauthorized", message };
+  }
+
+  /** The Error for a refused credential (HTTP 401): it carries the server's error body. */
+  async function refusal(res) {
+    const e = new Error(`HTTP ${res.status}`);
+    e.auth = (await errorBody(res)) || authError(`HTTP ${res.status}`);
+    return e;
+  }
+
+  /** A JWT's `exp` (seconds since the epoch), read without verifying; null if none. */
+  function jwtExp(token) {
+    const part = String(token).split(".")[1];
+    if (!part) return null;
+    try {
+      const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+      const claims = JSON.parse(global.atob(b64 + "===".slice((b64.length + 3) % 4)));
+      return typeof claims.exp === "number" ? claims.exp : null;
+    } catch (e) {
+      return null; // not a JWT: an API key
+    }
   }
 
   class Client {
@@ -85,6 +139,7 @@
       this.conn = null; // the live attempt: {name, established, ...}
       this.ti = 0; // index of the transport being used or tried
       this.failures = 0; // backoff step: failed rounds since the last success
+      this.authRetried = false; // an expired credential was retried since the last success
       this.nextId = 1;
       // Start on the next tick, so subscribe() calls right after connect() make
       // the first request already carry the symbols.
@@ -118,6 +173,20 @@
       }
     }
 
+    /** Replaces the credential (see `token`) and connects again with it. */
+    setToken(token) {
+      this.opts.token = token;
+      if (this.state === "closed") return;
+      clearTimeout(this.timer);
+      if (this.conn) this._teardown(this.conn);
+      this.conn = null;
+      this.ti = 0;
+      this.failures = 0;
+      this.authRetried = false;
+      this._setState(this.state === "connecting" ? "connecting" : "reconnecting");
+      this._open();
+    }
+
     close() {
       if (this.state === "closed") return;
       clearTimeout(this.timer);
@@ -144,11 +213,23 @@
       this.transport = name;
       this.opts.onState(this.state, this); // report the transport being tried
       conn.openTimer = setTimeout(() => this._fail(conn, "no answer in time"), this.opts.openTimeoutMs);
-      try {
-        TRANSPORTS[name].open(this, conn);
-      } catch (e) {
-        setTimeout(() => this._fail(conn, e.message || String(e)), 0); // e.g. WebSocket unavailable
-      }
+      this._token().then((token) => {
+        if (conn !== this.conn) return;
+        conn.token = token;
+        conn.opened = true;
+        try {
+          TRANSPORTS[name].open(this, conn);
+        } catch (e) {
+          this._fail(conn, e.message || String(e)); // e.g. WebSocket unavailable
+        }
+      }, (e) => this._authFailed(conn, authError(`token: ${(e && e.message) || e}`)));
+    }
+
+    /** The credential to present now: the `token` option, or what its function gives. */
+    async _token() {
+      const t = this.opts.token;
+      const token = typeof t === "function" ? await t() : t;
+      return token ? String(token) : null;
     }
 
     /** A sign of life on `conn`; returns false if `conn` is no longer current. */
@@ -186,10 +267,61 @@
       this.timer = setTimeout(() => this._open(), delay);
     }
 
+    /** `conn` failed with `e`: a refused credential (`e.auth`), or a transport failure. */
+    _failWith(conn, e) {
+      if (e && e.auth) this._authFailed(conn, e.auth);
+      else this._fail(conn, (e && e.message) || String(e));
+    }
+
+    /**
+     * The credential of `conn` was refused or ran out. The caller hears of it (unless
+     * `told`: the server's message went through onError already); a credential that
+     * worked and ran out is retried once with a fresh one from the `token` function;
+     * otherwise the client waits in "unauthorized" for setToken().
+     */
+    _authFailed(conn, err, told) {
+      if (!conn || conn !== this.conn || this.state === "closed") return;
+      this._teardown(conn);
+      this.conn = null;
+      if (!told) this.opts.onError(err, this);
+      if (conn.authenticated && typeof this.opts.token === "function" && !this.authRetried) {
+        this.authRetried = true;
+        this._setState("reconnecting");
+        this.timer = setTimeout(() => this._open(), 0);
+        return;
+      }
+      this._setState("unauthorized");
+    }
+
+    /** The server took the credential of `conn`: plan its refresh before it expires. */
+    _authenticated(conn, expires) {
+      if (!conn) return;
+      conn.authenticated = true;
+      this.authRetried = false;
+      clearTimeout(conn.refreshTimer);
+      if (typeof this.opts.token !== "function") return; // a fixed token cannot be renewed
+      const exp = jwtExp(conn.token) || expires;
+      if (!exp) return; // an API key: it does not expire
+      const left = exp * 1000 - Date.now();
+      const delay = Math.max(MIN_REFRESH_MS, left - Math.min(REFRESH_BEFORE_MS, left / 2));
+      conn.refreshTimer = setTimeout(() => this._refresh(conn), delay);
+    }
+
+    /** Presents a fresh credential on `conn`, the way its transport can. */
+    _refresh(conn) {
+      this._token().then((token) => {
+        if (conn !== this.conn) return;
+        if (!token) return this._authFailed(conn, authError("token: none to refresh with"));
+        conn.token = token;
+        TRANSPORTS[conn.name].refresh(this, conn);
+      }, (e) => this._authFailed(conn, authError(`token: ${(e && e.message) || e}`)));
+    }
+
     _teardown(conn) {
       conn.closed = true;
       clearTimeout(conn.openTimer);
-      TRANSPORTS[conn.name].close(this, conn);
+      clearTimeout(conn.refreshTimer);
+      if (conn.opened) TRANSPORTS[conn.name].close(this, conn);
     }
 
     _checkStall() {
@@ -200,10 +332,13 @@
       if (Date.now() - c.lastRx > limit) this._fail(c, `no message for ${Math.round(limit / 1000)} s`, true);
     }
 
-    /** Carries a subscription change to the server over the current transport. */
+    /**
+     * Carries a subscription change to the server over the current transport (one
+     * not opened yet, still getting its token, will ask for every symbol anyway).
+     */
     _apply(op) {
       const c = this.conn;
-      if (c && !c.closed) TRANSPORTS[c.name].apply(this, c, Object.assign({ id: this.nextId++ }, op));
+      if (c && c.opened && !c.closed) TRANSPORTS[c.name].apply(this, c, Object.assign({ id: this.nextId++ }, op));
     }
 
     /** The op that (re)subscribes every symbol, or null if there are none. */
@@ -220,6 +355,11 @@
       switch (m.type) {
         case "welcome":
           this.limits = m.limits || null;
+          if (m.principal) this._authenticated(this.conn); // a ticket or a header was taken
+          break;
+        case "authenticated":
+          this.limits = m.limits || this.limits;
+          this._authenticated(this.conn, m.expires);
           break;
         case "snapshot":
           if (!this.symbols.has(m.sym)) return; // late message for a dropped symbol
@@ -243,15 +383,22 @@
           break;
       }
       this.opts.onMessage(m, this);
+      if (m.type === "error" && m.code === "unauthorized") this._authFailed(this.conn, m, true);
     }
 
+    /** Handles the messages of the current connection, until it is replaced. */
     _handleAll(list) {
-      (Array.isArray(list) ? list : [list]).forEach((m) => this._handle(m));
+      const conn = this.conn;
+      for (const m of Array.isArray(list) ? list : [list]) {
+        if (this.conn !== conn) return;
+        this._handle(m);
+      }
     }
   }
 
   // ---- transports ----------------------------------------------------------
-  // Each has open(client, conn), close(client, conn) and apply(client, conn, op).
+  // Each has open(client, conn), close(client, conn), apply(client, conn, op) and
+  // refresh(client, conn) (presents conn.token, fresh, on the live connection).
 
   const TRANSPORTS = {};
 
@@ -260,27 +407,64 @@
       const ws = new global.WebSocket(client.wsBase + "/ws", ["ticker.v1.json"]);
       conn.ws = ws;
       ws.onopen = () => {
-        const sub = client._subscribeAll();
-        if (sub) ws.send(JSON.stringify(sub));
+        if (conn.token) {
+          // The credential first; the symbols once it is taken (until then the
+          // server answers other ops `unauthorized`).
+          conn.authId = client.nextId++;
+          ws.send(JSON.stringify({ op: "auth", id: conn.authId, token: conn.token }));
+        } else {
+          this.subscribeAll(client, conn);
+        }
         conn.ping = setInterval(() => this.apply(client, conn, { op: "ping" }), client.opts.pingIntervalMs);
       };
       ws.onmessage = (ev) => {
-        // A (mock or hostile) server that opens and sends nothing is not "open".
-        if (typeof ev.data !== "string" || !client._alive(conn)) return;
+        if (typeof ev.data !== "string" || conn !== client.conn) return;
         let frame;
         try { frame = JSON.parse(ev.data); } catch (e) { return; }
-        client._handleAll(frame);
+        let msgs = Array.isArray(frame) ? frame : [frame];
+        const pending = conn.authId !== undefined && !conn.authenticated;
+        if (pending) {
+          // A gateway with authentication off refuses the op as a bad request: go on without.
+          const off = (m) => m && m.type === "error" && m.code === "bad_request" && m.id === conn.authId;
+          if (msgs.some(off)) {
+            msgs = msgs.filter((m) => !off(m));
+            conn.authId = undefined;
+          }
+        }
+        // A (mock or hostile) server that opens and sends nothing is not "open", nor
+        // is one that has not taken the credential yet.
+        if (conn.authId === undefined || conn.authenticated) client._alive(conn);
+        else conn.lastRx = Date.now();
+        client._handleAll(msgs);
+        if (pending && conn === client.conn && (conn.authId === undefined || conn.authenticated)) {
+          client._alive(conn);
+          this.subscribeAll(client, conn);
+        }
       };
-      ws.onclose = (ev) => client._fail(conn, `closed (${ev.code}${ev.reason ? " " + ev.reason : ""})`);
+      ws.onclose = (ev) => {
+        const why = `closed (${ev.code}${ev.reason ? " " + ev.reason : ""})`;
+        if (AUTH_CLOSES.includes(ev.code)) client._authFailed(conn, authError(`ws: ${why}`));
+        else client._fail(conn, why);
+      };
+    },
+    subscribeAll(client, conn) {
+      const sub = client._subscribeAll();
+      if (sub) conn.ws.send(JSON.stringify(sub));
     },
     close(client, conn) {
       clearInterval(conn.ping);
       const ws = conn.ws;
+      if (!ws) return; // the constructor threw
       ws.onopen = ws.onmessage = ws.onclose = null;
       try { ws.close(1000); } catch (e) { /* already closed */ }
     },
     apply(client, conn, op) {
-      if (conn.ws.readyState === 1) conn.ws.send(JSON.stringify(op)); // else: sent on open
+      // Before open, or before the credential is taken: the symbols go in subscribeAll.
+      const ready = conn.authId === undefined || conn.authenticated || op.op === "ping";
+      if (conn.ws.readyState === 1 && ready) conn.ws.send(JSON.stringify(op));
+    },
+    refresh(client, conn) {
+      if (conn.ws.readyState === 1) conn.ws.send(JSON.stringify({ op: "auth", id: client.nextId++, token: conn.token }));
     },
   };
 
@@ -292,11 +476,16 @@
         client._alive(conn); // nothing to stream: open but idle until symbols are added
         return;
       }
-      let url = `${client.httpBase}/sse?symbols=${encodeURIComponent([...client.symbols].join(","))}`;
-      if (client.rate != null) url += `&max_rate=${encodeURIComponent(client.rate)}`;
-      fetch(url, { signal: ctl.signal, cache: "no-store", headers: { Accept: "text/event-stream" } })
+      this.ticket(client, conn, ctl)
+        .then((ticket) => {
+          let url = `${client.httpBase}/sse?symbols=${encodeURIComponent([...client.symbols].join(","))}`;
+          if (client.rate != null) url += `&max_rate=${encodeURIComponent(client.rate)}`;
+          if (ticket) url += `&ticket=${encodeURIComponent(ticket)}`;
+          return fetch(url, { signal: ctl.signal, cache: "no-store", headers: { Accept: "text/event-stream" } });
+        })
         .then(async (res) => {
-          if (res.status === 400) {
+          if (res.status === 401) throw await refusal(res);
+          if (res.status === 400 || res.status === 403) {
             const err = await errorBody(res);
             if (err && REFUSED.includes(err.code) && (err.symbols || []).length && !ctl.signal.aborted) {
               client._handle(err); // drops the refused symbols ...
@@ -310,7 +499,25 @@
           await this.read(client, conn, ctl, res.body.getReader());
           throw new Error("stream ended");
         })
-        .catch((e) => { if (!ctl.signal.aborted) client._fail(conn, e.message || String(e)); });
+        .catch((e) => { if (!ctl.signal.aborted) client._failWith(conn, e); });
+    },
+    /**
+     * A single-use ticket for the next stream, from POST /api/v1/tickets with the
+     * token in the header (the stream's own URL then carries no secret that lasts);
+     * null without a token, or where the gateway has authentication off (404).
+     */
+    async ticket(client, conn, ctl) {
+      if (!conn.token) return null;
+      const res = await fetch(`${client.httpBase}/api/v1/tickets`, {
+        method: "POST",
+        signal: ctl.signal,
+        cache: "no-store",
+        headers: { Authorization: `Bearer ${conn.token}` },
+      });
+      if (res.status === 404) return null;
+      if (res.status === 401) throw await refusal(res);
+      if (!res.ok) throw new Error(`HTTP ${res.status} for a ticket`);
+      return (await res.json()).ticket;
     },
     /** Parses text/event-stream: "event:" names the type, "data:" lines the JSON. */
     async read(client, conn, ctl, reader) {
@@ -358,6 +565,10 @@
       if (conn.ctl) conn.ctl.abort();
       this.open(client, conn);
     },
+    /** A stream cannot take a new credential: a new one, with a fresh ticket, replaces it. */
+    refresh(client, conn) {
+      this.reopen(client, conn);
+    },
   };
 
   TRANSPORTS.poll = {
@@ -370,17 +581,18 @@
       }
       // Errors of a loop whose session was replaced (ctl swapped) are not failures.
       this.start(client, conn).catch((e) => {
-        if (!conn.closed && conn.ctl === ctl) client._fail(conn, e.message || String(e));
+        if (!conn.closed && conn.ctl === ctl) client._failWith(conn, e);
       });
     },
     /** Creates a session with every symbol, then long-polls it. */
     async start(client, conn) {
       conn.session = null;
       const body = { symbols: [...client.symbols], max_rate: client.rate };
-      const res = await this.fetch(client, conn, "/poll", "POST", body);
+      const res = await this.fetch(client, conn, "/poll", "POST", body, conn.token);
+      if (res.status === 401) throw await refusal(res);
       if (!res.ok) {
         const err = await errorBody(res);
-        if (res.status === 400 && err && REFUSED.includes(err.code) && (err.symbols || []).length) {
+        if ((res.status === 400 || res.status === 403) && err && REFUSED.includes(err.code) && (err.symbols || []).length) {
           client._handle(err);
           return this.start(client, conn);
         }
@@ -397,18 +609,20 @@
       while (!conn.closed && conn.session === session) {
         const r = await this.fetch(client, conn, `/poll/${session}?wait=${client.opts.pollWaitSec}`, "GET");
         if (r.status === 410 || r.status === 404) return this.start(client, conn); // expired: a new session
+        if (r.status === 401) throw await refusal(r); // the credential ran out: the session is over
         if (!r.ok) throw new Error(`HTTP ${r.status}`);
         const got = await r.json();
         if (conn.closed || !client._alive(conn)) return;
         client._handleAll(got.messages || []);
       }
     },
-    fetch(client, conn, path, method, body) {
-      const init = { method, signal: conn.ctl.signal, cache: "no-store" };
+    fetch(client, conn, path, method, body, token) {
+      const init = { method, signal: conn.ctl.signal, cache: "no-store", headers: {} };
       if (body !== undefined) {
-        init.headers = { "Content-Type": "application/json" };
+        init.headers["Content-Type"] = "application/json";
         init.body = JSON.stringify(body);
       }
+      if (token) init.headers.Authorization = `Bearer ${token}`;
       return fetch(client.httpBase + path, init);
     },
     /** One op: POST /poll/{session}; the answer carries its replies. */
@@ -429,11 +643,16 @@
             if (conn.session === session) { conn.session = null; conn.ctl.abort(); this.open(client, conn); }
             return;
           }
+          if (res.status === 401) throw await refusal(res);
           if (!res.ok) throw new Error(`HTTP ${res.status} on ${op.op}`);
           const got = await res.json();
           if (!conn.closed && client._alive(conn)) client._handleAll(got.messages || []);
         })
-        .catch((e) => { if (!conn.closed && conn.ctl === ctl) client._fail(conn, e.message || String(e)); });
+        .catch((e) => { if (!conn.closed && conn.ctl === ctl) client._failWith(conn, e); });
+    },
+    /** The session takes a fresh credential as an op: POST /poll/{session} {"op":"auth"}. */
+    refresh(client, conn) {
+      this.apply(client, conn, { op: "auth", id: client.nextId++, token: conn.token });
     },
     end(client, session) {
       if (session) fetch(`${client.httpBase}/poll/${session}`, { method: "DELETE", keepalive: true }).catch(() => {});

@@ -15,6 +15,11 @@
  *   (quote messages per second), #status-age (age of the newest quote's `t`).
  * - ?transports=sse,poll restricts the client's transports (debugging); ?rate=N
  *   sets the initial rate (else the last one chosen, kept in localStorage).
+ * - Access token, for a gateway with authentication on: the #token-form field, or the
+ *   URL fragment #token=... (a fragment never leaves the browser; a query string
+ *   reaches servers and their logs, so ?token= is ignored and dropped). It is kept
+ *   for this tab only (sessionStorage) and taken out of the address bar. A refused
+ *   or expired token shows the "unauthorized" state, its error and a banner.
  */
 (function () {
   "use strict";
@@ -24,6 +29,7 @@
   const DEFAULT_RATE = 5;
   const LIST_KEY = "ticker.watchlist";
   const RATE_KEY = "ticker.rate";
+  const TOKEN_KEY = "ticker.token";
   const SYMBOL_RE = /^[A-Z0-9.\-_/]{1,16}$/;
   const STALE_MS = 5000;
   const SPARK_POINTS = 60;
@@ -63,11 +69,40 @@
   function saveWatchlist() {
     try { localStorage.setItem(LIST_KEY, JSON.stringify(watchlist)); } catch (e) { /* private mode */ }
     const parts = ["symbols=" + watchlist.map(encodeURIComponent).join(",")];
-    for (const [k, v] of params) if (k !== "symbols") parts.push(`${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
+    for (const [k, v] of params) {
+      if (k !== "symbols" && k !== "token") parts.push(`${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
+    }
     history.replaceState(null, "", `${location.pathname}?${parts.join("&")}${location.hash}`);
   }
 
   let watchlist = loadWatchlist();
+
+  // ---- access token ---------------------------------------------------------
+
+  let token = null;
+
+  /** Keeps `t` ("" or null: none) for this tab. */
+  function storeToken(t) {
+    token = t || null;
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* private mode: kept in memory only */ }
+  }
+
+  /** A #token=... in the fragment wins over the one kept; it leaves the address bar. */
+  function takeTokenFromFragment() {
+    const frag = new URLSearchParams(location.hash.slice(1));
+    if (!frag.has("token")) return false;
+    storeToken(frag.get("token"));
+    frag.delete("token");
+    const rest = frag.toString();
+    history.replaceState(null, "", `${location.pathname}${location.search}${rest ? "#" + rest : ""}`);
+    return true;
+  }
+
+  try { token = sessionStorage.getItem(TOKEN_KEY) || null; } catch (e) { /* private mode */ }
+  takeTokenFromFragment();
 
   function loadRate() {
     const r = Number(params.get("rate") || localStorage.getItem(RATE_KEY));
@@ -287,6 +322,11 @@
     if (st === "connecting") setBanner("connecting", `Connecting to the gateway (trying ${client.transport})…`);
     else if (st === "reconnecting") setBanner("reconnecting", `Connection lost: reconnecting (trying ${client.transport})…`);
     else if (st === "closed") setBanner("closed", "Disconnected.");
+    else if (st === "unauthorized") {
+      setBanner("unauthorized", token
+        ? "Not authorized: the gateway refused the access token. Enter another one above."
+        : "Not authorized: the gateway wants an access token. Enter it above (or open the page with #token=…).");
+    }
     else if (stale) setBanner("stale", `Stale feed: no quote for ${Math.round(quiet / 1000)} s.`);
     else setBanner(null);
   }
@@ -300,8 +340,12 @@
   const client = TickerClient.connect("", {
     transports: allowed.length ? allowed : ["ws", "sse", "poll"],
     maxRate: rate,
+    token,
     onState(state) {
-      if (state === "open") openedAt = Date.now();
+      if (state === "open") {
+        openedAt = Date.now();
+        for (const el of document.querySelectorAll('#errors .error[data-code="unauthorized"]')) el.remove();
+      }
       updateStatus();
     },
     onMessage(m) {
@@ -340,6 +384,23 @@
     input.value = "";
     input.focus();
   });
+  /** The token field never shows the token; its placeholder tells whether one is set. */
+  function showTokenField() {
+    $("#token-input").value = "";
+    $("#token-input").placeholder = token ? "Token set (enter another)" : "Access token";
+  }
+  /** Connects again with the token now kept (or none). */
+  function applyToken() {
+    showTokenField();
+    client.setToken(token);
+  }
+  showTokenField();
+  $("#token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    storeToken($("#token-input").value.trim());
+    applyToken();
+  });
+  window.addEventListener("hashchange", () => { if (takeTokenFromFragment()) applyToken(); });
   $("#rate-select").addEventListener("change", (ev) => {
     const r = Number(ev.target.value);
     try { localStorage.setItem(RATE_KEY, String(r)); } catch (e) { /* private mode */ }

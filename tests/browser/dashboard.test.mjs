@@ -7,116 +7,23 @@
 // made unavailable for real (Playwright closes the page's WebSocket; /sse requests
 // are aborted at the network layer), so the fallbacks run as they would in the field.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import {
+  BASE, DEFAULT_WATCHLIST, TEST_TIMEOUT, WAIT, addSymbol, blockWebSocket, clientLog, openClient, openDashboard,
+  prices, rowSymbols, waitClient, waitFor, waitPriced, waitPricesChange, waitStatus,
+} from "./common.mjs";
 
-const BASE = (process.env.GATEWAY_URL || "").replace(/\/+$/, "");
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const WAIT = 15_000; // longest single wait for a condition
-const TEST_TIMEOUT = 90_000;
-const DEFAULT_WATCHLIST = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "META"];
 const SCREENSHOTS = fileURLToPath(new URL("./screenshots/", import.meta.url));
-
-let browser;
-
-before(async () => {
-  assert.ok(BASE, "set GATEWAY_URL to the gateway's base URL, e.g. http://127.0.0.1:8080");
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-    // launch() gives every run a fresh temporary profile (user-data-dir) of its own.
-  });
-});
-
-after(async () => {
-  await browser?.close();
-});
-
-/** A fresh context (own localStorage) and page; `setup` may install routes first. */
-async function openDashboard(t, { query = "", setup } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 640 } });
-  t.after(() => context.close());
-  const page = await context.newPage();
-  const pageErrors = [];
-  page.on("pageerror", (e) => pageErrors.push(e.message));
-  if (setup) await setup(context, page);
-  await page.goto(`${BASE}/${query}`);
-  return { context, page, pageErrors };
-}
-
-/** What the page shows, for failure messages. */
-async function describe(page) {
-  return page.evaluate(() => {
-    const txt = (s) => document.querySelector(s)?.textContent.trim();
-    const rows = [...document.querySelectorAll("tr[data-sym]")].map((tr) =>
-      `${tr.dataset.sym} ${tr.querySelector("td.bid").textContent}/${tr.querySelector("td.ask").textContent} ${tr.querySelector("td.last").textContent}`);
-    return `transport=${txt("#status-transport")} state=${txt("#status-state")} feed=${txt("#status-feed")} ` +
-      `errors=[${txt("#errors")}] url=${location.search} rows=[${rows.join("; ")}]`;
-  }).catch((e) => `(page unreadable: ${e.message})`);
-}
-
-/** Waits until `fn(arg)` is truthy in the page; the error says what and shows the page. */
-async function waitFor(page, what, fn, arg, timeout = WAIT) {
-  try {
-    return await page.waitForFunction(fn, arg, { timeout, polling: 100 });
-  } catch (e) {
-    throw new Error(`timed out after ${timeout} ms waiting for ${what}\n  page: ${await describe(page)}\n  ${e.message.split("\n")[0]}`);
-  }
-}
-
-function waitStatus(page, transport, state = "open") {
-  return waitFor(page, `status transport=${transport} state=${state}`, ([tr, st]) =>
-    document.querySelector("#status-transport")?.textContent === tr &&
-    document.querySelector("#status-state")?.textContent === st, [transport, state]);
-}
-
-/** Every listed symbol has a row whose bid, ask and last show prices. */
-function waitPriced(page, syms) {
-  return waitFor(page, `prices in rows ${syms.join(",")}`, (syms) => syms.every((s) => {
-    const tr = document.querySelector(`tr[data-sym="${s}"]`);
-    return tr && ["bid", "ask", "last"].every((c) => /^\d+(\.\d+)?$/.test(tr.querySelector(`td.${c}`).textContent));
-  }), syms);
-}
-
-/** bid|ask|last of every row. */
-function prices(page) {
-  return page.evaluate(() => Object.fromEntries([...document.querySelectorAll("tr[data-sym]")].map((tr) =>
-    [tr.dataset.sym, ["bid", "ask", "last"].map((c) => tr.querySelector(`td.${c}`).textContent).join("|")])));
-}
-
-/** Waits until the prices of at least `n` symbols differ from `before`. */
-function waitPricesChange(page, before, n = 2) {
-  return waitFor(page, `price changes in ${n} symbols`, ([before, n]) => {
-    let changed = 0;
-    for (const tr of document.querySelectorAll("tr[data-sym]")) {
-      const now = ["bid", "ask", "last"].map((c) => tr.querySelector(`td.${c}`).textContent).join("|");
-      if (before[tr.dataset.sym] && before[tr.dataset.sym] !== now) changed++;
-    }
-    return changed >= n;
-  }, [before, n]);
-}
-
-function rowSymbols(page) {
-  return page.$$eval("tr[data-sym]", (trs) => trs.map((tr) => tr.dataset.sym));
-}
 
 async function watchlistState(page) {
   return page.evaluate(() => ({
     url: (new URLSearchParams(location.search).get("symbols") || "").split(",").filter(Boolean),
     stored: JSON.parse(localStorage.getItem("ticker.watchlist") || "[]"),
   }));
-}
-
-async function addSymbol(page, text) {
-  await page.fill("#watchlist-input", text);
-  await page.click("#watchlist-add");
 }
 
 /** Adding an unknown symbol shows the error and leaves no row; the rest keep going. */
@@ -218,10 +125,6 @@ test("(3) an unknown symbol is reported and leaves no row", { timeout: TEST_TIME
   assert.deepEqual(pageErrors, []);
 });
 
-/** Makes every WebSocket the page opens fail: it is closed before any message. */
-async function blockWebSocket(context, counter) {
-  await context.routeWebSocket(/\/ws(\?|$)/, (ws) => { counter.ws++; ws.close(); });
-}
 
 test("(4) without WebSocket the dashboard falls back to SSE", { timeout: TEST_TIMEOUT }, async (t) => {
   const seen = { ws: 0 };
@@ -265,45 +168,6 @@ test("(5) without WebSocket and SSE the dashboard falls back to long-polling", {
 });
 
 // ---- the client library on its own (client.js in a blank page of the gateway) ----
-
-/** A page of the gateway's origin with client.js loaded and a client started with
- * `opts`; window.log records states ("transport:state", with times), messages and
- * errors. */
-async function openClient(t, opts, setup) {
-  const context = await browser.newContext();
-  t.after(() => context.close());
-  const page = await context.newPage();
-  const requests = [];
-  page.on("request", (r) => requests.push(`${r.method()} ${new URL(r.url()).pathname}`));
-  if (setup) await setup(context, page);
-  await page.goto(`${BASE}/healthz`);
-  await page.addScriptTag({ url: `${BASE}/client.js` });
-  await page.evaluate((opts) => {
-    const log = (window.log = { states: [], msgs: [], errors: [] });
-    window.client = TickerClient.connect("", Object.assign(opts, {
-      onState: (s, c) => log.states.push({ at: Date.now(), s: `${c.transport}:${s}` }),
-      onMessage: (m) => log.msgs.push(m),
-      onError: (e) => log.errors.push(`${e.code} ${e.message}`),
-    }));
-    if (opts.symbols) window.client.subscribe(opts.symbols);
-  }, opts);
-  return { page, requests };
-}
-
-async function clientLog(page) {
-  return page.evaluate(() => ({
-    states: log.states.map((x) => x.s).join(" "), errors: log.errors,
-    types: log.msgs.map((m) => m.type).join(","), transport: client.transport, state: client.state,
-  }));
-}
-
-async function waitClient(page, what, fn, arg) {
-  try {
-    return await page.waitForFunction(fn, arg, { timeout: WAIT, polling: 50 });
-  } catch (e) {
-    throw new Error(`timed out waiting for ${what}: ${JSON.stringify(await clientLog(page))}`);
-  }
-}
 
 test("(6) client: a WebSocket that goes silent is detected as stalled and replaced by SSE", { timeout: TEST_TIMEOUT }, async (t) => {
   const { page } = await openClient(t, { symbols: ["AAPL"], stallTimeoutMs: 2000, pingIntervalMs: 500 }, (context) =>

@@ -24,8 +24,11 @@ function waitFor<T>(arm: (done: (v: T) => void) => void, what: string, ms = 1000
   });
 }
 
-/** Subscribes over one transport; checks the snapshot, an update, a refusal, the rate and the end. */
-async function overTransport(base: string, transport: TickerClient.Transport): Promise<void> {
+/**
+ * Subscribes over one transport; checks the snapshot, an update, a refusal, the rate and
+ * the end. With a `token`, against a gateway with authentication off, it is not needed.
+ */
+async function overTransport(base: string, transport: TickerClient.Transport, token?: TickerClient.Token): Promise<void> {
   let onSnapshot: (q: TickerClient.Quote) => void = () => {};
   let onRefused: (e: TickerClient.ErrorMessage) => void = () => {};
   let onClosed: () => void = () => {};
@@ -37,6 +40,7 @@ async function overTransport(base: string, transport: TickerClient.Transport): P
     openTimeoutMs: 5000,
     pingIntervalMs: 1000,
     pollWaitSec: 1,
+    token,
     onState(state: TickerClient.State, c: TickerClient.Client) {
       if (state === "closed") onClosed();
       check(c.transport === transport, `transport ${c.transport}, not ${transport}`);
@@ -81,11 +85,14 @@ async function overTransport(base: string, transport: TickerClient.Transport): P
 
 /** Runs the example against the gateway at `base`. */
 export async function run(base: string): Promise<void> {
+  const fresh = async (): Promise<string> => "tk_not-needed";
   for (const transport of ["ws", "sse", "poll"] as const) {
     await overTransport(base, transport);
+    await overTransport(base, transport, fresh);
   }
   // The constructor is public too, and the global is on `window` in a browser.
-  const direct: TickerClient.Client = new TickerClient.Client(base, { transports: ["poll"] });
+  const direct: TickerClient.Client = new TickerClient.Client(base, { transports: ["poll"], token: "tk_x" });
+  direct.setToken(() => null);
   direct.close();
   const fromWindow: typeof TickerClient | undefined = (globalThis as unknown as Partial<Window>).TickerClient;
   check(fromWindow === TickerClient, "the global");
@@ -107,4 +114,8 @@ export function refusedUses(client: TickerClient.Client): void {
   });
   // @ts-expect-error: no such method
   client.reconnect();
+  // @ts-expect-error: a token is a string or a function that gives one
+  TickerClient.connect("", { token: 42 });
+  // @ts-expect-error: the function gives the token, not an object
+  client.setToken(async () => ({ token: "tk_x" }));
 }

@@ -32,6 +32,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A sim feed in which every universe symbol quotes, about 0.4 quotes/s each: a
+/// dashboard row changes every few seconds, like a real screen.
+pub const BUSY_SIM_FEED: &str =
+    "[[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 300.0\nhot_fraction = 1.0\n";
+
 /// The shipped sample recording.
 pub fn sample_recording() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("feeds/sample-session.ndjson")

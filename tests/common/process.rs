@@ -4,8 +4,43 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The browser the Node-side tests drive.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Fails with a message saying how to install whatever the browser tests need
+/// (Node, playwright-core, Chromium) and is missing.
+pub fn check_browser_prerequisites() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        _ => missing
+            .push("`node` (>= 20) is not on PATH; run: apt-get install -y nodejs npm".to_owned()),
+    }
+    if !root
+        .join("tests/browser/node_modules/playwright-core")
+        .is_dir()
+    {
+        missing.push(
+            "tests/browser/node_modules/playwright-core is missing; run: npm ci --prefix tests/browser"
+                .to_owned(),
+        );
+    }
+    if !Path::new(CHROMIUM).exists() {
+        missing.push(format!(
+            "{CHROMIUM} is missing; run: apt-get install -y chromium"
+        ));
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser tests cannot run:\n  {}",
+        missing.join("\n  ")
+    );
+}
 
 /// Runs `cmd` to completion (killing it and its children after `timeout`);
 /// returns whether it succeeded and everything it printed.
