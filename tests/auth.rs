@@ -557,3 +557,105 @@ async fn each_transport_ends_its_own_way_when_a_token_expires() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn socketio_refreshes_with_its_auth_event() {
+    let (app, _) = app().await;
+    let exp = unix_now() + 2;
+    let token = jwt(json!({"exp": exp}));
+    let connect = |token: &str| {
+        let options = json!({"transports": ["websocket"], "auth": {"token": token}});
+        json!({"cmd":"connect","url":app.url(""),"options":options})
+    };
+    // Two clients on tokens with the same exp; one refreshes.
+    let mut refreshed = NodeBridge::start("socketio-bridge.mjs", "socket.io-client");
+    let mut witness = NodeBridge::start("socketio-bridge.mjs", "socket.io-client");
+    for node in [&mut refreshed, &mut witness] {
+        node.send(connect(&token)).await;
+        assert_eq!(node.next().await["ev"], "connect");
+    }
+    let fresh = jwt(json!({"exp": unix_now() + 300}));
+    refreshed
+        .send(json!({"cmd":"emit","event":"auth","args":{"token":fresh},"ack":true}))
+        .await;
+    let ack = refreshed.next().await;
+    assert_eq!(
+        (ack["ev"].as_str(), ack["data"]["type"].as_str()),
+        (Some("ack"), Some("authenticated")),
+        "{ack}"
+    );
+    assert_eq!(ack["data"]["principal"], "desk-9");
+    assert!(ack["data"]["expires"].as_u64().unwrap() > exp);
+    // The witness's token runs out: it is told and disconnected ...
+    loop {
+        let ev = witness.next().await;
+        if ev["ev"] == "disconnect" {
+            break;
+        }
+    }
+    // ... while the refreshed client, past the same exp, is still served.
+    refreshed
+        .send(json!({"cmd":"emit","event":"subscribe","args":{"symbols":["AAPL"]},"ack":true}))
+        .await;
+    loop {
+        let ev = refreshed.next().await;
+        assert_ne!(ev["ev"], "disconnect", "{ev}");
+        if ev["ev"] == "ack" {
+            assert_eq!(ev["data"]["type"], "subscribed", "{ev}");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reload_narrows_entitlements_and_revokes_what_no_longer_verifies() {
+    let (key, lines) = ticker_gateway::auth::keygen("desk-7", &["AAPL".into(), "MS*".into()]);
+    let secret = temp_file("reload-secret", &format!("{SECRET}\n"));
+    let settings = |lines: &str| {
+        format!(
+            "[auth]\nenabled = true\n[auth.jwt]\nalgorithm = \"HS256\"\nsecret_file = {:?}\n\
+             audience = \"ticker\"\n{lines}",
+            secret.to_str().unwrap()
+        )
+    };
+    let app = quiet_app_with(&settings(&lines)).await;
+    let mut by_key =
+        Client::connect_headers(&app.ws_url(""), &[], &[("authorization", &bearer(&key))]).await;
+    by_key.subscribe(&["AAPL", "MSFT"], 10.0).await;
+    let mut by_token = Client::connect_headers(
+        &app.ws_url(""),
+        &[],
+        &[("authorization", &bearer(&jwt(json!({}))))],
+    )
+    .await;
+    by_token.subscribe(&["AAPL"], 10.0).await;
+    by_token.until_type("snapshot").await;
+
+    // The key keeps only AAPL; the JWT secret changes.
+    std::fs::write(&secret, "another-secret-that-is-long-enough!!\n").unwrap();
+    let narrowed = lines.replace(r#"syms = ["AAPL", "MS*"]"#, r#"syms = ["AAPL"]"#);
+    assert_ne!(narrowed, lines);
+    let new = ticker_gateway::settings::Settings::load_with(None, &[&settings(&narrowed)]).unwrap();
+    app.state
+        .transport
+        .auth
+        .as_ref()
+        .unwrap()
+        .reload(&new.auth)
+        .unwrap();
+
+    let dropped = by_key.until_type("unsubscribed").await;
+    assert_eq!(dropped["symbols"], json!(["MSFT"]));
+    assert_eq!(dropped["reason"], "not_entitled");
+    let (code, error) = until_closed(&mut by_token).await;
+    assert_eq!(code, Some(4001));
+    assert_eq!(error.unwrap()["message"], "the credential was revoked");
+    // The key's session goes on with AAPL.
+    by_key.send(json!({"op":"ping","id":9})).await;
+    by_key.until_type("pong").await;
+    assert_eq!(
+        app.metric("ticker_auth_failures_total", &[("reason", "revoked")])
+            .await,
+        1.0
+    );
+}
