@@ -268,3 +268,85 @@ async fn refused_upgrades_get_a_json_error() {
     let mut c = Client::connect(&app.ws_url("")).await;
     c.until_type("welcome").await;
 }
+
+#[tokio::test]
+async fn resume_sends_snapshots_only_for_symbols_that_changed() {
+    let app = quiet_app().await;
+    let mut first = Client::connect(&app.ws_url("")).await;
+    first.subscribe(&["AAPL", "MSFT"], 50.0).await;
+    for sym in ["AAPL", "MSFT"] {
+        first
+            .until(|m| m["type"] == "snapshot" && m["sym"] == sym)
+            .await;
+    }
+    let seqs = json!({"AAPL": first.state["AAPL"]["seq"], "MSFT": first.state["MSFT"]["seq"]});
+    let t = first.state["MSFT"]["t"].as_i64().unwrap() + 1;
+    let seen = std::mem::take(&mut first.g);
+    drop(first);
+    // While the client is away, MSFT moves.
+    let msft = app.publish(json!({"sym": "MSFT", "t": t, "lp": "401.25"}));
+
+    let mut back = Client::connect(&app.ws_url("")).await;
+    back.g.resume_from(&seen);
+    back.send(json!({"op":"subscribe","id":"r","symbols":["AAPL","MSFT"],"resume":seqs}))
+        .await;
+    back.send(json!({"op":"ping","id":"p"})).await;
+    back.until_type("pong").await;
+    let snapshots: Vec<_> = back
+        .received
+        .iter()
+        .filter(|m| m["type"] == "snapshot")
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert_eq!(snapshots[0]["sym"], "MSFT");
+    assert_eq!(snapshots[0]["seq"], msft);
+    // AAPL goes on as deltas from the state the client kept.
+    let t = back.state["AAPL"]["t"].as_i64().unwrap() + 1;
+    app.publish(json!({"sym": "AAPL", "t": t, "lp": "199.99"}));
+    let update = back
+        .until(|m| m["type"] == "update" && m["sym"] == "AAPL")
+        .await;
+    assert_eq!(update["lp"], "199.99");
+    let rest = app.rest_quote("AAPL").await;
+    assert_eq!(back.state["AAPL"]["seq"], rest["seq"]);
+    assert_eq!(back.state["AAPL"]["bp"], rest["bp"]);
+
+    // Long-polling takes it when the session is created.
+    let seqs = json!({"AAPL": rest["seq"], "MSFT": 1});
+    let (status, created) = post_json(
+        &app,
+        "/poll",
+        json!({"symbols":["AAPL","MSFT"],"resume":seqs}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let syms: Vec<_> = created["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "snapshot")
+        .map(|m| m["sym"].clone())
+        .collect();
+    assert_eq!(syms, vec![json!("MSFT")]);
+
+    // A malformed resume is refused, naming the shape.
+    back.send(json!({"op":"subscribe","id":"b","symbols":["AAPL"],"resume":{"AAPL":"x"}}))
+        .await;
+    let error = back.until_type("error").await;
+    assert_eq!(error["code"], "bad_request");
+    assert!(
+        error["message"].as_str().unwrap().contains("resume"),
+        "{error}"
+    );
+}
+
+async fn post_json(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .http
+        .post(app.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}

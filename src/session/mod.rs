@@ -230,7 +230,8 @@ impl Session {
                 symbols,
                 max_rate,
                 snapshot,
-            } => self.subscribe(id, symbols, max_rate, snapshot, now),
+                resume,
+            } => self.subscribe(id, symbols, max_rate, snapshot, &resume, now),
             ClientOp::Unsubscribe { id, symbols } => self.unsubscribe(id, symbols),
             ClientOp::List { id } => {
                 let mut symbols: Vec<(Arc<str>, f64)> = self
@@ -412,6 +413,7 @@ impl Session {
         symbols: Vec<String>,
         max_rate: Option<f64>,
         snapshot: bool,
+        resume: &[(String, u64)],
         now: Instant,
     ) {
         let (mut ids, unknown) = self.hub.resolve(symbols.iter().map(String::as_str));
@@ -484,6 +486,19 @@ impl Session {
                 if sub.sent.is_none() {
                     sub.sent = latest;
                 }
+                continue;
+            }
+            let name = self.hub.symbol(sym);
+            let current = latest.as_ref().map(|q| q.seq);
+            if current.is_some()
+                && resume
+                    .iter()
+                    .any(|(s, seq)| **s == **name && Some(*seq) == current)
+            {
+                // The client has this state already (section 12): later updates
+                // are deltas from it.
+                sub.sent = latest;
+                sub.last_sent_at = Some(now);
                 continue;
             }
             if let Some(quote) = latest {

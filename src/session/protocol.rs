@@ -99,6 +99,9 @@ pub enum ClientOp {
         symbols: Vec<String>,
         max_rate: Option<f64>,
         snapshot: bool,
+        /// The client's last `seq` per symbol (PROTOCOL.md section 12): no
+        /// snapshot for a symbol still at that `seq`.
+        resume: Vec<(String, u64)>,
     },
     Unsubscribe {
         id: RequestId,
@@ -158,6 +161,8 @@ fn is_integer(n: &serde_json::Number) -> bool {
             .is_some_and(|f| f.fract() == 0.0 && f.abs() <= EXACT)
 }
 
+const RESUME_SHAPE: &str = "\"resume\" must map symbols to their last seq: {\"AAPL\":1042}";
+
 /// Interprets a decoded value as an op.
 pub fn op_from_value(value: Value) -> Result<ClientOp, BadRequest> {
     let Value::Object(mut obj) = value else {
@@ -212,11 +217,31 @@ pub fn op_from_value(value: Value) -> Result<ClientOp, BadRequest> {
                 Some(Value::Bool(b)) => b,
                 Some(_) => return Err(bad(&id, "\"snapshot\" must be true or false")),
             };
+            let resume = match obj.remove("resume") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Object(seqs)) => seqs
+                    .into_iter()
+                    .map(|(sym, seq)| match seq {
+                        // 1042.0 is the integer 1042, as for ids.
+                        Value::Number(n) if is_integer(&n) => match n.as_u64() {
+                            Some(seq) => Ok((sym, seq)),
+                            None => n
+                                .as_f64()
+                                .filter(|f| *f >= 0.0)
+                                .map(|f| (sym, f as u64))
+                                .ok_or_else(|| bad(&id, RESUME_SHAPE)),
+                        },
+                        _ => Err(bad(&id, RESUME_SHAPE)),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => return Err(bad(&id, RESUME_SHAPE)),
+            };
             Ok(ClientOp::Subscribe {
                 id,
                 symbols: syms,
                 max_rate,
                 snapshot,
+                resume,
             })
         }
         "unsubscribe" => Ok(ClientOp::Unsubscribe {
@@ -501,7 +526,8 @@ mod tests {
                 id: Some(json!(1)),
                 symbols: vec!["AAPL".into()],
                 max_rate: Some(2.0),
-                snapshot: false
+                snapshot: false,
+                resume: vec![],
             }
         );
         assert_eq!(

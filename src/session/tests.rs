@@ -58,6 +58,7 @@ fn sub(s: &mut Session, syms: &[&str], rate: f64, now: Instant) {
             symbols: syms.iter().map(|x| x.to_string()).collect(),
             max_rate: Some(rate),
             snapshot: true,
+            resume: vec![],
         },
         now,
     );

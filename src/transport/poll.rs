@@ -185,7 +185,7 @@ pub(crate) fn create_op(body: &[u8]) -> Result<Option<ClientOp>, ApiError> {
     };
     let subscribe = match request.remove("symbols") {
         None => {
-            if let Some(k) = ["max_rate", "snapshot"]
+            if let Some(k) = ["max_rate", "snapshot", "resume"]
                 .iter()
                 .find(|k| request.contains_key(**k))
             {
@@ -197,7 +197,7 @@ pub(crate) fn create_op(body: &[u8]) -> Result<Option<ClientOp>, ApiError> {
         }
         Some(symbols) => {
             let mut op = json!({"op": "subscribe", "symbols": symbols});
-            for key in ["max_rate", "snapshot"] {
+            for key in ["max_rate", "snapshot", "resume"] {
                 if let Some(v) = request.remove(key) {
                     op[key] = v;
                 }

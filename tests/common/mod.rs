@@ -375,6 +375,12 @@ impl std::ops::Deref for Client {
 }
 
 impl Guarantees {
+    /// Starts from what an earlier connection saw (a client that resumes).
+    pub fn resume_from(&mut self, earlier: &Guarantees) {
+        self.state = earlier.state.clone();
+        self.last_seq = earlier.last_seq.clone();
+    }
+
     /// Checks and records a batch of messages.
     pub fn check_all(&mut self, msgs: &[Value]) {
         for m in msgs {

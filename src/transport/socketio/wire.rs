@@ -447,6 +447,7 @@ mod tests {
                 symbols: vec!["A".into()],
                 max_rate: Some(2.0),
                 snapshot: true,
+                resume: vec![],
             }
         );
         let e = event_op(Some(json!(["dance", {}])), Some(4)).unwrap_err();

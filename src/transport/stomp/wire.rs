@@ -254,6 +254,7 @@ impl Stomp {
             symbols: vec![sym.to_owned()],
             max_rate,
             snapshot,
+            resume: Vec::new(),
         }));
     }
 
