@@ -98,7 +98,7 @@ fn event(name: &str, stats: &Stats, extra: Value) {
 /// The gateway's address from a `ws://` or `wss://host:port/path` URL.
 struct Target {
     addr: SocketAddr,
-    /// The host as written in the URL (the TLS server name).
+    /// The host of the URL, without IPv6 brackets (the TLS server name).
     host: String,
     /// `host:port`, for the Host header.
     authority: String,
