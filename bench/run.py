@@ -27,6 +27,14 @@ loadgen split.
 --pin starts every server (gateway and peers) under `taskset -c 0` and every
 loadgen process under `taskset -c 1` (DESIGN.md's "pinned" placement; without it
 they share both cores: "shared"). The report and the JSON name the placement.
+
+--tls serves wss: a throwaway CA and server certificate made with openssl in the
+run's temp dir, the gateway started with `[tls]`, the loadgen on wss:// verifying
+it with --ca. `--tls both` runs every step over ws, then over wss, alternating
+within each repeat; the report shows both (server `gateway-wss`) and the wss ÷ ws
+ratios.
+
+    python3 bench/run.py --scenario fanout-10k --steps 2000 --repeat 2 --tls both
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from benchkit import report  # noqa: E402
 from benchkit.gateway import Gateway, free_port, write_overlay, write_universe  # noqa: E402
 from benchkit.loadgen import Fleet  # noqa: E402
 from benchkit import peers as peerkit  # noqa: E402
+from benchkit.tls import TestCa, make_ca  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 UNIVERSE = 500
@@ -124,6 +133,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1,
                    help="run each step N times (servers interleaved: gateway, peers, gateway, "
                         "...); the report adds the median of each server's runs")
+    p.add_argument("--tls", nargs="?", const="on", default="off", choices=["off", "on", "both"],
+                   help="serve wss with a throwaway CA (`--tls` or `--tls on`), or `--tls both`: "
+                        "each step over ws then over wss, interleaved within each repeat "
+                        "(server `gateway-wss` in the report; not with --peers)")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     return p.parse_args()
@@ -184,21 +197,30 @@ def feed_start_delay(cfg: dict, scenario: str) -> float:
     return ramp + min(3.0, cfg["warmup"] / 2)
 
 
+# The gateway's row label when it serves wss (`--tls`).
+WSS_LABEL = "gateway-wss"
+# --tls -> whether each interleaved run of a step is over TLS.
+TLS_RUNS = {"off": [False], "on": [True], "both": [False, True]}
+
+
 def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_bin: Path,
-             args: argparse.Namespace, peer: str | None = None) -> dict:
+             args: argparse.Namespace, peer: str | None = None,
+             tls: TestCa | None = None) -> dict:
     """One server start (the gateway, or the peer `peer`): ramp-up, warmup,
-    measured window, stop."""
+    measured window, stop. With `tls` the gateway serves wss with that CA's
+    certificate and the loadgen verifies it."""
     server_prefix, loadgen_prefix = placement_prefixes(args.pin)
     port = free_port()
     universe = write_universe(REPO, tmp)
     delay = feed_start_delay(cfg, scenario)
     if peer is None or peer in peerkit.GATEWAY_PROTOCOLS:
         overlay = write_overlay(tmp, universe, port, feed, SERVER_MAX_RATE, args.gateway_workers,
-                                delay)
+                                delay, tls)
         server, _, protocol, ws_path = (peerkit.PEERS[peer] if peer else
-                                        (peerkit.GATEWAY_LABEL, None, "ticker", "/ws"))
+                                        (WSS_LABEL if tls else peerkit.GATEWAY_LABEL, None,
+                                         "ticker", "/ws"))
         gateway = Gateway(gw_bin, overlay, port, tmp / f"gateway-{port}.log", server_prefix,
-                          ws_path)
+                          ws_path, tls)
     else:
         gateway = peerkit.Peer(REPO, peer, universe, port, feed, UNIVERSE, tmp / f"{peer}-{port}.log",
                                delay, server_prefix)
@@ -217,6 +239,8 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
             extra.append("--churn")
         if args.quickack:
             extra.append("--quickack")
+        if gateway.ca is not None:
+            extra += ["--ca", str(gateway.ca)]
         fleet = Fleet(lg_bin, tmp, cfg["procs"], cfg["clients"], gateway.ws_url, extra,
                       cfg["connect_rate"], prefix=loadgen_prefix)
         ramp_budget = cfg["clients"] / cfg["connect_rate"] + 40
@@ -242,6 +266,7 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
     step["machine_busy_pct"] = 100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
     step["quickack"] = args.quickack
     step["placement"] = placement(args.pin)
+    step["tls"] = gateway.tls is not None
     return step
 
 
@@ -341,6 +366,8 @@ def main() -> None:
                      "(the peers neither throttle nor are built for churn)")
         if args.format != "json":
             sys.exit("error: --peers needs --format json (the peers speak JSON only)")
+        if args.tls != "off":
+            sys.exit("error: --tls works with the gateway alone (the peers serve plain ws)")
         peer_versions = peerkit.check(REPO, peer_names)
     date = time.strftime("%Y-%m-%d-%H%M%S")
     result = {
@@ -358,9 +385,11 @@ def main() -> None:
                            "distribution": args.distribution,
                            "loadgen_workers": args.loadgen_workers,
                            "gateway_workers": args.gateway_workers,
-                           "placement": placement(args.pin),
+                           "placement": placement(args.pin), "tls": args.tls,
                            "symbols_per_client": SYMBOLS_PER_CLIENT, "universe": UNIVERSE},
-        "servers": [peerkit.GATEWAY_LABEL] + [peerkit.PEERS[n][0] for n in peer_names],
+        "tls": args.tls,
+        "servers": [WSS_LABEL if t else peerkit.GATEWAY_LABEL for t in TLS_RUNS[args.tls]]
+                   + [peerkit.PEERS[n][0] for n in peer_names],
         "peer_versions": peer_versions,
         "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release,
                     "loadavg_start": loadavg()},
@@ -368,14 +397,19 @@ def main() -> None:
     }
     tmp = Path(tempfile.mkdtemp(prefix="ticker-bench-"))
     try:
+        ca = make_ca(tmp) if args.tls != "off" else None
+        servers = [(None, ca if t else None) for t in TLS_RUNS[args.tls]]
+        servers += [(peer, None) for peer in peer_names]
         for feed in cfg["steps"]:
             for run in range(1, args.repeat + 1):
-                for peer in [None, *peer_names]:
-                    name = peerkit.PEERS[peer][0] if peer else peerkit.GATEWAY_LABEL
+                for peer, tls in servers:
+                    name = (peerkit.PEERS[peer][0] if peer else
+                            WSS_LABEL if tls else peerkit.GATEWAY_LABEL)
                     of = f", run {run} of {args.repeat}" if args.repeat > 1 else ""
                     print(f"[{args.scenario}] {name}: feed {feed:g} q/s, {cfg['clients']} "
                           f"clients{of} ...", file=sys.stderr)
-                    step = run_step(cfg, args.scenario, feed, tmp, gw_bin, lg_bin, args, peer)
+                    step = run_step(cfg, args.scenario, feed, tmp, gw_bin, lg_bin, args, peer,
+                                    tls)
                     step["run"] = run
                     if args.repeat > 1:
                         step["label"] += f" (run {run})"

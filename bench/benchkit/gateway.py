@@ -1,6 +1,8 @@
 """ticker-gateway under test: writes its benchmark config overlay, starts it with
 --config, waits for /readyz, samples its CPU time and RSS from /proc and a few
-counters from /metrics, and stops it with SIGTERM."""
+counters from /metrics, and stops it with SIGTERM. With a test CA (`--tls`) the
+overlay adds `[tls]`, the port serves https and wss only, and the driver's own
+requests verify the gateway against that CA."""
 
 from __future__ import annotations
 
@@ -8,12 +10,15 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from .tls import TestCa
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")  # same as `getconf CLK_TCK` (100 here)
 UNIVERSE_ROWS = 500
@@ -35,10 +40,11 @@ def write_universe(repo: Path, tmp: Path) -> Path:
 
 
 def write_overlay(tmp: Path, universe: Path, port: int, quotes_per_sec: float,
-                  max_rate: float, workers: int, start_delay: float = 0.0) -> Path:
+                  max_rate: float, workers: int, start_delay: float = 0.0,
+                  tls: TestCa | None = None) -> Path:
     """The benchmark overlay: big connection limit, rates that never throttle
     (unless the client asks), ingest stamps on, one evenly spread sim feed that
-    starts moving `start_delay` seconds after start-up."""
+    starts moving `start_delay` seconds after start-up; `[tls]` with `tls`."""
     text = f"""# Written by bench/run.py for one benchmark run.
 [server]
 host = "127.0.0.1"
@@ -66,6 +72,8 @@ hot_fraction = 1.0
 hot_share = 1.0
 seed = 42
 """
+    if tls is not None:
+        text += tls.overlay()
     path = tmp / f"gateway-{port}.toml"
     path.write_text(text)
     return path
@@ -91,13 +99,21 @@ class Sample:
 class Gateway:
     """One gateway process."""
 
+    # Plain unless __init__ says otherwise (the peers never serve TLS).
+    tls: TestCa | None = None
+    _ssl: ssl.SSLContext | None = None
+
     def __init__(self, binary: Path, config: Path, port: int, log: Path,
-                 prefix: list[str] | None = None, ws_path: str = "/ws"):
+                 prefix: list[str] | None = None, ws_path: str = "/ws",
+                 tls: TestCa | None = None):
         """`prefix` goes before the command (the driver's `taskset -c 0` under
         --pin; taskset execs the command, so the PID sampled is the gateway's);
-        `ws_path` is where its clients connect."""
+        `ws_path` is where its clients connect; `tls`: the CA of the certificate
+        the config serves (https and wss, verified against it)."""
         self.port = port
         self.ws_path = ws_path
+        self.tls = tls
+        self._ssl = tls.context() if tls is not None else None
         self.log_path = log
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(
@@ -108,11 +124,19 @@ class Gateway:
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}{self.ws_path}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{self.ws_path}"
+
+    @property
+    def ca(self) -> Path | None:
+        """The CA file clients verify the gateway with (None: plain ws)."""
+        return self.tls.ca if self.tls else None
+
+    def _get(self, path: str, timeout: float):
+        return urllib.request.urlopen(self.http + path, timeout=timeout, context=self._ssl)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -121,7 +145,7 @@ class Gateway:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode} during start-up:\n"
                                    + self.log_tail())
             try:
-                with urllib.request.urlopen(self.http + "/readyz", timeout=2) as r:
+                with self._get("/readyz", timeout=2) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -168,7 +192,7 @@ class Gateway:
         }
         out: dict = {}
         try:
-            with urllib.request.urlopen(self.http + "/metrics", timeout=5) as r:
+            with self._get("/metrics", timeout=5) as r:
                 text = r.read().decode()
         except (urllib.error.URLError, OSError):
             return out

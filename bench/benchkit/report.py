@@ -226,6 +226,14 @@ def markdown(result: dict) -> str:
                   f"({versions}; a room or topic per symbol, same simulated feed rate and "
                   "universe). "
                   "Ratio columns: the row's figure ÷ the gateway's at the same feed rate.", ""]
+    tls = result.get("tls", "off")
+    if tls != "off":
+        runs = result["settings"].get("repeat", 1)
+        times = f", {runs} times over" if runs > 1 else ""
+        lines += [("Transport: the gateway over ws (`gateway`) and over wss (`gateway-wss`), "
+                   f"one after the other per step{times}; ratio columns: the wss row's figure "
+                   "÷ the ws row's at the same feed rate and run." if tls == "both" else
+                   "Transport: wss (`gateway-wss`)."), ""]
     lines += [
         TABLES[result["scenario"]](result["steps"]),
         "",

@@ -74,9 +74,15 @@ impl Protocol {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "ticker-loadgen", version)]
 pub struct Args {
-    /// WebSocket URL of the gateway; the symbol list is fetched from the same host.
+    /// WebSocket URL of the gateway, `ws://` or `wss://` (wss needs `--ca`); the
+    /// symbol list is fetched from the same host (over https for wss).
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
+
+    /// wss: PEM file of the CA certificate(s) the server is verified against
+    /// (only these; verification is never skipped).
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
 
     /// Number of clients (in --churn mode: clients cycling concurrently).
     #[arg(long, default_value_t = 100)]

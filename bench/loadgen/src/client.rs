@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -20,8 +20,9 @@ use tokio_tungstenite::WebSocketStream;
 use crate::args::{Format, Protocol};
 use crate::frame::{self, SioAction, Tally};
 use crate::stats::Stats;
+use crate::tls::Conn;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws<S> = WebSocketStream<S>;
 
 /// How long a client waits for all its snapshots before it counts as settled anyway.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
@@ -38,6 +39,8 @@ pub struct Plan {
     pub connect_timeout: Duration,
     pub churn: bool,
     pub quickack: bool,
+    /// wss: the client configuration that verifies the server (`--ca`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub stats: Arc<Stats>,
 }
 
@@ -121,8 +124,9 @@ fn ws_error_key(stage: &str, e: &WsError) -> String {
     }
 }
 
-/// TCP connect from `source`, then the WebSocket handshake with the subprotocol.
-async fn connect(plan: &Plan, source: IpAddr) -> Result<Ws, String> {
+/// TCP connect from `source`, then the WebSocket handshake with the subprotocol
+/// (after the TLS handshake, for wss).
+async fn connect<S: Conn>(plan: &Plan, source: IpAddr) -> Result<Ws<S>, String> {
     let socket = match source {
         IpAddr::V4(_) => TcpSocket::new_v4(),
         IpAddr::V6(_) => TcpSocket::new_v6(),
@@ -156,15 +160,13 @@ async fn connect(plan: &Plan, source: IpAddr) -> Result<Ws, String> {
         req.headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
     }
-    let (ws, _resp) =
-        tokio_tungstenite::client_async_with_config(req, stream, Some(plan.ws_config))
-            .await
-            .map_err(|e| ws_error_key("handshake", &e))?;
-    Ok(ws)
+    S::handshake(plan, req, stream)
+        .await
+        .map_err(|e| ws_error_key("handshake", &e))
 }
 
 /// Connects within the connect timeout and records how long it took.
-async fn connect_timed(plan: &Plan, source: IpAddr) -> Option<Ws> {
+async fn connect_timed<S: Conn>(plan: &Plan, source: IpAddr) -> Option<Ws<S>> {
     let start = Instant::now();
     match tokio::time::timeout(plan.connect_timeout, connect(plan, source)).await {
         Ok(Ok(ws)) => {
@@ -194,11 +196,11 @@ enum End {
 /// One client for the whole run. `settle` is called once, when the first
 /// connection attempt has either failed or received all its snapshots (or waited
 /// `SNAPSHOT_WAIT` for them), so the driver knows when ramp-up is over.
-pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
+pub async fn run<S: Conn>(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
     let mut settle = Some(settle);
     let mut tally = Tally::default();
     loop {
-        let ws = connect_timed(&plan, client.source).await;
+        let ws = connect_timed::<S>(&plan, client.source).await;
         let Some(mut ws) = ws else {
             if let Some(f) = settle.take() {
                 f();
@@ -237,10 +239,10 @@ pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
 }
 
 /// Reads frames until the server goes away, or (churn) until all snapshots came.
-async fn read_loop(
+async fn read_loop<S: Conn>(
     plan: &Plan,
     client: &Client,
-    ws: &mut Ws,
+    ws: &mut Ws<S>,
     tally: &mut Tally,
     settle: &mut Option<impl FnOnce()>,
 ) -> End {
@@ -320,7 +322,7 @@ async fn read_loop(
             }
         };
         if plan.quickack {
-            crate::sys::quickack(ws.get_ref());
+            crate::sys::quickack(ws.get_ref().tcp());
         }
         if let Err(kind) = result {
             stats.error(format!("parse: {kind}"));
@@ -349,7 +351,7 @@ async fn read_loop(
 /// Churn: a normal close; once the server's close frame is back (the WebSocket
 /// close handshake is complete) the TCP connection is reset (SO_LINGER 0) instead
 /// of waiting for the server's FIN, so neither side piles up TIME_WAIT sockets.
-async fn close(plan: &Plan, ws: &mut Ws) {
+async fn close<S: Conn>(plan: &Plan, ws: &mut Ws<S>) {
     let stats = &plan.stats;
     let frame = CloseFrame {
         code: CloseCode::Normal,
@@ -371,7 +373,7 @@ async fn close(plan: &Plan, ws: &mut Ws) {
     .await;
     match reply {
         Ok(true) => {
-            let _ = ws.get_ref().set_zero_linger();
+            let _ = ws.get_ref().tcp().set_zero_linger();
             if stats.measuring() {
                 stats.cycles_measured.fetch_add(1, Ordering::Relaxed);
             }

@@ -12,6 +12,7 @@ mod client;
 mod frame;
 mod stats;
 mod sys;
+mod tls;
 mod universe;
 
 use std::net::SocketAddr;
@@ -25,9 +26,11 @@ use clap::Parser;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
+use tokio::net::TcpStream;
 use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::MaybeTlsStream;
 
 use crate::args::Args;
 use crate::client::{Client, Plan};
@@ -92,19 +95,38 @@ fn event(name: &str, stats: &Stats, extra: Value) {
     eprintln!("{e}");
 }
 
-/// Resolves the gateway's address from a `ws://host:port/path` URL.
-async fn resolve(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+/// The gateway's address from a `ws://` or `wss://host:port/path` URL.
+struct Target {
+    addr: SocketAddr,
+    /// The host of the URL, without IPv6 brackets (the TLS server name).
+    host: String,
+    /// `host:port`, for the Host header.
+    authority: String,
+    tls: bool,
+}
+
+/// Resolves the gateway's address from `--url`.
+async fn resolve(url: &str) -> anyhow::Result<Target> {
     let uri: Uri = url.parse().with_context(|| format!("bad --url {url:?}"))?;
-    if uri.scheme_str() != Some("ws") {
-        bail!("--url must start with ws:// (wss is not supported)");
-    }
+    let (tls, default_port) = match uri.scheme_str() {
+        Some("ws") => (false, 80),
+        Some("wss") => (true, 443),
+        _ => bail!("--url must start with ws:// or wss://"),
+    };
     let host = uri.host().context("--url has no host")?;
-    let port = uri.port_u16().unwrap_or(80);
-    let addr = tokio::net::lookup_host((host, port))
+    let port = uri.port_u16().unwrap_or(default_port);
+    // An IPv6 literal keeps its brackets in the URL, not in the lookup or the name.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = tokio::net::lookup_host((bare, port))
         .await?
         .next()
         .with_context(|| format!("cannot resolve {host}"))?;
-    Ok((addr, format!("{host}:{port}")))
+    Ok(Target {
+        addr,
+        host: bare.to_owned(),
+        authority: format!("{host}:{port}"),
+        tls,
+    })
 }
 
 /// Builds every client's subscription from the universe.
@@ -144,8 +166,23 @@ async fn wait_for_stdin() -> anyhow::Result<()> {
 
 async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
     let started = Instant::now();
-    let (server, host) = resolve(&args.url).await?;
-    let symbols = universe::fetch_symbols(server, &host).await?;
+    let target = resolve(&args.url).await?;
+    let tls = match (&args.ca, target.tls) {
+        (Some(ca), true) => Some(tls::client_config(ca)?),
+        (None, true) => bail!("a wss:// --url needs --ca (the CA to verify the server with)"),
+        (Some(_), false) => bail!("--ca is for wss:// URLs only"),
+        (None, false) => None,
+    };
+    let tcp = TcpStream::connect(target.addr)
+        .await
+        .with_context(|| format!("cannot connect to {}", target.addr))?;
+    let symbols = match &tls {
+        Some(config) => {
+            let stream = tls::connect(config.clone(), &target.host, tcp).await?;
+            universe::fetch_symbols(stream, &target.authority).await?
+        }
+        None => universe::fetch_symbols(tcp, &target.authority).await?,
+    };
     if symbols.len() < args.universe_size {
         bail!(
             "--universe-size {} but the gateway has only {} symbols",
@@ -156,7 +193,7 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
     let clients = build_clients(args, &symbols)?;
     let stats = Arc::new(Stats::new());
     let plan = Arc::new(Plan {
-        server,
+        server: target.addr,
         url: args.url.clone(),
         format: args.format,
         protocol: args.protocol,
@@ -167,6 +204,7 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         churn: args.churn,
         quickack: args.quickack,
+        tls,
         stats: stats.clone(),
     });
 
@@ -176,9 +214,18 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
     for (i, c) in clients.into_iter().enumerate() {
         sleep_until(ramp_start + Duration::from_secs_f64(i as f64 / args.connect_rate)).await;
         let settled = settled.clone();
-        tokio::spawn(client::run(plan.clone(), c, move || {
+        let settle = move || {
             settled.fetch_add(1, Ordering::Relaxed);
-        }));
+        };
+        if plan.tls.is_some() {
+            tokio::spawn(client::run::<MaybeTlsStream<TcpStream>>(
+                plan.clone(),
+                c,
+                settle,
+            ));
+        } else {
+            tokio::spawn(client::run::<TcpStream>(plan.clone(), c, settle));
+        }
     }
     // Every client settles within connect_timeout + 10 s; allow a margin.
     let cap = tokio::time::Instant::now() + plan.connect_timeout + Duration::from_secs(12);
@@ -209,6 +256,7 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
     let mut report = json!({
         "tool": "ticker-loadgen",
         "url": args.url,
+        "tls": target.tls,
         "format": args.format.as_str(),
         "protocol": args.protocol.as_str(),
         "mode": if args.churn { "churn" } else { "steady" },

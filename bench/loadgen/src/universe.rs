@@ -1,14 +1,14 @@
 //! The symbol universe: fetched once from `GET /api/v1/symbols` with a tiny
-//! HTTP/1.1 client, then each client's symbols picked from its first U entries.
+//! HTTP/1.1 client (over TLS for wss), then each client's symbols picked from
+//! its first U entries.
 
-use std::net::SocketAddr;
+use std::io::ErrorKind;
 
 use anyhow::{bail, Context};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::args::Distribution;
 
@@ -17,17 +17,24 @@ struct Row {
     sym: String,
 }
 
-/// Fetches the symbol list from `addr` (the gateway's HTTP listener).
-pub async fn fetch_symbols(addr: SocketAddr, host: &str) -> anyhow::Result<Vec<String>> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
+/// Fetches the symbol list over `stream`, connected to the gateway's listener
+/// (`host` is the Host header).
+pub async fn fetch_symbols(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    host: &str,
+) -> anyhow::Result<Vec<String>> {
     let req = format!(
         "GET /api/v1/symbols HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
+    match stream.read_to_end(&mut raw).await {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify: the response is complete
+        // when its body parses (`Connection: close` ends it either way).
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e).context("GET /api/v1/symbols"),
+    }
     let body = http_body(&raw)?;
     let rows: Vec<Row> =
         serde_json::from_slice(&body).context("GET /api/v1/symbols: body is not a symbol list")?;
