@@ -105,12 +105,19 @@ async fn clients_converge_on_the_upstream_and_demand_follows_them() {
     // The same state with the same `seq`: the edge adopts the upstream's numbers.
     converge(&mut client, "AAPL", &want, true).await;
     assert_eq!(edge.rest_quote("AAPL").await, want);
-    let report = feed_report(&edge).await;
+    // Counted once per frame, after the hub took its quotes.
+    let report = poll("the relay feed counting the quotes", || async {
+        let report = feed_report(&edge).await;
+        match report["quotes_received"].as_u64() {
+            Some(n) if n >= 2 => Ok(report),
+            _ => Err(report),
+        }
+    })
+    .await;
     assert_eq!(
         (&report["kind"], &report["state"]),
         (&json!("ticker"), &json!("running"))
     );
-    assert!(report["quotes_received"].as_u64().unwrap() >= 2, "{report}");
 
     // The last client leaves: after the linger the edge lets go upstream.
     client
@@ -125,7 +132,28 @@ async fn clients_converge_on_the_upstream_and_demand_follows_them() {
     client.subscribe(&["AAPL"], 50.0).await;
     until_wanted(&upstream, "AAPL", true).await;
     let want = upstream.rest_quote("AAPL").await;
-    converge(&mut client, "AAPL", &want, false).await;
+    converge(&mut client, "AAPL", &want, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_all_subscribes_the_whole_universe_upstream() {
+    let upstream = quiet_app_with("[session]\nmax_symbols = 1000\n").await;
+    let edge = spawn_app(&relay_feed(&upstream.ws_url(""), "follow = \"all\"")).await;
+    // No client on the edge: every symbol is wanted upstream all the same.
+    poll("the whole universe wanted upstream", || async {
+        let wanted = upstream.state.hub.demand().wanted().len();
+        if wanted == upstream.state.hub.len() {
+            Ok(())
+        } else {
+            Err(wanted)
+        }
+    })
+    .await;
+    move_market(&upstream, "TSLA", 60);
+    let want = upstream.rest_quote("TSLA").await;
+    let mut client = Client::connect(&edge.ws_url("")).await;
+    client.subscribe(&["TSLA"], 50.0).await;
+    converge(&mut client, "TSLA", &want, true).await;
 }
 
 /// A quiet gateway on `addr`, the address of one stopped before.

@@ -186,3 +186,46 @@ impl Upstream for TickerFeed {
         conn.follow(self.settings.follow, ctx, demand, health).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> TickerSettings {
+        toml::from_str(&format!("url = \"ws://127.0.0.1:1/ws\"\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn the_token_goes_out_as_a_bearer_header_that_is_never_shown() {
+        std::env::set_var("TICKER_FEED_TEST_TOKEN", "t0ken\n");
+        let s = settings("token_env = \"TICKER_FEED_TEST_TOKEN\"");
+        s.validate().unwrap();
+        let request = s.request().unwrap();
+        let auth = &request.headers()[header::AUTHORIZATION];
+        assert_eq!(auth, "Bearer t0ken");
+        assert!(auth.is_sensitive());
+        assert!(!format!("{request:?}").contains("t0ken"));
+        assert!(!settings("")
+            .request()
+            .unwrap()
+            .headers()
+            .contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        let key = |extra: &str| settings(extra).validate().unwrap_err().key;
+        let mut http = settings("");
+        http.url = "http://127.0.0.1:1/ws".into();
+        assert_eq!(http.validate().unwrap_err().key, "url");
+        assert_eq!(
+            key("ca_file = \"/etc/hostname\""),
+            "ca_file",
+            "ws:// needs no CA"
+        );
+        assert_eq!(key("token_env = \"TICKER_FEED_TEST_UNSET\""), "token_env");
+        assert_eq!(key("token_file = \"/nonexistent/token\""), "token_file");
+        assert_eq!(settings("follow = \"all\"").follow, Follow::All);
+        assert_eq!(settings("").linger, Duration::from_secs(30));
+    }
+}
