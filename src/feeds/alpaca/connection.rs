@@ -7,7 +7,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::wire::{self, provider_error, Message};
 use super::{Credentials, Volumes};
-use crate::feeds::upstream::{apply_frame, lost, Health, Socket};
+use crate::feeds::upstream::{apply_frame, close_text, lost, Health, Socket};
 use crate::feeds::{DemandWatch, FeedContext, FeedError, FeedState};
 use crate::hub::SymbolId;
 
@@ -19,7 +19,10 @@ pub struct Connection {
 /// Every close from the provider is worth a reconnect (its errors come as
 /// messages).
 fn closed(code: u16, reason: &str) -> FeedError {
-    lost(format!("closed by the provider ({code} {reason})"))
+    lost(format!(
+        "closed by the provider ({})",
+        close_text(code, reason)
+    ))
 }
 
 impl Connection {

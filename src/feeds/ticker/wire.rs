@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use crate::feeds::upstream::close_text;
 use crate::feeds::FeedError;
 use crate::quote::Fields;
 
@@ -97,10 +98,7 @@ pub fn over_limits(code: Option<u16>) -> bool {
 /// (credential expired) fail the feed, since the same credential would be
 /// refused again; any other close is worth a reconnect.
 pub fn closed(code: u16, reason: &str) -> FeedError {
-    let why = format!(
-        "(close {code}{}{reason})",
-        if reason.is_empty() { "" } else { " " }
-    );
+    let why = format!("({})", close_text(code, reason));
     match code {
         4001 => FeedError::Fatal(format!("the upstream refused the credential {why}")),
         4003 => FeedError::Fatal(format!("the upstream's credential expired {why}")),

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use super::{DemandWatch, FeedContext, FeedError, FeedState};
 use crate::backoff::backoff;
 pub use credentials::Place;
-pub use socket::{lost, Socket};
+pub use socket::{close_text, lost, Socket};
 
 /// What a connection achieved, for the backoff: the upstream served it (it
 /// confirmed a subscription or sent data). A connection that was not served

@@ -22,6 +22,14 @@ pub fn lost(what: impl std::fmt::Display) -> FeedError {
     FeedError::Reconnectable(what.to_string())
 }
 
+/// A close frame as an error text says it: "close 1013 server full".
+pub fn close_text(code: u16, reason: &str) -> String {
+    match reason {
+        "" => format!("close {code}"),
+        _ => format!("close {code} {reason}"),
+    }
+}
+
 /// An open WebSocket to an upstream.
 pub struct Socket {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
