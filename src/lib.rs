@@ -8,9 +8,9 @@
 //!   [`duration`]: how they write durations.
 //! - [`universe`]: the symbol universe file.
 //! - [`quote`]: quotes, exact decimal prices, deltas, pre-encoded wire entries.
-//! - [`feeds`]: feed adapters (`sim`, `replay`, `nats`, `alpaca`) behind one trait,
-//!   supervised with [`backoff`]; each publishes through its context and may follow
-//!   demand.
+//! - [`feeds`]: feed adapters (`sim`, `replay`, `nats`, `alpaca`, `ticker`) behind
+//!   one trait, supervised with [`backoff`]; each publishes through its context and
+//!   may follow demand.
 //! - [`bus`]: several gateways on NATS: the wire format, the order rule for bus
 //!   messages, the last-value stream, the `[publish]` publisher.
 //! - [`hub`]: symbol interning (a universe that may grow), latest quote and `seq`

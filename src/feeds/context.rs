@@ -53,6 +53,11 @@ impl<'a> Directory<'a> {
         self.0.symbol(id)
     }
 
+    /// The texts of `ids`.
+    pub fn symbols(&self, ids: &[SymbolId]) -> Vec<&'a str> {
+        ids.iter().map(|&id| &**self.0.symbol(id)).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{AdapterSettings, FeedAdapter, FeedContext, FeedError, Invalid};
-use super::{AlpacaSettings, NatsSettings, ReplaySettings, SimSettings};
+use super::{AlpacaSettings, NatsSettings, ReplaySettings, SimSettings, TickerSettings};
 
 macro_rules! feed_kinds {
     ($($variant:ident($settings:ty) = $kind:literal,)*) => {
@@ -53,4 +53,5 @@ feed_kinds! {
     Replay(ReplaySettings) = "replay",
     Nats(NatsSettings) = "nats",
     Alpaca(AlpacaSettings) = "alpaca",
+    Ticker(TickerSettings) = "ticker",
 }

@@ -19,6 +19,8 @@ mod settings;
 mod sim;
 mod status;
 mod supervise;
+mod ticker;
+mod upstream;
 
 use std::future::Future;
 
@@ -32,6 +34,7 @@ pub use settings::FeedSettings;
 pub use sim::{SimFeed, SimSettings};
 pub use status::{refresh_metrics, FeedReport, FeedState, FeedStatus, FEED_STATES};
 pub use supervise::supervise;
+pub use ticker::{TickerFeed, TickerSettings};
 
 /// What an adapter can fail with. Reconnectable errors are retried with capped,
 /// jittered backoff; fatal ones end the adapter (its state shows `failed`).

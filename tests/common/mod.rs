@@ -113,9 +113,14 @@ pub async fn spawn_tls_app(overlay: &str, ca: &tls::TestCa) -> TestApp {
 
 /// Like [`spawn_app`], without waiting for readiness.
 pub fn start_app(overlay: &str) -> TestApp {
+    start_app_on(overlay, TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+/// Like [`start_app`], serving on `listener` (a gateway that comes back on the
+/// address of one stopped before).
+pub fn start_app_on(overlay: &str, listener: TcpListener) -> TestApp {
     let base = "feeds = []\n[server]\nport = 0\nworkers = 2\n";
     let settings = Settings::load_with(None, &[base, overlay]).expect("test settings");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let app = Application::build_on(settings, listener).unwrap();
     let addr = app.local_addr();
     let state = app.state().clone();

@@ -2,40 +2,27 @@
 //! subscribe to the followed symbols, then apply quotes and trades and follow
 //! demand until the connection ends, an `error` arrives, or shutdown.
 
-use std::time::Duration;
-
-use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::net::TcpStream;
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message as Frame;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use super::credentials::Credentials;
 use super::wire::{self, provider_error, Message};
-use super::Volumes;
+use super::{Credentials, Volumes};
+use crate::feeds::upstream::{apply_frame, close_text, lost, Health, Socket};
 use crate::feeds::{DemandWatch, FeedContext, FeedError, FeedState};
 use crate::hub::SymbolId;
 
-/// How long connecting and each step of the handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A ping goes out this often; a connection silent for three of them is lost.
-const PING_EVERY: Duration = Duration::from_secs(15);
-
-/// What a connection achieved, for the backoff: the provider served it (it
-/// confirmed a subscription or sent data).
-#[derive(Default)]
-pub struct Health {
-    pub served: bool,
-}
-
 /// An authenticated connection.
 pub struct Connection {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: Socket,
 }
 
-fn lost(what: impl std::fmt::Display) -> FeedError {
-    FeedError::Reconnectable(what.to_string())
+/// Every close from the provider is worth a reconnect (its errors come as
+/// messages).
+fn closed(code: u16, reason: &str) -> FeedError {
+    lost(format!(
+        "closed by the provider ({})",
+        close_text(code, reason)
+    ))
 }
 
 impl Connection {
@@ -45,19 +32,14 @@ impl Connection {
         credentials: &Credentials,
         ctx: &FeedContext,
     ) -> Result<Connection, FeedError> {
-        let (ws, _) =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(url))
-                .await
-                .map_err(|_| {
-                    lost(format!(
-                        "no connection to {url} within {HANDSHAKE_TIMEOUT:?}"
-                    ))
-                })?
-                .map_err(|e| lost(format!("connecting to {url}: {e}")))?;
+        let request = url
+            .into_client_request()
+            .map_err(|e| FeedError::Fatal(format!("url: {e}")))?;
+        let ws = Socket::connect(request, None, closed).await?;
         let mut conn = Connection { ws };
         conn.expect("connected").await?;
         let auth = json!({"action": "auth", "key": credentials.key, "secret": credentials.secret});
-        conn.send(auth.to_string()).await?;
+        conn.ws.send(auth.to_string()).await?;
         conn.expect("authenticated").await?;
         tracing::info!(feed = %ctx.status().name, url, "alpaca stream authenticated");
         Ok(conn)
@@ -65,44 +47,19 @@ impl Connection {
 
     /// Reads until `success` with `msg`; an `error` ends the connection.
     async fn expect(&mut self, msg: &str) -> Result<(), FeedError> {
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        loop {
-            let frame = tokio::time::timeout_at(deadline, self.next_frame())
-                .await
-                .map_err(|_| lost(format!("no {msg:?} within {HANDSHAKE_TIMEOUT:?}")))??;
-            let Some(text) = frame else {
-                continue;
-            };
-            for raw in wire::frame(&text).map_err(lost)? {
-                match wire::message(raw) {
-                    Ok(Message::Success(m)) if m == msg => return Ok(()),
-                    Ok(Message::Error { code, msg }) => return Err(provider_error(code, &msg)),
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// The next frame: `Some` text, or `None` for a ping, a pong or a binary
-    /// frame (pings are answered by the stream itself).
-    async fn next_frame(&mut self) -> Result<Option<String>, FeedError> {
-        match self.ws.next().await {
-            Some(Ok(Frame::Text(text))) => Ok(Some(text.as_str().to_owned())),
-            Some(Ok(Frame::Close(close))) => Err(lost(match close {
-                Some(c) => format!("closed by the provider ({} {})", c.code, c.reason),
-                None => "closed by the provider".to_owned(),
-            })),
-            Some(Ok(_)) => Ok(None),
-            Some(Err(e)) => Err(lost(format!("connection lost: {e}"))),
-            None => Err(lost("connection lost")),
-        }
-    }
-
-    async fn send(&mut self, text: String) -> Result<(), FeedError> {
         self.ws
-            .send(Frame::Text(text.into()))
+            .handshake(&format!("{msg:?}"), |text| {
+                let msgs = match wire::frame(text) {
+                    Ok(msgs) => msgs,
+                    Err(e) => return Some(Err(lost(e))),
+                };
+                msgs.into_iter().find_map(|raw| match wire::message(raw) {
+                    Ok(Message::Success(m)) if m == msg => Some(Ok(())),
+                    Ok(Message::Error { code, msg }) => Some(Err(provider_error(code, &msg))),
+                    _ => None,
+                })
+            })
             .await
-            .map_err(|e| lost(format!("sending: {e}")))
     }
 
     /// Subscribes to (or unsubscribes from) the quotes and trades of `ids`.
@@ -115,10 +72,10 @@ impl Connection {
         if ids.is_empty() {
             return Ok(());
         }
-        let dir = ctx.directory();
-        let syms: Vec<&str> = ids.iter().map(|&id| &**dir.symbol(id)).collect();
+        let syms = ctx.directory().symbols(ids);
         tracing::debug!(feed = %ctx.status().name, action, symbols = syms.len(), "alpaca subscription change");
-        self.send(json!({"action": action, "quotes": syms, "trades": syms}).to_string())
+        self.ws
+            .send(json!({"action": action, "quotes": syms, "trades": syms}).to_string())
             .await
     }
 
@@ -134,26 +91,17 @@ impl Connection {
         ctx.ready();
         ctx.status().set_state(FeedState::Running);
         self.change("subscribe", &demand.followed(), ctx).await?;
-        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
-        let mut last_heard = Instant::now();
         loop {
             tokio::select! {
                 _ = ctx.shutdown_signal() => {
-                    let _ = self.ws.close(None).await;
+                    self.ws.close().await;
                     return Ok(());
                 }
                 delta = demand.changed() => {
                     self.change("unsubscribe", &delta.removed, ctx).await?;
                     self.change("subscribe", &delta.added, ctx).await?;
                 }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > 3 * PING_EVERY {
-                        return Err(lost("the provider went silent"));
-                    }
-                    self.ws.send(Frame::Ping(Default::default())).await.map_err(|e| lost(format!("sending: {e}")))?;
-                }
-                frame = self.next_frame() => {
-                    last_heard = Instant::now();
+                frame = self.ws.next_text() => {
                     if let Some(text) = frame? {
                         apply(&text, ctx, volumes, health)?;
                     }
@@ -171,47 +119,24 @@ fn apply(
     volumes: &mut Volumes,
     health: &mut Health,
 ) -> Result<(), FeedError> {
-    let name = &ctx.status().name;
-    let msgs = match wire::frame(text) {
-        Ok(msgs) => msgs,
-        Err(e) => {
-            ctx.rejected("malformed");
-            tracing::debug!(feed = %name, error = %e, "dropping a bad frame");
-            return Ok(());
+    apply_frame(text, ctx, wire::frame, wire::message, |msg| match msg {
+        Message::Data { sym, t, mut fields } => {
+            health.served = true;
+            let Some(id) = ctx.resolve(&sym) else {
+                return Ok(false);
+            };
+            if let Some(size) = fields.ls {
+                fields.v = Some(volumes.add(id, t, size));
+            }
+            ctx.publish_fields(id, t, &fields);
+            Ok(true)
         }
-    };
-    let mut accepted = 0;
-    let mut end = Ok(());
-    for raw in msgs {
-        match wire::message(raw) {
-            Ok(Message::Data { sym, t, mut fields }) => {
-                health.served = true;
-                let Some(id) = ctx.resolve(&sym) else {
-                    continue;
-                };
-                if let Some(size) = fields.ls {
-                    fields.v = Some(volumes.add(id, t, size));
-                }
-                ctx.publish_fields(id, t, &fields);
-                accepted += 1;
-            }
-            Ok(Message::Subscription { trades, quotes }) => {
-                health.served = true;
-                tracing::debug!(feed = %name, trades, quotes, "alpaca subscription");
-            }
-            Ok(Message::Error { code, msg }) => {
-                end = Err(provider_error(code, &msg));
-                break;
-            }
-            Ok(Message::Success(_) | Message::Other) => {}
-            Err(e) => {
-                ctx.rejected("malformed");
-                tracing::debug!(feed = %name, error = %e, "dropping a bad message");
-            }
+        Message::Subscription { trades, quotes } => {
+            health.served = true;
+            tracing::debug!(feed = %ctx.status().name, trades, quotes, "alpaca subscription");
+            Ok(false)
         }
-    }
-    if accepted > 0 {
-        ctx.accepted(accepted);
-    }
-    end
+        Message::Error { code, msg } => Err(provider_error(code, &msg)),
+        Message::Success(_) | Message::Other => Ok(false),
+    })
 }

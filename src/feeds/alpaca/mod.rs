@@ -12,21 +12,18 @@
 //! settings; they are never logged.
 
 mod connection;
-mod credentials;
 mod wire;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    AdapterSettings, DemandWatch, FeedAdapter, FeedContext, FeedError, FeedState, Invalid,
-};
-use crate::backoff::backoff;
+use super::upstream::{self, Health, Place, Upstream};
+use super::{AdapterSettings, DemandWatch, FeedAdapter, FeedContext, FeedError, Invalid};
 use crate::hub::SymbolId;
-use connection::{Connection, Health};
-use credentials::{Credentials, Place};
+use connection::Connection;
 
 fn default_url() -> String {
     "wss://stream.data.alpaca.markets/v2/iex".to_owned()
@@ -68,6 +65,19 @@ pub struct AlpacaSettings {
     pub linger: Duration,
 }
 
+/// The key id and secret the stream authenticates with. `Debug` shows neither.
+#[derive(Clone)]
+pub struct Credentials {
+    pub key: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credentials { .. }")
+    }
+}
+
 impl AlpacaSettings {
     fn credentials(&self) -> Result<Credentials, Invalid> {
         let key = Place {
@@ -103,6 +113,7 @@ impl AdapterSettings for AlpacaSettings {
             url: self.url.clone(),
             linger: self.linger,
             credentials,
+            volumes: Volumes::default(),
         })
     }
 }
@@ -112,6 +123,7 @@ pub struct AlpacaFeed {
     url: String,
     linger: Duration,
     credentials: Credentials,
+    volumes: Volumes,
 }
 
 /// Each symbol's volume over the trades seen this trading day.
@@ -134,58 +146,28 @@ impl Volumes {
 }
 
 impl FeedAdapter for AlpacaFeed {
-    async fn run(self, mut ctx: FeedContext) -> Result<(), FeedError> {
-        let mut demand = ctx.demand(self.linger);
-        let mut volumes = Volumes::default();
-        let mut attempt = 0;
-        let mut stop = ctx.clone();
-        loop {
-            let mut health = Health::default();
-            let conn = tokio::select! {
-                conn = Connection::open(&self.url, &self.credentials, &ctx) => conn,
-                _ = stop.shutdown_signal() => return Ok(()),
-            };
-            let end = match conn {
-                Ok(conn) => {
-                    conn.follow(&mut ctx, &mut demand, &mut volumes, &mut health)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            let reason = match end {
-                Ok(()) => return Ok(()),
-                Err(FeedError::Fatal(e)) => return Err(FeedError::Fatal(e)),
-                Err(FeedError::Reconnectable(e)) => e,
-            };
-            // A connection the provider served resets the backoff; one refused
-            // again and again waits longer each time.
-            if health.served {
-                attempt = 0;
-            }
-            let wait = backoff(attempt);
-            attempt = attempt.saturating_add(1);
-            let name = &ctx.status().name;
-            tracing::warn!(feed = %name, error = %reason, retry_in = ?wait, "alpaca stream lost; reconnecting");
-            ctx.status()
-                .set_state_because(FeedState::Reconnecting, reason);
-            if !wait_out(wait, &mut ctx, &mut demand).await {
-                return Ok(());
-            }
-        }
+    async fn run(self, ctx: FeedContext) -> Result<(), FeedError> {
+        let linger = self.linger;
+        upstream::run(self, linger, ctx).await
     }
 }
 
-/// Waits `wait` while keeping up with demand (so the next connection subscribes
-/// to what is wanted then); false when shutdown came first.
-async fn wait_out(wait: Duration, ctx: &mut FeedContext, demand: &mut DemandWatch) -> bool {
-    let sleep = tokio::time::sleep(wait);
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            _ = &mut sleep => return true,
-            _ = ctx.shutdown_signal() => return false,
-            _ = demand.changed() => {}
-        }
+impl Upstream for AlpacaFeed {
+    type Conn = Connection;
+    const SOURCE: &'static str = "alpaca stream";
+
+    async fn open(&self, ctx: &FeedContext) -> Result<Connection, FeedError> {
+        Connection::open(&self.url, &self.credentials, ctx).await
+    }
+
+    async fn follow(
+        &mut self,
+        conn: Connection,
+        ctx: &mut FeedContext,
+        demand: &mut DemandWatch,
+        health: &mut Health,
+    ) -> Result<(), FeedError> {
+        conn.follow(ctx, demand, &mut self.volumes, health).await
     }
 }
 
@@ -203,5 +185,14 @@ mod tests {
         assert_eq!(v.add(0, at("2024-03-02T00:59:00Z"), 50), 150);
         assert_eq!(v.add(0, at("2024-03-04T09:00:00Z"), 5), 5, "a new day");
         assert_eq!(v.add(1, at("2024-03-01T15:00:00Z"), 3), 10);
+    }
+
+    #[test]
+    fn credentials_are_never_shown() {
+        let c = Credentials {
+            key: "key-id".into(),
+            secret: "s3cr3t".into(),
+        };
+        assert!(!format!("{c:?}").contains("s3cr3t"));
     }
 }

@@ -1,23 +1,8 @@
-//! The API key id and secret, read from a file or an environment variable named
-//! in the settings. Neither value is ever printed: `Debug` shows neither, and
-//! errors name only where a value was looked for.
-
-use std::fmt;
+//! Secrets (API keys, tokens) read from a file or an environment variable named
+//! in the settings. Errors name only where a value was looked for, never the
+//! value.
 
 use crate::feeds::Invalid;
-
-/// The key id and secret the stream authenticates with.
-#[derive(Clone)]
-pub struct Credentials {
-    pub key: String,
-    pub secret: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Credentials { .. }")
-    }
-}
 
 /// Where a value is looked for: a file key of the settings with its path (when
 /// set), else an environment key with its variable.
@@ -57,31 +42,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_come_from_files_or_the_environment_and_are_never_shown() {
-        let dir = std::env::temp_dir().join(format!("alpaca-credentials-{}", std::process::id()));
+    fn values_come_from_files_or_the_environment() {
+        let dir = std::env::temp_dir().join(format!("upstream-credentials-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("secret");
         std::fs::write(&path, "s3cr3t\n").unwrap();
-        std::env::set_var("ALPACA_CREDENTIALS_TEST_KEY", "key-id");
+        std::env::set_var("UPSTREAM_CREDENTIALS_TEST_KEY", "key-id");
         let place = |file, var| Place {
             file: ("secret_file", file),
             env: ("secret_env", var),
         };
-        let from_file = place(path.to_str(), "ALPACA_CREDENTIALS_TEST_KEY");
+        let from_file = place(path.to_str(), "UPSTREAM_CREDENTIALS_TEST_KEY");
         assert_eq!(from_file.read().unwrap(), "s3cr3t", "the file wins");
-        let from_env = place(None, "ALPACA_CREDENTIALS_TEST_KEY");
+        let from_env = place(None, "UPSTREAM_CREDENTIALS_TEST_KEY");
         assert_eq!(from_env.read().unwrap(), "key-id");
-        let c = Credentials {
-            key: "key-id".into(),
-            secret: "s3cr3t".into(),
-        };
-        assert!(!format!("{c:?}").contains("s3cr3t"));
 
-        let missing = place(None, "ALPACA_CREDENTIALS_TEST_UNSET")
+        let missing = place(None, "UPSTREAM_CREDENTIALS_TEST_UNSET")
             .read()
             .unwrap_err();
         assert_eq!(missing.key, "secret_env");
-        assert!(missing.problem.contains("ALPACA_CREDENTIALS_TEST_UNSET"));
+        assert!(missing.problem.contains("UPSTREAM_CREDENTIALS_TEST_UNSET"));
         std::fs::write(&path, "  \n").unwrap();
         let empty = from_file.read().unwrap_err();
         assert_eq!(
