@@ -312,13 +312,13 @@ async fn slow_consumer_is_closed_with_4008_and_others_keep_flowing() {
 
     app.wait_metric("ticker_slow_consumer_closes_total", &[], |v| v >= 1.0)
         .await;
+    // When the slow client reads again, it finds what was buffered, then 4008.
+    assert_eq!(slow.until_closed().await, Some(4008));
     // The witness keeps receiving fresh quotes after the slow client was cut off.
     let seen = w.received.len();
     w.until(|m| m["type"] == "update" && m["sym"] == "SPY")
         .await;
     assert!(w.received.len() > seen);
-    // When the slow client reads again, it finds what was buffered, then 4008.
-    assert_eq!(slow.until_closed().await, Some(4008));
     assert_eq!(
         app.metric("ticker_connections_closed_total", &[("code", "4008")])
             .await,

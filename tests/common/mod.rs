@@ -600,10 +600,12 @@ impl Client {
 }
 
 /// The close code constant for assertions.
-/// A busy market (every symbol moving, 20,000 quotes/s) and a 300 ms write
-/// stall timeout; over TLS with `ca`'s certificate if given.
+/// A busy market (every symbol moving, 20,000 quotes/s) and a 1 s write stall
+/// timeout (a slow client that reads again gets that long, after its 4008 was
+/// queued, before it is reset: room for a loaded machine); over TLS with
+/// `ca`'s certificate if given.
 pub async fn busy_market(ca: Option<&tls::TestCa>) -> TestApp {
-    let settings = "[session]\nwrite_stall_timeout = \"300ms\"\n\
+    let settings = "[session]\nwrite_stall_timeout = \"1s\"\n\
          [[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 20000.0\nhot_fraction = 1.0\nseed = 1\n";
     match ca {
         Some(ca) => spawn_tls_app(settings, ca).await,

@@ -60,17 +60,20 @@ impl DirectSocket {
     /// once nothing is left.
     fn flush(&self, st: &mut State) -> bool {
         while !st.pending.is_empty() || self.stream.backlog() > 0 {
-            let wrote = if st.pending.is_empty() {
-                self.stream.try_flush().map(|()| 1)
+            // The stream's backlog (TLS records of what it took) goes first.
+            let wrote = if self.stream.backlog() > 0 {
+                self.stream.try_flush()
             } else {
-                self.stream.try_write(&st.pending)
+                let wrote = self.stream.try_write(&st.pending);
+                if let Ok(n) = wrote {
+                    st.pending.advance(n.min(st.pending.len()));
+                }
+                wrote
             };
             match wrote {
-                Ok(n) if n > 0 => {
-                    st.pending.advance(n.min(st.pending.len()));
-                    // Progress: a client that reads slowly is not stalled.
-                    st.blocked_since = None;
-                }
+                // Progress (part of the backlog counts): a client that reads
+                // slowly is not stalled.
+                Ok(n) if n > 0 => st.blocked_since = None,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     st.blocked_since.get_or_insert_with(Instant::now);
                     return false;
@@ -78,6 +81,7 @@ impl DirectSocket {
                 // The peer is gone (the read side sees it too): drop the rest.
                 _ => {
                     st.pending.clear();
+                    self.stream.drop_backlog();
                     st.closed = true;
                 }
             }

@@ -159,7 +159,7 @@ impl ClientStream {
             if t.conn.wants_write() {
                 t.seal();
                 match t.flush(&self.tcp) {
-                    Ok(()) => {}
+                    Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
@@ -176,21 +176,25 @@ impl ClientStream {
         };
         let mut t = tls.borrow_mut();
         t.flush(&self.tcp)?;
+        if !t.out.is_empty() {
+            // The kernel took part of the backlog, then no more.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let n = t.conn.writer().write(&buf[..buf.len().min(MAX_WRITE)])?;
         t.seal();
         match t.flush(&self.tcp) {
-            Ok(()) => Ok(n),
+            Ok(_) => Ok(n),
             // Taken: its ciphertext waits in the backlog.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(n),
             Err(e) => Err(e),
         }
     }
 
-    /// Hands the backlog to the kernel: `Ok` once it is empty, `WouldBlock`
-    /// (readiness cleared) while the kernel takes no more.
-    pub fn try_flush(&self) -> io::Result<()> {
+    /// Hands the backlog to the kernel, as much as it takes: the bytes it
+    /// took, `WouldBlock` (readiness cleared) when it took none.
+    pub fn try_flush(&self) -> io::Result<usize> {
         match &self.tls {
-            None => Ok(()),
+            None => Ok(0),
             Some(tls) => tls.borrow_mut().flush(&self.tcp),
         }
     }
@@ -256,13 +260,20 @@ impl Tls {
         }
     }
 
-    /// `out` to the kernel: `Ok` once empty. On an error other than
-    /// `WouldBlock` the connection is broken and `out` is dropped.
-    fn flush(&mut self, tcp: &TcpStream) -> io::Result<()> {
+    /// `out` to the kernel, as much as it takes: the bytes it took
+    /// (`WouldBlock` only when it took none of a non-empty `out`). On an error
+    /// other than `WouldBlock` the connection is broken and `out` is dropped.
+    fn flush(&mut self, tcp: &TcpStream) -> io::Result<usize> {
+        let mut wrote = 0;
         while !self.out.is_empty() {
             match tcp.try_write(&self.out) {
-                Ok(n) if n > 0 => self.out.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                Ok(n) if n > 0 => {
+                    self.out.advance(n);
+                    wrote += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return if wrote > 0 { Ok(wrote) } else { Err(e) };
+                }
                 Ok(_) => {
                     self.out = BytesMut::new();
                     return Err(io::ErrorKind::WriteZero.into());
@@ -275,6 +286,6 @@ impl Tls {
         }
         // An idle connection keeps no write buffer.
         self.out = BytesMut::new();
-        Ok(())
+        Ok(wrote)
     }
 }
