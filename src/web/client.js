@@ -341,21 +341,11 @@
       if (c && c.opened && !c.closed) TRANSPORTS[c.name].apply(this, c, Object.assign({ id: this.nextId++ }, op));
     }
 
-    /**
-     * The op that (re)subscribes every symbol, or null if there are none. After a
-     * reconnect it carries each symbol's last seq (`resume`): the gateway (this one
-     * or another on the same bus) sends snapshots only for what changed meanwhile.
-     */
+    /** The op that (re)subscribes every symbol, or null if there are none. */
     _subscribeAll() {
-      if (!this.symbols.size) return null;
-      const op = { op: "subscribe", id: this.nextId++, symbols: [...this.symbols], max_rate: this.rate, snapshot: true };
-      const resume = {};
-      for (const s of this.symbols) {
-        const q = this.quotes[s];
-        if (q && Number.isSafeInteger(q.seq)) resume[s] = q.seq;
-      }
-      if (Object.keys(resume).length) op.resume = resume;
-      return op;
+      return this.symbols.size
+        ? { op: "subscribe", id: this.nextId++, symbols: [...this.symbols], max_rate: this.rate, snapshot: true }
+        : null;
     }
 
     // ---- messages ---------------------------------------------------------
@@ -597,9 +587,7 @@
     /** Creates a session with every symbol, then long-polls it. */
     async start(client, conn) {
       conn.session = null;
-      const all = client._subscribeAll();
       const body = { symbols: [...client.symbols], max_rate: client.rate };
-      if (all && all.resume) body.resume = all.resume;
       const res = await this.fetch(client, conn, "/poll", "POST", body, conn.token);
       if (res.status === 401) throw await refusal(res);
       if (!res.ok) {
