@@ -76,10 +76,16 @@ async fn rest_sse_long_polling_and_websocket_over_tls() {
         .expect("a session id")
         .to_owned();
     let mut msgs: Vec<Value> = created["messages"].as_array().cloned().unwrap_or_default();
-    while !msgs.iter().any(|m| m["type"] == "snapshot") {
-        let (_, got) = app.get_json(&format!("/poll/{session}?wait=1000")).await;
+    // A few polls at most (each waits up to 1 s): a missing snapshot fails.
+    for _ in 0..5 {
+        if msgs.iter().any(|m| m["type"] == "snapshot") {
+            break;
+        }
+        let (status, got) = app.get_json(&format!("/poll/{session}?wait=1000")).await;
+        assert_eq!(status, 200, "{got}");
         msgs.extend(got["messages"].as_array().cloned().unwrap_or_default());
     }
+    assert!(msgs.iter().any(|m| m["type"] == "snapshot"), "{msgs:?}");
 }
 
 #[tokio::test]
