@@ -16,9 +16,9 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::auth::Authenticator;
 use crate::bus::Publisher;
-use crate::feeds::{supervise, FeedContext, FeedStatus};
+use crate::feeds::{supervise, watch_silence, FeedContext, FeedStatus, Watched};
 use crate::http::{self, ApiContext, ApiError};
-use crate::hub::Hub;
+use crate::hub::{FeedRank, Hub, Sources};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::tls::Certificates;
@@ -34,6 +34,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub feeds: Vec<Arc<FeedStatus>>,
+    /// Each feed's rank among its symbols' sources (in `feeds` order).
+    pub feed_ranks: Vec<FeedRank>,
     pub transport: Arc<TransportContext>,
     pub api: Arc<ApiContext>,
 }
@@ -57,7 +59,14 @@ impl Application {
     /// Builds the gateway on an already bound listener.
     pub fn build_on(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
         let universe = universe::load(&settings.universe.file)?;
-        let hub = Arc::new(Hub::with_room(universe, settings.universe.max_added));
+        let ranking: Vec<(&str, i32)> = settings
+            .feeds
+            .iter()
+            .map(|f| (f.name(), f.priority))
+            .collect();
+        let (sources, ranks) = Sources::new(&ranking);
+        let hub =
+            Arc::new(Hub::with_room(universe, settings.universe.max_added).with_sources(sources));
         let feeds: Vec<_> = settings
             .feeds
             .iter()
@@ -102,6 +111,7 @@ impl Application {
             hub,
             metrics,
             feeds,
+            feed_ranks: ranks,
             transport,
             api,
         });
@@ -154,7 +164,13 @@ impl Application {
         };
 
         let mut feed_tasks = Vec::new();
-        for (cfg, status) in settings.feeds.iter().zip(&state.feeds) {
+        let mut watched = Vec::new();
+        for ((cfg, status), &rank) in settings
+            .feeds
+            .iter()
+            .zip(&state.feeds)
+            .zip(&state.feed_ranks)
+        {
             state.metrics.register_feed(&status.name);
             // Quotes from the bus are not published back to it.
             let republish = if cfg.adapter.from_bus() {
@@ -170,9 +186,22 @@ impl Application {
             )
             .adding_symbols(cfg.add_symbols)
             .republishing(republish)
-            .publishing_as(own_publisher.clone());
+            .publishing_as(own_publisher.clone())
+            .ranked(rank);
             feed_tasks.push(tokio::spawn(supervise(cfg.clone(), ctx)));
+            if !cfg.stale_after.is_zero() {
+                watched.push(Watched {
+                    status: status.clone(),
+                    rank,
+                    stale_after: cfg.stale_after,
+                });
+            }
         }
+        feed_tasks.push(tokio::spawn(watch_silence(
+            state.hub.clone(),
+            watched,
+            state.transport.shutdown.clone(),
+        )));
 
         // Ended long-polling sessions' ids are forgotten after a while.
         let reaper = {

@@ -29,14 +29,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Writes a duration as the settings files do: "250ms", "15s".
-pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// A duration as the settings files write it: "250ms", "15s".
+pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
     if ms.is_multiple_of(1000) {
-        s.serialize_str(&format!("{}s", ms / 1000))
+        format!("{}s", ms / 1000)
     } else {
-        s.serialize_str(&format!("{ms}ms"))
+        format!("{ms}ms")
     }
+}
+
+/// Writes a duration as the settings files do: "250ms", "15s".
+pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format(*d))
 }
 
 /// Reads "250ms" or a number of seconds.

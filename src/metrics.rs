@@ -39,6 +39,9 @@ pub struct Metrics {
     pub registry: Registry,
     pub feed_quotes_received: IntCounterVec,
     pub feed_quotes_rejected: IntCounterVec,
+    pub feed_quotes_standby: IntCounterVec,
+    pub feed_failovers: IntCounter,
+    pub symbols_stale: IntGauge,
     pub feed_state: IntGaugeVec,
     pub feed_last_quote_age: GaugeVec,
     pub sessions_active: IntGaugeVec,
@@ -140,6 +143,13 @@ impl Metrics {
             feed_quotes_rejected: counter_vec(&r, "ticker_feed_quotes_rejected_total",
                 "Feed lines or quotes refused (malformed, unknown symbol), by feed and reason.",
                 &["feed", "reason"]),
+            feed_quotes_standby: counter_vec(&r, "ticker_feed_quotes_standby_total",
+                "Quotes a feed brought for symbols whose source is a live feed of higher priority (not used).",
+                &["feed"]),
+            feed_failovers: counter(&r, "ticker_feed_failovers_total",
+                "Times a symbol's source moved from one feed to another (priority failover and back)."),
+            symbols_stale: gauge(&r, "ticker_symbols_stale",
+                "Symbols no live feed can update now (stale, PROTOCOL.md section 10)."),
             feed_state: gauge_vec(&r, "ticker_feed_state",
                 "1 for the state each feed adapter is in, 0 for the others.", &["feed", "state"]),
             feed_last_quote_age: float_gauge_vec(&r, "ticker_feed_last_quote_age_seconds",
@@ -159,7 +169,7 @@ impl Metrics {
             connections_rejected: counter_vec(&r, "ticker_connections_rejected_total",
                 "Connections refused at connect time, by reason.", &["reason"]),
             messages_sent: counter_vec(&r, "ticker_messages_sent_total",
-                "Protocol messages sent to clients, by transport and message type (snapshot, update, reply).",
+                "Protocol messages sent to clients, by transport and message type (snapshot, update, status, reply).",
                 &["transport", "type"]),
             frames_sent: counter_vec(&r, "ticker_frames_sent_total",
                 "Frames (batches of messages) written to clients, by transport and format.",
@@ -202,7 +212,7 @@ impl Metrics {
             m.sessions_active.with_label_values(&[transport]);
             m.connections_opened.with_label_values(&[transport]);
             m.feed_to_socket_latency.with_label_values(&[transport]);
-            for ty in ["snapshot", "update", "reply"] {
+            for ty in ["snapshot", "update", "status", "reply"] {
                 m.messages_sent.with_label_values(&[transport, ty]);
             }
             for format in ["json", "msgpack"] {
@@ -226,6 +236,7 @@ impl Metrics {
     /// Creates a feed's series at 0 so it shows before the first quote.
     pub fn register_feed(&self, feed: &str) {
         self.feed_quotes_received.with_label_values(&[feed]);
+        self.feed_quotes_standby.with_label_values(&[feed]);
         for reason in FEED_REJECT_REASONS {
             self.feed_quotes_rejected.with_label_values(&[feed, reason]);
         }

@@ -341,6 +341,12 @@ impl Settings {
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
+        if self.feeds.len() > crate::hub::MAX_RANKED_FEEDS {
+            return Err(invalid(
+                "feeds",
+                format!("at most {} feeds", crate::hub::MAX_RANKED_FEEDS),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, f) in self.feeds.iter().enumerate() {
             let key = |k: &str| format!("feeds[{i}].{k}");

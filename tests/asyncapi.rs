@@ -138,6 +138,16 @@ async fn it_parses_cleanly_and_live_sessions_match_it() {
     );
     let app = spawn_app(SIM_FEED).await;
     assert_eq!(app.get_document("/api/v1/asyncapi.json").await, document());
+    // `status` messages: the feed is reported lost every so often (its
+    // symbols turn stale), and its next quote brings them back.
+    let (hub, rank) = (app.state.hub.clone(), app.state.feed_ranks[0]);
+    let flaps = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(300));
+        loop {
+            every.tick().await;
+            hub.feed_down(rank, "down");
+        }
+    });
 
     let node = node_test(
         &["--experimental-websocket"],
@@ -145,6 +155,7 @@ async fn it_parses_cleanly_and_live_sessions_match_it() {
         app.addr,
     );
     let (ok, output) = run_blocking(node, NODE_TIMEOUT).await;
+    flaps.abort();
     assert!(ok, "the AsyncAPI checks failed:\n{output}");
     println!("{output}");
 }

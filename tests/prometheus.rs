@@ -50,7 +50,7 @@ fn shipped_alert_rules_pass_promtool_check_and_their_unit_tests() {
             .args(["check", "rules", "alerts.yml"])
             .current_dir(&dir),
     );
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
     let out = run_ok(
         Command::new(&promtool)
             .args(["test", "rules", "alerts.test.yml"])
@@ -315,7 +315,7 @@ async fn prometheus_scrapes_the_gateway_and_every_panel_and_alert_evaluates() {
                 .as_str()
                 .is_some_and(|t| !t.starts_with("0001"))
         });
-        if rules.len() == 6 && evaluated {
+        if rules.len() == 7 && evaluated {
             break rules;
         }
         assert!(

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{DemandWatch, FeedStatus};
+use super::{DemandWatch, FeedState, FeedStatus};
 use crate::bus::Outbox;
-use crate::hub::{AddError, Hub, IngestError, SymbolId};
+use crate::hub::{AddError, FeedRank, Hub, IngestError, SymbolId};
 use crate::metrics::Metrics;
 use crate::quote::{Fields, QuoteUpdate};
 use crate::universe::SymbolInfo;
@@ -29,6 +29,9 @@ pub struct FeedContext {
     outbox: Option<Arc<Outbox>>,
     /// This gateway's own `pub` on the bus, when it publishes.
     own_publisher: Option<Arc<str>>,
+    /// The feed's place among the sources of its symbols (section 10); an
+    /// unranked feed's quotes are all taken.
+    rank: Option<FeedRank>,
 }
 
 /// A read-only view of the symbol universe, for adapters resolving their
@@ -82,7 +85,14 @@ impl FeedContext {
             add_symbols: false,
             outbox: None,
             own_publisher: None,
+            rank: None,
         }
+    }
+
+    /// Makes the feed one of its symbols' possible sources, at `rank`.
+    pub fn ranked(mut self, rank: FeedRank) -> Self {
+        self.rank = Some(rank);
+        self
     }
 
     /// Queues every symbol this feed updates for the bus publisher.
@@ -153,8 +163,10 @@ impl FeedContext {
     }
 
     /// Hands one update to the hub (never waits on clients). Symbols outside the
-    /// universe are added or refused as [`FeedContext::resolve`] says.
-    pub fn publish(&self, update: &QuoteUpdate) -> Result<u64, IngestError> {
+    /// universe are added or refused as [`FeedContext::resolve`] says. Returns
+    /// its `seq`, or `None` when a feed of higher priority is the symbol's
+    /// source.
+    pub fn publish(&self, update: &QuoteUpdate) -> Result<Option<u64>, IngestError> {
         let id = self
             .resolve(&update.sym)
             .ok_or_else(|| IngestError::UnknownSymbol(update.sym.clone()))?;
@@ -164,25 +176,76 @@ impl FeedContext {
     }
 
     /// Hands the fields of an already resolved symbol to the hub; returns its
-    /// `seq`. Not counted: call [`FeedContext::accepted`] once per batch.
-    pub fn publish_fields(&self, id: SymbolId, t: i64, fields: &Fields) -> u64 {
+    /// `seq` (as [`FeedContext::publish`]). Not counted: call
+    /// [`FeedContext::accepted`] once per batch.
+    pub fn publish_fields(&self, id: SymbolId, t: i64, fields: &Fields) -> Option<u64> {
         self.publish_numbered(id, t, fields, None)
     }
 
     /// [`FeedContext::publish_fields`] for an update that carries its own `seq`
     /// (see [`Hub::ingest_numbered`]).
-    pub fn publish_numbered(&self, id: SymbolId, t: i64, fields: &Fields, seq: Option<u64>) -> u64 {
-        let seq = self.hub.ingest_numbered(id, t, fields, seq);
+    pub fn publish_numbered(
+        &self,
+        id: SymbolId,
+        t: i64,
+        fields: &Fields,
+        seq: Option<u64>,
+    ) -> Option<u64> {
+        let seq = match self.rank {
+            None => self.hub.ingest_numbered(id, t, fields, seq),
+            Some(rank) => {
+                // A feed that brings quotes can update its symbols.
+                self.hub.feed_up(rank);
+                let Some(seq) = self.hub.ingest_from(rank, id, t, fields, seq) else {
+                    self.metrics
+                        .feed_quotes_standby
+                        .with_label_values(&[&self.status.name])
+                        .inc();
+                    return None;
+                };
+                seq
+            }
+        };
         if let Some(outbox) = &self.outbox {
             outbox.push(id);
         }
-        seq
+        Some(seq)
     }
 
     /// Marks the feed ready without a quote (a bus feed that is connected but
-    /// has nothing in demand yet), for `/readyz`.
+    /// has nothing in demand yet), for `/readyz`; its symbols can be updated
+    /// again.
     pub fn ready(&self) {
         self.status.ready.store(true, Ordering::Relaxed);
+        if let Some(rank) = self.rank {
+            self.hub.feed_up(rank);
+        }
+    }
+
+    /// Sets the adapter's state. A lost or failed source hands its symbols to
+    /// other feeds or leaves them stale (section 10: disconnected, failed);
+    /// `running` waits for the first quote (or [`FeedContext::ready`]). A
+    /// finished feed (a recording played to its end) is only silent, which
+    /// counts after its `stale_after`; `stopped` is shutdown, the clients are
+    /// leaving.
+    pub fn set_state(&self, state: FeedState) {
+        self.status.set_state(state);
+        self.follow_state(state);
+    }
+
+    /// [`FeedContext::set_state`] with the reason (a lost or refused source).
+    pub fn set_state_because(&self, state: FeedState, reason: impl Into<String>) {
+        self.status.set_state_because(state, reason);
+        self.follow_state(state);
+    }
+
+    fn follow_state(&self, state: FeedState) {
+        let Some(rank) = self.rank else { return };
+        match state {
+            FeedState::Reconnecting | FeedState::Failed => self.hub.feed_down(rank, "down"),
+            FeedState::Starting | FeedState::Running | FeedState::Finished | FeedState::Stopped => {
+            }
+        }
     }
 
     /// Counts `n` accepted quotes.

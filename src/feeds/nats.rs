@@ -253,12 +253,13 @@ impl Follower {
             Event::Disconnected => {
                 self.lost = true;
                 tracing::warn!(feed = %name, "bus lost; the client reconnects");
-                self.ctx.status().set_state(FeedState::Reconnecting);
+                self.ctx.set_state(FeedState::Reconnecting);
             }
             Event::Connected if self.lost => {
                 self.lost = false;
                 tracing::info!(feed = %name, "bus back");
-                self.ctx.status().set_state(FeedState::Running);
+                self.ctx.set_state(FeedState::Running);
+                self.ctx.ready();
                 // What changed meanwhile comes from the last-value stream.
                 if self.all.is_some() {
                     self.bootstrap_all().await;

@@ -23,6 +23,14 @@ pub struct FeedSettings {
     /// `universe.max_added`) instead of refused.
     #[serde(default)]
     pub add_symbols: bool,
+    /// Among feeds that bring the same symbol, the highest priority live one
+    /// is its source (ties: the feed listed first).
+    #[serde(default)]
+    pub priority: i32,
+    /// A feed that accepted nothing for this long counts as down: its symbols
+    /// move to another feed or turn stale ("0s": never).
+    #[serde(default, with = "crate::duration")]
+    pub stale_after: Duration,
     #[serde(flatten)]
     pub adapter: FeedKind,
 }

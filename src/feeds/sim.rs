@@ -346,6 +346,8 @@ mod tests {
             name: "sim".into(),
             start_timeout: Duration::from_secs(1),
             add_symbols: false,
+            priority: 0,
+            stale_after: Duration::ZERO,
             adapter: super::super::FeedKind::Sim(s.clone()),
         };
         let ctx = FeedContext::new(

@@ -112,12 +112,12 @@ impl FeedStatus {
         self.state.lock().0
     }
 
-    pub fn set_state(&self, s: FeedState) {
+    pub(super) fn set_state(&self, s: FeedState) {
         *self.state.lock() = (s, None);
     }
 
     /// Sets a state with the reason for it (a lost or refused source).
-    pub fn set_state_because(&self, s: FeedState, reason: impl Into<String>) {
+    pub(super) fn set_state_because(&self, s: FeedState, reason: impl Into<String>) {
         *self.state.lock() = (s, Some(reason.into()));
     }
 
@@ -125,6 +125,11 @@ impl FeedStatus {
     /// ready without one).
     pub fn has_delivered(&self) -> bool {
         self.received.load(Ordering::Relaxed) > 0 || self.ready.load(Ordering::Relaxed)
+    }
+
+    /// When the adapter last accepted a quote.
+    pub fn last_quote_at(&self) -> Option<Instant> {
+        *self.last_quote_at.lock()
     }
 
     pub fn report(&self) -> FeedReport {

@@ -10,31 +10,31 @@ pub async fn supervise(settings: FeedSettings, mut ctx: FeedContext) {
     let name = settings.name().to_owned();
     let mut attempt = 0;
     loop {
-        ctx.status().set_state(FeedState::Running);
+        ctx.set_state(FeedState::Running);
         match settings.adapter.run(ctx.clone()).await {
             Ok(()) if ctx.is_shutting_down() => {
-                ctx.status().set_state(FeedState::Stopped);
+                ctx.set_state(FeedState::Stopped);
                 return;
             }
             Ok(()) => {
                 tracing::info!(feed = %name, "feed finished");
-                ctx.status().set_state(FeedState::Finished);
+                ctx.set_state(FeedState::Finished);
                 return;
             }
             Err(FeedError::Fatal(e)) => {
                 tracing::error!(feed = %name, error = %e, "feed failed");
-                ctx.status().set_state_because(FeedState::Failed, e);
+                ctx.set_state_because(FeedState::Failed, e);
                 return;
             }
             Err(FeedError::Reconnectable(e)) => {
                 let wait = backoff(attempt);
                 attempt += 1;
                 tracing::warn!(feed = %name, error = %e, retry_in = ?wait, "feed dropped; reconnecting");
-                ctx.status().set_state_because(FeedState::Reconnecting, e);
+                ctx.set_state_because(FeedState::Reconnecting, e);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = ctx.shutdown_signal() => {
-                        ctx.status().set_state(FeedState::Stopped);
+                        ctx.set_state(FeedState::Stopped);
                         return;
                     }
                 }

@@ -16,7 +16,8 @@ use crate::hub::{Hub, SymbolId};
 use crate::quote::{Fields, Quote};
 use crate::session::protocol::ErrorCode;
 
-/// A full quote as the API shows it: `sym`, `seq`, `t` and every field set.
+/// A full quote as the API shows it: `sym`, `seq`, `t`, every field set, and
+/// `"stale":true` while no live feed can update the symbol.
 #[derive(Serialize)]
 pub struct QuoteView<'a> {
     pub sym: &'a str,
@@ -24,14 +25,17 @@ pub struct QuoteView<'a> {
     pub t: i64,
     #[serde(flatten)]
     pub fields: &'a Fields,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
-fn view(q: &Quote) -> QuoteView<'_> {
+fn view(q: &Quote, stale: bool) -> QuoteView<'_> {
     QuoteView {
         sym: &q.sym,
         seq: q.seq,
         t: q.t,
         fields: &q.fields,
+        stale,
     }
 }
 
@@ -130,8 +134,11 @@ pub async fn quotes(
             .filter(|&id| who.may_see(hub.symbol(id)))
             .collect(),
     };
-    let quotes: Vec<Arc<Quote>> = ids.into_iter().filter_map(|id| hub.latest(id)).collect();
-    let body: Vec<QuoteView> = quotes.iter().map(|q| view(q)).collect();
+    let quotes: Vec<(Arc<Quote>, bool)> = ids
+        .into_iter()
+        .filter_map(|id| Some((hub.latest(id)?, hub.is_stale(id))))
+        .collect();
+    let body: Vec<QuoteView> = quotes.iter().map(|(q, stale)| view(q, *stale)).collect();
     Ok(HttpResponse::Ok().json(body))
 }
 
@@ -157,7 +164,7 @@ pub async fn quote(
         ApiError::new(404, ErrorCode::NoQuote, format!("no quote for {sym} yet"))
             .with_symbols(vec![sym.clone()])
     })?;
-    Ok(HttpResponse::Ok().json(view(&q)))
+    Ok(HttpResponse::Ok().json(view(&q, hub.is_stale(id))))
 }
 
 /// `GET /api/v1/feeds`: each adapter's name, kind, state and counters.

@@ -37,6 +37,12 @@ pub async fn metrics(state: web::Data<ApiContext>) -> HttpResponse {
         &state.metrics,
         state.started.elapsed().as_secs_f64(),
     );
+    let m = &state.metrics;
+    m.symbols_stale.set(state.hub.stale_count() as i64);
+    // The hub counts failovers; the counter catches up with it.
+    let failovers = state.hub.sources().failovers();
+    m.feed_failovers
+        .inc_by(failovers.saturating_sub(m.feed_failovers.get()));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

@@ -21,6 +21,9 @@ pub struct Inbox {
     more: Box<[AtomicU64]>,
     /// Set by the first mark after the session last took its marks.
     signalled: AtomicBool,
+    /// Set when a subscribed symbol's status changed (section 10): the session
+    /// then compares each symbol's status with what it told the client.
+    status: AtomicBool,
     notify: Notify,
 }
 
@@ -31,6 +34,7 @@ impl Inbox {
             first: AtomicU64::new(0),
             more: (1..slots.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             signalled: AtomicBool::new(false),
+            status: AtomicBool::new(false),
             notify: Notify::new(),
         }
     }
@@ -80,6 +84,22 @@ impl Inbox {
         // each side: only sequentially consistent fences keep both from reading
         // stale values and losing an update).
         fence(Ordering::SeqCst);
+    }
+
+    /// A subscribed symbol's status changed: wakes the session (throttled
+    /// symbols included: a status is never held back).
+    pub(super) fn status_changed(&self) {
+        self.status.store(true, Ordering::SeqCst);
+        if !self.signalled.swap(true, Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// True (once) when a status changed since the last call. Call it after
+    /// [`Inbox::take`], so that a status set before a quote was stored is seen
+    /// with that quote's mark.
+    pub fn take_status(&self) -> bool {
+        self.status.load(Ordering::SeqCst) && self.status.swap(false, Ordering::SeqCst)
     }
 
     /// Sets a slot's mark again without waking anyone (the session keeps it).

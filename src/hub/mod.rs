@@ -9,22 +9,25 @@
 //! The universe may grow at run time, up to a capacity fixed at start-up
 //! ([`Hub::add`]): ids stay indexes into one array, so a symbol is reached
 //! without a lock. The hub also keeps the set of symbols some session wants
-//! ([`Demand`]), which feeds follow.
+//! ([`Demand`]), which feeds follow, and each symbol's source and status
+//! ([`Sources`]): which feed it takes quotes from, or that it is stale.
 
 mod demand;
 mod inbox;
+mod sources;
 
 use std::collections::HashMap;
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use arc_swap::{ArcSwapOption, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use parking_lot::{Mutex, RwLock};
 
 pub use demand::Demand;
 pub use inbox::Inbox;
 use inbox::Subscriber;
+pub use sources::{FeedRank, Sources, Stale, SymbolStatus, MAX_RANKED_FEEDS};
 
 use crate::quote::{is_valid_symbol, Fields, Quote, QuoteUpdate};
 use crate::universe::SymbolInfo;
@@ -61,8 +64,13 @@ struct SymbolSlot {
     /// Read on every delivered update by every session, so lock-free: a shared
     /// lock's counter bouncing between cores cost more than the rest of a delta.
     latest: ArcSwapOption<Quote>,
-    /// Serializes feeds that update the same symbol (seq must not repeat).
-    write: Mutex<()>,
+    /// Serializes feeds that update the same symbol (seq must not repeat), and
+    /// guards its source: the rank of the feed it takes quotes from.
+    write: Mutex<Option<FeedRank>>,
+    /// The ranked feeds that have published the symbol, one bit each.
+    covered: AtomicU64,
+    /// What clients are told of the symbol's source (section 10).
+    status: ArcSwap<SymbolStatus>,
     subscribers: Mutex<Vec<Subscriber>>,
 }
 
@@ -72,7 +80,9 @@ impl SymbolSlot {
             sym: Arc::from(info.sym.as_str()),
             info,
             latest: ArcSwapOption::empty(),
-            write: Mutex::new(()),
+            write: Mutex::new(None),
+            covered: AtomicU64::new(0),
+            status: ArcSwap::from_pointee(SymbolStatus::default()),
             subscribers: Mutex::new(Vec::new()),
         }
     }
@@ -90,6 +100,7 @@ pub struct Hub {
     /// misses.
     added: RwLock<HashMap<Arc<str>, SymbolId>>,
     demand: Demand,
+    sources: Sources,
 }
 
 impl Hub {
@@ -117,7 +128,14 @@ impl Hub {
             loaded: index,
             added: RwLock::default(),
             demand: Demand::default(),
+            sources: Sources::default(),
         }
+    }
+
+    /// The hub with `sources` ranking its feeds (see [`Hub::ingest_from`]).
+    pub fn with_sources(mut self, sources: Sources) -> Hub {
+        self.sources = sources;
+        self
     }
 
     fn slot(&self, id: SymbolId) -> &SymbolSlot {
@@ -251,31 +269,159 @@ impl Hub {
     /// the next one is assigned; the update is never dropped for its number.
     pub fn ingest_numbered(&self, id: SymbolId, t: i64, fields: &Fields, seq: Option<u64>) -> u64 {
         let slot = self.slot(id);
+        let seq = store(slot, t, fields, seq, &slot.write.lock());
+        self.mark_subscribers(slot);
+        seq
+    }
+
+    /// [`Hub::ingest_numbered`] for a quote from a ranked feed: taken when that
+    /// feed is the symbol's source (the highest-priority live feed that covers
+    /// it), which it becomes if no better one is live; `None` when a feed of
+    /// higher priority is the source (the quote is not used).
+    pub fn ingest_from(
+        &self,
+        rank: FeedRank,
+        id: SymbolId,
+        t: i64,
+        fields: &Fields,
+        seq: Option<u64>,
+    ) -> Option<u64> {
+        let slot = self.slot(id);
+        let me = sources::bit(rank);
+        if slot.covered.load(Ordering::Acquire) & me == 0 {
+            slot.covered.fetch_or(me, Ordering::AcqRel);
+        }
         let seq = {
-            let _writer = slot.write.lock();
-            let (next, mut merged) = match slot.latest.load().as_ref() {
-                Some(q) => (q.seq + 1, q.fields.clone()),
-                None => (1, Fields::default()),
-            };
-            let seq = seq.map_or(next, |s| s.max(next));
-            merged.merge(fields);
-            slot.latest.store(Some(Arc::new(Quote::new(
-                slot.sym.clone(),
-                seq,
-                t,
-                merged,
-                Instant::now(),
-                unix_micros(),
-            ))));
-            seq
+            let mut source = slot.write.lock();
+            let best = self.sources.best(slot.covered.load(Ordering::Acquire), me);
+            if best != Some(rank) {
+                return None;
+            }
+            if *source != best {
+                // Clients hear of a new source before its first quote.
+                self.change_source(slot, &mut source, best, "");
+            }
+            store(slot, t, fields, seq, &source)
         };
+        self.mark_subscribers(slot);
+        Some(seq)
+    }
+
+    fn mark_subscribers(&self, slot: &SymbolSlot) {
         // Pairs with the fence in `Inbox::take`: either this pass sees the
         // session's cleared mark, or the session sees the quote just stored.
         fence(Ordering::SeqCst);
         for sub in slot.subscribers.lock().iter() {
             sub.inbox.mark(sub.slot);
         }
-        seq
+    }
+
+    /// The ranked feeds and which are live.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// What clients are told of the symbol's source: live (from which feed)
+    /// or stale.
+    pub fn status(&self, id: SymbolId) -> Arc<SymbolStatus> {
+        self.slot(id).status.load_full()
+    }
+
+    /// True while the symbol is stale.
+    pub fn is_stale(&self, id: SymbolId) -> bool {
+        self.slot(id).status.load().is_stale()
+    }
+
+    /// How many symbols are stale now.
+    pub fn stale_count(&self) -> usize {
+        self.filled().filter(|s| s.status.load().is_stale()).count()
+    }
+
+    fn filled(&self) -> impl Iterator<Item = &SymbolSlot> {
+        self.slots[..self.len()].iter().filter_map(OnceLock::get)
+    }
+
+    /// A ranked feed can update its symbols again: those it covers take it
+    /// as their source where it is the best live one.
+    pub fn feed_up(&self, rank: FeedRank) {
+        if !self.sources.set_live(rank, true) {
+            return;
+        }
+        let me = sources::bit(rank);
+        for slot in self.filled() {
+            let covered = slot.covered.load(Ordering::Acquire);
+            if covered & me == 0 {
+                continue;
+            }
+            let mut source = slot.write.lock();
+            let best = self.sources.best(covered, 0);
+            if *source != best {
+                self.change_source(slot, &mut source, best, "");
+            }
+        }
+    }
+
+    /// A ranked feed can no longer update its symbols (`why`: "down", "silent
+    /// for 5s"): each symbol it was the source of moves to the next live feed
+    /// that covers it, or turns stale.
+    pub fn feed_down(&self, rank: FeedRank, why: &str) {
+        if !self.sources.set_live(rank, false) {
+            return;
+        }
+        let reason = format!("feed {} {why}", self.sources.name(rank));
+        for slot in self.filled() {
+            let mut source = slot.write.lock();
+            if *source != Some(rank) {
+                continue;
+            }
+            let best = self.sources.best(slot.covered.load(Ordering::Acquire), 0);
+            self.change_source(slot, &mut source, best, &reason);
+        }
+    }
+
+    /// Sets a symbol's source (its write lock held) and what clients are told
+    /// of it; wakes its subscribers when that is news.
+    fn change_source(
+        &self,
+        slot: &SymbolSlot,
+        source: &mut Option<FeedRank>,
+        new: Option<FeedRank>,
+        reason: &str,
+    ) {
+        let had = std::mem::replace(source, new);
+        let current = slot.status.load_full();
+        let next = match new {
+            Some(rank) => {
+                // The first source a symbol gets is not news; a move to
+                // another one, or out of staleness, is.
+                let moved = had.is_some() && !current.is_stale();
+                if moved {
+                    self.sources.count_failover();
+                }
+                let news = moved || current.is_stale();
+                SymbolStatus {
+                    version: current.version + u64::from(news),
+                    stale: None,
+                    feed: Some(self.sources.name(rank).clone()),
+                }
+            }
+            None if current.is_stale() => return,
+            None => SymbolStatus {
+                version: current.version + 1,
+                stale: Some(Stale {
+                    since: unix_micros() / 1000,
+                    reason: Arc::from(reason),
+                }),
+                feed: None,
+            },
+        };
+        let news = next.version != current.version;
+        slot.status.store(Arc::new(next));
+        if news {
+            for sub in slot.subscribers.lock().iter() {
+                sub.inbox.status_changed();
+            }
+        }
     }
 
     /// Registers `inbox` as a subscriber of `id`, marking `slot` on changes.
@@ -306,115 +452,31 @@ impl Hub {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::universe::parse;
-
-    fn hub() -> Hub {
-        Hub::new(parse("h\nAAA\tA\t1.00\t0.01\tsim\nBBB\tB\t2.00\t0.01\tsim\n").unwrap())
-    }
-
-    fn upd(sym: &str, json: &str) -> QuoteUpdate {
-        let mut u: QuoteUpdate = serde_json::from_str(json).unwrap();
-        u.sym = sym.into();
-        u
-    }
-
-    #[test]
-    fn ingest_merges_and_counts_seq_per_symbol() {
-        let h = hub();
-        h.ingest(&upd("AAA", r#"{"sym":"","t":1,"bp":"1.00","bs":100}"#))
-            .unwrap();
-        let seq = h
-            .ingest(&upd("AAA", r#"{"sym":"","t":2,"bs":200}"#))
-            .unwrap();
-        assert_eq!(seq, 2);
-        let q = h.latest(0).unwrap();
-        assert_eq!(&*q.sym, "AAA");
-        assert_eq!(q.fields.bp.unwrap().to_string(), "1.00");
-        assert_eq!(q.fields.bs, Some(200));
-        assert_eq!(q.t, 2);
-        assert_eq!(h.ingest(&upd("BBB", r#"{"sym":"","t":1}"#)).unwrap(), 1);
-        assert_eq!(
-            h.ingest(&upd("ZZZ", r#"{"sym":"","t":1}"#)),
-            Err(IngestError::UnknownSymbol("ZZZ".into()))
-        );
-    }
-
-    #[test]
-    fn fanout_marks_each_subscriber_once_until_drained() {
-        let h = hub();
-        let inbox = Arc::new(Inbox::new(64));
-        h.subscribe(0, 7, &inbox);
-        for t in 0..5 {
-            h.ingest(&upd("AAA", &format!(r#"{{"sym":"","t":{t}}}"#)))
-                .unwrap();
-        }
-        h.ingest(&upd("BBB", r#"{"sym":"","t":1}"#)).unwrap();
-        let mut dirty = Vec::new();
-        inbox.take(&[], |slot| dirty.push(slot));
-        assert_eq!(dirty, vec![7]);
-        h.unsubscribe(0, 7, &inbox);
-        h.ingest(&upd("AAA", r#"{"sym":"","t":9}"#)).unwrap();
-        dirty.clear();
-        inbox.take(&[], |slot| dirty.push(slot));
-        assert!(dirty.is_empty());
-        assert_eq!(h.subscribers(0), 0);
-    }
-
-    #[test]
-    fn demand_follows_the_first_and_last_subscriber() {
-        let h = hub();
-        let mut changes = h.demand().changes();
-        let (a, b) = (Arc::new(Inbox::new(64)), Arc::new(Inbox::new(64)));
-        h.subscribe(1, 0, &a);
-        h.subscribe(1, 3, &b);
-        assert_eq!(h.demand().wanted(), [1]);
-        assert!(changes.has_changed().unwrap());
-        changes.mark_unchanged();
-        h.unsubscribe(1, 0, &a);
-        assert!(!changes.has_changed().unwrap(), "one subscriber left");
-        h.unsubscribe(1, 3, &b);
-        assert!(h.demand().wanted().is_empty());
-        assert!(changes.has_changed().unwrap());
-    }
-
-    #[test]
-    fn the_universe_grows_up_to_its_room() {
-        let h = Hub::with_room(parse("h\nAAA\tA\t1.00\t0.01\tsim\n").unwrap(), 2);
-        assert_eq!(h.add("AAA", "bus"), Ok(0));
-        assert_eq!(h.add("NEW", "bus"), Ok(1));
-        assert_eq!(h.add("NEW", "bus"), Ok(1));
-        assert_eq!(
-            h.add("bad sym", "bus"),
-            Err(AddError::Malformed("bad sym".into()))
-        );
-        assert_eq!(h.add("TWO", "bus"), Ok(2));
-        assert_eq!(h.add("MORE", "bus"), Err(AddError::Full(3)));
-        assert_eq!(h.len(), 3);
-        assert_eq!(h.lookup("TWO"), Some(2));
-        let feeds: Vec<_> = h
-            .universe()
-            .map(|i| (i.sym.as_str(), i.feed.as_str()))
-            .collect();
-        assert_eq!(feeds, [("AAA", "sim"), ("NEW", "bus"), ("TWO", "bus")]);
-        h.ingest(&upd("NEW", r#"{"sym":"","t":1,"bp":"1.5"}"#))
-            .unwrap();
-        assert_eq!(h.latest(1).unwrap().seq, 1);
-    }
-
-    #[test]
-    fn a_numbered_update_adopts_a_higher_seq_and_never_goes_back() {
-        let h = hub();
-        let f = Fields::default();
-        assert_eq!(h.ingest_numbered(0, 1, &f, Some(40)), 40);
-        assert_eq!(
-            h.ingest_numbered(0, 2, &f, Some(7)),
-            41,
-            "lower: the next one"
-        );
-        assert_eq!(h.ingest_numbered(0, 3, &f, None), 42);
-        assert_eq!(h.ingest_numbered(0, 4, &f, Some(50)), 50);
-    }
+/// Merges an update into a symbol's state with the next `seq` (or the given
+/// one when higher); the caller holds the symbol's write lock.
+fn store(
+    slot: &SymbolSlot,
+    t: i64,
+    fields: &Fields,
+    seq: Option<u64>,
+    _writer: &Option<FeedRank>,
+) -> u64 {
+    let (next, mut merged) = match slot.latest.load().as_ref() {
+        Some(q) => (q.seq + 1, q.fields.clone()),
+        None => (1, Fields::default()),
+    };
+    let seq = seq.map_or(next, |s| s.max(next));
+    merged.merge(fields);
+    slot.latest.store(Some(Arc::new(Quote::new(
+        slot.sym.clone(),
+        seq,
+        t,
+        merged,
+        Instant::now(),
+        unix_micros(),
+    ))));
+    seq
 }
+
+#[cfg(test)]
+mod tests;

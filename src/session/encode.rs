@@ -47,9 +47,15 @@ pub fn encode_frames(
                     // unwrap: writing into memory cannot fail.
                     match &msgs[end] {
                         m @ ServerMsg::Quote {
-                            quote, mask, stamp, ..
-                        } => write_msgpack_quote(&mut w, m.type_name(), quote, *mask, *stamp)
-                            .expect("unwrap: in-memory write"),
+                            quote,
+                            mask,
+                            stamp,
+                            stale,
+                            ..
+                        } => {
+                            write_msgpack_quote(&mut w, m.type_name(), quote, *mask, *stamp, *stale)
+                                .expect("unwrap: in-memory write")
+                        }
                         m => rmp_serde::encode::write_named(&mut w, m)
                             .expect("unwrap: MessagePack encoding"),
                     }
@@ -76,8 +82,12 @@ pub fn write_json_message(buf: &mut BytesMut, m: &ServerMsg) {
     // integers and finite floats.
     match m {
         ServerMsg::Quote {
-            quote, mask, stamp, ..
-        } => write_json_quote(&mut w, m.type_name(), quote, *mask, *stamp)
+            quote,
+            mask,
+            stamp,
+            stale,
+            ..
+        } => write_json_quote(&mut w, m.type_name(), quote, *mask, *stamp, *stale)
             .expect("unwrap: in-memory write"),
         _ => serde_json::to_writer(&mut w, m).expect("unwrap: JSON encoding"),
     }
@@ -89,18 +99,23 @@ fn write_entries(w: &mut impl Write, f: &Fragments, mask: FieldMask) -> io::Resu
     f.fields(mask).try_for_each(|entry| w.write_all(entry))
 }
 
-/// `{"type":…,` the cached entries, then `"ti"` when stamping.
+/// `{"type":…,` the cached entries, `"stale":true` for a stale symbol's
+/// snapshot, then `"ti"` when stamping.
 fn write_json_quote(
     w: &mut impl Write,
     type_name: &str,
     quote: &Quote,
     mask: FieldMask,
     stamp: bool,
+    stale: bool,
 ) -> io::Result<()> {
     w.write_all(b"{\"type\":\"")?;
     w.write_all(type_name.as_bytes())?;
     w.write_all(b"\",")?;
     write_entries(w, quote.json_fragments(), mask)?;
+    if stale {
+        w.write_all(b",\"stale\":true")?;
+    }
     if stamp {
         w.write_all(b",\"ti\":")?;
         w.write_all(itoa::Buffer::new().format(quote.ingested_us).as_bytes())?;
@@ -108,22 +123,27 @@ fn write_json_quote(
     w.write_all(b"}")
 }
 
-/// A map of `type`, the cached entries, then `ti` when stamping.
+/// A map of `type`, the cached entries, `stale`, then `ti` when stamping.
 fn write_msgpack_quote(
     w: &mut impl Write,
     type_name: &str,
     quote: &Quote,
     mask: FieldMask,
     stamp: bool,
+    stale: bool,
 ) -> io::Result<()> {
-    use rmp::encode::{write_map_len, write_sint, write_str};
+    use rmp::encode::{write_bool, write_map_len, write_sint, write_str};
     let f = quote.msgpack_fragments();
-    // `type`, `sym`, `seq`, `t`, the fields, `ti`: what rmp_serde counts for a
-    // map of unknown length before writing its header the same way.
-    write_map_len(w, 4 + f.count(mask) + u32::from(stamp))?;
+    // `type`, `sym`, `seq`, `t`, the fields, `stale`, `ti`: what rmp_serde
+    // counts for a map of unknown length before writing its header the same way.
+    write_map_len(w, 4 + f.count(mask) + u32::from(stale) + u32::from(stamp))?;
     write_str(w, "type")?;
     write_str(w, type_name)?;
     write_entries(w, f, mask)?;
+    if stale {
+        write_str(w, "stale")?;
+        write_bool(w, true)?;
+    }
     if stamp {
         write_str(w, "ti")?;
         write_sint(w, quote.ingested_us)?;
@@ -244,6 +264,18 @@ mod tests {
             quote: quote.clone(),
             mask,
             stamp,
+            stale: false,
+        }
+    }
+
+    /// A stale symbol's snapshot.
+    fn stale_snapshot(quote: &Arc<Quote>, mask: FieldMask, stamp: bool) -> ServerMsg {
+        ServerMsg::Quote {
+            kind: QuoteKind::Snapshot,
+            quote: quote.clone(),
+            mask,
+            stamp,
+            stale: true,
         }
     }
 
@@ -354,6 +386,7 @@ mod tests {
                     for kind in [QuoteKind::Snapshot, QuoteKind::Update] {
                         assert_same_as_serde(&[msg(kind, q, mask, stamp)]);
                     }
+                    assert_same_as_serde(&[stale_snapshot(q, mask, stamp)]);
                 }
             }
         }
@@ -415,6 +448,18 @@ mod tests {
                 max_rate: 2.5,
             },
             msg(QuoteKind::Update, &a, FieldMask(0), false),
+            ServerMsg::Status {
+                sym: Arc::from("AAA"),
+                status: Arc::new(crate::hub::SymbolStatus {
+                    version: 2,
+                    stale: Some(crate::hub::Stale {
+                        since: 1_763_700_000_123,
+                        reason: "feed sim down".into(),
+                    }),
+                    feed: None,
+                }),
+            },
+            stale_snapshot(&a, FieldMask::ALL, true),
         ];
         assert_same_as_serde(&msgs);
         // Encoding again reuses the cached fragments: same frames.

@@ -444,7 +444,8 @@ impl Session {
                 debug_assert!((slot as usize) < self.inbox.slots());
                 self.hub.subscribe(sym, slot, &self.inbox);
                 self.metrics.subscriptions_active.inc();
-                self.subs.insert(Subscription::new(sym, slot, rate));
+                let told = self.hub.status(sym);
+                self.subs.insert(Subscription::new(sym, slot, rate, told));
             }
             granted.push(sym);
         }
@@ -479,38 +480,48 @@ impl Session {
         }
         for sym in granted {
             let latest = self.hub.latest(sym);
+            let status = self.hub.status(sym);
             let sub = self.subs.get_mut(sym).expect("unwrap: subscribed above");
             sub.set_rate(rate);
-            if !snapshot {
-                // No snapshot wanted: later updates are deltas from the current state.
-                if sub.sent.is_none() {
-                    sub.sent = latest;
-                }
-                continue;
-            }
             let name = self.hub.symbol(sym);
             let current = latest.as_ref().map(|q| q.seq);
-            if current.is_some()
+            let resumed = current.is_some()
                 && resume
                     .iter()
-                    .any(|(s, seq)| **s == **name && Some(*seq) == current)
-            {
-                // The client has this state already (section 12): later updates
-                // are deltas from it.
-                sub.sent = latest;
-                sub.last_sent_at = Some(now);
-                continue;
+                    .any(|(s, seq)| **s == **name && Some(*seq) == current);
+            match latest {
+                Some(quote) if snapshot && !resumed => {
+                    sub.sent = Some(quote.clone());
+                    sub.last_sent_at = Some(now);
+                    self.outbox.push(ServerMsg::Quote {
+                        kind: QuoteKind::Snapshot,
+                        quote,
+                        mask: FieldMask::ALL,
+                        stamp: self.limits.ingest_stamp,
+                        stale: status.is_stale(),
+                    });
+                }
+                latest => {
+                    if resumed {
+                        // The client has this state already (section 12): later
+                        // updates are deltas from it.
+                        sub.sent = latest;
+                        sub.last_sent_at = Some(now);
+                    } else if !snapshot && sub.sent.is_none() {
+                        // No snapshot wanted: later updates are deltas from the
+                        // current state.
+                        sub.sent = latest;
+                    }
+                    // No snapshot says it: a stale symbol gets its status.
+                    if status.is_stale() {
+                        self.outbox.push(ServerMsg::Status {
+                            sym: name.clone(),
+                            status: status.clone(),
+                        });
+                    }
+                }
             }
-            if let Some(quote) = latest {
-                sub.sent = Some(quote.clone());
-                sub.last_sent_at = Some(now);
-                self.outbox.push(ServerMsg::Quote {
-                    kind: QuoteKind::Snapshot,
-                    quote,
-                    mask: FieldMask::ALL,
-                    stamp: self.limits.ingest_stamp,
-                });
-            }
+            sub.told = status;
         }
     }
 
@@ -599,6 +610,11 @@ impl Session {
         });
         let mut marked = std::mem::take(&mut self.scratch);
         self.inbox.take(&self.kept, |slot| marked.push(slot));
+        // After the take: a status that changed before a quote was stored is
+        // seen here, and told before that quote (section 10).
+        if self.inbox.take_status() {
+            tell_status(hub, &mut self.subs, &mut out);
+        }
         for &slot in &marked {
             let Some(sub) = self.subs.at_mut(slot) else {
                 continue;
@@ -619,6 +635,21 @@ impl Session {
             self.metrics.updates_conflated.inc_by(conflated);
         }
         out
+    }
+}
+
+/// Queues a `status` for every subscribed symbol whose status changed since
+/// the client was last told (never throttled).
+fn tell_status(hub: &Hub, subs: &mut Subscriptions, out: &mut Vec<ServerMsg>) {
+    for sub in subs.each_mut() {
+        let status = hub.status(sub.sym);
+        if sub.told.differs_for_client(&status) {
+            out.push(ServerMsg::Status {
+                sym: hub.symbol(sub.sym).clone(),
+                status: status.clone(),
+            });
+        }
+        sub.told = status;
     }
 }
 
@@ -668,6 +699,7 @@ fn emit(
         quote: latest.clone(),
         mask,
         stamp,
+        stale: kind == QuoteKind::Snapshot && hub.is_stale(sub.sym),
     });
     skipped
 }

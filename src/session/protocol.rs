@@ -7,6 +7,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::hub::SymbolStatus;
 use crate::quote::{FieldMask, Quote};
 
 /// The wire format of a session.
@@ -325,13 +326,20 @@ pub enum ServerMsg {
         mask: FieldMask,
         /// Benchmark only: add `ti` (ingest time, µs since the Unix epoch).
         stamp: bool,
+        /// A snapshot of a stale symbol says so (`"stale":true`).
+        stale: bool,
+    },
+    /// A symbol turned stale or live, or changed source (section 10).
+    Status {
+        sym: Arc<str>,
+        status: Arc<SymbolStatus>,
     },
 }
 
 impl ServerMsg {
     /// Every message's `type`, as the AsyncAPI document must list them (a unit
     /// test makes one message of each kind and finds its type here).
-    pub const TYPES: [&'static str; 9] = [
+    pub const TYPES: [&'static str; 10] = [
         "welcome",
         "authenticated",
         "subscribed",
@@ -341,7 +349,17 @@ impl ServerMsg {
         "error",
         "snapshot",
         "update",
+        "status",
     ];
+
+    /// The symbol a quote or status message is about.
+    pub fn symbol(&self) -> Option<&Arc<str>> {
+        match self {
+            ServerMsg::Quote { quote, .. } => Some(&quote.sym),
+            ServerMsg::Status { sym, .. } => Some(sym),
+            _ => None,
+        }
+    }
 
     /// The message's `type`.
     pub fn type_name(&self) -> &'static str {
@@ -361,6 +379,7 @@ impl ServerMsg {
                 kind: QuoteKind::Update,
                 ..
             } => "update",
+            ServerMsg::Status { .. } => "status",
         }
     }
 }
@@ -477,8 +496,28 @@ impl Serialize for ServerMsg {
                     m.serialize_entry("symbols", symbols)?;
                 }
             }
+            ServerMsg::Status { sym, status } => {
+                m.serialize_entry("sym", &**sym)?;
+                match &status.stale {
+                    Some(stale) => {
+                        m.serialize_entry("state", "stale")?;
+                        m.serialize_entry("since", &stale.since)?;
+                        m.serialize_entry("reason", &*stale.reason)?;
+                    }
+                    None => {
+                        m.serialize_entry("state", "live")?;
+                        if let Some(feed) = &status.feed {
+                            m.serialize_entry("feed", &**feed)?;
+                        }
+                    }
+                }
+            }
             ServerMsg::Quote {
-                quote, mask, stamp, ..
+                quote,
+                mask,
+                stamp,
+                stale,
+                ..
             } => {
                 // Keep in step with the cached fragments (`quote::Fragments`), which
                 // `encode::encode_frame` writes instead; its tests compare the two.
@@ -499,6 +538,9 @@ impl Serialize for ServerMsg {
                 }
                 crate::quote::each_field!(field);
                 let _ = bit;
+                if *stale {
+                    m.serialize_entry("stale", &true)?;
+                }
                 if *stamp {
                     m.serialize_entry("ti", &quote.ingested_us)?;
                 }
@@ -598,6 +640,7 @@ mod tests {
             )),
             mask: FieldMask(0),
             stamp: false,
+            stale: false,
         };
         let limits = Limits {
             max_symbols: 1,
@@ -642,6 +685,10 @@ mod tests {
             },
             quote(QuoteKind::Snapshot),
             quote(QuoteKind::Update),
+            ServerMsg::Status {
+                sym: Arc::from("A"),
+                status: Default::default(),
+            },
         ];
         let names: Vec<&str> = all.iter().map(ServerMsg::type_name).collect();
         assert_eq!(names, ServerMsg::TYPES);

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::hub::SymbolId;
+use crate::hub::{SymbolId, SymbolStatus};
 use crate::quote::Quote;
 
 /// One subscribed symbol of one session.
@@ -22,6 +22,8 @@ pub(super) struct Subscription {
     pub sent: Option<Arc<Quote>>,
     /// The hub's side of the subscription (with its inbox slot).
     pub last_sent_at: Option<Instant>,
+    /// The symbol's status as this client was last told it (section 10).
+    pub told: Arc<SymbolStatus>,
     /// The granted `max_rate`, as the client is told.
     pub rate: f64,
     /// `1 / rate` in microseconds (the throttle's spacing).
@@ -29,12 +31,13 @@ pub(super) struct Subscription {
 }
 
 impl Subscription {
-    pub fn new(sym: SymbolId, slot: u32, rate: f64) -> Self {
+    pub fn new(sym: SymbolId, slot: u32, rate: f64, told: Arc<SymbolStatus>) -> Self {
         let mut sub = Subscription {
             sym,
             slot,
             sent: None,
             last_sent_at: None,
+            told,
             rate,
             interval_us: 0,
         };
@@ -91,6 +94,11 @@ impl Subscriptions {
         self.by_slot.get_mut(slot as usize)?.as_mut()
     }
 
+    /// Every subscription, in slot order.
+    pub fn each_mut(&mut self) -> impl Iterator<Item = &mut Subscription> {
+        self.by_slot.iter_mut().flatten()
+    }
+
     /// The lowest free inbox slot: where the next subscription goes.
     pub fn free_slot(&self) -> u32 {
         self.by_slot
@@ -141,7 +149,7 @@ mod tests {
     use super::*;
 
     fn sub(sym: SymbolId, slot: u32, rate: f64) -> Subscription {
-        Subscription::new(sym, slot, rate)
+        Subscription::new(sym, slot, rate, Default::default())
     }
 
     fn add(subs: &mut Subscriptions, sym: SymbolId, rate: f64) -> u32 {

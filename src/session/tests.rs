@@ -18,10 +18,22 @@ fn setup() -> (Arc<Hub>, Session) {
 }
 
 fn setup_with(access: Access) -> (Arc<Hub>, Session) {
-    let hub = Arc::new(Hub::new(
-        parse("h\nAAA\tA\t1.00\t0.01\tsim\nBBB\tB\t2.00\t0.01\tsim\nCCC\tC\t3.00\t0.01\tsim\n")
-            .unwrap(),
-    ));
+    setup_over(crate::hub::Sources::default(), access)
+}
+
+fn setup_over(sources: crate::hub::Sources, access: Access) -> (Arc<Hub>, Session) {
+    let hub = Arc::new(
+        Hub::new(
+            parse("h\nAAA\tA\t1.00\t0.01\tsim\nBBB\tB\t2.00\t0.01\tsim\nCCC\tC\t3.00\t0.01\tsim\n")
+                .unwrap(),
+        )
+        .with_sources(sources),
+    );
+    let s = session_on(&hub, access);
+    (hub, s)
+}
+
+fn session_on(hub: &Arc<Hub>, access: Access) -> Session {
     let limits = SessionConfig {
         max_symbols: 2,
         default_rate: 10.0,
@@ -29,14 +41,13 @@ fn setup_with(access: Access) -> (Arc<Hub>, Session) {
         max_rate: 50.0,
         ingest_stamp: false,
     };
-    let s = Session::new(
+    Session::new(
         hub.clone(),
         Arc::new(Metrics::new()),
         limits,
         Format::Json,
         access,
-    );
-    (hub, s)
+    )
 }
 
 fn feed(hub: &Hub, json: Value) {
@@ -440,4 +451,74 @@ fn a_token_expires_unless_refreshed_and_a_refresh_reevaluates_entitlements() {
     assert_eq!(s.auth_end(at - Duration::from_millis(1)), None);
     assert_eq!(s.auth_end(at), Some(AuthEnd::Expired));
     assert_eq!(take(&mut s, t0)[0]["message"], "token expired");
+}
+
+/// Feeds "main" (rank 0) and "spare" (rank 1) over the session's hub.
+fn ranked_setup() -> (Arc<Hub>, Session) {
+    let (sources, _) = crate::hub::Sources::new(&[("main", 2), ("spare", 1)]);
+    setup_over(sources, Access::open())
+}
+
+fn bid(hub: &Hub, feed: u8, sym: u32, bp: &str) -> Option<u64> {
+    let f = serde_json::from_value(json!({"bp": bp})).unwrap();
+    hub.feed_up(feed);
+    hub.ingest_from(feed, sym, 1, &f, None)
+}
+
+#[test]
+fn status_is_told_at_once_even_while_throttled_and_before_the_next_update() {
+    let (hub, mut s) = ranked_setup();
+    let t0 = Instant::now();
+    bid(&hub, 0, 0, "1.00");
+    bid(&hub, 1, 0, "1.00");
+    sub(&mut s, &["AAA"], 1.0, t0);
+    take(&mut s, t0);
+    // A quote within the throttle window waits ...
+    bid(&hub, 0, 0, "1.01");
+    assert!(take(&mut s, t0).is_empty());
+    // ... the main feed is lost: the status is told now, naming the spare.
+    hub.feed_down(0, "down");
+    assert!(s.has_ready(t0));
+    let msgs = take(&mut s, t0);
+    assert_eq!(
+        msgs,
+        [json!({"type":"status","sym":"AAA","state":"live","feed":"spare"})]
+    );
+    // The spare loses it too: stale, then a late snapshot says so.
+    hub.feed_down(1, "down");
+    let msgs = take(&mut s, t0);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        (&msgs[0]["state"], &msgs[0]["reason"]),
+        (&json!("stale"), &json!("feed spare down"))
+    );
+    assert!(msgs[0]["since"].as_i64().unwrap() > 1_700_000_000_000);
+    let mut late = session_on(&hub, Access::open());
+    sub(&mut late, &["AAA"], 1.0, t0);
+    let msgs = take(&mut late, t0);
+    let snap = msgs.iter().find(|m| m["type"] == "snapshot").unwrap();
+    assert_eq!((&snap["stale"], &snap["seq"]), (&json!(true), &json!(2)));
+    // Back: live (from main) is told before the update it brings.
+    bid(&hub, 0, 0, "1.02");
+    let t1 = t0 + Duration::from_secs(2);
+    let types: Vec<_> = take(&mut s, t1).iter().map(|m| m["type"].clone()).collect();
+    assert_eq!(types, ["status", "update"]);
+}
+
+#[test]
+fn a_flap_inside_one_throttle_window_ends_with_the_final_state() {
+    let (hub, mut s) = ranked_setup();
+    let t0 = Instant::now();
+    bid(&hub, 1, 0, "1.00");
+    sub(&mut s, &["AAA"], 1.0, t0);
+    take(&mut s, t0);
+    hub.feed_down(1, "down");
+    hub.feed_up(1);
+    hub.feed_down(1, "down");
+    let msgs = take(&mut s, t0);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["state"], "stale");
+    hub.feed_up(1);
+    hub.feed_down(1, "down");
+    assert!(take(&mut s, t0).is_empty(), "stale, as told");
 }

@@ -17,6 +17,7 @@ pub struct FrameCounters {
     metrics: Arc<Metrics>,
     snapshots: IntCounter,
     updates: IntCounter,
+    statuses: IntCounter,
     replies: IntCounter,
     frames: IntCounter,
     bytes: IntCounter,
@@ -35,6 +36,7 @@ impl FrameCounters {
             metrics: metrics.clone(),
             snapshots: m.messages_sent.with_label_values(&[transport, "snapshot"]),
             updates: m.messages_sent.with_label_values(&[transport, "update"]),
+            statuses: m.messages_sent.with_label_values(&[transport, "status"]),
             replies: m.messages_sent.with_label_values(&[transport, "reply"]),
             frames: m
                 .frames_sent
@@ -49,17 +51,25 @@ impl FrameCounters {
 
     /// Counts one written frame of `len` bytes carrying `msgs`.
     pub fn frame(&self, msgs: &[ServerMsg], len: usize) {
-        let (mut snaps, mut upds, mut oldest) = (0u64, 0u64, None::<Instant>);
+        let (mut snaps, mut upds, mut statuses) = (0u64, 0u64, 0u64);
+        let mut oldest = None::<Instant>;
         for m in msgs {
-            if let ServerMsg::Quote { kind, quote, .. } = m {
-                match kind {
-                    QuoteKind::Snapshot => snaps += 1,
-                    QuoteKind::Update => upds += 1,
+            match m {
+                ServerMsg::Quote { kind, quote, .. } => {
+                    match kind {
+                        QuoteKind::Snapshot => snaps += 1,
+                        QuoteKind::Update => upds += 1,
+                    }
+                    oldest = Some(oldest.map_or(quote.ingested, |o| o.min(quote.ingested)));
                 }
-                oldest = Some(oldest.map_or(quote.ingested, |o| o.min(quote.ingested)));
+                ServerMsg::Status { .. } => statuses += 1,
+                _ => {}
             }
         }
-        let replies = msgs.len() as u64 - snaps - upds;
+        let replies = msgs.len() as u64 - snaps - upds - statuses;
+        if statuses > 0 {
+            self.statuses.inc_by(statuses);
+        }
         if snaps > 0 {
             self.snapshots.inc_by(snaps);
         }

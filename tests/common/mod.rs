@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod alpaca;
+pub mod fallback;
 pub mod nats;
 pub mod node;
 pub mod process;
@@ -443,6 +444,22 @@ impl Guarantees {
                             state[k] = v.clone();
                         }
                     }
+                }
+            }
+            // Section 10: the client's view says whether the symbol is stale,
+            // as a snapshot (and the API's quote) of a stale symbol does.
+            "status" => {
+                let sym = m["sym"].as_str().unwrap().to_owned();
+                assert!(
+                    !self.unsubscribed.contains(&sym),
+                    "status for {sym} after unsubscribed: {m}"
+                );
+                if let Some(state) = self.state.get_mut(&sym).and_then(Value::as_object_mut) {
+                    match m["state"].as_str() {
+                        Some("stale") => state.insert("stale".into(), json!(true)),
+                        Some("live") => state.remove("stale"),
+                        _ => panic!("status without a state: {m}"),
+                    };
                 }
             }
             _ => {}

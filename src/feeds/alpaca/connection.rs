@@ -89,7 +89,7 @@ impl Connection {
         health: &mut Health,
     ) -> Result<(), FeedError> {
         ctx.ready();
-        ctx.status().set_state(FeedState::Running);
+        ctx.set_state(FeedState::Running);
         self.change("subscribe", &demand.followed(), ctx).await?;
         loop {
             tokio::select! {

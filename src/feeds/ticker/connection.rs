@@ -78,7 +78,7 @@ impl Connection {
         health: &mut Health,
     ) -> Result<(), FeedError> {
         ctx.ready();
-        ctx.status().set_state(FeedState::Running);
+        ctx.set_state(FeedState::Running);
         let wanted = match follow {
             Follow::All => {
                 let dir = ctx.directory();

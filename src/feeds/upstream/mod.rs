@@ -84,8 +84,7 @@ pub async fn run<U: Upstream>(
         attempt = attempt.saturating_add(1);
         let name = &ctx.status().name;
         tracing::warn!(feed = %name, error = %reason, retry_in = ?wait, "{} lost; reconnecting", U::SOURCE);
-        ctx.status()
-            .set_state_because(FeedState::Reconnecting, reason);
+        ctx.set_state_because(FeedState::Reconnecting, reason);
         if !wait_out(wait, &mut ctx, &mut demand).await {
             return Ok(());
         }

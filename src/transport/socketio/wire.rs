@@ -252,7 +252,9 @@ fn ack_of(m: &ServerMsg) -> Option<u64> {
         | ServerMsg::Pong { id }
         | ServerMsg::Authenticated { id, .. }
         | ServerMsg::Error { id, .. } => id,
-        ServerMsg::Welcome { .. } | ServerMsg::Quote { .. } => return None,
+        ServerMsg::Welcome { .. } | ServerMsg::Quote { .. } | ServerMsg::Status { .. } => {
+            return None
+        }
     };
     id.as_ref().and_then(Value::as_u64)
 }
@@ -305,7 +307,9 @@ impl Wire for SocketIo {
                         // unwrap: `ack_answers` picks only messages with an ack id.
                         put_ack(&mut packet, ack_of(m).expect("unwrap: an ack id"), m);
                     }
-                    ServerMsg::Error { .. } | ServerMsg::Quote { .. } => {
+                    ServerMsg::Error { .. }
+                    | ServerMsg::Quote { .. }
+                    | ServerMsg::Status { .. } => {
                         packet.put_slice(b"42[\"");
                         packet.put_slice(m.type_name().as_bytes());
                         packet.put_slice(b"\",");

@@ -268,8 +268,8 @@ impl Stomp {
     fn message(&mut self, m: &ServerMsg, buf: &mut BytesMut) {
         let version = self.version();
         match m {
-            ServerMsg::Quote { quote, .. } => {
-                let Some(sub) = self.subs.get(&quote.sym) else {
+            ServerMsg::Quote { .. } | ServerMsg::Status { .. } => {
+                let Some(sub) = m.symbol().and_then(|sym| self.subs.get(sym)) else {
                     return;
                 };
                 self.body.clear();
