@@ -135,8 +135,9 @@ fn handshake(
 }
 
 /// `POST /socket.io/?EIO=4&transport=polling&sid=..`: the client's packets,
-/// answered `ok` once the session took them in; 400 when it ended instead
-/// (a malformed packet ends it) or another `POST` was under way.
+/// answered `ok` once the session took them in (or closed as they asked); 400
+/// when it ended instead (a malformed packet ends it) or another `POST` was
+/// under way.
 pub async fn post(
     req: HttpRequest,
     payload: web::Payload,
@@ -154,10 +155,13 @@ pub async fn post(
         .await
         .map_err(|_| ended())?;
     let limit = ctx.settings.session.max_frame_bytes;
-    body_tx
-        .send(read_body(payload, limit).await?)
-        .map_err(|_| ended())?;
-    taken_rx.await.map_err(|_| ended())?;
+    let body = read_body(payload, limit).await?;
+    // A payload that ends with the close packet ended the session as it asked.
+    let closes = body.split(|&b| b == SEPARATOR).last() == Some(b"1");
+    body_tx.send(body).map_err(|_| ended())?;
+    if taken_rx.await.is_err() && !closes {
+        return Err(ended());
+    }
     Ok(HttpResponse::Ok().content_type("text/html").body("ok"))
 }
 
