@@ -157,7 +157,7 @@ pub async fn post(
     let limit = ctx.settings.session.max_frame_bytes;
     let body = read_body(payload, limit).await?;
     // A payload that ends with the close packet ended the session as it asked.
-    let closes = body.split(|&b| b == SEPARATOR).last() == Some(b"1");
+    let closes = body.rsplit(|&b| b == SEPARATOR).next() == Some(b"1");
     body_tx.send(body).map_err(|_| ended())?;
     if taken_rx.await.is_err() && !closes {
         return Err(ended());
