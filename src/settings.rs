@@ -124,6 +124,11 @@ pub struct SocketIoSettings {
     /// (`pingTimeout`).
     #[serde(with = "crate::duration")]
     pub ping_timeout: Duration,
+    /// Test-only, never in production: `/socket.io/` (and `/engine.io/`)
+    /// answer as the public Engine.IO and Socket.IO protocol test suites
+    /// expect (an echo) instead of serving quotes.
+    #[serde(default)]
+    pub conformance: bool,
 }
 
 /// Benchmark-only switches; leave them off in production.

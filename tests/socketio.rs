@@ -429,3 +429,141 @@ async fn a_client_that_vanishes_mid_upgrade_leaves_nothing_behind() {
     app.wait_metric("ticker_ws_sockets_open", &[], |v| v == 0.0)
         .await;
 }
+
+#[tokio::test]
+async fn a_reconnected_client_gets_a_fresh_snapshot() {
+    let app = quiet_app().await;
+    for transport in ["websocket", "polling"] {
+        let options = json!({
+            "transports": [transport],
+            "reconnection": true,
+            "reconnectionDelay": 10,
+            "reconnectionDelayMax": 50,
+        });
+        let mut c = SioClient::start(&app, options).await;
+        let first = c.until(|e| e["ev"] == "connect").await;
+        c.emit("subscribe", json!({"symbols": ["AAPL"]}), true)
+            .await;
+        c.until_event("snapshot", "AAPL").await;
+        // The connection is lost; meanwhile AAPL changes.
+        c.node.send(json!({"cmd": "drop"})).await;
+        loop {
+            let ev = c.next().await;
+            if ev["ev"] == "disconnect" {
+                break;
+            }
+        }
+        let before = app.rest_quote("AAPL").await;
+        let bid = before["bs"].as_i64().unwrap_or(0) + 1;
+        app.publish(json!({"sym": "AAPL", "t": before["t"].as_i64().unwrap() + 1, "bs": bid}));
+        let again = c.until(|e| e["ev"] == "connect").await;
+        assert_eq!(again["transport"], transport);
+        assert_ne!(again["sid"], first["sid"], "a new session");
+        // A new connection: its own checker, and a snapshot of the latest state.
+        c.g = Guarantees::default();
+        c.emit("subscribe", json!({"symbols": ["AAPL"]}), true)
+            .await;
+        assert_eq!(c.ack().await["type"], "subscribed");
+        let snapshot = c.until_event("snapshot", "AAPL").await;
+        assert_eq!(snapshot["data"]["bs"], bid);
+        assert_eq!(c.g.state.get("AAPL"), Some(&app.rest_quote("AAPL").await));
+        c.node.send(json!({"cmd": "disconnect"})).await;
+        nothing_left(&app).await;
+    }
+}
+
+/// A POST whose body is still on its way (one byte of two sent).
+async fn unfinished_post(app: &TestApp, sid: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: gateway\r\n\
+         Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n3"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
+/// Sends the POST's last byte; its status line.
+async fn finish_post(mut s: tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"6").await.unwrap();
+    let mut got = Vec::new();
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed without an answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_second_post_while_one_is_under_way_ends_the_session() {
+    let app = quiet_app().await;
+    let (sid, url) = raw_polling_session(&app).await;
+    let a = unfinished_post(&app, &sid).await;
+    let b = unfinished_post(&app, &sid).await;
+    nothing_left(&app).await;
+    for post in [a, b] {
+        let status = finish_post(post).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+    }
+    assert_eq!(app.http.get(&url).send().await.unwrap().status(), 400);
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_answer_and_other_clients_go_on() {
+    let app = quiet_app().await;
+    let mut c = SioClient::connect(&app).await;
+    c.emit("subscribe", json!({"symbols": ["AAPL"]}), true)
+        .await;
+    c.until_event("snapshot", "AAPL").await;
+
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr);
+    let connected = || async {
+        let (mut raw, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        raw.next().await.unwrap().unwrap(); // the open packet
+        raw.send(Message::text("40")).await.unwrap();
+        let ok = raw.next().await.unwrap().unwrap();
+        assert!(ok.to_text().unwrap().starts_with("40{"), "{ok}");
+        raw
+    };
+    // A well-formed event with the wrong argument: an error event, and on.
+    let mut raw = connected().await;
+    raw.send(Message::text("42[\"subscribe\",5]"))
+        .await
+        .unwrap();
+    let e = raw.next().await.unwrap().unwrap();
+    assert!(e.to_text().unwrap().starts_with("42[\"error\","), "{e}");
+    assert!(e.to_text().unwrap().contains("bad_request"), "{e}");
+    // Malformed packets and unknown packet types end the connection (1002),
+    // a frame over maxPayload too (1009).
+    for bad in ["49", "7", "42{}", "42[1]", "43[", "4abc"] {
+        let mut raw = connected().await;
+        raw.send(Message::text(bad)).await.unwrap();
+        assert_eq!(close_code(&mut raw).await, Some(1002), "{bad}");
+    }
+    let mut raw = connected().await;
+    raw.send(Message::text(format!("42[\"{}\"]", "x".repeat(70_000))))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut raw).await, Some(1009));
+    // On polling: the POST is refused and the session ends.
+    let (_, poll_url) = raw_polling_session(&app).await;
+    let post = app.http.post(&poll_url).body("abc").send().await.unwrap();
+    assert_eq!(post.status(), 400);
+    assert_eq!(app.http.get(&poll_url).send().await.unwrap().status(), 400);
+
+    // The first client saw none of it.
+    let before = app.rest_quote("AAPL").await;
+    app.publish(json!({"sym": "AAPL", "t": before["t"].as_i64().unwrap() + 1, "bs": 31337}));
+    let rest = app.rest_quote("AAPL").await;
+    while c.g.state.get("AAPL") != Some(&rest) {
+        c.until_event("update", "AAPL").await;
+    }
+}

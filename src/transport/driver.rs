@@ -275,6 +275,10 @@ pub async fn drive<W: Wire, S: Sink>(
             }
             _ => heartbeat_at,
         };
+        // A silent client is closed when its time is up, not at the next heartbeat.
+        if let Some(timeout) = liveness.client_timeout {
+            wake_at = wake_at.min(tokio::time::Instant::from_std(last_heard + timeout));
+        }
         // A pending `auth` op's deadline, a token's expiry.
         if let Some(auth_at) = session.auth_deadline() {
             wake_at = wake_at.min(tokio::time::Instant::from_std(auth_at));
@@ -359,14 +363,14 @@ pub async fn drive<W: Wire, S: Sink>(
             _ = reloaded(&mut reloads) => session.recheck_auth(Instant::now()),
             _ = &mut timer => {
                 let now = tokio::time::Instant::now();
-                if now >= heartbeat_at {
-                    if let Some(timeout) = liveness.client_timeout {
-                        if last_heard.elapsed() >= timeout {
-                            break End::Close(CloseCode::ClientTimeout, format!(
-                                "client timeout: nothing received for {timeout:?}"
-                            ));
-                        }
+                if let Some(timeout) = liveness.client_timeout {
+                    if last_heard.elapsed() >= timeout {
+                        break End::Close(CloseCode::ClientTimeout, format!(
+                            "client timeout: nothing received for {timeout:?}"
+                        ));
                     }
+                }
+                if now >= heartbeat_at {
                     heartbeat_due = true;
                     heartbeat_at = now + liveness.heartbeat;
                 }

@@ -25,11 +25,23 @@ pub use counters::FrameCounters;
 pub use ratelimit::MessageLimit;
 
 /// Registers the transports' routes: `/ws`, `/socket.io/` (polling), `/sse`,
-/// `/poll`.
+/// `/poll` (and `/engine.io/`, which answers 404 unless the test-only
+/// `socketio.conformance` is on).
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    use socketio::conformance::ENGINE_PATH;
     cfg.route("/ws", web::get().to(ws::ws_endpoint))
         .route(socketio::PATH, web::get().to(socketio::polling::get))
         .route(socketio::PATH, web::post().to(socketio::polling::post))
+        .route(
+            socketio::PATH,
+            web::route().to(socketio::polling::other_method),
+        )
+        .route(ENGINE_PATH, web::get().to(socketio::polling::get))
+        .route(ENGINE_PATH, web::post().to(socketio::polling::post))
+        .route(
+            ENGINE_PATH,
+            web::route().to(socketio::polling::other_method),
+        )
         .route("/sse", web::get().to(sse::sse_endpoint))
         .route("/poll", web::post().to(poll::create))
         .route("/poll/{session}", web::get().to(poll::poll))

@@ -55,7 +55,8 @@ const SUBPROTOCOLS: [&str; 5] = [
 enum Speaks {
     TickerV1(Format),
     Stomp,
-    SocketIo,
+    /// With the test-only echo of the protocol suites, or serving quotes.
+    SocketIo(Option<socketio::conformance::Level>),
 }
 
 /// What an accepted WebSocket is for.
@@ -188,7 +189,7 @@ async fn serve(
     let (format, transport) = match speaks {
         Speaks::TickerV1(format) => (format, TickerV1::TRANSPORT),
         Speaks::Stomp => (Format::Json, Stomp::TRANSPORT),
-        Speaks::SocketIo => (Format::Json, SocketIo::TRANSPORT),
+        Speaks::SocketIo(_) => (Format::Json, SocketIo::TRANSPORT),
     };
     let Some(permit) = ctx.try_admit() else {
         let full = CloseCode::ServerFull;
@@ -202,7 +203,7 @@ async fn serve(
         return;
     };
     let mut session = ctx.session(format, access);
-    if let Speaks::SocketIo = speaks {
+    if let Speaks::SocketIo(_) = speaks {
         session = session.retry_auth();
     }
     let span = tracing::debug_span!("conn", transport, session = session.id(), ?format);
@@ -238,12 +239,16 @@ async fn serve(
                 .instrument(span)
                 .await;
         }
-        Speaks::SocketIo => {
+        Speaks::SocketIo(echo) => {
             let handshake = Handshake::new(&ctx.settings);
             let mut conn = conn;
             conn.liveness = socketio::liveness(&ctx.settings.socketio);
             let pending = conn.session.awaits_auth();
-            let wire = SocketIo::new(conn.session.id(), &handshake, Carrier::WebSocket, pending);
+            let mut wire =
+                SocketIo::new(conn.session.id(), &handshake, Carrier::WebSocket, pending);
+            if let Some(level) = echo {
+                wire = wire.echoing(level);
+            }
             driver::drive(conn.with_wire(wire), ctx.clone())
                 .instrument(span)
                 .await;
@@ -346,7 +351,9 @@ fn accept(
     let query = req.uri().query().unwrap_or("");
     let socketio = match req.path() {
         "/ws" => None,
-        socketio::PATH => Some(socketio_query(ctx, query)?),
+        path if path == socketio::PATH || socketio::echo_at(&ctx.settings, path).is_some() => {
+            Some(socketio_query(ctx, query)?)
+        }
         other => {
             return Err(ApiError::new(
                 404,
@@ -364,7 +371,10 @@ fn accept(
         .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade: {e}")))?;
     let speaks = match (socketio, protocol) {
         (Some(Some(driver)), _) => Accepted::Upgrade(driver),
-        (Some(None), _) => Accepted::Session(Speaks::SocketIo),
+        (Some(None), _) => {
+            let echo = socketio::echo_at(&ctx.settings, req.path());
+            Accepted::Session(Speaks::SocketIo(echo))
+        }
         (None, Some("ticker.v1.msgpack")) => Accepted::Session(Speaks::TickerV1(Format::Msgpack)),
         (None, Some(p)) if stomp::SUBPROTOCOLS.contains(&p) => Accepted::Session(Speaks::Stomp),
         (None, Some(_)) => Accepted::Session(Speaks::TickerV1(Format::Json)),
@@ -373,7 +383,7 @@ fn accept(
     let hook = match speaks {
         // An upgrade joins a session that is authenticated already.
         Accepted::Upgrade(_) => Ok(None),
-        Accepted::Session(Speaks::SocketIo) => Ok(ctx.authenticate(req.head())?),
+        Accepted::Session(Speaks::SocketIo(_)) => Ok(ctx.authenticate(req.head())?),
         Accepted::Session(_) => ctx.authenticate(req.head()),
     };
     Ok((response.finish().drop_body(), speaks, hook))

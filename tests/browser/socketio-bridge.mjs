@@ -8,6 +8,8 @@
 //   {"cmd":"emit","event":E,"args":A,"ack":true}  emit E(A), with an ack callback if asked
 //   {"cmd":"emit_binary","event":E}               emit E with a binary argument
 //   {"cmd":"disconnect"}
+//   {"cmd":"drop"}                                 close the Engine.IO connection under the
+//                                                  socket, as a lost network does
 // Events:
 //   {"ev":"connect","transport":T,"sid":S}           S: the Engine.IO session id
 //   {"ev":"upgrade","transport":T}
@@ -44,6 +46,9 @@ const commands = {
   },
   disconnect() {
     socket.disconnect();
+  },
+  drop() {
+    socket.io.engine.close();
   },
 };
 

@@ -30,7 +30,7 @@ pub use direct::DirectSocket;
 pub use frames::{ws_close, ws_frame};
 pub use incoming::{handshake, ClientFrame, Incoming, ReadError};
 pub use outgoing::{remember_socket, ClientSocket, Outgoing, OutgoingBody};
-pub use poll::{PollInput, PollRequest, PollSocket, Responder, SecondGet, Upgrade};
+pub use poll::{PollInput, PollRequest, PollSocket, Post, Responder, SecondGet, Upgrade};
 pub use sink::Sink;
 pub use stream::{ClientStream, IntoClientStream, OwnedStream};
 

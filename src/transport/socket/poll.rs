@@ -31,8 +31,9 @@ pub enum PollRequest {
         until: Instant,
         reply: oneshot::Sender<Option<Vec<Bytes>>>,
     },
-    /// `POST` of client data whose answers go to the `GET`s (Engine.IO).
-    Data(Bytes),
+    /// `POST` of client data whose answers go to the `GET`s (Engine.IO), sent
+    /// before its body is read (one at a time: a second one ends the session).
+    Post(Post),
     /// The session moves to this WebSocket.
     Upgrade(Box<Upgrade>),
     /// `POST`: one client message (`None`: none, only what is queued, as when
@@ -44,6 +45,14 @@ pub enum PollRequest {
     },
     /// `DELETE`.
     End,
+}
+
+/// A `POST`'s body, once read, and the word that the session took it in
+/// (dropped when it ended instead, or refused the `POST`).
+#[derive(Debug)]
+pub struct Post {
+    pub body: oneshot::Receiver<Bytes>,
+    pub taken: oneshot::Sender<()>,
 }
 
 /// Where the replies to one client message go: their frames, or the close
@@ -128,6 +137,10 @@ pub struct PollInput {
     /// Client messages to hand on before any other (those that came by HTTP
     /// while the session moved).
     backlog: VecDeque<ClientFrame>,
+    /// The `POST` whose body is on its way.
+    posting: Option<Post>,
+    /// Told once the driver asks for the next message (the last body was taken in).
+    taken: Option<oneshot::Sender<()>>,
 }
 
 /// A WebSocket the session moves to once the client speaks on it (Engine.IO's
@@ -163,6 +176,8 @@ impl PollSocket {
             moving: None,
             frames: None,
             backlog: VecDeque::new(),
+            posting: None,
+            taken: None,
         };
         (
             PollSocket {
@@ -312,12 +327,13 @@ impl PollInput {
                 PollRequest::Wait { reply, .. } => {
                     let _ = reply.send(Some(vec![m.last_answer.clone()]));
                 }
-                PollRequest::Data(body) => self.backlog.push_back(ClientFrame::Text(body)),
                 PollRequest::End => self.backlog.push_back(ClientFrame::Close(None)),
-                // Nobody asks these of a session that can move.
-                PollRequest::Op { .. } | PollRequest::Upgrade(_) => {}
+                // A client that upgrades has stopped posting (its POSTs
+                // answer 400); nobody asks the others of a session that can move.
+                PollRequest::Post(_) | PollRequest::Op { .. } | PollRequest::Upgrade(_) => {}
             }
         }
+        self.posting = None;
         self.frames = Some(m.reader);
         let _ = self.ws.set(ws);
         self.arrived.notify_one();
@@ -327,6 +343,10 @@ impl PollInput {
     /// registry let go of is gone, and one left alone for the expiry time
     /// fails with [`ReadError::Expired`].
     pub async fn recv(&mut self) -> Option<Result<ClientFrame, ReadError>> {
+        // Asked again: the driver took the last body in (and did not end).
+        if let Some(taken) = self.taken.take() {
+            let _ = taken.send(());
+        }
         if let Some(frame) = self.backlog.pop_front() {
             return Some(Ok(frame));
         }
@@ -346,7 +366,12 @@ impl PollInput {
                     Some(PollRequest::Op { body, reply }) => {
                         return Some(Ok(ClientFrame::Request(body, reply)));
                     }
-                    Some(PollRequest::Data(body)) => return Some(Ok(ClientFrame::Text(body))),
+                    Some(PollRequest::Post(_)) if self.posting.is_some() => {
+                        self.posting = None;
+                        let error = "a second POST while one was under way";
+                        return Some(Err(ReadError::Protocol(error.into())));
+                    }
+                    Some(PollRequest::Post(post)) => self.posting = Some(post),
                     Some(PollRequest::Upgrade(upgrade)) => {
                         if let Err(e) = self.start_moving(*upgrade) {
                             tracing::debug!(error = ?e, "upgrade failed; polling goes on");
@@ -373,6 +398,15 @@ impl PollInput {
                         self.arrived.notify_one();
                     }
                 },
+                body = next_body(&mut self.posting) => {
+                    // unwrap-free: the branch runs only while a POST is under way.
+                    let Some(post) = self.posting.take() else { continue };
+                    if let Ok(body) = body {
+                        self.taken = Some(post.taken);
+                        return Some(Ok(ClientFrame::Text(body)));
+                    }
+                    // The POST went (its body too large, its client gone).
+                }
                 frame = next_frame(moving) => {
                     // unwrap-free: the branch runs only while moving.
                     let Some(m) = self.moving.take() else { continue };
@@ -395,6 +429,14 @@ impl PollInput {
                 }
             }
         }
+    }
+}
+
+/// The body of the `POST` under way; never, without one.
+async fn next_body(post: &mut Option<Post>) -> Result<Bytes, oneshot::error::RecvError> {
+    match post {
+        Some(p) => (&mut p.body).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -7,12 +7,26 @@
 //! worker answers the probe (`2probe` → `3probe`) and hands the connection
 //! to the session's driver, which moves to it ([`crate::transport::socket::Upgrade`]).
 
+pub mod conformance;
 pub(crate) mod packet;
 pub mod polling;
 pub mod upgrade;
 mod wire;
 
 pub use wire::{liveness, open_packet, reframe, Carrier, Handshake, SocketIo, SEPARATOR};
+
+use crate::settings::Settings;
+use conformance::Level;
+
+/// What a connection at `path` answers: the ticker (`None`), or with the
+/// test-only conformance setting, the protocol suites' echo.
+pub fn echo_at(settings: &Settings, path: &str) -> Option<Level> {
+    match (settings.socketio.conformance, path) {
+        (true, PATH) => Some(Level::SocketIo),
+        (true, conformance::ENGINE_PATH) => Some(Level::EngineIo),
+        _ => None,
+    }
+}
 
 /// The path Socket.IO clients use.
 pub const PATH: &str = "/socket.io/";

@@ -73,6 +73,9 @@ pub fn parse(text: &str) -> Result<Packet, String> {
     } else {
         Some(serde_json::from_str(rest).map_err(|e| format!("packet data is not JSON: {e}"))?)
     };
+    if !shape_fits(kind, data.as_ref()) {
+        return Err(format!("{kind:?} with data of the wrong shape"));
+    }
     Ok(Packet {
         kind,
         attachments,
@@ -80,6 +83,20 @@ pub fn parse(text: &str) -> Result<Packet, String> {
         ack,
         data,
     })
+}
+
+/// The data each packet type may carry (as Socket.IO's own parser checks):
+/// an event is `["name", ...]`, an ack `[...]`, a CONNECT's data an object.
+fn shape_fits(kind: Kind, data: Option<&Value>) -> bool {
+    match kind {
+        Kind::Connect => data.is_none_or(Value::is_object),
+        Kind::Disconnect => data.is_none(),
+        Kind::Event | Kind::BinaryEvent => {
+            matches!(data, Some(Value::Array(a)) if a.first().is_some_and(Value::is_string))
+        }
+        Kind::Ack | Kind::BinaryAck => matches!(data, Some(Value::Array(_))),
+        Kind::ConnectError => data.is_some_and(|d| d.is_object() || d.is_string()),
+    }
 }
 
 /// A leading run of digits as a number, and what follows.
@@ -142,6 +159,13 @@ mod tests {
             "5x-[]",
             "2{oops",
             "21234567890123456789[]",
+            "2{}",
+            "2[]",
+            "2[1]",
+            "3{}",
+            "1{}",
+            "0[]",
+            "2abc[\"x\"]",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

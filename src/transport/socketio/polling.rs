@@ -12,19 +12,24 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{BufMut, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{liveness, open_packet, Carrier, Handshake, SocketIo, SEPARATOR};
+use super::conformance::ENGINE_PATH;
+use super::{echo_at, liveness, open_packet, Carrier, Handshake, SocketIo, SEPARATOR};
 use crate::http::ApiError;
+use crate::session::protocol::ErrorCode;
 use crate::session::protocol::Format;
 use crate::transport::driver::Connection;
 use crate::transport::poll::{read_body, spawn_parked};
-use crate::transport::socket::{PollRequest, PollSocket, Reader, SecondGet};
+use crate::transport::socket::{PollRequest, PollSocket, Post, Reader, SecondGet};
 use crate::transport::TransportContext;
 
 /// Requests queued for one session's driver.
 const REQUEST_QUEUE: usize = 8;
 
 /// The query every Engine.IO request carries; `Ok(sid)` for polling.
-fn polling_query(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+fn polling_query(req: &HttpRequest, ctx: &TransportContext) -> Result<Option<String>, ApiError> {
+    if req.path() == ENGINE_PATH && echo_at(&ctx.settings, ENGINE_PATH).is_none() {
+        return Err(ApiError::new(404, ErrorCode::NotFound, "not found"));
+    }
     let mut q = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?
         .into_inner();
@@ -63,7 +68,7 @@ pub async fn get(
     req: HttpRequest,
     ctx: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(sid) = polling_query(&req)? else {
+    let Some(sid) = polling_query(&req, &ctx)? else {
         return handshake(&req, &ctx);
     };
     let driver = lookup(&ctx, &sid)?;
@@ -112,8 +117,12 @@ fn handshake(
         .unwrap_or(ctx.settings.socketio.ping_timeout);
     let (requests, incoming) = mpsc::channel(REQUEST_QUEUE);
     let (out, input) = PollSocket::new(incoming, silence, SecondGet::EndsTheSession);
+    let mut wire = SocketIo::new(&sid, &handshake, Carrier::Polling, session.awaits_auth());
+    if let Some(level) = echo_at(&ctx.settings, req.path()) {
+        wire = wire.echoing(level);
+    }
     let conn = Connection {
-        wire: SocketIo::new(&sid, &handshake, Carrier::Polling, session.awaits_auth()),
+        wire,
         out,
         input: Some(Reader::Poll(Box::new(input))),
         session,
@@ -125,19 +134,42 @@ fn handshake(
     Ok(text(open_packet(&sid, &handshake, Carrier::Polling).into()))
 }
 
-/// `POST /socket.io/?EIO=4&transport=polling&sid=..`: the client's packets.
+/// `POST /socket.io/?EIO=4&transport=polling&sid=..`: the client's packets,
+/// answered `ok` once the session took them in (or closed as they asked); 400
+/// when it ended instead (a malformed packet ends it) or another `POST` was
+/// under way.
 pub async fn post(
     req: HttpRequest,
     payload: web::Payload,
     ctx: web::Data<TransportContext>,
 ) -> Result<HttpResponse, ApiError> {
-    let sid = polling_query(&req)?
+    let sid = polling_query(&req, &ctx)?
         .ok_or_else(|| ApiError::bad_request("a POST needs the session's sid"))?;
     let driver = lookup(&ctx, &sid)?;
-    let body = read_body(payload, ctx.settings.session.max_frame_bytes).await?;
+    let ended = || ApiError::bad_request(format!("session {sid} has ended"));
+    // The session hears of the POST before its body is read: two at once end it.
+    let (body_tx, body) = oneshot::channel();
+    let (taken, taken_rx) = oneshot::channel();
     driver
-        .send(PollRequest::Data(body))
+        .send(PollRequest::Post(Post { body, taken }))
         .await
-        .map_err(|_| ApiError::bad_request(format!("session {sid} has ended")))?;
+        .map_err(|_| ended())?;
+    let limit = ctx.settings.session.max_frame_bytes;
+    let body = read_body(payload, limit).await?;
+    // A payload that ends with the close packet ended the session as it asked.
+    let closes = body.rsplit(|&b| b == SEPARATOR).next() == Some(b"1");
+    body_tx.send(body).map_err(|_| ended())?;
+    if taken_rx.await.is_err() && !closes {
+        return Err(ended());
+    }
     Ok(HttpResponse::Ok().content_type("text/html").body("ok"))
+}
+
+/// Any other method on the Engine.IO path.
+pub async fn other_method(
+    req: HttpRequest,
+    ctx: web::Data<TransportContext>,
+) -> Result<HttpResponse, ApiError> {
+    polling_query(&req, &ctx)?;
+    Err(ApiError::bad_request("Engine.IO takes GET and POST"))
 }

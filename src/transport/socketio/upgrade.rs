@@ -5,7 +5,7 @@
 //! polling, and when the client's `5` (upgrade) arrives on the WebSocket the
 //! session moves there, with whatever no `GET` took. A connection that does
 //! not probe, or goes before its `5`, is closed and the session goes on
-//! polling.
+//! polling; one for a session that moved already is closed at once.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -37,14 +37,19 @@ pub async fn probe(
     let out = DirectSocket::new(stream.clone(), stall, None);
     let mut input = Incoming::from_stream(stream.clone(), read, cfg.session.max_frame_bytes);
     let wait = cfg.socketio.ping_interval + cfg.socketio.ping_timeout;
-    match tokio::time::timeout(wait, input.recv()).await {
-        Ok(Some(Ok(ClientFrame::Text(t)))) if &t[..] == b"2probe" => {}
-        _ => {
-            let code = CloseCode::ProtocolError.code();
-            ws_close(&out, Some((code, "expected the probe 2probe")));
-            out.finish(stall, CLOSE_WAIT).await;
-            return;
+    // A session that moved to a WebSocket already takes no other.
+    let refusal = if driver.is_closed() {
+        Some("the session is on a WebSocket already")
+    } else {
+        match tokio::time::timeout(wait, input.recv()).await {
+            Ok(Some(Ok(ClientFrame::Text(t)))) if &t[..] == b"2probe" => None,
+            _ => Some("expected the probe 2probe"),
         }
+    };
+    if let Some(reason) = refusal {
+        ws_close(&out, Some((CloseCode::ProtocolError.code(), reason)));
+        out.finish(stall, CLOSE_WAIT).await;
+        return;
     }
     ws_frame(&out, OpCode::Text, b"3probe");
     while !out.flushed() && !out.is_stalled() {

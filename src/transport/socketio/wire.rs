@@ -14,6 +14,7 @@ use actix_http::ws::{OpCode, Parser};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{json, Value};
 
+use super::conformance::{Echo, Level};
 use super::packet::{self, Kind};
 use crate::session::encode::write_json_message;
 use crate::session::protocol::{op_from_value, BadRequest, ClientOp, Format, RequestId, ServerMsg};
@@ -80,13 +81,26 @@ pub fn open_packet(sid: &str, handshake: &Handshake, carrier: Carrier) -> String
     format!("0{open}")
 }
 
+/// A packet of our own: one WebSocket message, or one packet of a polling
+/// payload (a binary one there is its `b<base64>` text).
+#[derive(Debug)]
+pub enum Own {
+    Text(String),
+    Binary(Bytes),
+}
+
 /// One Socket.IO connection's state.
 pub struct SocketIo {
     carrier: Carrier,
     sid: String,
-    /// Packets of our own (open, connect, connect errors), each one WebSocket
-    /// message's text.
-    own: Vec<String>,
+    /// Packets of our own (open, connect, connect errors).
+    own: Vec<Own>,
+    /// Test-only: the protocol suites' echo instead of the ticker.
+    echo: Option<Echo>,
+    /// The client sent Engine.IO's close.
+    client_closed: bool,
+    /// The most a client may send in binary attachments that wait for their packet.
+    max_payload: usize,
     /// The client connected to the default namespace.
     connected: bool,
     /// Binary attachments still to come for the packet being read.
@@ -110,13 +124,16 @@ impl SocketIo {
         needs_credential: bool,
     ) -> SocketIo {
         let own = match carrier {
-            Carrier::WebSocket => vec![open_packet(sid, handshake, carrier)],
+            Carrier::WebSocket => vec![Own::Text(open_packet(sid, handshake, carrier))],
             Carrier::Polling => Vec::new(),
         };
         SocketIo {
             carrier,
             sid: sid.to_owned(),
             own,
+            echo: None,
+            client_closed: false,
+            max_payload: handshake.max_payload,
             connected: false,
             attachments: 0,
             closing: None,
@@ -124,15 +141,34 @@ impl SocketIo {
         }
     }
 
+    /// Test-only: answers as the protocol suites expect instead (see
+    /// [`super::conformance`]).
+    pub fn echoing(mut self, level: Level) -> SocketIo {
+        self.echo = Some(Echo::new(level));
+        self
+    }
+
+    /// A malformed packet: the connection ends, as Socket.IO's own server does.
+    fn malformed(&mut self, message: String) {
+        self.closing = Some((CloseCode::ProtocolError, message));
+    }
+
     /// One Socket.IO packet from the client.
     fn packet(&mut self, text: &str, inputs: &mut dyn FnMut(Input)) {
+        if let Some(echo) = &mut self.echo {
+            if let Err(e) = echo.message(text, &self.sid, &mut self.own) {
+                self.malformed(e);
+            }
+            return;
+        }
         let p = match packet::parse(text) {
             Ok(p) => p,
-            Err(message) => return self.bad(None, message, inputs),
+            Err(message) => return self.malformed(message),
         };
         if p.namespace != "/" {
             let error = json!({"message": "Invalid namespace"});
-            self.own.push(format!("44{},{error}", p.namespace));
+            self.own
+                .push(Own::Text(format!("44{},{error}", p.namespace)));
             return;
         }
         match p.kind {
@@ -151,7 +187,8 @@ impl SocketIo {
             }
             Kind::Connect => {
                 self.connected = true;
-                self.own.push(format!("40{}", json!({"sid": self.sid})));
+                self.own
+                    .push(Own::Text(format!("40{}", json!({"sid": self.sid}))));
             }
             Kind::Disconnect => {
                 self.closing = Some((CloseCode::Normal, "client disconnected".into()));
@@ -239,6 +276,15 @@ fn put_packet(buf: &mut BytesMut, packet: &[u8], carrier: Carrier) {
     }
 }
 
+/// Appends one binary packet: a WebSocket binary message, or (already as
+/// `b<base64>`) after a separator.
+fn put_binary(buf: &mut BytesMut, data: &[u8], carrier: Carrier) {
+    match carrier {
+        Carrier::WebSocket => Parser::write_message(buf, data, OpCode::Binary, true, false),
+        Carrier::Polling => put_packet(buf, data, carrier),
+    }
+}
+
 fn is_connect(id: &RequestId) -> bool {
     id.as_ref().and_then(Value::as_str) == Some(CONNECT_ID)
 }
@@ -269,11 +315,21 @@ impl Wire for SocketIo {
     fn encode(&mut self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes)) {
         let carrier = self.carrier;
         if !self.own.is_empty() {
+            // The protocol suites read each packet of ours in a read of its own.
+            let one_write_each = self.echo.is_some();
             let mut buf = BytesMut::new();
             for p in self.own.drain(..) {
-                put_packet(&mut buf, p.as_bytes(), carrier);
+                match p {
+                    Own::Text(text) => put_packet(&mut buf, text.as_bytes(), carrier),
+                    Own::Binary(data) => put_binary(&mut buf, &data, carrier),
+                }
+                if one_write_each && carrier == Carrier::WebSocket {
+                    emit(&[], buf.split().freeze());
+                }
             }
-            emit(&[], buf.freeze());
+            if !buf.is_empty() {
+                emit(&[], buf.freeze());
+            }
         }
         let acks = ack_answers(msgs);
         let mut packet = BytesMut::new();
@@ -353,9 +409,11 @@ impl Wire for SocketIo {
     fn close(&self, out: &impl Sink, close: Option<(u16, &str)>) {
         match self.carrier {
             Carrier::WebSocket => ws_close(out, close),
-            // Engine.IO's close packet ends the polling client's session.
+            // Engine.IO's close packet ends the polling client's session; one
+            // that closed itself gets a noop for the GET it left waiting.
             Carrier::Polling => {
-                out.write(|buf| buf.put_u8(b'1'));
+                let last = if self.client_closed { b'6' } else { b'1' };
+                out.write(|buf| buf.put_u8(last));
                 out.end();
             }
         }
@@ -369,9 +427,10 @@ impl Wire for SocketIo {
         if self.carrier == Carrier::Polling {
             for packet in payload.split(|&b| b == SEPARATOR) {
                 // `b<base64>`: a binary attachment.
-                match packet.strip_prefix(b"b") {
-                    Some(_) => self.engine_packet(&[], true, inputs),
-                    None => self.engine_packet(packet, false, inputs),
+                let binary = packet.first() == Some(&b'b');
+                self.engine_packet(packet, binary, inputs);
+                if self.closing.is_some() {
+                    break;
                 }
             }
             return;
@@ -384,27 +443,42 @@ impl SocketIo {
     /// One Engine.IO packet.
     fn engine_packet(&mut self, payload: &[u8], binary: bool, inputs: &mut dyn FnMut(Input)) {
         if binary {
-            if self.attachments > 0 {
+            if let Some(echo) = &mut self.echo {
+                if let Err(e) = echo.binary(payload, self.max_payload, &mut self.own) {
+                    self.malformed(e);
+                }
+            } else if self.attachments > 0 {
                 self.attachments -= 1;
             } else {
-                let message = "a binary message that no packet announced".to_owned();
-                self.bad(None, message, inputs);
+                self.malformed("a binary message that no packet announced".into());
             }
             return;
         }
-        // Text frames were checked for UTF-8 by the socket.
-        let text = std::str::from_utf8(payload).unwrap_or_default();
+        // Text frames were checked for UTF-8 by the socket (a POST body was not).
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return self.malformed("a text packet that is not UTF-8".into());
+        };
         match text.as_bytes().first() {
             Some(b'4') => self.packet(&text[1..], inputs),
-            // A pong (its arrival is what counts), a noop, an upgrade probe on
+            // A pong (its arrival is what counts), a noop, an upgrade packet on
             // a connection that is already a WebSocket.
-            Some(b'3' | b'6' | b'5') => {}
-            Some(b'1') => {
+            Some(b'3' | b'6' | b'5') if text.len() == 1 => {}
+            Some(b'1') if text.len() == 1 => {
+                self.client_closed = true;
                 self.closing = Some((CloseCode::Normal, "client closed".into()));
             }
-            _ => self.bad(None, format!("unknown Engine.IO packet {text:.32}"), inputs),
+            _ => self.malformed(format!("unknown Engine.IO packet {:?}", short(text))),
         }
     }
+}
+
+/// The start of `text`, for error messages.
+fn short(text: &str) -> &str {
+    let mut end = text.len().min(32);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Which messages answer an ack: per ack id, the call's first reply that is
