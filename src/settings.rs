@@ -146,6 +146,11 @@ pub struct WebRtcSettings {
     /// A peer that sent no datagram for this long is dropped.
     #[serde(with = "crate::duration")]
     pub idle_timeout: Duration,
+    /// Tests only: this share of the datagrams the gateway sends is dropped
+    /// instead (0 ≤ x < 1), drawn from a random source seeded with
+    /// `test_drop_seed` so a run can be repeated.
+    pub test_drop_fraction: f64,
+    pub test_drop_seed: u64,
 }
 
 impl Default for WebRtcSettings {
@@ -156,6 +161,8 @@ impl Default for WebRtcSettings {
             public_ip: String::new(),
             refresh_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(30),
+            test_drop_fraction: 0.0,
+            test_drop_seed: 0,
         }
     }
 }
@@ -187,6 +194,12 @@ impl WebRtcSettings {
         }
         if self.idle_timeout.is_zero() {
             return Err(invalid("webrtc.idle_timeout", "must be above zero"));
+        }
+        if !(0.0..1.0).contains(&self.test_drop_fraction) {
+            return Err(invalid(
+                "webrtc.test_drop_fraction",
+                "must be at least 0 and below 1",
+            ));
         }
         // A host name cannot go into a candidate: public_ip must name the address.
         let bound = host.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
@@ -464,6 +477,8 @@ mod tests {
         assert!(e.contains("webrtc.public_ip"), "{e}");
         let e = err("[server]\nhost = \"0.0.0.0\"\n[webrtc]\nenabled = true");
         assert!(e.contains("webrtc.public_ip"), "{e}");
+        let e = err("[webrtc]\nenabled = true\ntest_drop_fraction = 1.0");
+        assert!(e.contains("webrtc.test_drop_fraction"), "{e}");
         let e = err("[webrtc]\nudp_port = 70000");
         assert!(e.contains("udp_port"), "{e}");
         Settings::load_with(

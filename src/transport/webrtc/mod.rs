@@ -80,6 +80,12 @@ impl WebRtc {
             .clear_codecs();
         // The config builds: made once here, so a peer's build cannot fail later.
         drop(config.clone().build(std::time::Instant::now()));
+        if w.test_drop_fraction > 0.0 {
+            tracing::warn!(
+                fraction = w.test_drop_fraction,
+                "webrtc: dropping sent datagrams on purpose (webrtc.test_drop_fraction, tests only)"
+            );
+        }
         let (new_peers, receiver) = mpsc::channel(NEW_PEER_QUEUE);
         let wake = Arc::new(TaskWake::default());
         let task = UdpTask {
@@ -90,6 +96,10 @@ impl WebRtc {
             metrics: metrics.clone(),
             idle_timeout: w.idle_timeout,
             max_frame_bytes: settings.session.max_frame_bytes,
+            loss: (w.test_drop_fraction > 0.0).then(|| udp::Loss {
+                fraction: w.test_drop_fraction,
+                rng: rand::SeedableRng::seed_from_u64(w.test_drop_seed),
+            }),
         };
         Ok(Some(WebRtc {
             config,

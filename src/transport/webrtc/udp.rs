@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::Rng;
 use str0m::channel::ChannelId;
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
@@ -70,6 +72,20 @@ pub struct UdpTask {
     pub metrics: Arc<Metrics>,
     pub idle_timeout: Duration,
     pub max_frame_bytes: usize,
+    /// Tests only: drops this share of what is sent (`webrtc.test_drop_fraction`).
+    pub loss: Option<Loss>,
+}
+
+/// Simulated loss in the transmit path (tests only): seeded, so repeatable.
+pub struct Loss {
+    pub fraction: f64,
+    pub rng: SmallRng,
+}
+
+impl Loss {
+    fn drops(&mut self) -> bool {
+        self.rng.random::<f64>() < self.fraction
+    }
 }
 
 struct Running {
@@ -78,6 +94,7 @@ struct Running {
     metrics: Arc<Metrics>,
     idle_timeout: Duration,
     max_frame_bytes: usize,
+    loss: Option<Loss>,
     peers: HashMap<u64, Peer>,
     by_ufrag: HashMap<String, u64>,
     by_addr: HashMap<SocketAddr, u64>,
@@ -95,6 +112,7 @@ impl UdpTask {
             metrics,
             idle_timeout,
             max_frame_bytes,
+            loss,
         } = self;
         let socket = match UdpSocket::from_std(socket) {
             Ok(s) => s,
@@ -109,6 +127,7 @@ impl UdpTask {
             metrics,
             idle_timeout,
             max_frame_bytes,
+            loss,
             peers: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
@@ -263,6 +282,9 @@ impl Running {
             }
             match peer.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
+                    if self.loss.as_mut().is_some_and(Loss::drops) {
+                        continue;
+                    }
                     match self.socket.try_send_to(&t.contents, t.destination) {
                         Ok(n) => {
                             self.metrics.webrtc_datagrams_sent.inc();
