@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use str0m::change::SdpAnswer;
+use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -27,6 +27,27 @@ const ENABLED: &str = "[webrtc]\nenabled = true\nudp_port = 0\n";
 enum Lane {
     Replies,
     Quotes,
+}
+
+/// A peer at `local` and its offer with both channels (SDP text).
+fn make_offer(local: SocketAddr) -> (Rtc, String, SdpPendingOffer) {
+    let mut rtc = Rtc::builder()
+        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+        .build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_channel_with_config(ChannelConfig {
+        label: REPLIES_LABEL.into(),
+        ..Default::default()
+    });
+    api.add_channel_with_config(ChannelConfig {
+        label: QUOTES_LABEL.into(),
+        ordered: false,
+        reliability: Reliability::MaxRetransmits { retransmits: 0 },
+        ..Default::default()
+    });
+    let (offer, pending) = api.apply().unwrap();
+    (rtc, offer.to_sdp_string(), pending)
 }
 
 /// A WebRTC client: a str0m peer on its own UDP socket, driven here.
@@ -45,27 +66,11 @@ impl RtcClient {
     /// Makes an offer with both channels, posts it, and takes the answer.
     async fn offer(app: &TestApp) -> (RtcClient, Value) {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let local = socket.local_addr().unwrap();
-        let mut rtc = Rtc::builder()
-            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-            .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        api.add_channel_with_config(ChannelConfig {
-            label: REPLIES_LABEL.into(),
-            ..Default::default()
-        });
-        api.add_channel_with_config(ChannelConfig {
-            label: QUOTES_LABEL.into(),
-            ordered: false,
-            reliability: Reliability::MaxRetransmits { retransmits: 0 },
-            ..Default::default()
-        });
-        let (offer, pending) = api.apply().unwrap();
+        let (mut rtc, offer, pending) = make_offer(socket.local_addr().unwrap());
         let r = app
             .http
             .post(app.url("/webrtc/offer"))
-            .json(&json!({"sdp": offer.to_sdp_string()}))
+            .json(&json!({"sdp": offer}))
             .send()
             .await
             .unwrap();
@@ -75,8 +80,8 @@ impl RtcClient {
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
         let client = RtcClient {
             rtc,
+            local: socket.local_addr().unwrap(),
             socket,
-            local,
             replies: None,
             quotes: None,
             buf: vec![0; 2048],
@@ -421,4 +426,41 @@ async fn with_a_tenth_of_the_datagrams_lost_the_state_converges_and_replies_arri
         let sym = w["sym"].as_str().unwrap();
         assert_eq!(state.quotes[sym]["seq"], w["seq"], "{sym}");
     }
+}
+
+#[tokio::test]
+async fn offers_count_against_the_connection_limit_and_idle_peers_expire() {
+    let app = quiet_app_with(&format!(
+        "{ENABLED}idle_timeout = \"1s\"\n[server]\nmax_connections = 1\n"
+    ))
+    .await;
+    // A peer that never sends a datagram holds its place until it expires.
+    let (_silent, body) = RtcClient::offer(&app).await;
+    assert!(
+        body["session"].as_str().unwrap().starts_with("s-"),
+        "{body}"
+    );
+    let (_, second, _) = make_offer("127.0.0.1:9".parse().unwrap());
+    let (status, refused) = post(&app, json!({"sdp": second}).to_string()).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["code"], "server_full");
+    common::poll("the silent peer to expire", || {
+        let app = &app;
+        async move {
+            let peers = app.metric("ticker_webrtc_peers", &[]).await;
+            let sessions = app
+                .metric("ticker_sessions_active", &[("transport", "webrtc")])
+                .await;
+            if peers == 0.0 && sessions == 0.0 {
+                Ok(())
+            } else {
+                Err((peers, sessions))
+            }
+        }
+    })
+    .await;
+    // Its place is free again.
+    let mut c = RtcClient::connect(&app).await;
+    let mut state = State::default();
+    assert_eq!(c.reply(&mut state).await["type"], "welcome");
 }
