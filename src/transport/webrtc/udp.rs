@@ -36,6 +36,9 @@ pub const QUOTES_LABEL: &str = "quotes";
 const HIGH_WATER: usize = 64 * 1024;
 const LOW_WATER: usize = 16 * 1024;
 
+/// Most source addresses remembered per peer.
+const MAX_ADDRESSES: usize = 4;
+
 /// Largest datagram read (a path MTU is well below it).
 const DATAGRAM_BYTES: usize = 2048;
 
@@ -54,7 +57,9 @@ struct Peer {
     link: Arc<Link>,
     input: mpsc::Sender<Result<ClientFrame, ReadError>>,
     span: tracing::Span,
-    addr: Option<SocketAddr>,
+    /// The addresses its STUN requests came from (a browser may check several
+    /// candidate pairs); datagrams from any of them are its own.
+    addrs: Vec<SocketAddr>,
     replies: Option<ChannelId>,
     quotes: Option<ChannelId>,
     last_heard: Instant,
@@ -184,7 +189,7 @@ impl Running {
                 link: new.link,
                 input: new.input,
                 span: new.span,
-                addr: None,
+                addrs: Vec::new(),
                 replies: None,
                 quotes: None,
                 last_heard: Instant::now(),
@@ -231,11 +236,18 @@ impl Running {
             tracing::debug!(error = %e, "webrtc: bad input; dropping the peer");
             peer.rtc.disconnect();
         }
-        if peer.addr != Some(from) {
-            if let Some(old) = peer.addr.replace(from) {
-                self.by_addr.remove(&old);
+        if !peer.addrs.contains(&from) {
+            if peer.addrs.len() == MAX_ADDRESSES {
+                let oldest = peer.addrs.remove(0);
+                self.by_addr.remove(&oldest);
             }
-            self.by_addr.insert(from, id);
+            peer.addrs.push(from);
+            // A new peer from an address another one used takes it over.
+            if let Some(previous) = self.by_addr.insert(from, id) {
+                if let Some(p) = self.peers.get_mut(&previous).filter(|_| previous != id) {
+                    p.addrs.retain(|a| *a != from);
+                }
+            }
         }
         self.drive(id, now);
     }
@@ -325,8 +337,8 @@ impl Running {
         tracing::debug!("webrtc: peer dropped");
         peer.rtc.disconnect();
         self.by_ufrag.remove(&peer.ufrag);
-        if let Some(addr) = peer.addr {
-            self.by_addr.remove(&addr);
+        for addr in &peer.addrs {
+            self.by_addr.remove(addr);
         }
         peer.link.state.lock().gone = true;
         peer.link.wake_driver();
