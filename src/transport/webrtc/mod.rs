@@ -78,7 +78,8 @@ impl WebRtc {
             .set_crypto_provider(Arc::new(provider))
             .set_dtls_cert(cert)
             .clear_codecs();
-        // The config builds: made once here, so a peer's build cannot fail later.
+        // unwrap (inside str0m's build, which panics on a bad config): built
+        // once here at start-up, so a peer's build of the same config cannot fail.
         drop(config.clone().build(std::time::Instant::now()));
         if w.test_drop_fraction > 0.0 {
             tracing::warn!(

@@ -58,6 +58,8 @@ pub async fn offer(
     let offer = SdpOffer::from_sdp_string(&offer.sdp)
         .map_err(|e| ApiError::bad_request(format!("not an SDP offer: {e}")))?;
     let permit = state.admit_http()?;
+    // unwrap (inside str0m's build): this config built once at start-up
+    // (WebRtc::bind); nothing of the request goes into it.
     let mut rtc = webrtc.config.clone().build(Instant::now());
     rtc.add_local_candidate(webrtc.host.clone());
     let answer = rtc
