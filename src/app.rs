@@ -82,6 +82,7 @@ impl Application {
             .map(Arc::new);
         let certificates = Certificates::load(&settings.tls)
             .map_err(|(key, problem)| anyhow::anyhow!("invalid setting {key}: {problem}"))?;
+        let webrtc = transport::webrtc::WebRtc::bind(&settings, &metrics)?.map(Arc::new);
         let settings = Arc::new(settings);
         let origins = http::origins::Origins::new(&settings.server.allowed_origins);
         let transport = Arc::new(TransportContext {
@@ -95,6 +96,7 @@ impl Application {
             shutdown: shutdown.clone(),
             sessions: Default::default(),
             engines: Default::default(),
+            webrtc,
         });
         let api = Arc::new(ApiContext {
             hub: hub.clone(),
@@ -204,6 +206,10 @@ impl Application {
         )));
 
         // Ended long-polling sessions' ids are forgotten after a while.
+        if let Some(webrtc) = &state.transport.webrtc {
+            webrtc.start(state.transport.shutdown.clone());
+        }
+
         let reaper = {
             let state = state.clone();
             let timeout = settings.poll.session_timeout;

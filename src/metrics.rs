@@ -66,6 +66,12 @@ pub struct Metrics {
     pub build_info: GaugeVec,
     pub bus_published: IntCounter,
     pub bus_publish_errors: IntCounter,
+    pub webrtc_peers: IntGauge,
+    pub webrtc_datagrams_sent: IntCounter,
+    pub webrtc_bytes_sent: IntCounter,
+    pub webrtc_datagrams_ignored: IntCounter,
+    pub webrtc_messages_dropped: IntCounter,
+    pub webrtc_refreshes: IntCounter,
 }
 
 /// Registers `c` and hands it back.
@@ -204,6 +210,18 @@ impl Metrics {
                 "Full quotes this gateway published to the bus ([publish])."),
             bus_publish_errors: counter(&r, "ticker_bus_publish_errors_total",
                 "Quotes the publisher could not hand to the bus client."),
+            webrtc_peers: gauge(&r, "ticker_webrtc_peers",
+                "WebRTC peers held on the UDP port now (connected or still connecting)."),
+            webrtc_datagrams_sent: counter(&r, "ticker_webrtc_datagrams_sent_total",
+                "UDP datagrams sent to WebRTC peers (STUN, DTLS, SCTP)."),
+            webrtc_bytes_sent: counter(&r, "ticker_webrtc_sent_bytes_total",
+                "UDP payload bytes sent to WebRTC peers."),
+            webrtc_datagrams_ignored: counter(&r, "ticker_webrtc_datagrams_ignored_total",
+                "Datagrams on the WebRTC port that belong to no peer (unknown ICE ufrag or address)."),
+            webrtc_messages_dropped: counter(&r, "ticker_webrtc_messages_dropped_total",
+                "Quote messages not sent because a peer's unreliable channel was congested (its next message or refresh repairs it)."),
+            webrtc_refreshes: counter(&r, "ticker_webrtc_refreshes_total",
+                "Quotes sent again to WebRTC sessions because nothing was sent for the symbol for webrtc.refresh_interval."),
             registry: r,
         };
         // Series with known label values exist from the start (at 0), so dashboards

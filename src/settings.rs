@@ -53,6 +53,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     #[serde(default)]
     pub tls: TlsSettings,
+    #[serde(default)]
+    pub webrtc: WebRtcSettings,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -129,6 +131,87 @@ pub struct SocketIoSettings {
     /// expect (an echo) instead of serving quotes.
     #[serde(default)]
     pub conformance: bool,
+}
+
+/// WebRTC DataChannels (`POST /webrtc/offer` and one UDP port for every peer).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcSettings {
+    pub enabled: bool,
+    /// The UDP port every peer's datagrams use (on `server.host`); 0 picks a
+    /// free one.
+    pub udp_port: u16,
+    /// The address put in the answer's candidate; empty: `server.host` (which
+    /// must then be a concrete address, not 0.0.0.0).
+    pub public_ip: String,
+    /// A subscribed symbol nothing was sent for in this long is sent again
+    /// (within its `max_rate`), so a lost message is repaired.
+    #[serde(with = "crate::duration")]
+    pub refresh_interval: Duration,
+    /// A peer that sent no datagram for this long is dropped.
+    #[serde(with = "crate::duration")]
+    pub idle_timeout: Duration,
+    /// Tests only: this share of the datagrams the gateway sends is dropped
+    /// instead (0 ≤ x < 1), drawn from a random source seeded with
+    /// `test_drop_seed` so a run can be repeated.
+    pub test_drop_fraction: f64,
+    pub test_drop_seed: u64,
+}
+
+impl Default for WebRtcSettings {
+    fn default() -> Self {
+        WebRtcSettings {
+            enabled: false,
+            udp_port: 8090,
+            public_ip: String::new(),
+            refresh_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            test_drop_fraction: 0.0,
+            test_drop_seed: 0,
+        }
+    }
+}
+
+impl WebRtcSettings {
+    /// The address the answer's candidate carries for a socket bound to
+    /// `bound`: `public_ip`, else the bound address itself.
+    pub fn candidate_ip(&self, bound: std::net::IpAddr) -> Result<std::net::IpAddr, String> {
+        if !self.public_ip.is_empty() {
+            return self
+                .public_ip
+                .parse()
+                .map_err(|_| format!("{:?} is not an IP address", self.public_ip));
+        }
+        if bound.is_unspecified() {
+            return Err(format!(
+                "must be set when server.host is {bound} (the candidate needs a real address)"
+            ));
+        }
+        Ok(bound)
+    }
+
+    fn validate(&self, host: &str) -> Result<(), SettingsError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.refresh_interval.is_zero() {
+            return Err(invalid("webrtc.refresh_interval", "must be above zero"));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(invalid("webrtc.idle_timeout", "must be above zero"));
+        }
+        if !(0.0..1.0).contains(&self.test_drop_fraction) {
+            return Err(invalid(
+                "webrtc.test_drop_fraction",
+                "must be at least 0 and below 1",
+            ));
+        }
+        // A host name cannot go into a candidate: public_ip must name the address.
+        let bound = host.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        self.candidate_ip(bound)
+            .map(|_| ())
+            .map_err(|e| invalid("webrtc.public_ip", e))
+    }
 }
 
 /// Benchmark-only switches; leave them off in production.
@@ -343,6 +426,7 @@ impl Settings {
             crate::http::origins::Origins::check(o)
                 .map_err(|e| invalid("server.allowed_origins", e))?;
         }
+        self.webrtc.validate(&self.server.host)?;
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
@@ -390,6 +474,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("client_timeout"), "{err}");
+    }
+
+    #[test]
+    fn webrtc_settings_are_checked_only_when_enabled() {
+        let s = Settings::load_with(None, &[]).unwrap();
+        assert!(!s.webrtc.enabled);
+        assert_eq!(s.webrtc.refresh_interval, Duration::from_secs(1));
+        let err = |layer: &str| Settings::load_with(None, &[layer]).unwrap_err().to_string();
+        let e = err("[webrtc]\nenabled = true\nrefresh_interval = \"0s\"");
+        assert!(e.contains("webrtc.refresh_interval"), "{e}");
+        let e = err("[webrtc]\nenabled = true\npublic_ip = \"example.com\"");
+        assert!(e.contains("webrtc.public_ip"), "{e}");
+        let e = err("[server]\nhost = \"0.0.0.0\"\n[webrtc]\nenabled = true");
+        assert!(e.contains("webrtc.public_ip"), "{e}");
+        let e = err("[webrtc]\nenabled = true\ntest_drop_fraction = 1.0");
+        assert!(e.contains("webrtc.test_drop_fraction"), "{e}");
+        let e = err("[webrtc]\nudp_port = 70000");
+        assert!(e.contains("udp_port"), "{e}");
+        Settings::load_with(
+            None,
+            &["[server]\nhost = \"0.0.0.0\"\n[webrtc]\nenabled = true\npublic_ip = \"203.0.113.7\""],
+        )
+        .unwrap();
     }
 
     #[test]

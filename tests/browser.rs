@@ -27,3 +27,28 @@ async fn dashboard_in_headless_chromium() {
     assert!(ok, "browser tests failed:\n{output}");
     println!("{output}");
 }
+
+/// The dashboard over WebRTC DataChannels (`tests/browser/webrtc.test.mjs`):
+/// live prices over the channel, and WebSocket when the UDP port cannot be
+/// reached. Chromium runs with the two flags WebRTC on loopback needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_over_webrtc_in_headless_chromium() {
+    check_browser_prerequisites();
+
+    let app = spawn_app(&format!(
+        "{BUSY_SIM_FEED}\n[webrtc]\nenabled = true\nudp_port = 0\n"
+    ))
+    .await;
+    let cmd = node_test(&[], "tests/browser/webrtc.test.mjs", app.addr);
+    let (ok, output) = run_blocking(cmd, NODE_TIMEOUT).await;
+    assert!(ok, "browser tests failed:\n{output}");
+    println!("{output}");
+    assert!(
+        app.metric(
+            "ticker_connections_opened_total",
+            &[("transport", "webrtc")]
+        )
+        .await
+            >= 2.0
+    );
+}

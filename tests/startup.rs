@@ -106,6 +106,17 @@ fn missing_overlay_is_refused() {
 }
 
 #[test]
+fn a_bad_webrtc_setting_is_refused() {
+    let file = temp_file(
+        "webrtc.toml",
+        "[webrtc]\nenabled = true\npublic_ip = \"gateway.example\"\n",
+    );
+    let (code, stderr) = run_failing(gateway().arg("--config").arg(&file));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_one_line_naming(&stderr, "webrtc.public_ip");
+}
+
+#[test]
 fn non_numeric_port_is_refused() {
     let (code, stderr) = run_failing(gateway().env("TICKER__SERVER__PORT", "notanumber"));
     assert_ne!(code, Some(0), "{stderr}");

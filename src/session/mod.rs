@@ -95,6 +95,9 @@ pub struct Session {
     outbox: Vec<ServerMsg>,
     /// Who this session serves (asked at subscribe) and until when.
     access: Access,
+    /// Send a subscribed symbol again when nothing was sent for it for this
+    /// long (a transport that may lose messages: WebRTC).
+    refresh: Option<std::time::Duration>,
 }
 
 /// A fresh random session id such as `s-8f3a09c2d1e4`.
@@ -139,7 +142,15 @@ impl Session {
                 None => vec![welcome],
             },
             access,
+            refresh: None,
         }
+    }
+
+    /// Sends each subscribed symbol again when nothing was sent for it for
+    /// `every` (within its `max_rate`): for transports that may lose a message.
+    pub fn refreshing(mut self, every: std::time::Duration) -> Self {
+        self.refresh = Some(every);
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -579,12 +590,26 @@ impl Session {
         (ready, deadline)
     }
 
-    /// The earliest moment a throttled symbol may be sent again.
+    /// The earliest moment a throttled symbol may be sent again (or, when
+    /// refreshing, a quiet one is due again).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.throttled
+        let throttled = self
+            .throttled
             .iter()
             .filter_map(|&slot| self.subs.at(slot).and_then(Subscription::next_allowed))
-            .min()
+            .min();
+        let Some(every) = self.refresh else {
+            return throttled;
+        };
+        let refresh = self
+            .subs
+            .iter()
+            .filter_map(|(_, sub)| sub.refresh_due(every))
+            .min();
+        match (throttled, refresh) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Everything that may be sent now: queued replies first, then one snapshot or
@@ -634,7 +659,41 @@ impl Session {
         if conflated > 0 {
             self.metrics.updates_conflated.inc_by(conflated);
         }
+        if let Some(every) = self.refresh {
+            self.refresh_quiet(every, now, &mut out);
+        }
         out
+    }
+
+    /// Symbols nothing was sent for in `every` go out again in full.
+    fn refresh_quiet(
+        &mut self,
+        every: std::time::Duration,
+        now: Instant,
+        out: &mut Vec<ServerMsg>,
+    ) {
+        let mut refreshed = 0;
+        for sub in self.subs.iter_mut() {
+            if sub.refresh_due(every).is_none_or(|t| t > now) {
+                continue;
+            }
+            let Some(latest) = self.hub.latest(sub.sym) else {
+                continue;
+            };
+            sub.sent = Some(latest.clone());
+            sub.last_sent_at = Some(now);
+            refreshed += 1;
+            out.push(ServerMsg::Quote {
+                kind: QuoteKind::Snapshot,
+                quote: latest,
+                mask: FieldMask::ALL,
+                stamp: self.limits.ingest_stamp,
+                stale: self.hub.is_stale(sub.sym),
+            });
+        }
+        if refreshed > 0 {
+            self.metrics.webrtc_refreshes.inc_by(refreshed);
+        }
     }
 }
 

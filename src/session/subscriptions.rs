@@ -56,6 +56,15 @@ impl Subscription {
         self.last_sent_at
             .map(|t| t + Duration::from_micros(u64::from(self.interval_us)))
     }
+
+    /// When this symbol is due to be sent again although nothing changed
+    /// (`every` after the last send, never sooner than the throttle allows);
+    /// `None` before the client has any state of it.
+    pub fn refresh_due(&self, every: Duration) -> Option<Instant> {
+        self.sent.as_ref()?;
+        let spacing = Duration::from_micros(u64::from(self.interval_us)).max(every);
+        self.last_sent_at.map(|t| t + spacing)
+    }
 }
 
 /// Subscriptions by inbox slot, with an index by symbol.
@@ -134,6 +143,11 @@ impl Subscriptions {
             .filter_map(|&(sym, slot)| Some((sym, self.at(slot)?)))
     }
 
+    /// Every subscription, mutable, in slot order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Subscription> {
+        self.by_slot.iter_mut().flatten()
+    }
+
     /// Gives back spare capacity after a batch of changes.
     pub fn trim(&mut self) {
         while matches!(self.by_slot.last(), Some(None)) {
@@ -191,5 +205,6 @@ mod tests {
         assert_eq!(s.next_allowed(), Some(t0 + Duration::from_millis(250)));
         s.set_rate(0.5);
         assert_eq!(s.next_allowed(), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(s.refresh_due(Duration::from_secs(1)), None, "no state yet");
     }
 }

@@ -522,3 +522,43 @@ fn a_flap_inside_one_throttle_window_ends_with_the_final_state() {
     hub.feed_down(1, "down");
     assert!(take(&mut s, t0).is_empty(), "stale, as told");
 }
+
+#[test]
+fn a_refreshing_session_sends_quiet_symbols_again_within_their_rate() {
+    let (hub, s) = setup();
+    let mut s = s.refreshing(Duration::from_secs(1));
+    let t0 = Instant::now();
+    feed(&hub, json!({"sym":"AAA","t":1,"bp":"1.00","bs":100}));
+    feed(&hub, json!({"sym":"BBB","t":1,"bp":"2.00"}));
+    sub(&mut s, &["AAA"], 10.0, t0);
+    sub(&mut s, &["BBB"], 0.5, t0);
+    take(&mut s, t0);
+    assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(1)));
+    assert!(take(&mut s, t0 + Duration::from_millis(999)).is_empty());
+    let msgs = take(&mut s, t0 + Duration::from_secs(1));
+    assert_eq!(
+        msgs,
+        vec![json!({"type":"snapshot","sym":"AAA","seq":1,"t":1,"bp":"1.00","bs":100})],
+        "the whole state, and BBB not before its max_rate allows"
+    );
+    // BBB's rate (one per 2 s) holds its refresh back.
+    let msgs = take(&mut s, t0 + Duration::from_secs(2));
+    let syms: Vec<&Value> = msgs.iter().map(|m| &m["sym"]).collect();
+    assert_eq!(syms, [&json!("AAA"), &json!("BBB")]);
+    // A change resets the clock: sent as a delta now, refreshed 1 s later.
+    feed(&hub, json!({"sym":"AAA","t":2,"bs":300}));
+    let t3 = t0 + Duration::from_millis(2500);
+    assert_eq!(take(&mut s, t3)[0]["type"], "update");
+    assert_eq!(s.next_deadline(), Some(t0 + Duration::from_millis(3500)));
+}
+
+#[test]
+fn a_session_without_refresh_stays_quiet() {
+    let (hub, mut s) = setup();
+    let t0 = Instant::now();
+    feed(&hub, json!({"sym":"AAA","t":1,"bp":"1.00"}));
+    sub(&mut s, &["AAA"], 10.0, t0);
+    take(&mut s, t0);
+    assert_eq!(s.next_deadline(), None);
+    assert!(take(&mut s, t0 + Duration::from_secs(5)).is_empty());
+}

@@ -41,6 +41,8 @@ pub struct TransportContext {
     /// `server.allowed_origins`, checked at the WebSocket handshake (the HTTP
     /// transports' requests pass the same check in a middleware).
     pub origins: Origins,
+    /// The WebRTC UDP port and its task; `None` when `webrtc.enabled` is off.
+    pub webrtc: Option<Arc<super::webrtc::WebRtc>>,
 }
 
 impl TransportContext {

@@ -1,6 +1,7 @@
 //! Transports: thin adapters between a client connection and the session core:
 //! WebSocket ticker.v1 (`ws`) and, over the same socket, STOMP (`stomp`) and
-//! Socket.IO (`socketio`), Server-Sent Events (`sse`) and long-polling (`poll`). A streaming transport is a [`socket`] plus a wire protocol run by
+//! Socket.IO (`socketio`), Server-Sent Events (`sse`), long-polling (`poll`) and WebRTC DataChannels
+//! (`webrtc`). A streaming transport is a [`socket`] plus a wire protocol run by
 //! the one [`driver`]. Transports get a [`TransportContext`], not the whole
 //! application, and register their own routes ([`routes`]).
 
@@ -15,6 +16,7 @@ pub mod socket;
 pub mod socketio;
 pub mod sse;
 pub mod stomp;
+pub mod webrtc;
 pub mod ws;
 
 use actix_web::web;
@@ -25,8 +27,8 @@ pub use counters::FrameCounters;
 pub use ratelimit::MessageLimit;
 
 /// Registers the transports' routes: `/ws`, `/socket.io/` (polling), `/sse`,
-/// `/poll` (and `/engine.io/`, which answers 404 unless the test-only
-/// `socketio.conformance` is on).
+/// `/poll`, `/webrtc/offer` (and `/engine.io/`, which answers 404 unless the
+/// test-only `socketio.conformance` is on).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use socketio::conformance::ENGINE_PATH;
     cfg.route("/ws", web::get().to(ws::ws_endpoint))
@@ -46,5 +48,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/poll", web::post().to(poll::create))
         .route("/poll/{session}", web::get().to(poll::poll))
         .route("/poll/{session}", web::post().to(poll::op))
-        .route("/poll/{session}", web::delete().to(poll::delete));
+        .route("/poll/{session}", web::delete().to(poll::delete))
+        .route("/webrtc/offer", web::post().to(webrtc::signal::offer));
 }

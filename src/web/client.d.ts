@@ -12,8 +12,8 @@
  */
 
 declare namespace TickerClient {
-  /** The transports, tried in the order given. */
-  type Transport = "ws" | "sse" | "poll";
+  /** The transports, tried in the order given ("webrtc" only when asked for). */
+  type Transport = "webrtc" | "ws" | "sse" | "poll";
 
   /**
    * "connecting" until the first transport opens; "unauthorized" after the gateway
@@ -164,6 +164,8 @@ declare namespace TickerClient {
     stallTimeoutMs?: number;
     /** No sign of life this long after opening: try the next transport (default 10000). */
     openTimeoutMs?: number;
+    /** WebRTC: channels not open this long after the offer: try the next transport (default 5000). */
+    webrtcOpenTimeoutMs?: number;
     /** WebSocket: how often the client sends {"op":"ping"} (default 10000). */
     pingIntervalMs?: number;
     /** Long-polling: the `wait` of each poll, in seconds (default 25). */

@@ -18,7 +18,7 @@
  *
  * client.state is "connecting" (never open yet), "open", "reconnecting", "unauthorized"
  * (the credential was refused or ran out: see Credentials) or "closed";
- * client.transport is the transport in use or being tried: "ws", "sse" or "poll".
+ * client.transport is the transport in use or being tried: "webrtc", "ws", "sse" or "poll".
  *
  * Transports (all carry the same message objects):
  *  - ws:   WebSocket /ws, subprotocol ticker.v1.json; every frame is a JSON array of
@@ -33,6 +33,12 @@
  *  - poll: POST /poll → {session, messages}; then GET /poll/{session}?wait=25 in a
  *          loop; ops go to POST /poll/{session}; DELETE on close; 410 (expired;
  *          or 404, unknown) starts a new session.
+ *  - webrtc: POST /webrtc/offer {"sdp"} → {"sdp"} (the credential as a Bearer
+ *          header), then two DataChannels: ops and their replies on the reliable
+ *          "ticker.v1", quotes on the unordered, unreliable "quotes" as whole states
+ *          (snapshots) with their seq; an older seq than one already applied is
+ *          dropped. Only when asked for (transports: ["webrtc", "ws", ...]); a channel
+ *          not open within webrtcOpenTimeoutMs (5 s) falls back to the next transport.
  *  SSE and poll need at least one symbol: with none, they count as open but idle
  *  and start streaming on the first subscribe.
  *
@@ -78,6 +84,7 @@
     maxRate: null,
     stallTimeoutMs: 20000,
     openTimeoutMs: 10000,
+    webrtcOpenTimeoutMs: 5000,
     pingIntervalMs: 10000,
     pollWaitSec: 25,
     token: null,
@@ -212,7 +219,8 @@
       this.conn = conn;
       this.transport = name;
       this.opts.onState(this.state, this); // report the transport being tried
-      conn.openTimer = setTimeout(() => this._fail(conn, "no answer in time"), this.opts.openTimeoutMs);
+      const openMs = name === "webrtc" ? this.opts.webrtcOpenTimeoutMs : this.opts.openTimeoutMs;
+      conn.openTimer = setTimeout(() => this._fail(conn, "no answer in time"), openMs);
       this._token().then((token) => {
         if (conn !== this.conn) return;
         conn.token = token;
@@ -660,6 +668,77 @@
     close(client, conn) {
       conn.ctl.abort();
       this.end(client, conn.session);
+    },
+  };
+
+  TRANSPORTS.webrtc = {
+    open(client, conn) {
+      if (!global.RTCPeerConnection) throw new Error("WebRTC unavailable");
+      const pc = (conn.pc = new global.RTCPeerConnection());
+      // Both channels exist before the offer, so it carries the data section.
+      const ops = (conn.ops = pc.createDataChannel("ticker.v1"));
+      const quotes = (conn.quotes = pc.createDataChannel("quotes", { ordered: false, maxRetransmits: 0 }));
+      conn.seq = {}; // newest seq per symbol: older (reordered) states are dropped
+      const parse = (ev) => {
+        if (typeof ev.data !== "string" || conn !== client.conn) return null;
+        try { const f = JSON.parse(ev.data); return Array.isArray(f) ? f : [f]; } catch (e) { return null; }
+      };
+      ops.onmessage = (ev) => {
+        const msgs = parse(ev);
+        if (!msgs || !client._alive(conn)) return;
+        const welcome = msgs.some((m) => m && m.type === "welcome");
+        client._handleAll(msgs);
+        if (welcome && conn === client.conn) {
+          this.subscribeAll(client, conn);
+          conn.ping = setInterval(() => this.apply(client, conn, { op: "ping" }), client.opts.pingIntervalMs);
+        }
+      };
+      quotes.onmessage = (ev) => {
+        const msgs = parse(ev);
+        if (!msgs || !client._alive(conn)) return;
+        client._handleAll(msgs.filter((m) => {
+          if (!m || typeof m.seq !== "number") return true;
+          if (conn.seq[m.sym] > m.seq) return false;
+          conn.seq[m.sym] = m.seq;
+          return true;
+        }));
+      };
+      ops.onclose = quotes.onclose = () => client._fail(conn, "channel closed");
+      pc.onconnectionstatechange = () => {
+        if (pc.connectionState === "failed") client._fail(conn, "connection failed");
+      };
+      const headers = { "Content-Type": "application/json" };
+      if (conn.token) headers.Authorization = `Bearer ${conn.token}`;
+      pc.createOffer()
+        .then((offer) => pc.setLocalDescription(offer))
+        .then(() => fetch(`${client.httpBase}/webrtc/offer`, {
+          method: "POST", cache: "no-store", headers, body: JSON.stringify({ sdp: pc.localDescription.sdp }),
+        }))
+        .then(async (res) => {
+          if (res.status === 401) throw await refusal(res);
+          if (!res.ok) throw new Error(`HTTP ${res.status} for the offer`);
+          const answer = await res.json();
+          if (!conn.closed) await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+        })
+        .catch((e) => { if (!conn.closed) client._failWith(conn, e); });
+    },
+    subscribeAll(client, conn) {
+      const sub = client._subscribeAll();
+      if (sub) this.apply(client, conn, sub);
+    },
+    close(client, conn) {
+      clearInterval(conn.ping);
+      if (conn.ops) conn.ops.onclose = conn.ops.onmessage = null;
+      if (conn.quotes) conn.quotes.onclose = conn.quotes.onmessage = null;
+      if (conn.pc) { conn.pc.onconnectionstatechange = null; conn.pc.close(); }
+    },
+    apply(client, conn, op) {
+      // Before the welcome: the symbols go in subscribeAll.
+      if (conn.ops && conn.ops.readyState === "open" && conn.established) conn.ops.send(JSON.stringify(op));
+    },
+    /** The offer carried the credential; a fresh one goes as an op. */
+    refresh(client, conn) {
+      this.apply(client, conn, { op: "auth", id: client.nextId++, token: conn.token });
     },
   };
 

@@ -13,7 +13,9 @@
  *   ("waiting", "live", "stale feed": no quote for more than 5 s while open, or
  *   "offline" while not open), #status-rate
  *   (quote messages per second), #status-age (age of the newest quote's `t`).
- * - ?transports=sse,poll restricts the client's transports (debugging); ?rate=N
+ * - ?transports=sse,poll restricts the client's transports (debugging), and
+ *   ?transports=webrtc,ws,sse,poll puts WebRTC first (its DataChannels, falling back
+ *   to WebSocket when they do not open within 5 s); ?rate=N
  *   sets the initial rate (else the last one chosen, kept in localStorage).
  * - Access token, for a gateway with authentication on: the #token-form field, or the
  *   URL fragment #token=... (a fragment never leaves the browser; a query string
@@ -333,7 +335,7 @@
 
   // ---- wiring ---------------------------------------------------------------
 
-  const allowed = (params.get("transports") || "").split(",").filter((t) => ["ws", "sse", "poll"].includes(t));
+  const allowed = (params.get("transports") || "").split(",").filter((t) => ["webrtc", "ws", "sse", "poll"].includes(t));
   const rate = loadRate();
   $("#rate-select").value = String(rate);
 

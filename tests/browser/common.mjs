@@ -22,6 +22,8 @@ before(async () => {
     args: [
       "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      // WebRTC to a loopback server in a machine without a real interface needs both.
+      "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
     ],
     // launch() gives every run a fresh temporary profile (user-data-dir) of its own.
   });

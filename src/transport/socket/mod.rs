@@ -39,6 +39,9 @@ pub enum Reader {
     Ws(Incoming),
     /// Boxed: WebSocket connections, the many, stay small.
     Poll(Box<PollInput>),
+    /// Messages handed over by a task that owns the real socket (WebRTC's UDP
+    /// task); the stream ends when that task drops the peer.
+    Queue(tokio::sync::mpsc::Receiver<Result<ClientFrame, ReadError>>),
 }
 
 impl Reader {
@@ -47,6 +50,7 @@ impl Reader {
         match self {
             Reader::Ws(r) => r.recv().await,
             Reader::Poll(r) => r.recv().await,
+            Reader::Queue(r) => r.recv().await,
         }
     }
 }
