@@ -212,10 +212,7 @@ impl Hub {
 
     /// The universe, in id order.
     pub fn universe(&self) -> impl Iterator<Item = &SymbolInfo> {
-        self.slots[..self.len()]
-            .iter()
-            .filter_map(OnceLock::get)
-            .map(|s| &s.info)
+        self.filled().map(|s| &s.info)
     }
 
     /// Number of symbols in the universe now.

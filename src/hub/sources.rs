@@ -56,6 +56,11 @@ impl Sources {
 
     /// Marks the feed live or not; true when that changed.
     pub(super) fn set_live(&self, rank: FeedRank, live: bool) -> bool {
+        // Called for every quote a ranked feed brings: a read, not a write to
+        // the shared word, when nothing changes.
+        if self.is_live(rank) == live {
+            return false;
+        }
         let was = if live {
             self.live.fetch_or(bit(rank), Ordering::AcqRel)
         } else {
