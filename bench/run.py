@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import report  # noqa: E402
 from benchkit.gateway import Gateway, free_port, write_overlay, write_universe  # noqa: E402
 from benchkit.loadgen import Fleet  # noqa: E402
+from benchkit import bus  # noqa: E402
 from benchkit import peers as peerkit  # noqa: E402
 from benchkit.tls import TestCa, make_ca  # noqa: E402
 
@@ -84,6 +85,19 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
         dict(clients=200, procs=2, steps=[8000], max_rate=1.0,
              warmup=2, duration=8, connect_rate=1000),
     ),
+    # The bus scenarios (benchkit/bus.py): a publisher and nats-server in front of the edge.
+    "bus": (
+        dict(clients=10_000, procs=2, steps=[2000], max_rate=1000.0,
+             warmup=5, duration=15, connect_rate=2000),
+        dict(clients=200, procs=1, steps=[1000], max_rate=1000.0,
+             warmup=2, duration=8, connect_rate=1000),
+    ),
+    "firehose": (
+        dict(clients=1000, procs=1, steps=[100_000, 250_000, 500_000, 1_000_000],
+             max_rate=1000.0, warmup=5, duration=15, connect_rate=1000),
+        dict(clients=100, procs=1, steps=[100_000], max_rate=1000.0,
+             warmup=2, duration=8, connect_rate=500),
+    ),
     "churn": (
         dict(clients=500, procs=2, steps=[1000], max_rate=1000.0,
              warmup=3, duration=15, connect_rate=1000),
@@ -99,6 +113,13 @@ DESCRIPTIONS = {
                 "ΔRSS from before the first client to after all are connected and subscribed.",
     "throttled": "{clients} clients × 20 of 500 symbols at max_rate {max_rate:g} on a "
                  "{steps} quotes/s feed: the gateway must conflate.",
+    "bus": "sim feed at {steps} quotes/s in a publisher gateway → nats-server (JetStream "
+           "last-value stream) → an edge gateway following demand, {clients} clients × 20 of "
+           "500 symbols on the edge; the server figures are the edge's.",
+    "firehose": "ticker-buspub publishing {steps} full quotes/s over 500 symbols → nats-server → "
+                "an edge following every symbol, alone on CPU 0 (everything else on CPU 1), "
+                "{clients} clients × 20 of 500 symbols on the edge; the server figures are the "
+                "edge's.",
     "churn": "{clients} concurrent clients, each looping connect → subscribe 20 symbols → "
              "all snapshots → close, feed {steps} quotes/s.",
 }
@@ -209,11 +230,16 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
     """One server start (the gateway, or the peer `peer`): ramp-up, warmup,
     measured window, stop. With `tls` the gateway serves wss with that CA's
     certificate and the loadgen verifies it."""
-    server_prefix, loadgen_prefix = placement_prefixes(args.pin)
+    server_prefix, loadgen_prefix = placement_prefixes(args.pin or scenario == "firehose")
     port = free_port()
     universe = write_universe(REPO, tmp)
     delay = feed_start_delay(cfg, scenario)
-    if peer is None or peer in peerkit.GATEWAY_PROTOCOLS:
+    rig = None
+    if scenario in bus.SCENARIOS:
+        rig = bus.Rig(scenario, tmp, gw_bin, lg_bin, universe, port, feed, args.gateway_workers,
+                      delay, server_prefix, loadgen_prefix)
+        gateway, server, protocol = rig.edge, "edge", "ticker"
+    elif peer is None or peer in peerkit.GATEWAY_PROTOCOLS:
         overlay = write_overlay(tmp, universe, port, feed, SERVER_MAX_RATE, args.gateway_workers,
                                 delay, tls)
         server, _, protocol, ws_path = (peerkit.PEERS[peer] if peer else
@@ -228,6 +254,8 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
     fleet = None
     try:
         gateway.wait_ready()
+        if rig is not None:
+            rig.prime()
         time.sleep(0.5)
         before = gateway.sample()
         extra = ["--symbols-per-client", str(SYMBOLS_PER_CLIENT), "--universe-size", str(UNIVERSE),
@@ -247,25 +275,33 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
         fleet.wait_all("ramped", ramp_budget)
         ramped = gateway.sample(with_metrics=False)
         fleet.go()
+        if rig is not None:
+            rig.go()
         fleet.wait_all("measure_start", cfg["warmup"] + 30)
         start = gateway.sample()
+        rig_start = rig.look(start) if rig is not None else None
         busy0 = machine_busy()
         fleet.wait_all("measure_end", cfg["duration"] + 30)
         busy1 = machine_busy()
         end = gateway.sample()
+        rig_end = rig.look(end) if rig is not None else None
         lg = fleet.finish()
     finally:
         if fleet is not None:
             fleet.kill()
         exit_code = gateway.stop()
+        if rig is not None:
+            rig.stop()
     step = summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code)
+    if rig is not None:
+        step["bus"] = rig.summary(rig_start, rig_end) | {"buspub": rig.pub_report}
     step["server"] = server
     if peer is not None:
         step["label"] += f" {server}"
         step["warnings"] = [w.replace("gateway exited", f"{server} exited") for w in step["warnings"]]
     step["machine_busy_pct"] = 100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
     step["quickack"] = args.quickack
-    step["placement"] = placement(args.pin)
+    step["placement"] = placement(args.pin or scenario == "firehose")
     step["tls"] = gateway.tls is not None
     return step
 
@@ -286,7 +322,7 @@ def summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code) ->
     if scenario != "idle-19k" and lg["latency_ms"]["count"] == 0 and scenario != "churn":
         warnings.append("no update carried `ti`: is [bench] ingest_stamp on?")
     if feed_actual is not None and feed > 10 and feed_actual < 0.95 * feed:
-        warnings.append(f"the sim feed produced only {feed_actual:,.0f} of {feed:,.0f} quotes/s")
+        warnings.append(f"the feed brought only {feed_actual:,.0f} of {feed:,.0f} quotes/s")
     if exit_code != 0:
         warnings.append(f"gateway exited with {exit_code} on SIGTERM")
     connections = lg["open_at_measure_start"]
@@ -360,6 +396,10 @@ def main() -> None:
     if args.repeat < 1:
         sys.exit("error: --repeat must be at least 1")
     peer_versions = None
+    if args.scenario in bus.SCENARIOS:
+        bus.nats_binary()   # fails early without nats-server
+        if args.tls != "off" or peer_names:
+            sys.exit("error: the bus scenarios run the gateway alone over plain ws")
     if peer_names:
         if args.scenario not in ("fanout-10k", "idle-19k"):
             sys.exit("error: --peers works with --scenario fanout-10k or idle-19k "

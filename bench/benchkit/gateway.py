@@ -41,10 +41,21 @@ def write_universe(repo: Path, tmp: Path) -> Path:
 
 def write_overlay(tmp: Path, universe: Path, port: int, quotes_per_sec: float,
                   max_rate: float, workers: int, start_delay: float = 0.0,
-                  tls: TestCa | None = None) -> Path:
+                  tls: TestCa | None = None, feeds: str | None = None, extra: str = "") -> Path:
     """The benchmark overlay: big connection limit, rates that never throttle
     (unless the client asks), ingest stamps on, one evenly spread sim feed that
-    starts moving `start_delay` seconds after start-up; `[tls]` with `tls`."""
+    starts moving `start_delay` seconds after start-up (or the `[[feeds]]` in
+    `feeds`); `[tls]` with `tls`; `extra` appended (more tables)."""
+    sim = f"""# An overlay's [[feeds]] list replaces the default one.
+[[feeds]]
+name = "sim"
+kind = "sim"
+quotes_per_sec = {quotes_per_sec:.1f}
+start_delay = "{start_delay:.3f}s"
+hot_fraction = 1.0
+hot_share = 1.0
+seed = 42
+"""
     text = f"""# Written by bench/run.py for one benchmark run.
 [server]
 host = "127.0.0.1"
@@ -62,16 +73,7 @@ ingest_stamp = true
 [universe]
 file = "{universe}"
 
-# An overlay's [[feeds]] list replaces the default one.
-[[feeds]]
-name = "sim"
-kind = "sim"
-quotes_per_sec = {quotes_per_sec:.1f}
-start_delay = "{start_delay:.3f}s"
-hot_fraction = 1.0
-hot_share = 1.0
-seed = 42
-"""
+{feeds if feeds is not None else sim}{extra}"""
     if tls is not None:
         text += tls.overlay()
     path = tmp / f"gateway-{port}.toml"
@@ -189,6 +191,7 @@ class Gateway:
             "ticker_updates_conflated_total": "conflated",
             "ticker_slow_consumer_closes_total": "slow_consumer_closes",
             "ticker_connections_rejected_total": "rejected",
+            "ticker_feed_quotes_rejected_total": "rejected_quotes",
         }
         out: dict = {}
         try:

@@ -22,7 +22,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _with_peers(steps: list[dict]) -> bool:
-    return any(s.get("server", "gateway") != "gateway" for s in steps)
+    return any(s.get("server", "gateway") not in ("gateway", "edge") for s in steps)
 
 
 def _ratio(steps: list[dict], s: dict, key) -> str:
@@ -183,7 +183,30 @@ def churn_table(steps: list[dict]) -> str:
                    "server CPU %", "loadgen CPU %"], rows)
 
 
+def bus_table(steps: list[dict]) -> str:
+    """The bus scenarios: the fan-out figures of the edge, then what crossed the bus
+    and what every process spent."""
+    rows = []
+    for s in steps:
+        b = s["bus"]
+        cpu = b["cpu_pct"]
+        rows.append([
+            s["label"], _f(b["nats_msgs_in_ps"]), _f(b["ingest_qps"]), _f(b["rejected_qps"]),
+            _f(b["edge_cpu_pct"]), _f(b["edge_cpu_s_per_m_ingested"], 2),
+            _f(s["delivered_ups"]), _f(s["server_cpu_s_per_m"], 2),
+            _f(s["latency_ms"]["p50"], 2), _f(s["latency_ms"]["p99"], 2),
+            " ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items())),
+            _f(b["nats_slow_consumers"]),
+        ])
+    return fanout_table(steps) + "\n\n" + _table([
+        "step", "bus msgs in /s", "edge ingest q/s", "edge rejected q/s", "edge CPU %",
+        "edge CPU-s / M ingested", "delivered upd/s", "edge CPU-s / M delivered",
+        "p50 ms", "p99 ms", "other CPU %", "nats slow consumers"], rows)
+
+
 TABLES = {
+    "bus": bus_table,
+    "firehose": bus_table,
     "fanout-10k": fanout_table,
     "idle-19k": idle_table,
     "throttled": throttled_table,

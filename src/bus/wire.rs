@@ -2,9 +2,12 @@
 //! `ticker.quotes.<SYM>`, and one JSON quote object per message with the keys of
 //! section 1, full or partial, plus `seq` and `pub` when a publisher numbered it.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
 
-use crate::quote::{is_valid_symbol, Fields, Quote};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::quote::{each_field, is_valid_symbol, Fields, Quote};
 
 /// Every quote subject starts with this.
 pub const SUBJECT_PREFIX: &str = "ticker.quotes.";
@@ -31,18 +34,105 @@ pub enum WireError {
     WrongSubject { sym: String, subject: String },
 }
 
-/// A quote as it travels on the bus.
-#[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
+/// A quote as it travels on the bus. Read by hand (below): an edge following
+/// everything reads every message, and serde's `flatten` would buffer each one
+/// into a map of owned keys and values first.
+#[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct BusQuote {
     pub sym: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     pub t: i64,
     #[serde(flatten)]
     pub fields: Fields,
     /// The publisher's id; with `seq`, it recognises a message seen before.
-    #[serde(default, rename = "pub", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "pub", skip_serializing_if = "Option::is_none")]
     pub publisher: Option<String>,
+}
+
+/// A key of a bus quote object; unknown keys are skipped.
+enum Key {
+    Sym,
+    Seq,
+    T,
+    Pub,
+    Field(&'static str),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+                macro_rules! known {
+                    ($f:ident, $k:literal, $t:ty) => {
+                        if s == $k {
+                            return Ok(Key::Field($k));
+                        }
+                    };
+                }
+                each_field!(known);
+                Ok(match s {
+                    "sym" => Key::Sym,
+                    "seq" => Key::Seq,
+                    "t" => Key::T,
+                    "pub" => Key::Pub,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for BusQuote {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BusQuote, D::Error> {
+        struct QuoteVisitor;
+        impl<'de> Visitor<'de> for QuoteVisitor {
+            type Value = BusQuote;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a quote object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BusQuote, A::Error> {
+                let (mut sym, mut seq, mut t, mut publisher) = (None, None, None, None);
+                let mut fields = Fields::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Sym => sym = Some(map.next_value::<String>()?),
+                        Key::Seq => seq = map.next_value()?,
+                        Key::T => t = Some(map.next_value()?),
+                        Key::Pub => publisher = map.next_value()?,
+                        Key::Field(name) => {
+                            macro_rules! set {
+                                ($f:ident, $k:literal, $t:ty) => {
+                                    if name == $k {
+                                        fields.$f = map.next_value()?;
+                                    }
+                                };
+                            }
+                            each_field!(set);
+                        }
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(BusQuote {
+                    sym: sym.ok_or_else(|| de::Error::missing_field("sym"))?,
+                    seq,
+                    t: t.ok_or_else(|| de::Error::missing_field("t"))?,
+                    fields,
+                    publisher,
+                })
+            }
+        }
+        d.deserialize_map(QuoteVisitor)
+    }
 }
 
 /// Reads one bus message received on `subject`.
@@ -144,5 +234,14 @@ mod tests {
         ));
         let partial = decode(&s, br#"{"sym":"AAPL","t":1,"ls":100}"#).unwrap();
         assert_eq!((partial.seq, partial.publisher), (None, None));
+        // Keys it does not know are skipped, whatever their value; escaped keys
+        // are still keys.
+        let extra = decode(
+            &s,
+            br#"{"x":[1,{"bp":"9"}],"s\u0079m":"AAPL","t":1,"bp":"1.50","seq":null}"#,
+        )
+        .unwrap();
+        assert_eq!((extra.sym.as_str(), extra.seq), ("AAPL", None));
+        assert_eq!(extra.fields.bp, Some("1.50".parse().unwrap()));
     }
 }
