@@ -146,8 +146,9 @@ def parse_args() -> argparse.Namespace:
                    help="also run each step against these peer servers, comma-separated: "
                         "ws, socketio, bun (fanout-10k and idle-19k only; needs "
                         "`npm ci --prefix bench/peers`, and node for ws and socketio); "
-                        "`stomp` and `gateway-socketio` run the gateway again with STOMP "
-                        "and Socket.IO clients")
+                        "`stomp`, `gateway-socketio` and `gateway-socketio-polling` run the "
+                        "gateway again with STOMP and Socket.IO clients (the last on "
+                        "Engine.IO long-polling)")
     p.add_argument("--pin", action="store_true",
                    help="pinned placement: servers (gateway, peers) under `taskset -c 0`, "
                         "loadgen processes under `taskset -c 1` (default: shared, unpinned)")

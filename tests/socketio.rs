@@ -37,10 +37,16 @@ impl SioClient {
 
     /// Connecting with `options`; the first event is not read yet.
     async fn start(app: &TestApp, options: Value) -> SioClient {
+        SioClient::start_at(app.addr, json!({"options": options})).await
+    }
+
+    /// Connecting to `addr` (the app or a proxy in front of it), with the
+    /// bridge's `connect` command fields in `how`.
+    async fn start_at(addr: std::net::SocketAddr, mut how: Value) -> SioClient {
         let mut node = NodeBridge::start("socketio-bridge.mjs", "socket.io-client");
-        let url = format!("http://{}", app.addr);
-        node.send(json!({"cmd": "connect", "url": url, "options": options}))
-            .await;
+        how["cmd"] = json!("connect");
+        how["url"] = json!(format!("http://{addr}"));
+        node.send(how).await;
         SioClient {
             node,
             g: Guarantees::default(),
@@ -425,6 +431,61 @@ async fn a_client_that_vanishes_mid_upgrade_leaves_nothing_behind() {
     assert_eq!(app.metric("ticker_subscriptions_active", &[]).await, 1.0);
     // Gone without the upgrade packet, without polling again.
     drop(ws);
+    nothing_left(&app).await;
+    app.wait_metric("ticker_ws_sockets_open", &[], |v| v == 0.0)
+        .await;
+}
+
+#[tokio::test]
+async fn a_socketio_client_whose_websocket_is_refused_stays_on_polling_and_keeps_receiving() {
+    let app = quiet_app().await;
+    let proxy = common::proxy::start(app.addr, common::proxy::Upgrades::Refused).await;
+    // The default transports: polling first, then the upgrade, which fails.
+    let mut c = SioClient::start_at(proxy, json!({})).await;
+    // The namespace's connect and the failed probe, in either order.
+    let (mut connected, mut refused) = (false, false);
+    while !(connected && refused) {
+        let ev = c.next().await;
+        match ev["ev"].as_str() {
+            Some("connect") => {
+                assert_eq!(ev["transport"], "polling");
+                connected = true;
+            }
+            Some("upgrade_error") => refused = true,
+            _ => panic!("{ev}"),
+        }
+    }
+    c.emit("subscribe", json!({"symbols": ["AAPL"]}), true)
+        .await;
+    assert_eq!(c.ack().await["type"], "subscribed");
+    c.until_event("snapshot", "AAPL").await;
+    for bid in [501, 502] {
+        let before = app.rest_quote("AAPL").await;
+        app.publish(json!({"sym": "AAPL", "t": before["t"].as_i64().unwrap() + 1, "bs": bid}));
+        let update = c.until_event("update", "AAPL").await;
+        assert_eq!(update["data"]["bs"], bid, "{update}");
+    }
+    assert_eq!(c.g.state.get("AAPL"), Some(&app.rest_quote("AAPL").await));
+    c.node.send(json!({"cmd": "disconnect"})).await;
+    nothing_left(&app).await;
+}
+
+#[tokio::test]
+async fn a_socketio_client_that_vanishes_mid_upgrade_leaves_nothing_behind() {
+    let app =
+        quiet_app_with("[socketio]\nping_interval = \"100ms\"\nping_timeout = \"200ms\"\n").await;
+    let gate = common::proxy::Gate::default();
+    let proxy = common::proxy::start(app.addr, common::proxy::Upgrades::Held(gate.clone())).await;
+    let mut c = SioClient::start_at(proxy, json!({"vanish": "upgrading"})).await;
+    let ev = c.until(|e| e["ev"] == "connect").await;
+    assert_eq!(ev["transport"], "polling");
+    c.emit("subscribe", json!({"symbols": ["AAPL"]}), true)
+        .await;
+    c.until_event("snapshot", "AAPL").await;
+    assert_eq!(app.metric("ticker_subscriptions_active", &[]).await, 1.0);
+    // The probe goes through; the client dies before its upgrade packet.
+    gate.open();
+    c.until(|e| e["ev"] == "vanishing").await;
     nothing_left(&app).await;
     app.wait_metric("ticker_ws_sockets_open", &[], |v| v == 0.0)
         .await;

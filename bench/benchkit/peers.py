@@ -15,13 +15,16 @@ from pathlib import Path
 from .gateway import Gateway, _raise_nofile
 
 # --peers name -> (row label, script, loadgen --protocol, WebSocket path);
-# `stomp` and `gateway-socketio` are the gateway itself, measured again with
-# STOMP and Socket.IO clients.
-GATEWAY_PROTOCOLS = ("stomp", "gateway-socketio")
+# `stomp`, `gateway-socketio` and `gateway-socketio-polling` are the gateway
+# itself, measured again with STOMP and Socket.IO clients (WebSocket, or
+# Engine.IO long-polling that never upgrades).
+GATEWAY_PROTOCOLS = ("stomp", "gateway-socketio", "gateway-socketio-polling")
 PEERS = {
     "stomp": ("gateway-stomp", None, "stomp", "/ws"),
     "gateway-socketio": ("gateway-socketio", None, "socketio",
                          "/socket.io/?EIO=4&transport=websocket"),
+    "gateway-socketio-polling": ("gateway-socketio-polling", None, "socketio-polling",
+                                 "/socket.io/?EIO=4&transport=polling"),
     "ws": ("node-ws", "ws-server.mjs", "ticker", "/ws"),
     "socketio": ("socket.io", "socketio-server.mjs", "socketio",
                  "/socket.io/?EIO=4&transport=websocket"),

@@ -32,6 +32,9 @@ pub struct FeedContext {
     /// The feed's place among the sources of its symbols (section 10); an
     /// unranked feed's quotes are all taken.
     rank: Option<FeedRank>,
+    /// `ticker_feed_quotes_received_total{feed}`, looked up once: a bus feed
+    /// counts every message.
+    received: prometheus::IntCounter,
 }
 
 /// A read-only view of the symbol universe, for adapters resolving their
@@ -77,11 +80,15 @@ impl FeedContext {
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let received = metrics
+            .feed_quotes_received
+            .with_label_values(&[&status.name]);
         FeedContext {
             hub,
             status,
             metrics,
             shutdown,
+            received,
             add_symbols: false,
             outbox: None,
             own_publisher: None,
@@ -252,10 +259,7 @@ impl FeedContext {
     pub fn accepted(&self, n: u64) {
         self.status.received.fetch_add(n, Ordering::Relaxed);
         *self.status.last_quote_at.lock() = Some(Instant::now());
-        self.metrics
-            .feed_quotes_received
-            .with_label_values(&[&self.status.name])
-            .inc_by(n);
+        self.received.inc_by(n);
     }
 
     /// Counts one refused line or quote.

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_nats::{Client, Event, Message};
 use futures_util::stream::{SelectAll, StreamExt, TakeUntil};
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -31,6 +32,9 @@ pub enum Follow {
     /// Every symbol on the bus.
     All,
 }
+
+/// Messages taken in one turn of the feed's loop at most.
+const BATCH: usize = 256;
 
 fn default_linger() -> Duration {
     Duration::from_secs(30)
@@ -139,7 +143,18 @@ impl FeedAdapter for NatsFeed {
                         f.follow(id).await?;
                     }
                 }
-                Some(msg) = f.messages.next(), if !f.messages.is_empty() => f.take(&msg),
+                Some(msg) = f.messages.next(), if !f.messages.is_empty() => {
+                    f.take(&msg);
+                    // What the client already holds is taken in this turn, not
+                    // one message per turn of the select (bounded, so shutdown
+                    // and demand are still looked at).
+                    for _ in 1..BATCH {
+                        match f.messages.next().now_or_never() {
+                            Some(Some(msg)) => f.take(&msg),
+                            _ => break,
+                        }
+                    }
+                }
                 Some(event) = events.recv() => f.on_event(event).await,
             }
         }

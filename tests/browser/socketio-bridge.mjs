@@ -5,6 +5,10 @@
 // Commands:
 //   {"cmd":"connect","url":U,"options":{...}}     io(U, options) (reconnection off
 //                                                  unless the options say otherwise)
+//   {"cmd":"connect",...,"vanish":"upgrading"}     the same, and the process dies
+//                                                  (SIGKILL) the moment its WebSocket
+//                                                  probe succeeded, before the upgrade
+//                                                  packet: a client gone mid-upgrade
 //   {"cmd":"emit","event":E,"args":A,"ack":true}  emit E(A), with an ack callback if asked
 //   {"cmd":"emit_binary","event":E}               emit E with a binary argument
 //   {"cmd":"disconnect"}
@@ -13,6 +17,8 @@
 // Events:
 //   {"ev":"connect","transport":T,"sid":S}           S: the Engine.IO session id
 //   {"ev":"upgrade","transport":T}
+//   {"ev":"upgrade_error","message":M}              the WebSocket probe failed
+//   {"ev":"vanishing"}                              the last line before the SIGKILL
 //   {"ev":"event","name":N,"data":D}              every server event
 //   {"ev":"ack","event":E,"data":D}
 //   {"ev":"connect_error","message":M}
@@ -25,11 +31,19 @@ import { io } from "socket.io-client";
 let socket;
 
 const commands = {
-  connect({ url, options = {} }) {
+  connect({ url, options = {}, vanish }) {
     socket = io(url, { reconnection: false, ...options });
-    socket.io.on("open", () =>
-      socket.io.engine.on("upgrade", (t) => emit({ ev: "upgrade", transport: t.name })),
-    );
+    socket.io.on("open", () => {
+      const engine = socket.io.engine;
+      engine.on("upgrade", (t) => emit({ ev: "upgrade", transport: t.name }));
+      engine.on("upgradeError", (e) => emit({ ev: "upgrade_error", message: e.message }));
+      if (vanish === "upgrading") {
+        engine.on("upgrading", () => {
+          emit({ ev: "vanishing" });
+          process.kill(process.pid, "SIGKILL");
+        });
+      }
+    });
     socket.on("connect", () =>
       emit({ ev: "connect", transport: socket.io.engine.transport.name, sid: socket.io.engine.id }),
     );

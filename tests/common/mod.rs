@@ -10,6 +10,7 @@ pub mod fallback;
 pub mod nats;
 pub mod node;
 pub mod process;
+pub mod proxy;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -52,6 +52,10 @@ pub enum Protocol {
     /// SUBSCRIBE per symbol, all in one message; MESSAGE bodies are counted
     /// like ticker.v1 messages.
     Stomp,
+    /// Socket.IO v4 over Engine.IO's HTTP long-polling, never upgrading:
+    /// `--url ws://HOST:PORT/socket.io/?EIO=4&transport=polling` (only the host
+    /// and the path are used).
+    SocketioPolling,
 }
 
 impl Protocol {
@@ -61,6 +65,7 @@ impl Protocol {
             Protocol::Ticker => "ticker",
             Protocol::Socketio => "socketio",
             Protocol::Stomp => "stomp",
+            Protocol::SocketioPolling => "socketio-polling",
         }
     }
 }

@@ -76,7 +76,7 @@ pub fn subscribe_op(
     max_rate: f64,
 ) -> anyhow::Result<Message> {
     match protocol {
-        Protocol::Socketio => {
+        Protocol::Socketio | Protocol::SocketioPolling => {
             let event = ("subscribe", SioSubscribe { symbols, max_rate });
             return Ok(Message::Text(
                 format!("42{}", serde_json::to_string(&event)?).into(),
@@ -106,7 +106,7 @@ pub fn subscribe_op(
 }
 
 /// Microseconds since the Unix epoch (same clock as the gateway's `ti`).
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -154,7 +154,7 @@ async fn connect<S: Conn>(plan: &Plan, source: IpAddr) -> Result<Ws<S>, String> 
     let subprotocol = match plan.protocol {
         Protocol::Ticker => Some(plan.format.subprotocol()),
         Protocol::Stomp => Some("v12.stomp"),
-        Protocol::Socketio => None,
+        Protocol::Socketio | Protocol::SocketioPolling => None,
     };
     if let Some(p) = subprotocol {
         req.headers_mut()
@@ -216,7 +216,7 @@ pub async fn run<S: Conn>(plan: Arc<Plan>, client: Client, settle: impl FnOnce()
         // Socket.IO: the subscribe event goes out once the namespace is connected.
         let sent = match plan.protocol {
             Protocol::Ticker | Protocol::Stomp => ws.send(client.subscribe.clone()).await,
-            Protocol::Socketio => Ok(()),
+            Protocol::Socketio | Protocol::SocketioPolling => Ok(()),
         };
         let end = match sent {
             Ok(()) => read_loop(&plan, &client, &mut ws, &mut tally, &mut settle).await,

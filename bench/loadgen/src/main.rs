@@ -10,6 +10,7 @@
 mod args;
 mod client;
 mod frame;
+mod polling;
 mod stats;
 mod sys;
 mod tls;
@@ -217,7 +218,9 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
         let settle = move || {
             settled.fetch_add(1, Ordering::Relaxed);
         };
-        if plan.tls.is_some() {
+        if plan.protocol == args::Protocol::SocketioPolling {
+            tokio::spawn(polling::run(plan.clone(), c, settle));
+        } else if plan.tls.is_some() {
             tokio::spawn(client::run::<MaybeTlsStream<TcpStream>>(
                 plan.clone(),
                 c,

@@ -1,0 +1,200 @@
+//! One Socket.IO client on Engine.IO's HTTP long-polling (`--protocol
+//! socketio-polling`), as `socket.io-client` runs before (or without) its
+//! upgrade: the handshake `GET`, then a `GET` that waits for packets (joined by
+//! `\x1e`) on one keep-alive connection, and a `POST` for what the client sends
+//! on another. Plain HTTP/1.1 written by hand: what is measured is the server.
+//! Each answered `GET` counts as one frame.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{now_us, Client, Plan};
+use crate::frame::{self, SioAction, Tally};
+
+/// One keep-alive HTTP/1.1 connection.
+struct Http {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Http {
+    async fn open(server: SocketAddr, source: IpAddr) -> std::io::Result<Http> {
+        let socket = match source {
+            IpAddr::V4(_) => TcpSocket::new_v4(),
+            IpAddr::V6(_) => TcpSocket::new_v6(),
+        }?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        let stream = socket.connect(server).await?;
+        stream.set_nodelay(true)?;
+        Ok(Http {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// One request; the response's status and body (`content-length` bodies
+    /// only, which is what the gateway sends).
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), String> {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: gateway\r\ncontent-type: text/plain;charset=UTF-8\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut out = head.into_bytes();
+        out.extend_from_slice(body);
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| format!("io {:?}", e.kind()))?;
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.fill().await?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+        let status = head
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .ok_or("bad status line")?;
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or("no content-length")?;
+        while self.buf.len() < end + len {
+            self.fill().await?;
+        }
+        let body = self.buf[end..end + len].to_vec();
+        self.buf.drain(..end + len);
+        Ok((status, body))
+    }
+
+    async fn fill(&mut self) -> Result<(), String> {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) => Err("eof".into()),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(e) => Err(format!("io {:?}", e.kind())),
+        }
+    }
+}
+
+/// One polling client for the whole run (no churn). `settle` as in
+/// [`crate::client::run`].
+pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
+    let stats = &plan.stats;
+    // The URL's path and query (`--url ws://host:port/socket.io/?EIO=4&transport=polling`).
+    let base = plan
+        .url
+        .splitn(4, '/')
+        .nth(3)
+        .map_or_else(|| "/".to_owned(), |p| format!("/{p}"));
+    let started = Instant::now();
+    let opened = tokio::time::timeout(plan.connect_timeout, async {
+        let mut get = Http::open(plan.server, client.source)
+            .await
+            .map_err(|e| format!("connect: io {:?}", e.kind()))?;
+        let post = Http::open(plan.server, client.source)
+            .await
+            .map_err(|e| format!("connect: io {:?}", e.kind()))?;
+        let (status, body) = get.request("GET", &base, b"").await?;
+        if status != 200 || body.first() != Some(&b'0') {
+            return Err(format!("handshake: http {status}"));
+        }
+        let open: serde_json::Value =
+            serde_json::from_slice(&body[1..]).map_err(|_| "handshake: body")?;
+        let sid = open["sid"].as_str().ok_or("handshake: no sid")?.to_owned();
+        Ok::<_, String>((get, post, sid))
+    })
+    .await;
+    let (mut get, mut post, sid) = match opened {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            stats.error(e);
+            return settle();
+        }
+        Err(_) => {
+            stats.error("connect: timeout");
+            return settle();
+        }
+    };
+    stats.record_connect(started.elapsed().as_micros() as u64);
+    stats.open.fetch_add(1, Ordering::Relaxed);
+    let path = format!("{base}&sid={sid}");
+    let mut settle = Some(settle);
+    let mut tally = Tally::default();
+    let mut snapshots = 0u64;
+    let mut subscribed_at = Instant::now();
+    let mut complete = false;
+    // The client's first packet: connect to the namespace.
+    let mut outgoing: Vec<Vec<u8>> = vec![b"40".to_vec()];
+    'run: loop {
+        if !outgoing.is_empty() {
+            let body = outgoing.join(&b'\x1e');
+            outgoing.clear();
+            match post.request("POST", &path, &body).await {
+                Ok((200, _)) => {}
+                Ok((status, _)) => break stats.error(format!("post: http {status}")),
+                Err(e) => break stats.error(format!("post: {e}")),
+            }
+        }
+        let body = match get.request("GET", &path, b"").await {
+            Ok((200, body)) => body,
+            Ok((status, _)) => break stats.error(format!("poll: http {status}")),
+            Err(e) => break stats.error(format!("poll: {e}")),
+        };
+        tally.reset();
+        for packet in body.split(|&b| b == b'\x1e') {
+            match frame::read_socketio(packet, now_us(), &mut tally) {
+                Ok(SioAction::None) => {}
+                Ok(SioAction::Reply(p)) => outgoing.push(p.as_bytes().to_vec()),
+                Ok(SioAction::Subscribe) => {
+                    subscribed_at = Instant::now();
+                    if let Message::Text(t) = &client.subscribe {
+                        outgoing.push(t.as_bytes().to_vec());
+                    }
+                }
+                Ok(SioAction::Closed) => {
+                    stats.close("socketio");
+                    break 'run;
+                }
+                Err(_) => stats.error("parse: socketio"),
+            }
+        }
+        stats.record_frame(client.id, body.len(), &tally);
+        snapshots += tally.snapshots;
+        if !complete && snapshots >= client.symbols {
+            complete = true;
+            stats.record_all_snapshots(subscribed_at.elapsed().as_micros() as u64);
+            stats.subscribed.fetch_add(1, Ordering::Relaxed);
+            if let Some(f) = settle.take() {
+                f();
+            }
+        }
+        if stats.done() {
+            break;
+        }
+    }
+    if let Some(f) = settle.take() {
+        f();
+    }
+    if complete {
+        stats.subscribed.fetch_sub(1, Ordering::Relaxed);
+    }
+    stats.open.fetch_sub(1, Ordering::Relaxed);
+}
