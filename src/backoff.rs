@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-/// 0.5 s, 1 s, 2 s ... up to 30 s, each ±25 %.
+/// The longest backoff before its jitter.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+/// 0.5 s, 1 s, 2 s ... up to [`BACKOFF_CAP`], each ±25 %.
 pub fn backoff(attempt: u32) -> Duration {
     let base = 0.5 * 2f64.powi(attempt.min(6) as i32);
-    let capped = base.min(30.0);
+    let capped = base.min(BACKOFF_CAP.as_secs_f64());
     let jitter = 0.75 + rand::random::<f64>() * 0.5;
     Duration::from_secs_f64(capped * jitter)
 }

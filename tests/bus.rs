@@ -4,7 +4,8 @@
 //! restarted publisher continues `seq`; an edge subscribes to exactly the
 //! symbols in demand; repeated and late bus messages are dropped and counted; an
 //! edge that loses the bus shows it and picks up again when the bus is back; an
-//! edge may add the symbols the bus brings, up to its cap.
+//! edge may add the symbols the bus brings, up to its cap; a client that moves
+//! to another edge resumes there with snapshots only of what changed.
 
 mod common;
 
@@ -46,6 +47,14 @@ async fn quotes(app: &TestApp) -> HashMap<String, Value> {
     out
 }
 
+/// Plays the sample onto the bus and into its last-value stream with a
+/// publisher that is gone afterwards; returns the publisher's quotes.
+async fn sample_on_bus(nats: &NatsServer) -> HashMap<String, Value> {
+    let first = publisher(nats, &sample_recording(), 0.0).await;
+    first.wait_feeds_done().await;
+    quotes(&first).await
+}
+
 /// Reads until the client's view of every symbol equals `want`.
 async fn converge(client: &mut Client, want: &HashMap<String, Value>) {
     while want.iter().any(|(sym, q)| client.state.get(sym) != Some(q)) {
@@ -82,10 +91,7 @@ async fn edges_converge_with_the_publisher_on_the_same_seq() {
 async fn a_late_edge_snapshots_from_the_last_value_stream_and_a_restarted_publisher_continues_seq()
 {
     let nats = NatsServer::start().await;
-    let first = publisher(&nats, &sample_recording(), 0.0).await;
-    first.wait_feeds_done().await;
-    let want = quotes(&first).await;
-    drop(first);
+    let want = sample_on_bus(&nats).await;
 
     // Nothing moves on the bus now: the snapshots can only come from the stream.
     let late = edge(&nats, "bus-late", "stream = \"QUOTES\"").await;
@@ -110,6 +116,54 @@ async fn a_late_edge_snapshots_from_the_last_value_stream_and_a_restarted_publis
         .await;
     assert_eq!(update["seq"], aapl_seq + 1, "{update}");
     assert_eq!(update["bp"], "1.23");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_moves_to_another_edge_resumes_with_snapshots_only_of_what_changed() {
+    let nats = NatsServer::start().await;
+    let want = sample_on_bus(&nats).await;
+    let a = edge(&nats, "bus-a", "stream = \"QUOTES\"").await;
+    let b = edge(&nats, "bus-b", "stream = \"QUOTES\"").await;
+    // Clients on both edges: each edge follows the sample symbols.
+    let mut stay = Client::connect(&a.ws_url("")).await;
+    let mut away = Client::connect(&a.ws_url("")).await;
+    let mut on_b = Client::connect(&b.ws_url("")).await;
+    for client in [&mut stay, &mut away, &mut on_b] {
+        client.subscribe(&SAMPLE, 50.0).await;
+        converge(client, &want).await;
+    }
+    let seqs: serde_json::Map<String, Value> = SAMPLE
+        .iter()
+        .map(|sym| (sym.to_string(), away.state[*sym]["seq"].clone()))
+        .collect();
+    let seen = std::mem::take(&mut away.g);
+    drop(away);
+
+    // While the client is away, AAPL moves on the bus; both edges take it.
+    let aapl = want["AAPL"]["seq"].as_u64().unwrap() + 1;
+    let line = r#"{"sym":"AAPL","t":1763730099999,"bp":"1.23"}"#;
+    let _second = publisher(&nats, &temp_file("one.ndjson", line), 0.0).await;
+    for client in [&mut stay, &mut on_b] {
+        let moved = client
+            .until(|m| m["type"] == "update" && m["sym"] == "AAPL")
+            .await;
+        assert_eq!(moved["seq"], aapl, "{moved}");
+    }
+
+    // It comes back on edge B with the seqs it had.
+    let (mut back, snapshots) = Client::resume(&b.ws_url(""), &seen, &SAMPLE, seqs.into()).await;
+    let snapshots: Vec<_> = snapshots.iter().map(|m| (&m["sym"], &m["seq"])).collect();
+    assert_eq!(snapshots, vec![(&json!("AAPL"), &json!(aapl))]);
+
+    // Same state and seq as the client that stayed, and as both edges.
+    let now = quotes(&a).await;
+    assert_eq!(now["AAPL"]["bp"], "1.23");
+    assert_eq!(quotes(&b).await, now);
+    converge(&mut stay, &now).await;
+    converge(&mut back, &now).await;
+    for sym in SAMPLE {
+        assert_eq!(back.state[sym], stay.state[sym], "{sym}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

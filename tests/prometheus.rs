@@ -292,6 +292,31 @@ async fn prometheus_scrapes_the_gateway_and_every_panel_and_alert_evaluates() {
     }
     assert!(queried >= 20, "only {queried} panel queries");
 
+    // The feed-health panel for stale symbols and failovers reads the gateway's
+    // own numbers (none of either while the one sim feed runs).
+    let panel = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == "Stale symbols and failovers")
+        .expect("the dashboard has a stale-symbols panel");
+    for (target, metric) in panel["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["ticker_symbols_stale", "ticker_feed_failovers_total"])
+    {
+        let expr = target["expr"].as_str().unwrap();
+        assert!(expr.contains(metric), "{expr} does not read {metric}");
+        let expr = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*");
+        let result = prom.query(&http, &expr).await;
+        assert_eq!(result.as_array().map(Vec::len), Some(1), "{expr}: {result}");
+        assert_eq!(app.metric(metric, &[]).await, 0.0, "{metric}");
+        assert_eq!(result[0]["value"][1], "0", "{expr}: {result}");
+    }
+
     // Every alert rule is loaded, evaluates cleanly, and refers only to metrics
     // that exist.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

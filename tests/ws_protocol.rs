@@ -286,17 +286,8 @@ async fn resume_sends_snapshots_only_for_symbols_that_changed() {
     // While the client is away, MSFT moves.
     let msft = app.publish(json!({"sym": "MSFT", "t": t, "lp": "401.25"}));
 
-    let mut back = Client::connect(&app.ws_url("")).await;
-    back.g.resume_from(&seen);
-    back.send(json!({"op":"subscribe","id":"r","symbols":["AAPL","MSFT"],"resume":seqs}))
-        .await;
-    back.send(json!({"op":"ping","id":"p"})).await;
-    back.until_type("pong").await;
-    let snapshots: Vec<_> = back
-        .received
-        .iter()
-        .filter(|m| m["type"] == "snapshot")
-        .collect();
+    let (mut back, snapshots) =
+        Client::resume(&app.ws_url(""), &seen, &["AAPL", "MSFT"], seqs).await;
     assert_eq!(snapshots.len(), 1, "{snapshots:?}");
     assert_eq!(snapshots[0]["sym"], "MSFT");
     assert_eq!(snapshots[0]["seq"], msft);

@@ -190,7 +190,11 @@ declare namespace TickerClient {
     readonly state: State;
     /** The transport in use, or being tried. */
     readonly transport: Transport;
-    /** The merged state of each subscribed symbol that has a quote. */
+    /**
+     * The merged state of each subscribed symbol that has a quote. It outlives a
+     * connection: over ws and poll a reconnect resumes from each quote's `seq`, and
+     * only the symbols that changed meanwhile get a new snapshot.
+     */
     readonly quotes: Record<string, Quote>;
     /** The symbols the client keeps subscribed (across reconnects). */
     readonly symbols: Set<string>;

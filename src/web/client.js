@@ -49,6 +49,12 @@
  * working and drops starts a new round from the first (preferred) transport, after
  * the backoff. After every (re)connect the client subscribes its symbols again.
  *
+ * Resuming (PROTOCOL.md section 12): `quotes` outlive a connection. When ws or poll
+ * subscribes again, it sends each quote's seq as `resume`; the server sends a
+ * snapshot only of the symbols that changed meanwhile, and the others go on from
+ * the state the client kept (same values, no message). SSE starts every stream with
+ * snapshots; webrtc sends whole states anyway.
+ *
  * One max_rate applies to all of a client's symbols (SSE can carry only one).
  * Symbols the server refuses (unknown_symbol, not_entitled, too_many_symbols) are
  * dropped from the client's set, so a reconnect does not ask for them again.
@@ -349,11 +355,27 @@
       if (c && c.opened && !c.closed) TRANSPORTS[c.name].apply(this, c, Object.assign({ id: this.nextId++ }, op));
     }
 
-    /** The op that (re)subscribes every symbol, or null if there are none. */
-    _subscribeAll() {
-      return this.symbols.size
-        ? { op: "subscribe", id: this.nextId++, symbols: [...this.symbols], max_rate: this.rate, snapshot: true }
-        : null;
+    /**
+     * The op that (re)subscribes every symbol, or null if there are none. With
+     * `resume`, it carries the seq of every quote the client holds (PROTOCOL.md
+     * section 12): the server sends snapshots only of the symbols that moved on.
+     */
+    _subscribeAll(resume) {
+      if (!this.symbols.size) return null;
+      const op = { op: "subscribe", id: this.nextId++, symbols: [...this.symbols], max_rate: this.rate, snapshot: true };
+      const seqs = resume ? this._seqs() : null;
+      if (seqs) op.resume = seqs;
+      return op;
+    }
+
+    /** The seq of each subscribed symbol's quote, or null when there is none. */
+    _seqs() {
+      const seqs = {};
+      for (const s of this.symbols) {
+        const q = this.quotes[s];
+        if (q && typeof q.seq === "number") seqs[s] = q.seq;
+      }
+      return Object.keys(seqs).length ? seqs : null;
     }
 
     // ---- messages ---------------------------------------------------------
@@ -456,7 +478,7 @@
       };
     },
     subscribeAll(client, conn) {
-      const sub = client._subscribeAll();
+      const sub = client._subscribeAll(true);
       if (sub) conn.ws.send(JSON.stringify(sub));
     },
     close(client, conn) {
@@ -596,6 +618,8 @@
     async start(client, conn) {
       conn.session = null;
       const body = { symbols: [...client.symbols], max_rate: client.rate };
+      const seqs = client._seqs();
+      if (seqs) body.resume = seqs; // a new session after a drop or an expiry
       const res = await this.fetch(client, conn, "/poll", "POST", body, conn.token);
       if (res.status === 401) throw await refusal(res);
       if (!res.ok) {
@@ -723,7 +747,7 @@
         .catch((e) => { if (!conn.closed) client._failWith(conn, e); });
     },
     subscribeAll(client, conn) {
-      const sub = client._subscribeAll();
+      const sub = client._subscribeAll(false); // whole states on an unreliable channel
       if (sub) this.apply(client, conn, sub);
     },
     close(client, conn) {

@@ -232,10 +232,15 @@ test("(9) client: a refresh the gateway refuses ends the WebSocket; a function t
   // The first token is desk-9's; the later ones desk-8's: a refresh must be for the same principal.
   let n = 0;
   const mint = () => jwt(4, n++ === 0 ? {} : { sub: "desk-8" });
-  const { page } = await openClient(t, { transports: ["ws"], symbols: ["AAPL"] }, null, { mint });
-  await waitClient(page, "a new connection as desk-8, with quotes", () =>
-    log.msgs.filter((m) => m.type === "authenticated" && m.principal === "desk-8").length >= 1 &&
-    client.state === "open" && log.msgs.slice(log.msgs.findLastIndex((m) => m.type === "authenticated")).some((m) => m.type === "snapshot"));
+  const { page } = await openClient(t, { transports: ["ws"], symbols: DEFAULT_WATCHLIST }, null, { mint });
+  // The new connection resubscribes with `resume`: snapshots of what moved meanwhile,
+  // then updates (eight symbols of the busy market, so some move within the wait).
+  await waitClient(page, "a new connection as desk-8, with quotes", () => {
+    const at = log.msgs.findIndex((m) => m.type === "authenticated" && m.principal === "desk-8");
+    const since = at < 0 ? [] : log.msgs.slice(at);
+    const sub = since.findIndex((m) => m.type === "subscribed");
+    return client.state === "open" && sub >= 0 && since.slice(sub).some((m) => m.type === "snapshot" || m.type === "update");
+  });
   const { states, errors } = await clientLog(page);
   assert.match(states, /^ws:connecting ws:open (ws:reconnecting )+ws:open/);
   assert.ok(errors.some((e) => /same principal/.test(e)), errors.join("; "));

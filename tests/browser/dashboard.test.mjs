@@ -13,7 +13,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
-  BASE, DEFAULT_WATCHLIST, TEST_TIMEOUT, WAIT, addSymbol, blockWebSocket, clientLog, openClient, openDashboard,
+  BASE, DEFAULT_WATCHLIST, TEST_TIMEOUT, addSymbol, blockWebSocket, clientLog, openClient, openDashboard,
   prices, rowSymbols, waitClient, waitFor, waitPriced, waitPricesChange, waitStatus,
 } from "./common.mjs";
 
@@ -197,60 +197,7 @@ test("(7) client: pings keep a quiet WebSocket open", { timeout: TEST_TIMEOUT },
   assert.deepEqual(errors, []);
 });
 
-test("(8) client: after a drop it reconnects with backoff and subscribes again", { timeout: TEST_TIMEOUT }, async (t) => {
-  let conns = 0;
-  const { page } = await openClient(t, { symbols: ["AAPL", "MSFT"], maxRate: 5 }, (context) =>
-    context.routeWebSocket(/\/ws(\?|$)/, (ws) => {
-      const server = ws.connectToServer();
-      if (conns++ > 0) return; // later connections pass through untouched
-      server.onMessage((m) => {
-        ws.send(m);
-        if (m.includes('"snapshot"')) ws.close({ code: 1011, reason: "test drop" }); // drop the first
-      });
-    }));
-  // Subscribed again on the new connection, and quotes flow again there.
-  await waitClient(page, "a second subscription, then a snapshot", () => {
-    const second = log.msgs.findIndex((m, i) => m.type === "subscribed" && log.msgs.slice(0, i).some((x) => x.type === "subscribed"));
-    return second >= 0 && log.msgs.slice(second).some((m) => m.type === "snapshot") && client.state === "open";
-  });
-  const { states } = await clientLog(page);
-  assert.match(states, /^ws:connecting ws:open (ws:reconnecting )+ws:open$/);
-  const gap = await page.evaluate(() => {
-    const s = log.states, drop = s.findIndex((x) => x.s === "ws:reconnecting");
-    return s.slice(drop).find((x) => x.s === "ws:open").at - s[drop].at;
-  });
-  assert.ok(gap >= 350 && gap < 5000, `reconnected after ${gap} ms (backoff 0.5 s ± 25 %)`);
-  assert.equal(conns, 2);
-  const subs = await page.evaluate(() => log.msgs.filter((m) => m.type === "subscribed").map((m) => m.symbols.sort().join()));
-  assert.deepEqual(subs.slice(0, 2), ["AAPL,MSFT", "AAPL,MSFT"]);
-});
-
-test("(9) client: an expired long-poll session (410) is replaced by a new one", { timeout: TEST_TIMEOUT }, async (t) => {
-  let expired = 0;
-  const { page, requests } = await openClient(t, { symbols: ["AAPL"], transports: ["poll"], pollWaitSec: 1 }, (context) =>
-    context.route((url) => url.pathname.startsWith("/poll/"), (route, req) => {
-      if (req.method() === "GET" && expired++ === 0) {
-        return route.fulfill({ status: 410, contentType: "application/json",
-          body: JSON.stringify({ type: "error", code: "not_found", message: "session expired" }) });
-      }
-      return route.fallback();
-    }));
-  await waitClient(page, "two sessions, with AAPL snapshots on both", () =>
-    log.msgs.filter((m) => m.type === "welcome").length >= 2 && log.msgs.filter((m) => m.type === "snapshot").length >= 2);
-  const sessions = await page.evaluate(() => log.msgs.filter((m) => m.type === "welcome").map((m) => m.session));
-  assert.notEqual(sessions[0], sessions[1]);
-  assert.equal(requests.filter((r) => r === "POST /poll").length, 2, requests.join("\n"));
-  const { transport, state, errors } = await clientLog(page);
-  assert.equal(`${transport}:${state}`, "poll:open");
-  assert.deepEqual(errors, []);
-  // close() ends the session on the server.
-  const deleted = page.waitForRequest((r) => r.method() === "DELETE" && r.url().endsWith(`/poll/${sessions[1]}`), { timeout: WAIT });
-  await page.evaluate(() => client.close());
-  await deleted;
-  assert.equal((await clientLog(page)).state, "closed");
-});
-
-test("(10) client: SSE and long-polling idle without symbols, stream from the first subscribe", { timeout: TEST_TIMEOUT }, async (t) => {
+test("(8) client: SSE and long-polling idle without symbols, stream from the first subscribe", { timeout: TEST_TIMEOUT }, async (t) => {
   for (const transport of ["sse", "poll"]) {
     const { page, requests } = await openClient(t, { transports: [transport] });
     await waitClient(page, `${transport} open and idle`, (tr) => client.transport === tr && client.state === "open", transport);
@@ -271,7 +218,7 @@ test("(10) client: SSE and long-polling idle without symbols, stream from the fi
 
 // ---- the dashboard's connection states ----
 
-test("(11) the dashboard shows 'reconnecting' while the gateway is unreachable, then recovers", { timeout: TEST_TIMEOUT }, async (t) => {
+test("(9) the dashboard shows 'reconnecting' while the gateway is unreachable, then recovers", { timeout: TEST_TIMEOUT }, async (t) => {
   let down = false;
   let current = null;
   const { page, pageErrors } = await openDashboard(t, {
@@ -303,7 +250,7 @@ test("(11) the dashboard shows 'reconnecting' while the gateway is unreachable, 
   assert.deepEqual(pageErrors, []);
 });
 
-test("(12) the dashboard shows 'stale feed' when quotes stop on a live connection", { timeout: TEST_TIMEOUT }, async (t) => {
+test("(10) the dashboard shows 'stale feed' when quotes stop on a live connection", { timeout: TEST_TIMEOUT }, async (t) => {
   let freeze = false;
   const { page, pageErrors } = await openDashboard(t, {
     setup: (context) => context.routeWebSocket(/\/ws(\?|$)/, (ws) => {

@@ -608,6 +608,31 @@ impl Client {
         }
     }
 
+    /// Connects to `url` as the client that saw `earlier` and subscribes
+    /// `symbols` with `resume` (their last `seq`, PROTOCOL.md section 12);
+    /// returns once the reply is in, with the snapshots that came.
+    pub async fn resume(
+        url: &str,
+        earlier: &Guarantees,
+        symbols: &[&str],
+        resume: Value,
+    ) -> (Client, Vec<Value>) {
+        let mut c = Client::connect(url).await;
+        c.g.resume_from(earlier);
+        c.send(json!({"op":"subscribe","id":"r","symbols":symbols,"resume":resume}))
+            .await;
+        // The snapshots travel with the reply, before the pong.
+        c.send(json!({"op":"ping","id":"p"})).await;
+        c.until_type("pong").await;
+        let snapshots = c
+            .received
+            .iter()
+            .filter(|m| m["type"] == "snapshot")
+            .cloned()
+            .collect();
+        (c, snapshots)
+    }
+
     /// Subscribes and waits for the `subscribed` reply.
     pub async fn subscribe(&mut self, symbols: &[&str], max_rate: f64) -> Value {
         self.send(json!({"op":"subscribe","id":"sub","symbols":symbols,"max_rate":max_rate}))
