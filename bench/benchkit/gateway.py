@@ -41,10 +41,12 @@ def write_universe(repo: Path, tmp: Path) -> Path:
 
 def write_overlay(tmp: Path, universe: Path, port: int, quotes_per_sec: float,
                   max_rate: float, workers: int, start_delay: float = 0.0,
-                  tls: TestCa | None = None) -> Path:
+                  tls: TestCa | None = None, webrtc_loss: float | None = None) -> Path:
     """The benchmark overlay: big connection limit, rates that never throttle
     (unless the client asks), ingest stamps on, one evenly spread sim feed that
-    starts moving `start_delay` seconds after start-up; `[tls]` with `tls`."""
+    starts moving `start_delay` seconds after start-up; `[tls]` with `tls`;
+    with `webrtc_loss`, WebRTC on a free UDP port, dropping that share of the
+    datagrams it sends (`webrtc.test_drop_fraction`)."""
     text = f"""# Written by bench/run.py for one benchmark run.
 [server]
 host = "127.0.0.1"
@@ -74,6 +76,14 @@ seed = 42
 """
     if tls is not None:
         text += tls.overlay()
+    if webrtc_loss is not None:
+        text += f"""
+[webrtc]
+enabled = true
+udp_port = 0
+test_drop_fraction = {webrtc_loss}
+test_drop_seed = 1
+"""
     path = tmp / f"gateway-{port}.toml"
     path.write_text(text)
     return path

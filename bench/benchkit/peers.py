@@ -15,13 +15,16 @@ from pathlib import Path
 from .gateway import Gateway, _raise_nofile
 
 # --peers name -> (row label, script, loadgen --protocol, WebSocket path);
-# `stomp` and `gateway-socketio` are the gateway itself, measured again with
-# STOMP and Socket.IO clients.
-GATEWAY_PROTOCOLS = ("stomp", "gateway-socketio")
+# `stomp`, `gateway-socketio` and `gateway-webrtc` are the gateway itself,
+# measured again with STOMP, Socket.IO and WebRTC clients (WebRTC signals on
+# the gateway's port: the path only carries host and port to the loadgen).
+GATEWAY_PROTOCOLS = ("stomp", "gateway-socketio", "gateway-webrtc")
+WEBRTC = "gateway-webrtc"
 PEERS = {
     "stomp": ("gateway-stomp", None, "stomp", "/ws"),
     "gateway-socketio": ("gateway-socketio", None, "socketio",
                          "/socket.io/?EIO=4&transport=websocket"),
+    WEBRTC: (WEBRTC, None, "webrtc", "/ws"),
     "ws": ("node-ws", "ws-server.mjs", "ticker", "/ws"),
     "socketio": ("socket.io", "socketio-server.mjs", "socketio",
                  "/socket.io/?EIO=4&transport=websocket"),
