@@ -35,6 +35,16 @@ within each repeat; the report shows both (server `gateway-wss`) and the wss ÷ 
 ratios.
 
     python3 bench/run.py --scenario fanout-10k --steps 2000 --repeat 2 --tls both
+
+`--peers gateway-webrtc` runs the gateway again with WebRTC enabled and the
+loadgen on WebRTC DataChannels. --loss 0,0.05 runs every server once per loss
+share, interleaved (rows `gateway-loss5%`, `gateway-webrtc-loss5%`): the gateway
+drops that share of its WebRTC datagrams itself, and an nftables rule drops it
+from a TCP server's packets (benchkit/loss.py: the driver runs itself again in a
+network namespace of its own, `unshare -rn`, and sets the rule there):
+
+    python3 bench/run.py --scenario fanout-10k --clients 250 --steps 1000 --repeat 2 \\
+        --peers gateway-webrtc --loss 0,0.05
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from benchkit import report  # noqa: E402
 from benchkit.gateway import Gateway, free_port, write_overlay, write_universe  # noqa: E402
 from benchkit.loadgen import Fleet  # noqa: E402
 from benchkit import bus  # noqa: E402
+from benchkit import loss as losskit  # noqa: E402
 from benchkit import peers as peerkit  # noqa: E402
 from benchkit.tls import TestCa, make_ca  # noqa: E402
 
@@ -146,9 +157,14 @@ def parse_args() -> argparse.Namespace:
                    help="also run each step against these peer servers, comma-separated: "
                         "ws, socketio, bun (fanout-10k and idle-19k only; needs "
                         "`npm ci --prefix bench/peers`, and node for ws and socketio); "
-                        "`stomp`, `gateway-socketio` and `gateway-socketio-polling` run the "
-                        "gateway again with STOMP and Socket.IO clients (the last on "
-                        "Engine.IO long-polling)")
+                        "`stomp`, `gateway-socketio`, `gateway-socketio-polling` and "
+                        "`gateway-webrtc` run the gateway again with STOMP, Socket.IO "
+                        "(WebSocket or Engine.IO long-polling) and WebRTC clients")
+    p.add_argument("--loss", default="0",
+                   help="shares of the packets each server sends that are lost, comma-separated "
+                        "(e.g. 0,0.05: every server runs once per share, interleaved); WebRTC "
+                        "through webrtc.test_drop_fraction, TCP servers through an nftables rule "
+                        "in a network namespace the driver makes (`unshare -rn`; needs nft)")
     p.add_argument("--pin", action="store_true",
                    help="pinned placement: servers (gateway, peers) under `taskset -c 0`, "
                         "loadgen processes under `taskset -c 1` (default: shared, unpinned)")
@@ -225,14 +241,23 @@ WSS_LABEL = "gateway-wss"
 TLS_RUNS = {"off": [False], "on": [True], "both": [False, True]}
 
 
+def server_name(peer: str | None, wss: bool, loss: float) -> str:
+    """The row label: the server, and the loss share when there is one."""
+    name = peerkit.PEERS[peer][0] if peer else WSS_LABEL if wss else peerkit.GATEWAY_LABEL
+    return f"{name}-loss{loss * 100:g}%" if loss else name
+
+
 def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_bin: Path,
              args: argparse.Namespace, peer: str | None = None,
-             tls: TestCa | None = None) -> dict:
+             tls: TestCa | None = None, loss: float = 0.0) -> dict:
     """One server start (the gateway, or the peer `peer`): ramp-up, warmup,
     measured window, stop. With `tls` the gateway serves wss with that CA's
-    certificate and the loadgen verifies it."""
+    certificate and the loadgen verifies it; `loss` is the share of what the
+    server sends that is dropped."""
     server_prefix, loadgen_prefix = placement_prefixes(args.pin or scenario == "firehose")
     port = free_port()
+    webrtc = peer == peerkit.WEBRTC
+    tcp_loss = losskit.TcpLoss(port, loss) if loss and not webrtc else None
     universe = write_universe(REPO, tmp)
     delay = feed_start_delay(cfg, scenario)
     rig = None
@@ -242,17 +267,18 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
         gateway, server, protocol = rig.edge, "edge", "ticker"
     elif peer is None or peer in peerkit.GATEWAY_PROTOCOLS:
         overlay = write_overlay(tmp, universe, port, feed, SERVER_MAX_RATE, args.gateway_workers,
-                                delay, tls)
-        server, _, protocol, ws_path = (peerkit.PEERS[peer] if peer else
-                                        (WSS_LABEL if tls else peerkit.GATEWAY_LABEL, None,
-                                         "ticker", "/ws"))
+                                delay, tls, loss if webrtc else None)
+        _, _, protocol, ws_path = peerkit.PEERS[peer] if peer else (None, None, "ticker", "/ws")
+        server = server_name(peer, tls is not None, loss)
         gateway = Gateway(gw_bin, overlay, port, tmp / f"gateway-{port}.log", server_prefix,
                           ws_path, tls)
     else:
         gateway = peerkit.Peer(REPO, peer, universe, port, feed, UNIVERSE, tmp / f"{peer}-{port}.log",
                                delay, server_prefix)
-        server, protocol = gateway.label, gateway.protocol
+        server, protocol = server_name(peer, False, loss), gateway.protocol
     fleet = None
+    if tcp_loss is not None:
+        tcp_loss.start()
     try:
         gateway.wait_ready()
         if rig is not None:
@@ -293,6 +319,8 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
         exit_code = gateway.stop()
         if rig is not None:
             rig.stop()
+        if tcp_loss is not None:
+            tcp_loss.stop()
     step = summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code)
     if rig is not None:
         step["bus"] = rig.summary(rig_start, rig_end) | {"buspub": rig.pub_report}
@@ -304,6 +332,7 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
     step["quickack"] = args.quickack
     step["placement"] = placement(args.pin or scenario == "firehose")
     step["tls"] = gateway.tls is not None
+    step["loss"] = loss
     return step
 
 
@@ -396,6 +425,15 @@ def main() -> None:
     peer_names = [x.strip() for x in args.peers.split(",") if x.strip()]
     if args.repeat < 1:
         sys.exit("error: --repeat must be at least 1")
+    try:
+        losses = [float(x) for x in args.loss.split(",") if x.strip()]
+    except ValueError:
+        sys.exit(f"error: --loss {args.loss!r} is not a list of shares like 0,0.05")
+    if not losses or any(not 0 <= x < 1 for x in losses):
+        sys.exit("error: --loss shares must lie in [0, 1)")
+    if any(losses):   # the gateway's WebSocket run is always one of them
+        losskit.enter_namespace()
+        losskit.check()
     peer_versions = None
     if args.scenario in bus.SCENARIOS:
         bus.nats_binary()   # fails early without nats-server
@@ -427,10 +465,11 @@ def main() -> None:
                            "loadgen_workers": args.loadgen_workers,
                            "gateway_workers": args.gateway_workers,
                            "placement": placement(args.pin), "tls": args.tls,
+                           "loss": losses,
                            "symbols_per_client": SYMBOLS_PER_CLIENT, "universe": UNIVERSE},
         "tls": args.tls,
-        "servers": [WSS_LABEL if t else peerkit.GATEWAY_LABEL for t in TLS_RUNS[args.tls]]
-                   + [peerkit.PEERS[n][0] for n in peer_names],
+        "servers": [server_name(None, t, x) for x in losses for t in TLS_RUNS[args.tls]]
+                   + [server_name(n, False, x) for x in losses for n in peer_names],
         "peer_versions": peer_versions,
         "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release,
                     "loadavg_start": loadavg()},
@@ -441,16 +480,16 @@ def main() -> None:
         ca = make_ca(tmp) if args.tls != "off" else None
         servers = [(None, ca if t else None) for t in TLS_RUNS[args.tls]]
         servers += [(peer, None) for peer in peer_names]
+        servers = [(peer, tls, x) for x in losses for peer, tls in servers]
         for feed in cfg["steps"]:
             for run in range(1, args.repeat + 1):
-                for peer, tls in servers:
-                    name = (peerkit.PEERS[peer][0] if peer else
-                            WSS_LABEL if tls else peerkit.GATEWAY_LABEL)
+                for peer, tls, loss in servers:
+                    name = server_name(peer, tls is not None, loss)
                     of = f", run {run} of {args.repeat}" if args.repeat > 1 else ""
                     print(f"[{args.scenario}] {name}: feed {feed:g} q/s, {cfg['clients']} "
                           f"clients{of} ...", file=sys.stderr)
                     step = run_step(cfg, args.scenario, feed, tmp, gw_bin, lg_bin, args, peer,
-                                    tls)
+                                    tls, loss)
                     step["run"] = run
                     if args.repeat > 1:
                         step["label"] += f" (run {run})"

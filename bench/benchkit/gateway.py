@@ -41,11 +41,14 @@ def write_universe(repo: Path, tmp: Path) -> Path:
 
 def write_overlay(tmp: Path, universe: Path, port: int, quotes_per_sec: float,
                   max_rate: float, workers: int, start_delay: float = 0.0,
-                  tls: TestCa | None = None, feeds: str | None = None, extra: str = "") -> Path:
+                  tls: TestCa | None = None, webrtc_loss: float | None = None,
+                  feeds: str | None = None, extra: str = "") -> Path:
     """The benchmark overlay: big connection limit, rates that never throttle
     (unless the client asks), ingest stamps on, one evenly spread sim feed that
     starts moving `start_delay` seconds after start-up (or the `[[feeds]]` in
-    `feeds`); `[tls]` with `tls`; `extra` appended (more tables)."""
+    `feeds`); `[tls]` with `tls`; with `webrtc_loss`, WebRTC on a free UDP port,
+    dropping that share of the datagrams it sends (`webrtc.test_drop_fraction`);
+    `extra` appended (more tables)."""
     sim = f"""# An overlay's [[feeds]] list replaces the default one.
 [[feeds]]
 name = "sim"
@@ -76,6 +79,14 @@ file = "{universe}"
 {feeds if feeds is not None else sim}{extra}"""
     if tls is not None:
         text += tls.overlay()
+    if webrtc_loss is not None:
+        text += f"""
+[webrtc]
+enabled = true
+udp_port = 0
+test_drop_fraction = {webrtc_loss}
+test_drop_seed = 1
+"""
     path = tmp / f"gateway-{port}.toml"
     path.write_text(text)
     return path

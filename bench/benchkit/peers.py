@@ -15,16 +15,19 @@ from pathlib import Path
 from .gateway import Gateway, _raise_nofile
 
 # --peers name -> (row label, script, loadgen --protocol, WebSocket path);
-# `stomp`, `gateway-socketio` and `gateway-socketio-polling` are the gateway
-# itself, measured again with STOMP and Socket.IO clients (WebSocket, or
-# Engine.IO long-polling that never upgrades).
-GATEWAY_PROTOCOLS = ("stomp", "gateway-socketio", "gateway-socketio-polling")
+# `stomp`, `gateway-socketio`, `gateway-socketio-polling` and `gateway-webrtc`
+# are the gateway itself, measured again with STOMP, Socket.IO (WebSocket, or
+# Engine.IO long-polling that never upgrades) and WebRTC clients (WebRTC signals
+# on the gateway's port: the path only carries host and port to the loadgen).
+GATEWAY_PROTOCOLS = ("stomp", "gateway-socketio", "gateway-socketio-polling", "gateway-webrtc")
+WEBRTC = "gateway-webrtc"
 PEERS = {
     "stomp": ("gateway-stomp", None, "stomp", "/ws"),
     "gateway-socketio": ("gateway-socketio", None, "socketio",
                          "/socket.io/?EIO=4&transport=websocket"),
     "gateway-socketio-polling": ("gateway-socketio-polling", None, "socketio-polling",
                                  "/socket.io/?EIO=4&transport=polling"),
+    WEBRTC: (WEBRTC, None, "webrtc", "/ws"),
     "ws": ("node-ws", "ws-server.mjs", "ticker", "/ws"),
     "socketio": ("socket.io", "socketio-server.mjs", "socketio",
                  "/socket.io/?EIO=4&transport=websocket"),

@@ -107,6 +107,7 @@ def fanout_medians(steps: list[dict]) -> str:
         ("server CPU-s / M upd", lambda s: s["server_cpu_s_per_m"], 2),
         ("of which kernel", lambda s: s.get("server_sys_s_per_m"), 2),
         ("delivered upd/s", lambda s: s["delivered_ups"], 0),
+        ("p50 ms", lambda s: s["latency_ms"]["p50"], 2),
         ("p99 ms", _p99, 2),
         ("server RSS MiB", lambda s: s["server_rss_mib"], 1),
     ])

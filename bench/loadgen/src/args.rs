@@ -56,6 +56,11 @@ pub enum Protocol {
     /// `--url ws://HOST:PORT/socket.io/?EIO=4&transport=polling` (only the host
     /// and the path are used).
     SocketioPolling,
+    /// ticker.v1 over WebRTC DataChannels (PROTOCOL.md section 13): the offer
+    /// goes to `POST /webrtc/offer` on `--url`'s host and port, then ICE, DTLS
+    /// and SCTP run over UDP; a quote message counts as an update when it
+    /// brings a newer `seq` for its symbol.
+    Webrtc,
 }
 
 impl Protocol {
@@ -66,6 +71,7 @@ impl Protocol {
             Protocol::Socketio => "socketio",
             Protocol::Stomp => "stomp",
             Protocol::SocketioPolling => "socketio-polling",
+            Protocol::Webrtc => "webrtc",
         }
     }
 }
@@ -193,7 +199,11 @@ impl Args {
         );
         anyhow::ensure!(
             self.protocol == Protocol::Ticker || self.format == Format::Json,
-            "--protocol socketio and stomp need --format json"
+            "--protocol socketio, stomp and webrtc need --format json"
+        );
+        anyhow::ensure!(
+            self.protocol != Protocol::Webrtc || (!self.churn && self.ca.is_none()),
+            "--protocol webrtc runs steady clients over plain HTTP signalling (no --churn, no --ca)"
         );
         anyhow::ensure!(!self.source_ips.is_empty(), "--source-ips is empty");
         anyhow::ensure!(self.workers > 0, "--workers must be at least 1");

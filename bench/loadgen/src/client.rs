@@ -25,7 +25,7 @@ use crate::tls::Conn;
 type Ws<S> = WebSocketStream<S>;
 
 /// How long a client waits for all its snapshots before it counts as settled anyway.
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 /// Churn: how long a client waits for the server's side of the close handshake.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -41,6 +41,8 @@ pub struct Plan {
     pub quickack: bool,
     /// wss: the client configuration that verifies the server (`--ca`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `--protocol webrtc`: what every peer is built from.
+    pub rtc: Option<str0m::RtcConfig>,
     pub stats: Arc<Stats>,
 }
 
@@ -92,7 +94,7 @@ pub fn subscribe_op(
             }
             return Ok(Message::Text(frames.into()));
         }
-        Protocol::Ticker => {}
+        Protocol::Ticker | Protocol::Webrtc => {}
     }
     let op = SubscribeOp {
         op: "subscribe",
@@ -106,7 +108,7 @@ pub fn subscribe_op(
 }
 
 /// Microseconds since the Unix epoch (same clock as the gateway's `ti`).
-pub(crate) fn now_us() -> u64 {
+pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -154,7 +156,7 @@ async fn connect<S: Conn>(plan: &Plan, source: IpAddr) -> Result<Ws<S>, String> 
     let subprotocol = match plan.protocol {
         Protocol::Ticker => Some(plan.format.subprotocol()),
         Protocol::Stomp => Some("v12.stomp"),
-        Protocol::Socketio | Protocol::SocketioPolling => None,
+        Protocol::Socketio | Protocol::SocketioPolling | Protocol::Webrtc => None,
     };
     if let Some(p) = subprotocol {
         req.headers_mut()
@@ -216,7 +218,7 @@ pub async fn run<S: Conn>(plan: Arc<Plan>, client: Client, settle: impl FnOnce()
         // Socket.IO: the subscribe event goes out once the namespace is connected.
         let sent = match plan.protocol {
             Protocol::Ticker | Protocol::Stomp => ws.send(client.subscribe.clone()).await,
-            Protocol::Socketio | Protocol::SocketioPolling => Ok(()),
+            Protocol::Socketio | Protocol::SocketioPolling | Protocol::Webrtc => Ok(()),
         };
         let end = match sent {
             Ok(()) => read_loop(&plan, &client, &mut ws, &mut tally, &mut settle).await,
@@ -247,15 +249,13 @@ async fn read_loop<S: Conn>(
     settle: &mut Option<impl FnOnce()>,
 ) -> End {
     let stats = &plan.stats;
-    let mut subscribed_at = Instant::now();
+    let mut progress = Progress::start();
     let snapshot_deadline = tokio::time::sleep(SNAPSHOT_WAIT);
     tokio::pin!(snapshot_deadline);
-    let mut snapshots = 0u64;
-    let mut complete = false;
     let end = loop {
         let next = tokio::select! {
             m = ws.next() => m,
-            _ = &mut snapshot_deadline, if !complete && settle.is_some() => {
+            _ = &mut snapshot_deadline, if !progress.complete && settle.is_some() => {
                 if let Some(f) = settle.take() {
                     f();
                 }
@@ -269,7 +269,7 @@ async fn read_loop<S: Conn>(
                     Ok(SioAction::None) => None,
                     Ok(SioAction::Reply(packet)) => Some(Message::text(packet)),
                     Ok(SioAction::Subscribe) => {
-                        subscribed_at = Instant::now();
+                        progress = Progress::start();
                         Some(client.subscribe.clone())
                     }
                     Ok(SioAction::Closed) => {
@@ -328,24 +328,61 @@ async fn read_loop<S: Conn>(
             stats.error(format!("parse: {kind}"));
             continue;
         }
-        stats.record_frame(client.id, bytes, tally);
-        snapshots += tally.snapshots;
-        if !complete && snapshots >= client.symbols {
-            complete = true;
-            stats.record_all_snapshots(subscribed_at.elapsed().as_micros() as u64);
-            stats.subscribed.fetch_add(1, Ordering::Relaxed);
-            if let Some(f) = settle.take() {
-                f();
-            }
-            if plan.churn {
-                break End::Snapshots;
-            }
+        if progress.frame(stats, client, bytes, tally, settle) && plan.churn {
+            break End::Snapshots;
         }
     };
-    if complete {
-        stats.subscribed.fetch_sub(1, Ordering::Relaxed);
-    }
+    progress.end(stats);
     end
+}
+
+/// A subscription's way to completion: its snapshots counted until all came.
+pub struct Progress {
+    since: Instant,
+    snapshots: u64,
+    pub complete: bool,
+}
+
+impl Progress {
+    /// Counting from now (the subscribe op is on its way).
+    pub fn start() -> Progress {
+        Progress {
+            since: Instant::now(),
+            snapshots: 0,
+            complete: false,
+        }
+    }
+
+    /// Records a frame of `bytes`; true when it completed the subscription
+    /// (then the client counts as subscribed and is settled).
+    pub fn frame(
+        &mut self,
+        stats: &Stats,
+        client: &Client,
+        bytes: usize,
+        tally: &Tally,
+        settle: &mut Option<impl FnOnce()>,
+    ) -> bool {
+        stats.record_frame(client.id, bytes, tally);
+        self.snapshots += tally.snapshots;
+        if self.complete || self.snapshots < client.symbols {
+            return false;
+        }
+        self.complete = true;
+        stats.record_all_snapshots(self.since.elapsed().as_micros() as u64);
+        stats.subscribed.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = settle.take() {
+            f();
+        }
+        true
+    }
+
+    /// The connection is gone: a complete subscription no longer counts.
+    pub fn end(&self, stats: &Stats) {
+        if self.complete {
+            stats.subscribed.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Churn: a normal close; once the server's close frame is back (the WebSocket

@@ -15,6 +15,7 @@ mod stats;
 mod sys;
 mod tls;
 mod universe;
+mod webrtc;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -33,7 +34,7 @@ use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::MaybeTlsStream;
 
-use crate::args::Args;
+use crate::args::{Args, Protocol};
 use crate::client::{Client, Plan};
 use crate::stats::{Phase, Stats};
 
@@ -206,6 +207,10 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
         churn: args.churn,
         quickack: args.quickack,
         tls,
+        rtc: match args.protocol {
+            Protocol::Webrtc => Some(webrtc::config()?),
+            _ => None,
+        },
         stats: stats.clone(),
     });
 
@@ -218,8 +223,10 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
         let settle = move || {
             settled.fetch_add(1, Ordering::Relaxed);
         };
-        if plan.protocol == args::Protocol::SocketioPolling {
+        if plan.protocol == Protocol::SocketioPolling {
             tokio::spawn(polling::run(plan.clone(), c, settle));
+        } else if plan.protocol == Protocol::Webrtc {
+            tokio::spawn(webrtc::run(plan.clone(), c, settle));
         } else if plan.tls.is_some() {
             tokio::spawn(client::run::<MaybeTlsStream<TcpStream>>(
                 plan.clone(),

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{now_us, Client, Plan};
+use crate::client::{now_us, Client, Plan, Progress};
 use crate::frame::{self, SioAction, Tally};
 
 /// One keep-alive HTTP/1.1 connection.
@@ -138,9 +138,7 @@ pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
     let path = format!("{base}&sid={sid}");
     let mut settle = Some(settle);
     let mut tally = Tally::default();
-    let mut snapshots = 0u64;
-    let mut subscribed_at = Instant::now();
-    let mut complete = false;
+    let mut progress = Progress::start();
     // The client's first packet: connect to the namespace.
     let mut outgoing: Vec<Vec<u8>> = vec![b"40".to_vec()];
     'run: loop {
@@ -164,7 +162,7 @@ pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
                 Ok(SioAction::None) => {}
                 Ok(SioAction::Reply(p)) => outgoing.push(p.as_bytes().to_vec()),
                 Ok(SioAction::Subscribe) => {
-                    subscribed_at = Instant::now();
+                    progress = Progress::start();
                     if let Message::Text(t) = &client.subscribe {
                         outgoing.push(t.as_bytes().to_vec());
                     }
@@ -176,16 +174,7 @@ pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
                 Err(_) => stats.error("parse: socketio"),
             }
         }
-        stats.record_frame(client.id, body.len(), &tally);
-        snapshots += tally.snapshots;
-        if !complete && snapshots >= client.symbols {
-            complete = true;
-            stats.record_all_snapshots(subscribed_at.elapsed().as_micros() as u64);
-            stats.subscribed.fetch_add(1, Ordering::Relaxed);
-            if let Some(f) = settle.take() {
-                f();
-            }
-        }
+        progress.frame(stats, &client, body.len(), &tally, &mut settle);
         if stats.done() {
             break;
         }
@@ -193,8 +182,6 @@ pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
     if let Some(f) = settle.take() {
         f();
     }
-    if complete {
-        stats.subscribed.fetch_sub(1, Ordering::Relaxed);
-    }
+    progress.end(stats);
     stats.open.fetch_sub(1, Ordering::Relaxed);
 }

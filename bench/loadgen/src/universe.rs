@@ -35,14 +35,14 @@ pub async fn fetch_symbols(
         Err(e) if e.kind() == ErrorKind::UnexpectedEof && !raw.is_empty() => {}
         Err(e) => return Err(e).context("GET /api/v1/symbols"),
     }
-    let body = http_body(&raw)?;
+    let body = http_body(&raw).context("GET /api/v1/symbols")?;
     let rows: Vec<Row> =
         serde_json::from_slice(&body).context("GET /api/v1/symbols: body is not a symbol list")?;
     Ok(rows.into_iter().map(|r| r.sym).collect())
 }
 
 /// Checks the status is 200 and returns the body, de-chunked when needed.
-fn http_body(raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub fn http_body(raw: &[u8]) -> anyhow::Result<Vec<u8>> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -51,7 +51,7 @@ fn http_body(raw: &[u8]) -> anyhow::Result<Vec<u8>> {
     let body = &raw[split + 4..];
     let status = head.lines().next().unwrap_or_default();
     if !status.starts_with("http/1.1 200") && !status.starts_with("http/1.0 200") {
-        bail!("GET /api/v1/symbols answered {status:?}");
+        bail!("the server answered {status:?}");
     }
     if !head.contains("transfer-encoding: chunked") {
         return Ok(body.to_vec());

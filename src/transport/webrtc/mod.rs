@@ -33,6 +33,15 @@ pub use wire::QUOTE_MESSAGE_BYTES;
 /// /webrtc/offer` answers 503.
 const NEW_PEER_QUEUE: usize = 256;
 
+/// The UDP port's receive buffer. Every peer's datagrams (SCTP acks above
+/// all) land in this one socket, and a fan-out makes many peers ack at once:
+/// the kernel's default (208 KiB, about 200 small datagrams) overflows within
+/// milliseconds of the task not reading, and a sender whose acks are lost
+/// stalls for its retransmission timeout. A bigger buffer absorbs bursts and
+/// scheduling gaps (it cannot help a task that is saturated). The kernel caps
+/// it at `net.core.rmem_max`.
+const RECEIVE_BUFFER_BYTES: libc::c_int = 4 << 20;
+
 /// The WebRTC side of the gateway: the bound UDP port and how new peers reach
 /// its task.
 pub struct WebRtc {
@@ -61,6 +70,9 @@ impl WebRtc {
         let socket = std::net::UdpSocket::bind(&addr)
             .map_err(|e| anyhow::anyhow!("cannot bind the WebRTC UDP port {addr}: {e}"))?;
         socket.set_nonblocking(true)?;
+        if let Err(e) = set_receive_buffer(&socket, RECEIVE_BUFFER_BYTES) {
+            tracing::warn!(error = %e, "webrtc: cannot enlarge the UDP receive buffer");
+        }
         let local = socket.local_addr()?;
         let ip = w
             .candidate_ip(local.ip())
@@ -130,5 +142,26 @@ impl WebRtc {
 
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// `SO_RCVBUF` (the kernel doubles it for its bookkeeping and caps it).
+fn set_receive_buffer(socket: &std::net::UdpSocket, bytes: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open (borrowed from `socket`); the call only
+    // reads the int we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
