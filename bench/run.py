@@ -147,6 +147,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="seconds after ramp-up before measuring")
     p.add_argument("--duration", type=float, help="measured seconds per step")
     p.add_argument("--connect-rate", type=float, help="total new connections per second")
+    p.add_argument("--max-rate", type=float,
+                   help="each client's subscribe max_rate, updates/s per symbol (overrides "
+                        "the scenario's; the server allows up to 1,000)")
     p.add_argument("--format", choices=["json", "msgpack"], default="json")
     p.add_argument("--distribution", choices=["uniform", "zipf"], default="uniform")
     p.add_argument("--loadgen-workers", type=int, default=1, help="tokio workers per loadgen process")
@@ -417,7 +420,7 @@ def main() -> None:
     server_prefix, loadgen_prefix = placement_prefixes(args.pin)   # fails early without taskset
     full, quick = SCENARIOS[args.scenario]
     cfg = dict(quick if args.quick else full)
-    for key in ("clients", "procs", "warmup", "duration", "connect_rate"):
+    for key in ("clients", "procs", "warmup", "duration", "connect_rate", "max_rate"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     if args.steps:
