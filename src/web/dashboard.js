@@ -15,7 +15,8 @@
  *   (quote messages per second), #status-age (age of the newest quote's `t`).
  * - ?transports=sse,poll restricts the client's transports (debugging), and
  *   ?transports=webrtc,ws,sse,poll puts WebRTC first (its DataChannels, falling back
- *   to WebSocket when they do not open within 5 s); ?rate=N
+ *   to WebSocket when they do not open within 5 s): the status bar's
+ *   #webrtc-toggle reloads the page with it, or without it; ?rate=N
  *   sets the initial rate (else the last one chosen, kept in localStorage).
  * - Access token, for a gateway with authentication on: the #token-form field, or the
  *   URL fragment #token=... (a fragment never leaves the browser; a query string
@@ -338,6 +339,14 @@
   const allowed = (params.get("transports") || "").split(",").filter((t) => ["webrtc", "ws", "sse", "poll"].includes(t));
   const rate = loadRate();
   $("#rate-select").value = String(rate);
+  const webrtcToggle = $("#webrtc-toggle");
+  webrtcToggle.checked = allowed[0] === "webrtc";
+  webrtcToggle.addEventListener("change", () => {
+    const url = new URL(location.href);
+    if (webrtcToggle.checked) url.searchParams.set("transports", "webrtc,ws,sse,poll");
+    else url.searchParams.delete("transports");
+    location.assign(url.toString());
+  });
 
   const client = TickerClient.connect("", {
     transports: allowed.length ? allowed : ["ws", "sse", "poll"],

@@ -23,6 +23,22 @@ test("the dashboard streams live prices over the DataChannel", { timeout: TEST_T
   assert.deepEqual(pageErrors, []);
 });
 
+test("the status bar's toggle moves the dashboard to WebRTC and back", { timeout: TEST_TIMEOUT }, async (t) => {
+  const { page, pageErrors } = await openDashboard(t, {});
+  await waitStatus(page, "ws");
+  assert.equal(await page.isChecked("#webrtc-toggle"), false);
+  // The toggle reloads the page with WebRTC first.
+  await Promise.all([page.waitForURL(/transports=webrtc/), page.click("#webrtc-toggle")]);
+  await waitStatus(page, "webrtc");
+  await waitPriced(page, DEFAULT_WATCHLIST);
+  await waitPricesChange(page, await prices(page), 2);
+  assert.equal(await page.isChecked("#webrtc-toggle"), true);
+  await Promise.all([page.waitForURL((url) => !url.search.includes("transports=")), page.click("#webrtc-toggle")]);
+  await waitStatus(page, "ws");
+  assert.equal(await page.isChecked("#webrtc-toggle"), false);
+  assert.deepEqual(pageErrors, []);
+});
+
 test("an unreachable UDP port falls back to WebSocket, which keeps updating", { timeout: TEST_TIMEOUT }, async (t) => {
   const offers = [];
   const { page, pageErrors } = await openDashboard(t, {
