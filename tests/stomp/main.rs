@@ -2,7 +2,8 @@
 //! 7 client in Node: default settings, heart-beats, snapshot then deltas under
 //! the same guarantees checker as every transport, `max-rate`, receipts,
 //! silence after UNSUBSCRIBE, ERROR-then-close, DISCONNECT, escaping, size
-//! limits, 1.0 and 1.1 clients, and a slow client's bounds. Needs `node` and
+//! limits, 1.0 and 1.1 clients, a slow client's bounds, and feed status
+//! (a stale then live symbol). Needs `node` and
 //! `npm ci --prefix tests/browser`.
 
 mod clients;
@@ -416,4 +417,32 @@ async fn a_slow_stomp_client_is_closed_with_4008_and_others_keep_flowing() {
         .await,
         1.0
     );
+}
+
+#[tokio::test]
+async fn a_symbol_whose_feed_is_lost_gets_a_stale_status_and_then_live_again() {
+    let app = quiet_app().await;
+    let (mut c, _) = StompJs::connect(&app, json!({})).await;
+    c.subscribe("AAPL", json!({})).await;
+    c.until_msg(|b| b["type"] == "snapshot" && b["sym"] == "AAPL")
+        .await;
+    // The feed behind AAPL is lost (PROTOCOL.md section 10): AAPL is stale.
+    let (hub, rank) = (app.state.hub.clone(), app.state.feed_ranks[0]);
+    hub.feed_down(rank, "down");
+    let stale = c
+        .until_msg(|b| b["type"] == "status" && b["sym"] == "AAPL")
+        .await;
+    assert_eq!(stale["body"]["state"], "stale", "{stale}");
+    assert_eq!(stale["headers"]["destination"], "/topic/quotes.AAPL");
+    let rest = app.rest_quote("AAPL").await;
+    assert_eq!(rest["stale"], true);
+    assert_eq!(c.g.state.get("AAPL"), Some(&rest));
+    // The feed is back: AAPL is live, and the client's view agrees with the API.
+    hub.feed_up(rank);
+    let live = c
+        .until_msg(|b| b["type"] == "status" && b["sym"] == "AAPL")
+        .await;
+    assert_eq!(live["body"]["state"], "live", "{live}");
+    until_converged(&mut c, &app, "AAPL").await;
+    assert_eq!(app.rest_quote("AAPL").await.get("stale"), None);
 }
