@@ -11,7 +11,7 @@
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 /// Dirty marks of one session's subscription slots and the notifier that wakes it.
 pub struct Inbox {
@@ -24,7 +24,9 @@ pub struct Inbox {
     /// Set when a subscribed symbol's status changed (section 10): the session
     /// then compares each symbol's status with what it told the client.
     status: AtomicBool,
-    notify: Notify,
+    /// The session's task, woken by the first mark (one consumer: no lock and
+    /// no waiter list, unlike a `Notify`).
+    waker: AtomicWaker,
 }
 
 impl Inbox {
@@ -35,7 +37,7 @@ impl Inbox {
             more: (1..slots.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             signalled: AtomicBool::new(false),
             status: AtomicBool::new(false),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
         }
     }
 
@@ -59,7 +61,7 @@ impl Inbox {
         // SeqCst with the store in `take`: either this load sees the session's
         // "not signalled" or the session's `take` sees this mark.
         if !self.signalled.load(Ordering::SeqCst) && !self.signalled.swap(true, Ordering::SeqCst) {
-            self.notify.notify_one();
+            self.waker.wake();
         }
     }
 
@@ -91,7 +93,7 @@ impl Inbox {
     pub(super) fn status_changed(&self) {
         self.status.store(true, Ordering::SeqCst);
         if !self.signalled.swap(true, Ordering::SeqCst) {
-            self.notify.notify_one();
+            self.waker.wake();
         }
     }
 
@@ -119,15 +121,23 @@ impl Inbox {
         self.signalled.load(Ordering::Relaxed)
     }
 
-    /// Resolves after the next first mark (or at once if one came since the last
-    /// wake-up).
+    /// Resolves once something is marked (at once if something is): for the
+    /// session's one task.
     pub async fn notified(&self) {
-        self.notify.notified().await
-    }
-
-    /// Wakes the session without marking anything (used to hand it new input).
-    pub fn wake(&self) {
-        self.notify.notify_one();
+        std::future::poll_fn(|cx| {
+            if self.signalled.load(Ordering::SeqCst) {
+                return std::task::Poll::Ready(());
+            }
+            // Registered before looking again: a mark in between either is
+            // seen here or wakes the waker just registered.
+            self.waker.register(cx.waker());
+            if self.signalled.load(Ordering::SeqCst) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 
     fn locate(&self, slot: u32) -> (&AtomicU64, u64) {
@@ -178,5 +188,32 @@ mod tests {
         inbox.remark(7);
         inbox.unmark(7);
         assert!(taken(&inbox, &[]).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mark_from_another_thread_wakes_the_waiting_session_once_until_taken() {
+        let inbox = Arc::new(Inbox::new(64));
+        for round in 0..200u32 {
+            let waiting = tokio::spawn({
+                let inbox = inbox.clone();
+                async move { inbox.notified().await }
+            });
+            let slot = round % 64;
+            std::thread::spawn({
+                let inbox = inbox.clone();
+                move || inbox.mark(slot)
+            })
+            .join()
+            .unwrap();
+            // A lost wake-up hangs here.
+            tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+                .await
+                .expect("woken")
+                .unwrap();
+            // Still marked: waiting again returns at once, until the marks are taken.
+            inbox.notified().await;
+            assert_eq!(taken(&inbox, &[]), [slot]);
+            assert!(!inbox.has_dirty());
+        }
     }
 }
