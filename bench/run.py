@@ -257,7 +257,8 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
     measured window, stop. With `tls` the gateway serves wss with that CA's
     certificate and the loadgen verifies it; `loss` is the share of what the
     server sends that is dropped."""
-    server_prefix, loadgen_prefix = placement_prefixes(args.pin or scenario == "firehose")
+    pinned = args.pin or scenario == "firehose"   # the firehose measures one core
+    server_prefix, loadgen_prefix = placement_prefixes(pinned)
     port = free_port()
     webrtc = peer == peerkit.WEBRTC
     tcp_loss = losskit.TcpLoss(port, loss) if loss and not webrtc else None
@@ -333,7 +334,7 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
         step["warnings"] = [w.replace("gateway exited", f"{server} exited") for w in step["warnings"]]
     step["machine_busy_pct"] = 100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
     step["quickack"] = args.quickack
-    step["placement"] = placement(args.pin or scenario == "firehose")
+    step["placement"] = placement(pinned)
     step["tls"] = gateway.tls is not None
     step["loss"] = loss
     return step

@@ -23,7 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .gateway import CLK_TCK, Gateway, Sample, _raise_nofile, free_port, write_overlay
+from .gateway import Gateway, cpu_split, Sample, _raise_nofile, free_port, write_overlay
 
 SCENARIOS = ("bus", "firehose")
 STREAM = "QUOTES"
@@ -119,11 +119,9 @@ class BusPub:
 def _cpu_s(pid: int) -> float:
     """utime + stime of a process, 0 once it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return sum(cpu_split(pid))
     except OSError:
         return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 class Rig:

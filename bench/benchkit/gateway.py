@@ -92,6 +92,13 @@ test_drop_seed = 1
     return path
 
 
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, kernel) CPU seconds of process `pid` so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK   # utime, stime
+
+
 def _raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -171,9 +178,7 @@ class Gateway:
 
     def cpu_split(self) -> tuple[float, float]:
         """(user, kernel) CPU seconds so far."""
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK   # utime, stime
+        return cpu_split(self.proc.pid)
 
     def thread_cpu(self) -> dict:
         """CPU seconds per thread ("name#tid"), to see whether one thread saturates."""

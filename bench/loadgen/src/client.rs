@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -129,25 +129,7 @@ fn ws_error_key(stage: &str, e: &WsError) -> String {
 /// TCP connect from `source`, then the WebSocket handshake with the subprotocol
 /// (after the TLS handshake, for wss).
 async fn connect<S: Conn>(plan: &Plan, source: IpAddr) -> Result<Ws<S>, String> {
-    let socket = match source {
-        IpAddr::V4(_) => TcpSocket::new_v4(),
-        IpAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(|e| format!("socket: io {:?}", e.kind()))?;
-    // Lets a source port still in TIME_WAIT from an earlier run be bound again.
-    socket
-        .set_reuseaddr(true)
-        .map_err(|e| format!("socket: io {:?}", e.kind()))?;
-    socket
-        .bind(SocketAddr::new(source, 0))
-        .map_err(|e| format!("bind: io {:?}", e.kind()))?;
-    let stream = socket
-        .connect(plan.server)
-        .await
-        .map_err(|e| format!("connect: io {:?}", e.kind()))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| format!("connect: io {:?}", e.kind()))?;
+    let stream = tcp_connect(plan.server, source).await?;
     let mut req = plan
         .url
         .as_str()
@@ -167,10 +149,39 @@ async fn connect<S: Conn>(plan: &Plan, source: IpAddr) -> Result<Ws<S>, String> 
         .map_err(|e| ws_error_key("handshake", &e))
 }
 
-/// Connects within the connect timeout and records how long it took.
-async fn connect_timed<S: Conn>(plan: &Plan, source: IpAddr) -> Option<Ws<S>> {
+/// A TCP connection to `server` from `source` (TCP_NODELAY), or the error key
+/// for the report.
+pub async fn tcp_connect(server: SocketAddr, source: IpAddr) -> Result<TcpStream, String> {
+    let socket = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("socket: io {:?}", e.kind()))?;
+    // Lets a source port still in TIME_WAIT from an earlier run be bound again.
+    socket
+        .set_reuseaddr(true)
+        .map_err(|e| format!("socket: io {:?}", e.kind()))?;
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .map_err(|e| format!("bind: io {:?}", e.kind()))?;
+    let stream = socket
+        .connect(server)
+        .await
+        .map_err(|e| format!("connect: io {:?}", e.kind()))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("connect: io {:?}", e.kind()))?;
+    Ok(stream)
+}
+
+/// Runs `connecting` (any protocol's connection set-up) within the connect
+/// timeout and records how long it took, or counts why it failed.
+pub async fn timed<T>(
+    plan: &Plan,
+    connecting: impl std::future::Future<Output = Result<T, String>>,
+) -> Option<T> {
     let start = Instant::now();
-    match tokio::time::timeout(plan.connect_timeout, connect(plan, source)).await {
+    match tokio::time::timeout(plan.connect_timeout, connecting).await {
         Ok(Ok(ws)) => {
             plan.stats
                 .record_connect(start.elapsed().as_micros() as u64);
@@ -202,7 +213,7 @@ pub async fn run<S: Conn>(plan: Arc<Plan>, client: Client, settle: impl FnOnce()
     let mut settle = Some(settle);
     let mut tally = Tally::default();
     loop {
-        let ws = connect_timed::<S>(&plan, client.source).await;
+        let ws = timed(&plan, connect::<S>(&plan, client.source)).await;
         let Some(mut ws) = ws else {
             if let Some(f) = settle.take() {
                 f();

@@ -8,13 +8,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{now_us, Client, Plan, Progress};
+use crate::client::{now_us, tcp_connect, timed, Client, Plan, Progress};
 use crate::frame::{self, SioAction, Tally};
 
 /// One keep-alive HTTP/1.1 connection.
@@ -24,17 +23,9 @@ struct Http {
 }
 
 impl Http {
-    async fn open(server: SocketAddr, source: IpAddr) -> std::io::Result<Http> {
-        let socket = match source {
-            IpAddr::V4(_) => TcpSocket::new_v4(),
-            IpAddr::V6(_) => TcpSocket::new_v6(),
-        }?;
-        socket.set_reuseaddr(true)?;
-        socket.bind(SocketAddr::new(source, 0))?;
-        let stream = socket.connect(server).await?;
-        stream.set_nodelay(true)?;
+    async fn open(server: SocketAddr, source: IpAddr) -> Result<Http, String> {
         Ok(Http {
-            stream,
+            stream: tcp_connect(server, source).await?,
             buf: Vec::with_capacity(4096),
         })
     }
@@ -104,14 +95,9 @@ pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
         .splitn(4, '/')
         .nth(3)
         .map_or_else(|| "/".to_owned(), |p| format!("/{p}"));
-    let started = Instant::now();
-    let opened = tokio::time::timeout(plan.connect_timeout, async {
-        let mut get = Http::open(plan.server, client.source)
-            .await
-            .map_err(|e| format!("connect: io {:?}", e.kind()))?;
-        let post = Http::open(plan.server, client.source)
-            .await
-            .map_err(|e| format!("connect: io {:?}", e.kind()))?;
+    let opened = timed(&plan, async {
+        let mut get = Http::open(plan.server, client.source).await?;
+        let post = Http::open(plan.server, client.source).await?;
         let (status, body) = get.request("GET", &base, b"").await?;
         if status != 200 || body.first() != Some(&b'0') {
             return Err(format!("handshake: http {status}"));
@@ -119,21 +105,12 @@ pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
         let open: serde_json::Value =
             serde_json::from_slice(&body[1..]).map_err(|_| "handshake: body")?;
         let sid = open["sid"].as_str().ok_or("handshake: no sid")?.to_owned();
-        Ok::<_, String>((get, post, sid))
+        Ok((get, post, sid))
     })
     .await;
-    let (mut get, mut post, sid) = match opened {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            stats.error(e);
-            return settle();
-        }
-        Err(_) => {
-            stats.error("connect: timeout");
-            return settle();
-        }
+    let Some((mut get, mut post, sid)) = opened else {
+        return settle();
     };
-    stats.record_connect(started.elapsed().as_micros() as u64);
     stats.open.fetch_add(1, Ordering::Relaxed);
     let path = format!("{base}&sid={sid}");
     let mut settle = Some(settle);

@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::Context;
 use str0m::{Rtc, RtcConfig};
 
-use crate::client::{now_us, Client, Plan, Progress, SNAPSHOT_WAIT};
+use crate::client::{now_us, timed, Client, Plan, Progress, SNAPSHOT_WAIT};
 use crate::frame::{self, Tally};
 use newest::Newest;
 use peer::{Got, Peer};
@@ -45,20 +45,9 @@ pub fn config() -> anyhow::Result<RtcConfig> {
 /// once: connect failed, all snapshots came, or `SNAPSHOT_WAIT` passed).
 pub async fn run(plan: Arc<Plan>, client: Client, settle: impl FnOnce()) {
     let stats = &plan.stats;
-    let start = Instant::now();
-    let peer = tokio::time::timeout(plan.connect_timeout, Peer::connect(&plan, client.source));
-    let mut peer = match peer.await {
-        Ok(Ok(peer)) => peer,
-        Ok(Err(key)) => {
-            stats.error(key);
-            return settle();
-        }
-        Err(_) => {
-            stats.error("connect: timeout");
-            return settle();
-        }
+    let Some(mut peer) = timed(&plan, Peer::connect(&plan, client.source)).await else {
+        return settle();
     };
-    stats.record_connect(start.elapsed().as_micros() as u64);
     stats.open.fetch_add(1, Ordering::Relaxed);
     match peer.send_op(&client.subscribe.clone().into_data()) {
         Ok(()) => read_loop(&plan, &client, &mut peer, settle).await,
