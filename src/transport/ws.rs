@@ -21,6 +21,7 @@ use actix_http::{h1, ConnectionType, Request, Response};
 use actix_web::http::header;
 use actix_web::{web, HttpResponse, ResponseError};
 use bytes::{Bytes, BytesMut};
+use futures_util::future::LocalBoxFuture;
 use futures_util::SinkExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -130,23 +131,57 @@ pub async fn ws_endpoint() -> Result<HttpResponse, ApiError> {
 /// Every request that asks for a protocol upgrade. actix-http hands it over with
 /// its connection; `/ws` becomes a WebSocket the gateway owns, anything else is
 /// answered with a JSON error and closed.
+///
+/// Once the 101 is out, the connection's life is a task of its own and this
+/// future ends, so actix's dispatcher for the connection (sized for any HTTP
+/// request) is freed; the task's future is boxed at exactly its kind's size (a
+/// ticker.v1 session carries no room for STOMP's or Socket.IO's state). The
+/// connection keeps its place under `server.max_connections`, and shutdown
+/// waits for those places (`app.rs`), not for actix's count. Idle memory per
+/// connection is mostly this future (`bench/README.md`, "The delivery engine").
 pub async fn upgrade<T>(
     ctx: Arc<TransportContext>,
     req: Request,
-    mut framed: Framed<T, h1::Codec>,
+    framed: Framed<T, h1::Codec>,
 ) -> Result<(), actix_http::Error>
 where
     T: IntoClientStream + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let accepted = accept(&ctx, &req);
+    let Some((io, read_buf, speaks, hook)) = Box::pin(handshake(&ctx, req, framed)).await else {
+        return Ok(());
+    };
+    let io = Rc::new(io.into_client_stream());
+    let life = match speaks {
+        Accepted::Session(speaks) => {
+            let access = ctx.access_or_pending(hook);
+            serve(ctx, io, read_buf, speaks, access)
+        }
+        Accepted::Upgrade(driver) => Box::pin(socketio::upgrade::probe(ctx, io, read_buf, driver)),
+    };
+    actix_web::rt::spawn(life);
+    Ok(())
+}
+
+/// The socket, what the client sent after its request, and what it speaks.
+type Handshaken<T> = (T, BytesMut, Accepted, Hook);
+
+/// Answers the upgrade request: the 101, or a JSON error (then `None`).
+async fn handshake<T>(
+    ctx: &TransportContext,
+    req: Request,
+    mut framed: Framed<T, h1::Codec>,
+) -> Option<Handshaken<T>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let accepted = accept(ctx, &req);
     // Nothing of the request is kept for the connection's life.
     drop(req);
     let (response, speaks, hook) = match accepted {
         Ok(accepted) => accepted,
         Err(e) => {
-            // Boxed: only refused upgrades pay for its state.
-            Box::pin(refuse(&mut framed, &e)).await;
-            return Ok(());
+            refuse(&mut framed, &e).await;
+            return None;
         }
     };
     if framed
@@ -154,32 +189,23 @@ where
         .await
         .is_err()
     {
-        return Ok(()); // the peer is gone
+        return None; // the peer is gone
     }
     // The socket and what the client sent after the handshake; the codec and
     // its write buffer go.
     let FramedParts { io, read_buf, .. } = framed.into_parts();
-    let io = io.into_client_stream();
-    match speaks {
-        Accepted::Session(speaks) => {
-            let access = ctx.access_or_pending(hook);
-            serve(ctx, Rc::new(io), read_buf, speaks, access).await
-        }
-        Accepted::Upgrade(driver) => {
-            socketio::upgrade::probe(ctx, Rc::new(io), read_buf, driver).await;
-        }
-    }
-    Ok(())
+    Some((io, read_buf, speaks, hook))
 }
 
-/// Runs an accepted WebSocket on the driver.
-async fn serve(
+/// An accepted WebSocket on the driver: everything is set up here; what is
+/// left is one boxed future, exactly the size its wire needs.
+fn serve(
     ctx: Arc<TransportContext>,
     stream: Rc<ClientStream>,
     read: BytesMut,
     speaks: Speaks,
     access: Access,
-) {
+) -> LocalBoxFuture<'static, ()> {
     let cfg = &ctx.settings.session;
     let out = DirectSocket::new(
         stream.clone(),
@@ -198,9 +224,8 @@ async fn serve(
             .with_label_values(&[transport, &Ended::from(full).label()])
             .inc();
         ws_close(&out, Some((full.code(), "server full, try again later")));
-        out.finish(cfg.write_stall_timeout, Duration::from_secs(1))
-            .await;
-        return;
+        let stall = cfg.write_stall_timeout;
+        return Box::pin(async move { out.finish(stall, Duration::from_secs(1)).await });
     };
     let mut session = ctx.session(format, access);
     if let Speaks::SocketIo(_) = speaks {
@@ -222,11 +247,10 @@ async fn serve(
         },
         permit,
     };
-    let ctx = ctx.clone();
     match speaks {
         Speaks::TickerV1(format) => {
             let conn = conn.with_wire(TickerV1(format));
-            driver::drive(conn, ctx).instrument(span).await;
+            Box::pin(drive(conn, ctx).instrument(span))
         }
         Speaks::Stomp => {
             let wishes = Wishes {
@@ -235,9 +259,7 @@ async fn serve(
             };
             let pending = conn.session.awaits_auth();
             let wire = Stomp::new(conn.session.id(), wishes, cfg.max_frame_bytes, pending);
-            driver::drive(conn.with_wire(wire), ctx)
-                .instrument(span)
-                .await;
+            Box::pin(drive(conn.with_wire(wire), ctx).instrument(span))
         }
         Speaks::SocketIo(echo) => {
             let handshake = Handshake::new(&ctx.settings);
@@ -249,11 +271,14 @@ async fn serve(
             if let Some(level) = echo {
                 wire = wire.echoing(level);
             }
-            driver::drive(conn.with_wire(wire), ctx.clone())
-                .instrument(span)
-                .await;
+            Box::pin(drive(conn.with_wire(wire), ctx).instrument(span))
         }
     }
+}
+
+/// The driver, its close code dropped.
+async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportContext>) {
+    driver::drive(conn, ctx).await;
 }
 
 /// Answers a refused upgrade with its JSON error, then the connection closes.

@@ -28,7 +28,9 @@ const READ_CHUNK: usize = 4096;
 /// A client connection the gateway owns.
 pub struct ClientStream {
     tcp: TcpStream,
-    tls: Option<RefCell<Tls>>,
+    /// Boxed: rustls's state is over a KiB, and plain connections (the most)
+    /// should not carry room for it.
+    tls: Option<Box<RefCell<Tls>>>,
 }
 
 /// A connection's TLS state.
@@ -83,12 +85,12 @@ impl IntoClientStream for tokio_rustls::server::TlsStream<TcpStream> {
         });
         ClientStream {
             tcp,
-            tls: Some(RefCell::new(Tls {
+            tls: Some(Box::new(RefCell::new(Tls {
                 conn,
                 out: BytesMut::new(),
                 plaintext,
                 closed,
-            })),
+            }))),
         }
     }
 }
@@ -237,7 +239,7 @@ impl ClientStream {
     pub fn from_owned(owned: OwnedStream) -> io::Result<ClientStream> {
         Ok(ClientStream {
             tcp: TcpStream::from_std(owned.tcp)?,
-            tls: owned.tls.map(|t| RefCell::new(t.0)),
+            tls: owned.tls.map(|t| Box::new(RefCell::new(t.0))),
         })
     }
 }
