@@ -94,6 +94,7 @@ impl Application {
             hub: hub.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
+            closing: Default::default(),
             sessions: Default::default(),
             engines: Default::default(),
             webrtc,
@@ -306,6 +307,7 @@ impl Application {
         shutdown.await;
         tracing::info!("shutting down: closing connections with 1001, stopping feeds");
         let _ = self.shutdown_tx.send(true);
+        state.transport.closing.close_all();
         reaper.abort();
         // Give sessions a moment to send their 1001 before the server stops.
         let max = settings.server.max_connections;

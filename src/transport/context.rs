@@ -30,6 +30,8 @@ pub struct TransportContext {
     pub connections: Arc<Semaphore>,
     /// Flips to `true` on shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// The same moment, as connections wait for it (set right after `shutdown`).
+    pub closing: Arc<super::Closing>,
     /// Sessions that outlive a socket (long-polling): how requests reach them.
     pub sessions: SessionRegistry<mpsc::Sender<PollRequest>>,
     /// Engine.IO sessions on HTTP long-polling, by sid.

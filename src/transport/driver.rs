@@ -202,11 +202,9 @@ pub async fn drive<W: Wire, S: Sink>(
     };
     let queue_depth = metrics.send_queue_depth.clone();
     let inbox = session.inbox().clone();
-    let mut shutdown = ctx.shutdown.clone();
     // Both waits live across turns: re-creating them each turn would register
     // and unregister a waiter per frame.
-    let shutting_down = shutdown.wait_for(|s| *s);
-    tokio::pin!(shutting_down);
+    let mut shutting_down = ctx.closing.wait();
     let news = inbox.notified();
     tokio::pin!(news);
     // With authentication on: the keys' reloads (a credential may be revoked).

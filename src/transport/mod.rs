@@ -6,6 +6,7 @@
 //! application, and register their own routes ([`routes`]).
 
 pub mod close;
+mod closing;
 mod context;
 mod counters;
 pub mod driver;
@@ -22,6 +23,7 @@ pub mod ws;
 use actix_web::web;
 
 pub use close::{CloseCode, Ended};
+pub use closing::Closing;
 pub use context::TransportContext;
 pub use counters::FrameCounters;
 pub use ratelimit::MessageLimit;
