@@ -12,7 +12,10 @@
 //! stalled, so its watchdog marks it and the loop closes when it runs again.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -208,7 +211,7 @@ pub async fn drive<W: Wire, S: Sink>(
     let news = inbox.notified();
     tokio::pin!(news);
     // With authentication on: the keys' reloads (a credential may be revoked).
-    let mut reloads = session.auth_reloads();
+    let mut reloads = Reloads::new(session.auth_reloads());
     // One timer for the heartbeat, the throttle and (for sinks that time their
     // own) the stall, reset to the earliest each turn (an idle connection's
     // state is what it costs).
@@ -358,7 +361,7 @@ pub async fn drive<W: Wire, S: Sink>(
             }
             _ = out.writable(), if want_write => {}
             _ = &mut news, if !want_write => news.set(inbox.notified()),
-            _ = reloaded(&mut reloads) => session.recheck_auth(Instant::now()),
+            _ = reloads.reloaded() => session.recheck_auth(Instant::now()),
             _ = &mut timer => {
                 let now = tokio::time::Instant::now();
                 if let Some(timeout) = liveness.client_timeout {
@@ -485,15 +488,42 @@ fn read_error_text(e: &ReadError, max_frame_bytes: usize) -> String {
     }
 }
 
-/// Resolves when the keys were reloaded; never without authentication (or
-/// once the server is going).
-async fn reloaded(reloads: &mut Option<watch::Receiver<u64>>) {
-    if let Some(r) = reloads {
-        if r.changed().await.is_ok() {
-            return;
-        }
+/// The wait for the keys' next reload, in a box only sessions with
+/// authentication pay for (the driver's future is most of what an idle
+/// connection costs).
+type ReloadWait = Pin<Box<dyn Future<Output = Option<watch::Receiver<u64>>> + Send>>;
+
+struct Reloads(Option<ReloadWait>);
+
+impl Reloads {
+    fn new(reloads: Option<watch::Receiver<u64>>) -> Reloads {
+        Reloads(reloads.map(Reloads::wait))
     }
-    std::future::pending().await
+
+    fn wait(mut reloads: watch::Receiver<u64>) -> ReloadWait {
+        Box::pin(async move { reloads.changed().await.ok().map(|()| reloads) })
+    }
+
+    /// Resolves when the keys were reloaded; never without authentication (or
+    /// once the server is going).
+    fn reloaded(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let Some(wait) = &mut self.0 else {
+                return Poll::Pending;
+            };
+            match wait.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(reloads)) => {
+                    self.0 = Some(Reloads::wait(reloads));
+                    Poll::Ready(())
+                }
+                Poll::Ready(None) => {
+                    self.0 = None;
+                    Poll::Pending
+                }
+            }
+        })
+    }
 }
 
 /// The client's next frame; never resolves for a client that does not talk.

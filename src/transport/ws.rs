@@ -9,6 +9,7 @@
 //! without actix's dispatcher, read and write buffers (measured in
 //! `bench/README.md`, "The delivery engine").
 
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse, ResponseError};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -276,9 +277,13 @@ fn serve(
     }
 }
 
-/// The driver, its close code dropped.
-async fn drive<W: Wire, S: Sink>(conn: Connection<W, S>, ctx: Arc<TransportContext>) {
-    driver::drive(conn, ctx).await;
+/// The driver, its close code dropped. Not an `async fn`: one would keep its
+/// arguments beside the driver's future, which holds them already.
+fn drive<W: Wire, S: Sink>(
+    conn: Connection<W, S>,
+    ctx: Arc<TransportContext>,
+) -> impl Future<Output = ()> {
+    driver::drive(conn, ctx).map(drop)
 }
 
 /// Answers a refused upgrade with its JSON error, then the connection closes.

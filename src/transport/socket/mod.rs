@@ -49,7 +49,9 @@ impl Reader {
     pub async fn recv(&mut self) -> Option<Result<ClientFrame, ReadError>> {
         match self {
             Reader::Ws(r) => r.recv().await,
-            Reader::Poll(r) => r.recv().await,
+            // Boxed: a WebSocket connection's driver, which holds this future,
+            // carries no room for the polling socket's larger one.
+            Reader::Poll(r) => Box::pin(r.recv()).await,
             Reader::Queue(r) => r.recv().await,
         }
     }
