@@ -6,12 +6,15 @@
 //! Marking is one atomic `or` on a word the session owns (none at all while the
 //! symbol is still marked), and the session takes up to 64 marks with one atomic
 //! `and`: no lock, no list. Only the first mark after the session last looked
-//! wakes it.
+//! wakes it: its own task, or, once the inbox is routed to a worker's
+//! [`Doorbell`], that worker's delivery loop (with the session's token).
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::task::AtomicWaker;
+
+use super::doorbell::{Doorbell, Rings};
 
 /// Dirty marks of one session's subscription slots and the notifier that wakes it.
 pub struct Inbox {
@@ -27,6 +30,9 @@ pub struct Inbox {
     /// The session's task, woken by the first mark (one consumer: no lock and
     /// no waiter list, unlike a `Notify`).
     waker: AtomicWaker,
+    /// Where news goes instead, once set: a worker's doorbell and the
+    /// session's token there.
+    route: OnceLock<(Arc<Doorbell>, u32)>,
 }
 
 impl Inbox {
@@ -38,7 +44,14 @@ impl Inbox {
             signalled: AtomicBool::new(false),
             status: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            route: OnceLock::new(),
         }
+    }
+
+    /// From now on news rings `bell` with `token` instead of waking the
+    /// session's task (set once; false if it was set already).
+    pub fn route(&self, bell: Arc<Doorbell>, token: u32) -> bool {
+        self.route.set((bell, token)).is_ok()
     }
 
     /// How many slots the inbox has.
@@ -47,9 +60,10 @@ impl Inbox {
     }
 
     /// Marks a slot dirty and, if it is the first mark since the session last
-    /// looked, wakes it. The hub calls it after storing the quote and a SeqCst
-    /// fence (which pairs with the one in [`Inbox::take`]).
-    pub(super) fn mark(&self, slot: u32) {
+    /// looked, wakes it (or adds its token to `rings`). The hub calls it after
+    /// storing the quote and a SeqCst fence (which pairs with the one in
+    /// [`Inbox::take`]).
+    pub(super) fn mark(&self, slot: u32, rings: &mut Rings) {
         let (word, bit) = self.locate(slot);
         // Read before writing: a symbol still marked (the usual case under load,
         // and a throttled one) costs a shared read, not a cache-line transfer.
@@ -61,7 +75,10 @@ impl Inbox {
         // SeqCst with the store in `take`: either this load sees the session's
         // "not signalled" or the session's `take` sees this mark.
         if !self.signalled.load(Ordering::SeqCst) && !self.signalled.swap(true, Ordering::SeqCst) {
-            self.waker.wake();
+            match self.route.get() {
+                Some((bell, token)) => rings.add(bell, *token),
+                None => self.waker.wake(),
+            }
         }
     }
 
@@ -93,7 +110,10 @@ impl Inbox {
     pub(super) fn status_changed(&self) {
         self.status.store(true, Ordering::SeqCst);
         if !self.signalled.swap(true, Ordering::SeqCst) {
-            self.waker.wake();
+            match self.route.get() {
+                Some((bell, token)) => bell.ring(&[*token]),
+                None => self.waker.wake(),
+            }
         }
     }
 
@@ -122,7 +142,7 @@ impl Inbox {
     }
 
     /// Resolves once something is marked (at once if something is): for the
-    /// session's one task.
+    /// session's one task (while the inbox is not routed to a doorbell).
     pub async fn notified(&self) {
         std::future::poll_fn(|cx| {
             if self.signalled.load(Ordering::SeqCst) {
@@ -170,8 +190,9 @@ mod tests {
     fn marks_are_taken_once_and_kept_marks_stay_set_and_silent() {
         let inbox = Inbox::new(130);
         assert_eq!(inbox.slots(), 192);
+        let mut rings = Rings::default();
         for slot in [3, 64, 129, 3] {
-            inbox.mark(slot);
+            inbox.mark(slot, &mut rings);
         }
         assert!(inbox.has_dirty());
         assert_eq!(taken(&inbox, &[]), [3, 64, 129]);
@@ -180,9 +201,9 @@ mod tests {
 
         // Slot 5 is kept (throttled): marking it again signals nothing.
         inbox.remark(5);
-        inbox.mark(5);
+        inbox.mark(5, &mut rings);
         assert!(!inbox.has_dirty());
-        inbox.mark(6);
+        inbox.mark(6, &mut rings);
         assert_eq!(taken(&inbox, &[1 << 5]), [6], "5 stays set");
         assert_eq!(taken(&inbox, &[]), [5], "released");
         inbox.remark(7);
@@ -201,7 +222,7 @@ mod tests {
             let slot = round % 64;
             std::thread::spawn({
                 let inbox = inbox.clone();
-                move || inbox.mark(slot)
+                move || inbox.mark(slot, &mut Rings::default())
             })
             .join()
             .unwrap();

@@ -2,7 +2,9 @@
 //! snapshot source) and an index from each symbol to the sessions that want it.
 //!
 //! Fan-out is per symbol: a quote touches only that symbol's subscribers, and for
-//! each it sets one "dirty" mark and wakes the session (see [`Inbox`]). The hub never
+//! each it sets one "dirty" mark and wakes the session (see [`Inbox`]), or, for
+//! sessions delivered by their worker's loop, rings each worker's [`Doorbell`]
+//! once with all of them. The hub never
 //! waits on a client; a session that is not reading keeps at most one mark per
 //! symbol, and reads the latest state when it gets to it (conflation).
 //!
@@ -13,6 +15,7 @@
 //! ([`Sources`]): which feed it takes quotes from, or that it is stale.
 
 mod demand;
+mod doorbell;
 mod inbox;
 mod sources;
 
@@ -25,6 +28,8 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use parking_lot::{Mutex, RwLock};
 
 pub use demand::Demand;
+pub use doorbell::Doorbell;
+use doorbell::Rings;
 pub use inbox::Inbox;
 use inbox::Subscriber;
 pub use sources::{FeedRank, Sources, Stale, SymbolStatus, MAX_RANKED_FEEDS};
@@ -308,9 +313,11 @@ impl Hub {
         // Pairs with the fence in `Inbox::take`: either this pass sees the
         // session's cleared mark, or the session sees the quote just stored.
         fence(Ordering::SeqCst);
-        for sub in slot.subscribers.lock().iter() {
-            sub.inbox.mark(sub.slot);
-        }
+        Rings::with(|rings| {
+            for sub in slot.subscribers.lock().iter() {
+                sub.inbox.mark(sub.slot, rings);
+            }
+        });
     }
 
     /// The ranked feeds and which are live.

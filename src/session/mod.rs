@@ -763,12 +763,20 @@ fn emit(
     skipped
 }
 
-impl Drop for Session {
-    fn drop(&mut self) {
+impl Session {
+    /// Leaves the fan-out: every subscription dropped, so a closing client
+    /// costs the hub nothing more (dropping the session does it too).
+    pub fn leave(&mut self) {
         let syms: Vec<SymbolId> = self.subs.iter().map(|(s, _)| s).collect();
         for sym in syms {
             self.drop_subscription(sym);
         }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 

@@ -23,6 +23,7 @@ pub struct FrameCounters {
     bytes: IntCounter,
     latency: Histogram,
     closed: bool,
+    ended: bool,
 }
 
 impl FrameCounters {
@@ -46,6 +47,7 @@ impl FrameCounters {
                 .with_label_values(&[transport, format.as_str()]),
             latency: m.feed_to_socket_latency.with_label_values(&[transport]),
             closed: false,
+            ended: false,
         }
     }
 
@@ -105,12 +107,23 @@ impl FrameCounters {
     }
 }
 
+impl FrameCounters {
+    /// The session is over: counted as closed (as [`Ended::Gone`] if nothing
+    /// else was said) and gone from the active sessions (once; dropping the
+    /// counters does it too).
+    pub fn end(&mut self) {
+        self.closed(Ended::Gone);
+        if !std::mem::replace(&mut self.ended, true) {
+            self.metrics
+                .sessions_active
+                .with_label_values(&[self.transport])
+                .dec();
+        }
+    }
+}
+
 impl Drop for FrameCounters {
     fn drop(&mut self) {
-        self.closed(Ended::Gone);
-        self.metrics
-            .sessions_active
-            .with_label_values(&[self.transport])
-            .dec();
+        self.end();
     }
 }

@@ -5,22 +5,30 @@
 //! connection's tracing span. A transport brings a socket (a [`Sink`] and, if
 //! the client talks back, a [`Reader`]) and a [`Wire`] protocol.
 //!
+//! For a socket that takes bytes at once (an owned WebSocket), news goes to the
+//! worker's delivery loop ([`pump`]), which writes through the same session
+//! and wire while this loop waits, and wakes it only for what it must handle.
+//!
 //! Writes use smart batching: the loop writes a frame only when the previous one
 //! has left, and everything that piled up meanwhile goes out together in the
 //! next frame. A stall is noticed by the sink: an owned socket times it itself
 //! (the loop wakes at [`Sink::stall_deadline`]); an SSE body is not polled while
 //! stalled, so its watchdog marks it and the loop closes when it runs again.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use prometheus::Histogram;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
+use super::pump::{self, Deliver};
 use super::socket::{ClientFrame, ReadError, Reader, Sink};
 use super::{CloseCode, Ended, FrameCounters, TransportContext};
 use crate::metrics::Metrics;
@@ -168,6 +176,18 @@ impl<S> Connection<(), S> {
     }
 }
 
+/// What a turn of the connection loop did.
+enum Turn {
+    /// Wrote a frame; `more` of the batch wait for the next turn.
+    Wrote { more: bool },
+    /// Nothing to write now (or no room): wait, for writability if
+    /// `want_write`, until the throttle's next deadline otherwise.
+    Wait {
+        want_write: bool,
+        next_deadline: Option<Instant>,
+    },
+}
+
 /// How a connection loop ended.
 #[derive(Debug)]
 enum End {
@@ -183,35 +203,164 @@ enum End {
     Expired,
 }
 
+/// What the driver and its worker's delivery loop share: the socket's write
+/// side, and (borrowed only between awaits) the session and its wire.
+struct Shared<W, S> {
+    out: S,
+    core: RefCell<Core<W>>,
+    queue_depth: Histogram,
+    /// The driver's task while it waits, and whether the loop asked it to look.
+    waiting: Cell<Option<Waker>>,
+    kicked: Cell<bool>,
+    /// When the waiting driver's timer fires.
+    timer_at: Cell<Option<tokio::time::Instant>>,
+}
+
+struct Core<W> {
+    wire: W,
+    session: Session,
+    /// Encoded frames of a batch larger than FRAME_BYTES, written one per turn.
+    spill: VecDeque<Bytes>,
+    counters: FrameCounters,
+}
+
+impl<W: Wire> Core<W> {
+    /// Encodes the session's ready messages (if `ready`) and the wire's own
+    /// frames into `spill`.
+    fn encode(&mut self, ready: bool, now: Instant, queue_depth: &Histogram) {
+        let msgs = if ready {
+            let msgs = self.session.take_ready(now);
+            queue_depth.observe(self.session.pending_count() as f64);
+            msgs
+        } else {
+            Vec::new()
+        };
+        let Core {
+            wire,
+            spill,
+            counters,
+            ..
+        } = self;
+        wire.encode(&msgs, &mut |part, frame| {
+            counters.frame(part, frame.len());
+            spill.push_back(frame);
+        });
+    }
+}
+
+impl<W, S> Shared<W, S> {
+    /// Wakes the driver's task (it looks at everything on its next turn).
+    fn kick(&self) {
+        self.kicked.set(true);
+        if let Some(waker) = self.waiting.take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once [`Shared::kick`] was called.
+    fn kicked(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.kicked.replace(false) {
+                return Poll::Ready(());
+            }
+            match self.waiting.take() {
+                Some(w) if w.will_wake(cx.waker()) => self.waiting.set(Some(w)),
+                _ => self.waiting.set(Some(cx.waker().clone())),
+            }
+            Poll::Pending
+        })
+    }
+}
+
+impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
+    fn deliver(&self, now: Instant) {
+        // The driver never holds the borrow across an await: a failure here
+        // would be a delivery from inside the driver's own turn.
+        let Ok(mut core) = self.core.try_borrow_mut() else {
+            return self.kick();
+        };
+        let out = &self.out;
+        if !out.has_room() || !core.spill.is_empty() || out.is_stalled() {
+            drop(core);
+            return self.kick();
+        }
+        if core.session.auth_end(now).is_some() {
+            drop(core);
+            return self.kick();
+        }
+        let (ready, _) = core.session.readiness(now);
+        if !ready && !core.wire.has_output() {
+            return;
+        }
+        core.encode(ready, now, &self.queue_depth);
+        if core.wire.closing().is_some() {
+            drop(core);
+            return self.kick();
+        }
+        if let Some(frame) = core.spill.pop_front() {
+            core.wire.write(out, &frame);
+        }
+        // A symbol this batch throttled may be due before the driver's timer.
+        let earlier = core.session.next_deadline().is_some_and(|due| {
+            self.timer_at
+                .get()
+                .is_none_or(|at| tokio::time::Instant::from_std(due) < at)
+        });
+        if earlier || !core.spill.is_empty() || !out.has_room() {
+            drop(core);
+            self.kick();
+        }
+    }
+}
+
 /// Runs `conn` until it ends, then ends it with exactly one close; the code
 /// the server closed with, if it did.
-pub async fn drive<W: Wire, S: Sink>(
+pub async fn drive<W: Wire + 'static, S: Sink + 'static>(
     conn: Connection<W, S>,
     ctx: Arc<TransportContext>,
 ) -> Option<CloseCode> {
     let Connection {
-        mut wire,
+        wire,
         out,
         mut input,
-        mut session,
+        session,
         mut liveness,
         permit: _permit,
     } = conn;
     let cfg = &ctx.settings.session;
     let metrics = ctx.metrics.clone();
-    let mut counters = Counters {
-        inner: FrameCounters::open(&metrics, W::TRANSPORT, wire.format()),
-        out: &out,
-    };
-    let queue_depth = metrics.send_queue_depth.clone();
     let inbox = session.inbox().clone();
+    // With authentication on: the keys' reloads (a credential may be revoked).
+    let mut reloads = Reloads::new(session.auth_reloads());
+    let sh = Rc::new(Shared {
+        core: RefCell::new(Core {
+            counters: FrameCounters::open(&metrics, W::TRANSPORT, wire.format()),
+            wire,
+            session,
+            spill: VecDeque::new(),
+        }),
+        out,
+        queue_depth: metrics.send_queue_depth.clone(),
+        waiting: Cell::new(None),
+        kicked: Cell::new(false),
+        timer_at: Cell::new(None),
+    });
+    let out = &sh.out;
+    // An SSE body the watchdog cut is dropped with this future: counted as a
+    // slow consumer even when the loop never ran again.
+    let _stall_count = StallCount(&sh);
+    // Sockets the worker's loop writes to: news reaches the loop, not this task.
+    let registration = if out.worker_delivery() {
+        let weak: Weak<Shared<W, S>> = Rc::downgrade(&sh);
+        pump::register(weak, &inbox)
+    } else {
+        None
+    };
     // Both waits live across turns: re-creating them each turn would register
     // and unregister a waiter per frame.
     let mut shutting_down = ctx.closing.wait();
     let news = inbox.notified();
     tokio::pin!(news);
-    // With authentication on: the keys' reloads (a credential may be revoked).
-    let mut reloads = Reloads::new(session.auth_reloads());
     // One timer for the heartbeat, the throttle and (for sinks that time their
     // own) the stall, reset to the earliest each turn (an idle connection's
     // state is what it costs).
@@ -222,54 +371,66 @@ pub async fn drive<W: Wire, S: Sink>(
     let mut limit = ctx.message_limit();
     let mut pong_due: Option<Bytes> = None;
     let mut heartbeat_due = false;
-    // Encoded frames of a batch larger than FRAME_BYTES, written one per turn.
-    let mut spill: VecDeque<Bytes> = VecDeque::new();
     tracing::debug!("open");
 
-    let end = loop {
+    let end = 'conn: loop {
         if out.is_stalled() {
             break End::SlowConsumer;
         }
         let now = Instant::now();
-        if let Some(end) = session.auth_end(now) {
-            break End::Close(end.into(), end.message().into());
-        }
-        let (ready, next_deadline) = session.readiness(now);
-        let own = wire.has_output();
-        let want_write = heartbeat_due || pong_due.is_some() || ready || own || !spill.is_empty();
-        if want_write && out.has_room() {
-            // Everything that piled up while the last frame was in flight goes out
-            // together; the sink has no room again until it has left.
-            if let Some(p) = pong_due.take() {
-                wire.pong(&out, &p);
+        // The core is borrowed for the turn's work, never across an await
+        // (the worker's loop borrows it while this task waits).
+        let turn = {
+            let mut core = sh.core.borrow_mut();
+            if let Some(end) = core.session.auth_end(now) {
+                break 'conn End::Close(end.into(), end.message().into());
             }
-            if std::mem::take(&mut heartbeat_due) {
-                wire.heartbeat(&out);
-            }
-            if (ready || own) && spill.is_empty() {
-                let msgs = if ready {
-                    let msgs = session.take_ready(now);
-                    queue_depth.observe(session.pending_count() as f64);
-                    msgs
-                } else {
-                    Vec::new()
+            let (ready, next_deadline) = core.session.readiness(now);
+            let own = core.wire.has_output();
+            let want_write =
+                heartbeat_due || pong_due.is_some() || ready || own || !core.spill.is_empty();
+            if want_write && out.has_room() {
+                // Everything that piled up while the last frame was in flight goes out
+                // together; the sink has no room again until it has left.
+                if let Some(p) = pong_due.take() {
+                    core.wire.pong(out, &p);
+                }
+                if std::mem::take(&mut heartbeat_due) {
+                    core.wire.heartbeat(out);
+                }
+                if (ready || own) && core.spill.is_empty() {
+                    core.encode(ready, now, &sh.queue_depth);
+                }
+                if let Some((code, text)) = core.wire.closing() {
+                    break 'conn End::Close(code, text.to_owned());
+                }
+                let more = match core.spill.pop_front() {
+                    Some(frame) => {
+                        core.wire.write(out, &frame);
+                        !core.spill.is_empty()
+                    }
+                    None => false,
                 };
-                wire.encode(&msgs, &mut |part, frame| {
-                    counters.frame(part, frame.len());
-                    spill.push_back(frame);
-                });
-            }
-            if let Some((code, text)) = wire.closing() {
-                break End::Close(code, text.to_owned());
-            }
-            if let Some(frame) = spill.pop_front() {
-                wire.write(&out, &frame);
-                if !spill.is_empty() {
-                    out.next_turn().await;
+                Turn::Wrote { more }
+            } else {
+                Turn::Wait {
+                    want_write,
+                    next_deadline,
                 }
             }
-            continue;
-        }
+        };
+        let (want_write, next_deadline) = match turn {
+            Turn::Wrote { more } => {
+                if more {
+                    out.next_turn().await;
+                }
+                continue;
+            }
+            Turn::Wait {
+                want_write,
+                next_deadline,
+            } => (want_write, next_deadline),
+        };
         let mut wake_at = match next_deadline {
             Some(throttle_at) if !want_write => {
                 heartbeat_at.min(tokio::time::Instant::from_std(throttle_at))
@@ -281,7 +442,7 @@ pub async fn drive<W: Wire, S: Sink>(
             wake_at = wake_at.min(tokio::time::Instant::from_std(last_heard + timeout));
         }
         // A pending `auth` op's deadline, a token's expiry.
-        if let Some(auth_at) = session.auth_deadline() {
+        if let Some(auth_at) = sh.core.borrow().session.auth_deadline() {
             wake_at = wake_at.min(tokio::time::Instant::from_std(auth_at));
         }
         // A sink that times its own stalls: wake when the wait becomes one.
@@ -291,6 +452,7 @@ pub async fn drive<W: Wire, S: Sink>(
         if timer.deadline() != wake_at {
             timer.as_mut().reset(wake_at);
         }
+        sh.timer_at.set(Some(wake_at));
 
         tokio::select! {
             biased;
@@ -316,7 +478,7 @@ pub async fn drive<W: Wire, S: Sink>(
                     }
                     ClientFrame::Pong => continue,
                     ClientFrame::Upgraded => {
-                        wire.upgraded();
+                        sh.core.borrow_mut().wire.upgraded();
                         continue;
                     }
                     ClientFrame::Close(reason) => {
@@ -325,8 +487,10 @@ pub async fn drive<W: Wire, S: Sink>(
                         }));
                     }
                 };
+                let mut core = sh.core.borrow_mut();
+                let Core { wire, session, counters, .. } = &mut *core;
                 let admitted = match &payload {
-                    Some(_) => limit.admit(&mut session, now),
+                    Some(_) => limit.admit(session, now),
                     None => Ok(false),
                 };
                 if let (Some(payload), Ok(true)) = (&payload, admitted) {
@@ -361,7 +525,8 @@ pub async fn drive<W: Wire, S: Sink>(
             }
             _ = out.writable(), if want_write => {}
             _ = &mut news, if !want_write => news.set(inbox.notified()),
-            _ = reloads.reloaded() => session.recheck_auth(Instant::now()),
+            _ = sh.kicked() => {}
+            _ = reloads.reloaded() => sh.core.borrow_mut().session.recheck_auth(Instant::now()),
             _ = &mut timer => {
                 let now = tokio::time::Instant::now();
                 if let Some(timeout) = liveness.client_timeout {
@@ -379,25 +544,48 @@ pub async fn drive<W: Wire, S: Sink>(
             }
         }
     };
+    // The worker's loop writes nothing more.
+    drop(registration);
+    let lingers = matches!(end, End::SlowConsumer);
+    let (closed, drain) = close(&sh, end, cfg.write_stall_timeout);
+    if lingers {
+        // Boxed: its timer is paid for only by connections that get here.
+        Box::pin(linger(&mut input, out, cfg.write_stall_timeout, &metrics)).await;
+    }
+    // The session is over (counted, gone from the gauges) ...
+    sh.core.borrow_mut().counters.end();
+    // ... what is still queued (the close frame) leaves before the socket
+    // closes, and a client we sent a close to gets a moment to answer it.
+    Box::pin(out.finish(cfg.write_stall_timeout, drain)).await;
+    closed
+}
 
+/// Ends the connection as `end` says: queued replies and the close frame
+/// written, the session out of the fan-out, the end counted. Returns the
+/// code the server closed with, if it did, and how long to wait for the
+/// client's answer.
+fn close<W: Wire, S: Sink>(
+    sh: &Shared<W, S>,
+    end: End,
+    stall_timeout: Duration,
+) -> (Option<CloseCode>, Duration) {
+    let out = &sh.out;
+    let mut core = sh.core.borrow_mut();
+    let core = &mut *core;
     // Replies already queued (errors included) go out before our close.
     if let End::Close(..) = end {
-        let msgs = session.take_ready(Instant::now());
-        wire.encode(&msgs, &mut |part, frame| {
-            counters.frame(part, frame.len());
-            spill.push_back(frame);
-        });
-        for frame in spill.drain(..) {
-            wire.write(&out, &frame);
+        core.encode(true, Instant::now(), &sh.queue_depth);
+        for frame in core.spill.drain(..) {
+            core.wire.write(out, &frame);
         }
     }
     // Leave the fan-out before anything else, so a closing client costs nothing.
-    drop(session);
+    core.session.leave();
     tracing::debug!(?end, "closing");
     // After our close the client answers with its own; after its close (or
     // when it vanished) there is nothing to wait for.
     let drain = match end {
-        End::Close(..) | End::SlowConsumer => CLOSE_ANSWER_WAIT.min(cfg.write_stall_timeout),
+        End::Close(..) | End::SlowConsumer => CLOSE_ANSWER_WAIT.min(stall_timeout),
         End::ClientClosed(_) | End::Gone | End::Expired => Duration::ZERO,
     };
     let closed = match &end {
@@ -405,44 +593,38 @@ pub async fn drive<W: Wire, S: Sink>(
         End::SlowConsumer => Some(CloseCode::SlowConsumer),
         _ => None,
     };
+    let Core { wire, counters, .. } = core;
     match end {
         End::Close(code, text) => {
             counters.closed(code);
-            wire.close(&out, Some((code.code(), &text)));
+            wire.close(out, Some((code.code(), &text)));
         }
         End::SlowConsumer => {
             // The close follows what was already queued; `linger` resets a
             // client that does not take it.
             counters.closed(CloseCode::SlowConsumer);
             wire.close(
-                &out,
+                out,
                 Some((
                     CloseCode::SlowConsumer.code(),
                     "slow consumer: writes stalled",
                 )),
             );
-            // Boxed: its timer is paid for only by connections that get here.
-            Box::pin(linger(&mut input, &out, cfg.write_stall_timeout, &metrics)).await;
         }
         End::ClientClosed(reason) => {
             let code = reason
                 .as_ref()
                 .map_or(CloseCode::Normal.code(), |(code, _)| *code);
             counters.closed(Ended::ByClient(code));
-            wire.close(&out, reason.as_ref().map(|(c, text)| (*c, text.as_str())));
+            wire.close(out, reason.as_ref().map(|(c, text)| (*c, text.as_str())));
         }
         End::Gone => counters.closed(Ended::Gone),
         End::Expired => {
             counters.closed(Ended::Expired);
-            wire.close(&out, None);
+            wire.close(out, None);
         }
     }
-    // The session is over (counted, gone from the gauges) ...
-    drop(counters);
-    // ... what is still queued (the close frame) leaves before the socket
-    // closes, and a client we sent a close to gets a moment to answer it.
-    Box::pin(out.finish(cfg.write_stall_timeout, drain)).await;
-    closed
+    (closed, drain)
 }
 
 /// After a 4008: a trickle is not reading. A client that has not taken
@@ -534,30 +716,17 @@ async fn recv(input: &mut Option<Reader>) -> Option<Result<ClientFrame, ReadErro
     }
 }
 
-/// A connection's counters. One the watchdog cut counts as closed with 4008 even
-/// when its loop never ran again (it is dropped with the body).
-struct Counters<'a, S: Sink> {
-    inner: FrameCounters,
-    out: &'a S,
-}
+/// Counts a connection the watchdog cut as closed with 4008 even when its loop
+/// never ran again (its future is dropped with the body).
+struct StallCount<'a, W, S: Sink>(&'a Shared<W, S>);
 
-impl<S: Sink> std::ops::Deref for Counters<'_, S> {
-    type Target = FrameCounters;
-    fn deref(&self) -> &FrameCounters {
-        &self.inner
-    }
-}
-
-impl<S: Sink> std::ops::DerefMut for Counters<'_, S> {
-    fn deref_mut(&mut self) -> &mut FrameCounters {
-        &mut self.inner
-    }
-}
-
-impl<S: Sink> Drop for Counters<'_, S> {
+impl<W, S: Sink> Drop for StallCount<'_, W, S> {
     fn drop(&mut self) {
-        if self.out.is_stalled() {
-            self.inner.closed(CloseCode::SlowConsumer);
+        if self.0.out.is_stalled() {
+            // Not borrowed: the driver holds the core only between awaits.
+            if let Ok(mut core) = self.0.core.try_borrow_mut() {
+                core.counters.closed(CloseCode::SlowConsumer);
+            }
         }
     }
 }

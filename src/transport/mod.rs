@@ -2,7 +2,8 @@
 //! WebSocket ticker.v1 (`ws`) and, over the same socket, STOMP (`stomp`) and
 //! Socket.IO (`socketio`), Server-Sent Events (`sse`), long-polling (`poll`) and WebRTC DataChannels
 //! (`webrtc`). A streaming transport is a [`socket`] plus a wire protocol run by
-//! the one [`driver`]. Transports get a [`TransportContext`], not the whole
+//! the one [`driver`];
+//! a worker's delivery loop (`pump`) writes quotes to its owned sockets. Transports get a [`TransportContext`], not the whole
 //! application, and register their own routes ([`routes`]).
 
 pub mod close;
@@ -11,6 +12,7 @@ mod context;
 mod counters;
 pub mod driver;
 pub mod poll;
+mod pump;
 mod ratelimit;
 pub mod registry;
 pub mod socket;

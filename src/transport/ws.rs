@@ -279,7 +279,7 @@ fn serve(
 
 /// The driver, its close code dropped. Not an `async fn`: one would keep its
 /// arguments beside the driver's future, which holds them already.
-fn drive<W: Wire, S: Sink>(
+fn drive<W: Wire + 'static, S: Sink + 'static>(
     conn: Connection<W, S>,
     ctx: Arc<TransportContext>,
 ) -> impl Future<Output = ()> {

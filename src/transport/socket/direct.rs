@@ -198,6 +198,10 @@ impl Sink for DirectSocket {
         self.state.borrow().pending.len() + self.stream.backlog() + self.socket().unsent()
     }
 
+    fn worker_delivery(&self) -> bool {
+        true
+    }
+
     async fn finish(&self, flush: Duration, drain: Duration) {
         let _ = tokio::time::timeout(flush, self.writable()).await;
         // Our half ends with a FIN (after a TLS close_notify) after what was

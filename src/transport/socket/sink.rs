@@ -33,6 +33,12 @@ pub trait Sink {
     fn flushed(&self) -> bool;
     /// Bytes written but not yet taken by the client.
     fn unsent(&self) -> usize;
+    /// True when the worker's delivery loop may write to this sink (from the
+    /// connection's own thread) while its driver waits: a socket that takes
+    /// bytes at once. Otherwise news wakes the driver.
+    fn worker_delivery(&self) -> bool {
+        false
+    }
     /// Lets what is queued leave (at most `flush`) before the connection ends,
     /// then waits at most `drain` for the client to close its half.
     fn finish(

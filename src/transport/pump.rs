@@ -1,0 +1,200 @@
+//! The delivery loop of a worker thread: one task per worker that the hub wakes
+//! once per quote (through the worker's [`Doorbell`]) for all of the worker's
+//! connections with news, and that writes each of them then and there, in one
+//! pass: no task, wake-up or loop turn per connection and update.
+//!
+//! A connection registers with its worker's loop when its driver starts (its
+//! inbox is then routed to the doorbell) and leaves when the driver ends. The
+//! loop takes only the plain case (the socket has room, nothing left over from
+//! the last batch): everything else, and whatever the connection's own task
+//! must see after a write (bytes the socket did not take, an earlier throttle
+//! deadline, a close the protocol asked for), wakes that task, whose driver
+//! does the rest as it would have without the loop.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use crate::hub::{Doorbell, Inbox};
+
+/// A connection the loop can deliver to.
+pub trait Deliver {
+    /// Writes what the session has ready now, if the plain case allows,
+    /// otherwise wakes the connection's task.
+    fn deliver(&self, now: Instant);
+}
+
+/// A worker's connections, by token.
+struct Worker {
+    doorbell: Arc<Doorbell>,
+    conns: RefCell<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    conns: Vec<Option<Weak<dyn Deliver>>>,
+    free: Vec<u32>,
+}
+
+thread_local! {
+    /// This worker's loop, started by its first connection.
+    static WORKER: RefCell<Option<Rc<Worker>>> = const { RefCell::new(None) };
+}
+
+/// A connection's place in its worker's loop; leaves it when dropped.
+pub struct Registration {
+    worker: Rc<Worker>,
+    token: u32,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut slots = self.worker.conns.borrow_mut();
+        slots.conns[self.token as usize] = None;
+        slots.free.push(self.token);
+    }
+}
+
+/// Registers `conn` with this worker's loop (started here if this is the
+/// worker's first) and routes `inbox` to it. Call it from the connection's
+/// task, on a worker thread (inside its `LocalSet`); `None` if the inbox was
+/// routed already (the connection's task keeps being woken directly).
+pub fn register(conn: Weak<dyn Deliver>, inbox: &Inbox) -> Option<Registration> {
+    let worker = WORKER.with(|w| {
+        w.borrow_mut()
+            .get_or_insert_with(|| {
+                let worker = Rc::new(Worker {
+                    doorbell: Arc::new(Doorbell::new()),
+                    conns: RefCell::default(),
+                });
+                actix_web::rt::spawn(run(worker.clone()));
+                worker
+            })
+            .clone()
+    });
+    let token = {
+        let mut slots = worker.conns.borrow_mut();
+        match slots.free.pop() {
+            Some(t) => {
+                slots.conns[t as usize] = Some(conn);
+                t
+            }
+            None => {
+                slots.conns.push(Some(conn));
+                slots.conns.len() as u32 - 1
+            }
+        }
+    };
+    let registration = Registration { worker, token };
+    // Dropping the registration gives the token back.
+    inbox
+        .route(registration.worker.doorbell.clone(), token)
+        .then_some(registration)
+}
+
+/// The loop: each time the doorbell rings, every connection whose token was
+/// left gets one delivery. One batch per poll; tokens left meanwhile rang the
+/// doorbell again, so the task runs again after the others queued before it.
+fn run(worker: Rc<Worker>) -> impl Future<Output = ()> {
+    let mut tokens = Vec::new();
+    std::future::poll_fn(move |cx| {
+        worker.doorbell.take(cx.waker(), &mut tokens);
+        if !tokens.is_empty() {
+            let now = Instant::now();
+            for token in tokens.drain(..) {
+                // Upgraded outside the borrow: a delivery may end in a
+                // connection's registration being dropped.
+                let conn = worker
+                    .conns
+                    .borrow()
+                    .conns
+                    .get(token as usize)
+                    .and_then(|c| c.as_ref()?.upgrade());
+                if let Some(conn) = conn {
+                    conn.deliver(now);
+                }
+            }
+        }
+        Poll::<()>::Pending
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Hub;
+    use crate::quote::QuoteUpdate;
+    use crate::universe::parse;
+    use tokio::sync::mpsc;
+
+    /// A connection that takes its marks when delivered to and reports them.
+    struct Recorder {
+        name: &'static str,
+        inbox: Arc<Inbox>,
+        told: mpsc::UnboundedSender<(&'static str, Vec<u32>)>,
+    }
+
+    impl Deliver for Recorder {
+        fn deliver(&self, _now: Instant) {
+            let mut slots = Vec::new();
+            self.inbox.take(&[], |s| slots.push(s));
+            let _ = self.told.send((self.name, slots));
+        }
+    }
+
+    fn quote(hub: &Arc<Hub>, t: i64) {
+        let mut u: QuoteUpdate =
+            serde_json::from_str(&format!(r#"{{"sym":"AAA","t":{t}}}"#)).expect("valid update");
+        u.sym = "AAA".into();
+        let hub = hub.clone();
+        // From another thread, as a feed publishes.
+        std::thread::spawn(move || hub.ingest(&u).expect("known symbol"))
+            .join()
+            .expect("ingest thread");
+    }
+
+    #[actix_web::test]
+    async fn a_quote_reaches_each_registered_connection_through_the_worker_loop() {
+        let hub = Arc::new(Hub::new(
+            parse("h\nAAA\tA\t1.00\t0.01\tsim\n").expect("universe"),
+        ));
+        let (told, mut heard) = mpsc::unbounded_channel();
+        let mut conns = Vec::new();
+        let mut registrations = Vec::new();
+        for (name, slot) in [("a", 3), ("b", 5), ("gone", 7)] {
+            let inbox = Arc::new(Inbox::new(64));
+            hub.subscribe(0, slot, &inbox);
+            let conn: Rc<dyn Deliver> = Rc::new(Recorder {
+                name,
+                inbox: inbox.clone(),
+                told: told.clone(),
+            });
+            registrations.push(register(Rc::downgrade(&conn), &inbox).expect("routed once"));
+            // Routed already: a second registration is refused.
+            assert!(register(Rc::downgrade(&conn), &inbox).is_none());
+            conns.push(conn);
+        }
+        // The third connection ends: its registration and itself go.
+        registrations.pop();
+        conns.pop();
+
+        for round in 0..3 {
+            quote(&hub, round);
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                // A lost ring hangs here.
+                let next = tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv());
+                got.push(next.await.expect("delivered in time").expect("open"));
+            }
+            got.sort();
+            assert_eq!(got, [("a", vec![3]), ("b", vec![5])], "round {round}");
+            // Nothing else: the gone connection was not delivered to, and
+            // each connection was delivered once.
+            tokio::task::yield_now().await;
+            assert!(heard.try_recv().is_err());
+        }
+    }
+}
