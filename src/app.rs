@@ -12,7 +12,9 @@ use actix_http::{HttpService, Protocol};
 use actix_service::{fn_service, map_config, ServiceFactoryExt};
 use actix_web::dev::AppConfig;
 use actix_web::{web, App};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+
+use crate::shutdown::Shutdown;
 
 use crate::auth::Authenticator;
 use crate::bus::Publisher;
@@ -44,7 +46,6 @@ pub struct AppState {
 pub struct Application {
     listener: TcpListener,
     state: Arc<AppState>,
-    shutdown_tx: watch::Sender<bool>,
 }
 
 impl Application {
@@ -72,7 +73,7 @@ impl Application {
             .iter()
             .map(|f| Arc::new(FeedStatus::new(f)))
             .collect();
-        let (shutdown_tx, shutdown) = watch::channel(false);
+        let shutdown = Arc::new(Shutdown::default());
         let metrics = Arc::new(Metrics::new());
         metrics
             .connections_max
@@ -94,7 +95,6 @@ impl Application {
             hub: hub.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
-            closing: Default::default(),
             sessions: Default::default(),
             engines: Default::default(),
             webrtc,
@@ -104,7 +104,7 @@ impl Application {
             metrics: metrics.clone(),
             feeds: feeds.clone(),
             started: Instant::now(),
-            shutdown,
+            shutdown: shutdown.clone(),
             auth,
             origins,
         });
@@ -118,11 +118,7 @@ impl Application {
             transport,
             api,
         });
-        Ok(Application {
-            listener,
-            state,
-            shutdown_tx,
-        })
+        Ok(Application { listener, state })
     }
 
     /// The address the gateway listens on.
@@ -155,7 +151,7 @@ impl Application {
                 settings.publish.clone(),
                 state.hub.clone(),
                 state.metrics.clone(),
-                state.transport.shutdown.clone(),
+                state.transport.shutdown.watch(),
             )
         });
         let (outbox, own_publisher, publisher_task) = match publisher {
@@ -185,7 +181,7 @@ impl Application {
                 state.hub.clone(),
                 status.clone(),
                 state.metrics.clone(),
-                state.transport.shutdown.clone(),
+                state.transport.shutdown.watch(),
             )
             .adding_symbols(cfg.add_symbols)
             .republishing(republish)
@@ -203,12 +199,12 @@ impl Application {
         feed_tasks.push(tokio::spawn(watch_silence(
             state.hub.clone(),
             watched,
-            state.transport.shutdown.clone(),
+            state.transport.shutdown.watch(),
         )));
 
         // Ended long-polling sessions' ids are forgotten after a while.
         if let Some(webrtc) = &state.transport.webrtc {
-            webrtc.start(state.transport.shutdown.clone());
+            webrtc.start(state.transport.shutdown.watch());
         }
 
         let reaper = {
@@ -306,8 +302,7 @@ impl Application {
 
         shutdown.await;
         tracing::info!("shutting down: closing connections with 1001, stopping feeds");
-        let _ = self.shutdown_tx.send(true);
-        state.transport.closing.close_all();
+        state.transport.shutdown.begin();
         reaper.abort();
         // Give sessions a moment to send their 1001 before the server stops.
         let max = settings.server.max_connections;

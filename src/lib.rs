@@ -50,6 +50,7 @@ pub mod quote;
 pub mod reload;
 pub mod session;
 pub mod settings;
+pub mod shutdown;
 pub mod tls;
 pub mod transport;
 pub mod universe;

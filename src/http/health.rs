@@ -12,7 +12,7 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<ApiContext>) -> HttpResponse {
-    if *state.shutdown.borrow() {
+    if state.shutdown.has_begun() {
         // Shutting down: a load balancer stops sending new clients at once,
         // while the open ones are closed with 1001.
         return HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}));
@@ -62,18 +62,18 @@ mod tests {
     #[actix_web::test]
     async fn readyz_turns_503_draining_the_moment_shutdown_starts() {
         let universe = crate::universe::parse("h\nAAA\tA\t1.00\t0.01\tsim\n").unwrap();
-        let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let shutdown = Arc::new(crate::shutdown::Shutdown::default());
         let ctx = web::Data::new(ApiContext {
             hub: Arc::new(Hub::new(universe)),
             metrics: Arc::new(Metrics::new()),
             feeds: Vec::new(),
             started: Instant::now(),
-            shutdown,
+            shutdown: shutdown.clone(),
             auth: None,
             origins: Default::default(),
         });
         assert_eq!(readyz(ctx.clone()).await.status(), 200);
-        shutdown_tx.send(true).unwrap();
+        shutdown.begin();
         let r = readyz(ctx).await;
         assert_eq!(r.status(), 503);
         let body = r.into_body().try_into_bytes().unwrap();

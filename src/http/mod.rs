@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::web;
-use tokio::sync::watch;
+
+use crate::shutdown::Shutdown;
 
 pub use error::ApiError;
 
@@ -29,8 +30,8 @@ pub struct ApiContext {
     pub metrics: Arc<Metrics>,
     pub feeds: Vec<Arc<FeedStatus>>,
     pub started: Instant,
-    /// Flips to `true` on shutdown (`/readyz` then answers 503 `draining`).
-    pub shutdown: watch::Receiver<bool>,
+    /// Begins on shutdown (`/readyz` then answers 503 `draining`).
+    pub shutdown: Arc<Shutdown>,
     /// Credential checks; `None` when authentication is off.
     pub auth: Option<Arc<Authenticator>>,
     /// `server.allowed_origins`.

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::RequestHead;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::shutdown::Shutdown;
 
 use super::ratelimit::MessageLimit;
 use super::registry::SessionRegistry;
@@ -28,10 +30,8 @@ pub struct TransportContext {
     pub metrics: Arc<Metrics>,
     /// One permit per client session (`server.max_connections`).
     pub connections: Arc<Semaphore>,
-    /// Flips to `true` on shutdown.
-    pub shutdown: watch::Receiver<bool>,
-    /// The same moment, as connections wait for it (set right after `shutdown`).
-    pub closing: Arc<super::Closing>,
+    /// The shutdown signal (connections wait for it; feeds and tasks watch it).
+    pub shutdown: Arc<Shutdown>,
     /// Sessions that outlive a socket (long-polling): how requests reach them.
     pub sessions: SessionRegistry<mpsc::Sender<PollRequest>>,
     /// Engine.IO sessions on HTTP long-polling, by sid.

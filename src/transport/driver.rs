@@ -358,7 +358,7 @@ pub async fn drive<W: Wire + 'static, S: Sink + 'static>(
     };
     // Both waits live across turns: re-creating them each turn would register
     // and unregister a waiter per frame.
-    let mut shutting_down = ctx.closing.wait();
+    let mut shutting_down = ctx.shutdown.wait();
     let news = inbox.notified();
     tokio::pin!(news);
     // One timer for the heartbeat, the throttle and (for sinks that time their

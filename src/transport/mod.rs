@@ -2,12 +2,11 @@
 //! WebSocket ticker.v1 (`ws`) and, over the same socket, STOMP (`stomp`) and
 //! Socket.IO (`socketio`), Server-Sent Events (`sse`), long-polling (`poll`) and WebRTC DataChannels
 //! (`webrtc`). A streaming transport is a [`socket`] plus a wire protocol run by
-//! the one [`driver`];
-//! a worker's delivery loop (`pump`) writes quotes to its owned sockets. Transports get a [`TransportContext`], not the whole
+//! the one [`driver`]; a worker's delivery loop (`pump`) writes quotes to the
+//! sockets it owns. Transports get a [`TransportContext`], not the whole
 //! application, and register their own routes ([`routes`]).
 
 pub mod close;
-mod closing;
 mod context;
 mod counters;
 pub mod driver;
@@ -25,7 +24,6 @@ pub mod ws;
 use actix_web::web;
 
 pub use close::{CloseCode, Ended};
-pub use closing::Closing;
 pub use context::TransportContext;
 pub use counters::FrameCounters;
 pub use ratelimit::MessageLimit;
