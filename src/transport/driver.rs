@@ -212,6 +212,9 @@ struct Shared<W, S> {
     /// The driver's task while it waits, and whether the loop asked it to look.
     waiting: Cell<Option<Waker>>,
     kicked: Cell<bool>,
+    /// The waiting driver waits for the socket to take bytes: it writes
+    /// whatever is ready then, without being asked.
+    waits_writable: Cell<bool>,
     /// When the waiting driver's timer fires.
     timer_at: Cell<Option<tokio::time::Instant>>,
 }
@@ -280,9 +283,18 @@ impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
             return self.kick();
         };
         let out = &self.out;
-        if !out.has_room() || !core.spill.is_empty() || out.is_stalled() {
+        if out.is_stalled() {
             drop(core);
             return self.kick();
+        }
+        if !out.has_room() || !core.spill.is_empty() {
+            // The driver writes once the socket takes bytes again; it only
+            // needs telling if it is not waiting for that.
+            if !self.waits_writable.get() {
+                drop(core);
+                self.kick();
+            }
+            return;
         }
         if core.session.auth_end(now).is_some() {
             drop(core);
@@ -343,6 +355,7 @@ pub async fn drive<W: Wire + 'static, S: Sink + 'static>(
         queue_depth: metrics.send_queue_depth.clone(),
         waiting: Cell::new(None),
         kicked: Cell::new(false),
+        waits_writable: Cell::new(false),
         timer_at: Cell::new(None),
     });
     let out = &sh.out;
@@ -387,8 +400,16 @@ pub async fn drive<W: Wire + 'static, S: Sink + 'static>(
             }
             let (ready, next_deadline) = core.session.readiness(now);
             let own = core.wire.has_output();
-            let want_write =
-                heartbeat_due || pong_due.is_some() || ready || own || !core.spill.is_empty();
+            // Bytes a socket written by the worker's loop did not take are
+            // flushed as soon as it can take them (the loop writes only to a
+            // socket with room).
+            let unflushed = out.worker_delivery() && !out.flushed();
+            let want_write = heartbeat_due
+                || pong_due.is_some()
+                || ready
+                || own
+                || !core.spill.is_empty()
+                || unflushed;
             if want_write && out.has_room() {
                 // Everything that piled up while the last frame was in flight goes out
                 // together; the sink has no room again until it has left.
@@ -453,6 +474,7 @@ pub async fn drive<W: Wire + 'static, S: Sink + 'static>(
             timer.as_mut().reset(wake_at);
         }
         sh.timer_at.set(Some(wake_at));
+        sh.waits_writable.set(want_write);
 
         tokio::select! {
             biased;

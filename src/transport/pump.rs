@@ -1,7 +1,9 @@
 //! The delivery loop of a worker thread: one task per worker that the hub wakes
 //! once per quote (through the worker's [`Doorbell`]) for all of the worker's
-//! connections with news, and that writes each of them then and there, in one
-//! pass: no task, wake-up or loop turn per connection and update.
+//! connections with news, and that writes each of them in one pass: no task,
+//! wake-up or loop turn per connection and update. Woken, it yields once, so
+//! the quotes that arrive while the worker finishes its turn go out in the
+//! same pass (each connection written once per turn, as a cork).
 //!
 //! A connection registers with its worker's loop when its driver starts (its
 //! inbox is then routed to the doorbell) and leaves when the driver ends. The
@@ -12,7 +14,6 @@
 //! does the rest as it would have without the loop.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::Poll;
@@ -96,30 +97,45 @@ pub fn register(conn: Weak<dyn Deliver>, inbox: &Inbox) -> Option<Registration> 
 }
 
 /// The loop: each time the doorbell rings, every connection whose token was
-/// left gets one delivery. One batch per poll; tokens left meanwhile rang the
-/// doorbell again, so the task runs again after the others queued before it.
-fn run(worker: Rc<Worker>) -> impl Future<Output = ()> {
+/// left gets one delivery. Woken, the loop first lets the worker finish its
+/// turn (the connections' own tasks, the sockets' readiness), so that what
+/// piles up meanwhile goes out in the same pass, one write per connection,
+/// as a cork flushed once per turn of the event loop.
+async fn run(worker: Rc<Worker>) {
     let mut tokens = Vec::new();
-    std::future::poll_fn(move |cx| {
-        worker.doorbell.take(cx.waker(), &mut tokens);
-        if !tokens.is_empty() {
-            let now = Instant::now();
-            for token in tokens.drain(..) {
-                // Upgraded outside the borrow: a delivery may end in a
-                // connection's registration being dropped.
-                let conn = worker
-                    .conns
-                    .borrow()
-                    .conns
-                    .get(token as usize)
-                    .and_then(|c| c.as_ref()?.upgrade());
-                if let Some(conn) = conn {
-                    conn.deliver(now);
-                }
+    loop {
+        std::future::poll_fn(|cx| {
+            worker.doorbell.take(cx.waker(), &mut tokens);
+            if tokens.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        tokio::task::yield_now().await;
+        // What rang while the loop yielded goes in this pass too.
+        std::future::poll_fn(|cx| {
+            let mut more = Vec::new();
+            worker.doorbell.take(cx.waker(), &mut more);
+            tokens.append(&mut more);
+            Poll::Ready(())
+        })
+        .await;
+        let now = Instant::now();
+        for token in tokens.drain(..) {
+            // Upgraded outside the borrow of the slots.
+            let conn = worker
+                .conns
+                .borrow()
+                .conns
+                .get(token as usize)
+                .and_then(|c| c.as_ref()?.upgrade());
+            if let Some(conn) = conn {
+                conn.deliver(now);
             }
         }
-        Poll::<()>::Pending
-    })
+    }
 }
 
 #[cfg(test)]
