@@ -14,7 +14,8 @@
 //! - [`bus`]: several gateways on NATS: the wire format, the order rule for bus
 //!   messages, the last-value stream, the `[publish]` publisher.
 //! - [`hub`]: symbol interning (a universe that may grow), latest quote and `seq`
-//!   per symbol, per-symbol fan-out, the symbols sessions want.
+//!   per symbol, per-symbol fan-out (a session's inbox, each worker's doorbell),
+//!   the symbols sessions want.
 //! - [`auth`]: who may connect and what they may see: API keys, JWT, tickets,
 //!   entitlement patterns and per-principal limits.
 //! - [`tls`]: `[tls]`: the certificate (reloadable) and the acceptor settings.
@@ -23,11 +24,13 @@
 //!   and long-polling on a narrow [`transport::TransportContext`]. A streaming
 //!   transport is a socket ([`transport::socket`]: a WebSocket the gateway owns
 //!   after actix-http hands over the upgraded connection, or an SSE response
-//!   body) plus a wire protocol, run by the one [`transport::driver`]; close
-//!   codes in [`transport::close`].
+//!   body) plus a wire protocol, run by the one [`transport::driver`]; each
+//!   worker's delivery loop writes quotes to its WebSockets; close codes in
+//!   [`transport::close`].
 //! - [`http`]: the JSON error type, the symbol/quote API, health, metrics, and
 //!   the OpenAPI and AsyncAPI documents.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`shutdown`]: the one shutdown signal.
 //! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully;
 //!   [`reload`]: what SIGHUP changes while it runs (keys, certificate).
 //!

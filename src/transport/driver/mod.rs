@@ -15,140 +15,31 @@
 //! (the loop wakes at [`Sink::stall_deadline`]); an SSE body is not polled while
 //! stalled, so its watchdog marks it and the loop closes when it runs again.
 
+mod shared;
+mod wire;
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use prometheus::Histogram;
+use bytes::Bytes;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use super::pump::{self, Deliver};
+use super::pump;
 use super::socket::{ClientFrame, ReadError, Reader, Sink};
 use super::{CloseCode, Ended, FrameCounters, TransportContext};
 use crate::metrics::Metrics;
-use crate::session::protocol::{BadRequest, ClientOp, Format, ServerMsg};
 use crate::session::Session;
-
-/// A batch larger than this goes out as several frames, one per write: a
-/// 20-symbol snapshot burst then never makes a connection's buffer (actix's
-/// write buffer for SSE, an owned socket's unsent bytes) grow past a page.
-pub const FRAME_BYTES: usize = 3 * 1024;
-
-/// Cuts a batch into frames of about [`FRAME_BYTES`]: `put` appends the bytes
-/// of message `i` (or none), and `emit` gets each frame with the messages it
-/// carries (a frame closes once it reaches the size, so it may pass it by one
-/// message). Nothing is emitted for a batch that wrote nothing.
-pub fn batch_frames(
-    msgs: &[ServerMsg],
-    mut put: impl FnMut(usize, &ServerMsg, &mut BytesMut),
-    emit: &mut dyn FnMut(&[ServerMsg], Bytes),
-) {
-    let mut buf = BytesMut::new();
-    let mut start = 0;
-    for (i, m) in msgs.iter().enumerate() {
-        put(i, m, &mut buf);
-        if buf.len() >= FRAME_BYTES {
-            emit(&msgs[start..=i], buf.split().freeze());
-            start = i + 1;
-        }
-    }
-    if !buf.is_empty() {
-        emit(&msgs[start..], buf.freeze());
-    }
-}
+use shared::{Core, Shared, StallCount};
+pub use wire::{batch_frames, Input, Liveness, Wire, FRAME_BYTES};
 
 /// How long a client gets to answer our close frame before its socket closes.
 const CLOSE_ANSWER_WAIT: Duration = Duration::from_secs(1);
-
-/// A wire protocol: how session output becomes frames and client messages
-/// become ops, and what a heartbeat and a close look like. A wire may keep
-/// state (STOMP's subscription ids) and frames of its own (replies that are no
-/// session message), and may ask to end the connection.
-pub trait Wire {
-    /// The transport's metric label (`ws`, `sse`, …).
-    const TRANSPORT: &'static str;
-
-    /// The encoding of session messages (for metric labels).
-    fn format(&self) -> Format;
-
-    /// Encodes `msgs`, then the wire's own queued frames, as frames of about
-    /// [`FRAME_BYTES`] at most, handing each to `emit` with the messages it
-    /// carries.
-    fn encode(&mut self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes));
-
-    /// True when the wire has frames of its own to send.
-    fn has_output(&self) -> bool {
-        false
-    }
-
-    /// Set once the protocol ends the connection (after its last frame): the
-    /// close code and reason.
-    fn closing(&self) -> Option<(CloseCode, &str)> {
-        None
-    }
-
-    /// Writes one encoded frame to the socket.
-    fn write(&self, out: &impl Sink, frame: &[u8]);
-
-    /// Writes a heartbeat (a WebSocket ping, an SSE comment).
-    fn heartbeat(&self, out: &impl Sink);
-
-    /// Answers a client's ping.
-    fn pong(&self, _out: &impl Sink, _payload: &[u8]) {}
-
-    /// Ends the connection: with `code` and `reason` where the protocol has
-    /// close frames, or by ending the stream.
-    fn close(&self, out: &impl Sink, close: Option<(u16, &str)>);
-
-    /// The connection moved to a WebSocket (Engine.IO's upgrade): frames are
-    /// WebSocket frames from now on.
-    fn upgraded(&mut self) {}
-
-    /// Decodes one client message into what it asks of the driver.
-    fn decode(&mut self, _payload: &[u8], _binary: bool, requests: &mut dyn FnMut(Input)) {
-        requests(Input::Invalid(BadRequest {
-            id: None,
-            message: "this transport takes no client messages".into(),
-        }));
-    }
-}
-
-/// What a client message asks of the driver.
-#[derive(Debug)]
-pub enum Input {
-    /// An op for the session.
-    Op(ClientOp),
-    /// Not an op: the session answers `bad_request`.
-    Invalid(BadRequest),
-    /// The protocol negotiated how the connection proves it is alive (STOMP's
-    /// heart-beats).
-    Liveness(Liveness),
-}
-
-impl From<Result<ClientOp, BadRequest>> for Input {
-    fn from(decoded: Result<ClientOp, BadRequest>) -> Input {
-        match decoded {
-            Ok(op) => Input::Op(op),
-            Err(e) => Input::Invalid(e),
-        }
-    }
-}
-
-/// How a connection proves it is alive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Liveness {
-    /// A heartbeat goes out this often.
-    pub heartbeat: Duration,
-    /// A client that sent nothing for this long is closed with 4000 (`None`:
-    /// the client never talks, as on SSE).
-    pub client_timeout: Option<Duration>,
-}
 
 /// One connection, ready to be driven.
 pub struct Connection<W, S> {
@@ -201,128 +92,6 @@ enum End {
     Gone,
     /// A long-polling session nobody asked anything of for its expiry time.
     Expired,
-}
-
-/// What the driver and its worker's delivery loop share: the socket's write
-/// side, and (borrowed only between awaits) the session and its wire.
-struct Shared<W, S> {
-    out: S,
-    core: RefCell<Core<W>>,
-    queue_depth: Histogram,
-    /// The driver's task while it waits, and whether the loop asked it to look.
-    waiting: Cell<Option<Waker>>,
-    kicked: Cell<bool>,
-    /// The waiting driver waits for the socket to take bytes: it writes
-    /// whatever is ready then, without being asked.
-    waits_writable: Cell<bool>,
-    /// When the waiting driver's timer fires.
-    timer_at: Cell<Option<tokio::time::Instant>>,
-}
-
-struct Core<W> {
-    wire: W,
-    session: Session,
-    /// Encoded frames of a batch larger than FRAME_BYTES, written one per turn.
-    spill: VecDeque<Bytes>,
-    counters: FrameCounters,
-}
-
-impl<W: Wire> Core<W> {
-    /// Encodes the session's ready messages (if `ready`) and the wire's own
-    /// frames into `spill`.
-    fn encode(&mut self, ready: bool, now: Instant, queue_depth: &Histogram) {
-        let msgs = if ready {
-            let msgs = self.session.take_ready(now);
-            queue_depth.observe(self.session.pending_count() as f64);
-            msgs
-        } else {
-            Vec::new()
-        };
-        let Core {
-            wire,
-            spill,
-            counters,
-            ..
-        } = self;
-        wire.encode(&msgs, &mut |part, frame| {
-            counters.frame(part, frame.len());
-            spill.push_back(frame);
-        });
-    }
-}
-
-impl<W, S> Shared<W, S> {
-    /// Wakes the driver's task (it looks at everything on its next turn).
-    fn kick(&self) {
-        self.kicked.set(true);
-        if let Some(waker) = self.waiting.take() {
-            waker.wake();
-        }
-    }
-
-    /// Resolves once [`Shared::kick`] was called.
-    fn kicked(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| {
-            if self.kicked.replace(false) {
-                return Poll::Ready(());
-            }
-            match self.waiting.take() {
-                Some(w) if w.will_wake(cx.waker()) => self.waiting.set(Some(w)),
-                _ => self.waiting.set(Some(cx.waker().clone())),
-            }
-            Poll::Pending
-        })
-    }
-}
-
-impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
-    fn deliver(&self, now: Instant) {
-        // The driver never holds the borrow across an await: a failure here
-        // would be a delivery from inside the driver's own turn.
-        let Ok(mut core) = self.core.try_borrow_mut() else {
-            return self.kick();
-        };
-        let out = &self.out;
-        if out.is_stalled() {
-            drop(core);
-            return self.kick();
-        }
-        if !out.has_room() || !core.spill.is_empty() {
-            // The driver writes once the socket takes bytes again; it only
-            // needs telling if it is not waiting for that.
-            if !self.waits_writable.get() {
-                drop(core);
-                self.kick();
-            }
-            return;
-        }
-        if core.session.auth_end(now).is_some() {
-            drop(core);
-            return self.kick();
-        }
-        let (ready, _) = core.session.readiness(now);
-        if !ready && !core.wire.has_output() {
-            return;
-        }
-        core.encode(ready, now, &self.queue_depth);
-        if core.wire.closing().is_some() {
-            drop(core);
-            return self.kick();
-        }
-        if let Some(frame) = core.spill.pop_front() {
-            core.wire.write(out, &frame);
-        }
-        // A symbol this batch throttled may be due before the driver's timer.
-        let earlier = core.session.next_deadline().is_some_and(|due| {
-            self.timer_at
-                .get()
-                .is_none_or(|at| tokio::time::Instant::from_std(due) < at)
-        });
-        if earlier || !core.spill.is_empty() || !out.has_room() {
-            drop(core);
-            self.kick();
-        }
-    }
 }
 
 /// Runs `conn` until it ends, then ends it with exactly one close; the code
@@ -735,20 +504,5 @@ async fn recv(input: &mut Option<Reader>) -> Option<Result<ClientFrame, ReadErro
     match input {
         Some(input) => input.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Counts a connection the watchdog cut as closed with 4008 even when its loop
-/// never ran again (its future is dropped with the body).
-struct StallCount<'a, W, S: Sink>(&'a Shared<W, S>);
-
-impl<W, S: Sink> Drop for StallCount<'_, W, S> {
-    fn drop(&mut self) {
-        if self.0.out.is_stalled() {
-            // Not borrowed: the driver holds the core only between awaits.
-            if let Ok(mut core) = self.0.core.try_borrow_mut() {
-                core.counters.closed(CloseCode::SlowConsumer);
-            }
-        }
     }
 }

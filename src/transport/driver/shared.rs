@@ -1,0 +1,157 @@
+//! What a connection's driver shares with its worker's delivery loop
+//! ([`pump`](super::super::pump)): the socket's write side, and the session
+//! with its wire, borrowed by either only between awaits. The loop writes
+//! through [`Deliver`] while the driver waits, and kicks the driver for what
+//! only it can do.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use prometheus::Histogram;
+
+use super::super::pump::Deliver;
+use super::super::socket::Sink;
+use super::super::{CloseCode, FrameCounters};
+use super::Wire;
+use crate::session::Session;
+
+/// What the driver and its worker's delivery loop share: the socket's write
+/// side, and (borrowed only between awaits) the session and its wire.
+pub(super) struct Shared<W, S> {
+    pub out: S,
+    pub core: RefCell<Core<W>>,
+    pub queue_depth: Histogram,
+    /// The driver's task while it waits, and whether the loop asked it to look.
+    pub waiting: Cell<Option<Waker>>,
+    pub kicked: Cell<bool>,
+    /// The waiting driver waits for the socket to take bytes: it writes
+    /// whatever is ready then, without being asked.
+    pub waits_writable: Cell<bool>,
+    /// When the waiting driver's timer fires.
+    pub timer_at: Cell<Option<tokio::time::Instant>>,
+}
+
+pub(super) struct Core<W> {
+    pub wire: W,
+    pub session: Session,
+    /// Encoded frames of a batch larger than FRAME_BYTES, written one per turn.
+    pub spill: VecDeque<Bytes>,
+    pub counters: FrameCounters,
+}
+
+impl<W: Wire> Core<W> {
+    /// Encodes the session's ready messages (if `ready`) and the wire's own
+    /// frames into `spill`.
+    pub fn encode(&mut self, ready: bool, now: Instant, queue_depth: &Histogram) {
+        let msgs = if ready {
+            let msgs = self.session.take_ready(now);
+            queue_depth.observe(self.session.pending_count() as f64);
+            msgs
+        } else {
+            Vec::new()
+        };
+        let Core {
+            wire,
+            spill,
+            counters,
+            ..
+        } = self;
+        wire.encode(&msgs, &mut |part, frame| {
+            counters.frame(part, frame.len());
+            spill.push_back(frame);
+        });
+    }
+}
+
+impl<W, S> Shared<W, S> {
+    /// Wakes the driver's task (it looks at everything on its next turn).
+    pub fn kick(&self) {
+        self.kicked.set(true);
+        if let Some(waker) = self.waiting.take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once [`Shared::kick`] was called.
+    pub fn kicked(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.kicked.replace(false) {
+                return Poll::Ready(());
+            }
+            match self.waiting.take() {
+                Some(w) if w.will_wake(cx.waker()) => self.waiting.set(Some(w)),
+                _ => self.waiting.set(Some(cx.waker().clone())),
+            }
+            Poll::Pending
+        })
+    }
+}
+
+impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
+    fn deliver(&self, now: Instant) {
+        // The driver never holds the borrow across an await: a failure here
+        // would be a delivery from inside the driver's own turn.
+        let Ok(mut core) = self.core.try_borrow_mut() else {
+            return self.kick();
+        };
+        let out = &self.out;
+        if out.is_stalled() {
+            drop(core);
+            return self.kick();
+        }
+        if !out.has_room() || !core.spill.is_empty() {
+            // The driver writes once the socket takes bytes again; it only
+            // needs telling if it is not waiting for that.
+            if !self.waits_writable.get() {
+                drop(core);
+                self.kick();
+            }
+            return;
+        }
+        if core.session.auth_end(now).is_some() {
+            drop(core);
+            return self.kick();
+        }
+        let (ready, _) = core.session.readiness(now);
+        if !ready && !core.wire.has_output() {
+            return;
+        }
+        core.encode(ready, now, &self.queue_depth);
+        if core.wire.closing().is_some() {
+            drop(core);
+            return self.kick();
+        }
+        if let Some(frame) = core.spill.pop_front() {
+            core.wire.write(out, &frame);
+        }
+        // A symbol this batch throttled may be due before the driver's timer.
+        let earlier = core.session.next_deadline().is_some_and(|due| {
+            self.timer_at
+                .get()
+                .is_none_or(|at| tokio::time::Instant::from_std(due) < at)
+        });
+        if earlier || !core.spill.is_empty() || !out.has_room() {
+            drop(core);
+            self.kick();
+        }
+    }
+}
+
+/// Counts a connection the watchdog cut as closed with 4008 even when its loop
+/// never ran again (its future is dropped with the body).
+pub(super) struct StallCount<'a, W, S: Sink>(pub &'a Shared<W, S>);
+
+impl<W, S: Sink> Drop for StallCount<'_, W, S> {
+    fn drop(&mut self) {
+        if self.0.out.is_stalled() {
+            // Not borrowed: the driver holds the core only between awaits.
+            if let Ok(mut core) = self.0.core.try_borrow_mut() {
+                core.counters.closed(CloseCode::SlowConsumer);
+            }
+        }
+    }
+}
