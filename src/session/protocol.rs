@@ -592,6 +592,27 @@ mod tests {
     }
 
     #[test]
+    fn resume_takes_every_seq_a_symbol_can_have_and_nothing_else() {
+        // A seq is a u64 (PROTOCOL.md section 1): the whole range resumes, as
+        // the schemas say; beyond it, negative or fractional is refused.
+        let resume = |seq: &str| {
+            let frame = format!(r#"{{"op":"subscribe","symbols":["A"],"resume":{{"A":{seq}}}}}"#);
+            match parse_op(frame.as_bytes(), false) {
+                Ok(ClientOp::Subscribe { resume, .. }) => Ok(resume[0].1),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.message),
+            }
+        };
+        assert_eq!(resume("0"), Ok(0));
+        assert_eq!(resume("1042.0"), Ok(1042));
+        assert_eq!(resume("9007199254740993"), Ok(9_007_199_254_740_993));
+        assert_eq!(resume("18446744073709551615"), Ok(u64::MAX));
+        for refused in ["18446744073709551616", "-1", "1.5", "1e300", "\"7\""] {
+            assert_eq!(resume(refused), Err(RESUME_SHAPE.to_owned()), "{refused}");
+        }
+    }
+
+    #[test]
     fn bad_input_is_a_bad_request_with_the_id_when_known() {
         for (frame, want_id) in [
             (&b"not json"[..], None),
