@@ -47,6 +47,10 @@ pub fn unix_micros() -> i64 {
 /// A symbol's interned id: its index in the universe.
 pub type SymbolId = u32;
 
+/// How many states of a symbol the hub keeps chained (the latest and those
+/// it replaced): the most updates of one symbol a session sends at once.
+pub const HISTORY: usize = 8;
+
 /// Why the hub refused a feed update.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IngestError {
@@ -471,15 +475,31 @@ fn store(
     };
     let seq = seq.map_or(next, |s| s.max(next));
     merged.merge(fields);
-    slot.latest.store(Some(Arc::new(Quote::new(
+    let quote = Arc::new(Quote::new(
         slot.sym.clone(),
         seq,
         t,
         merged,
         Instant::now(),
         unix_micros(),
-    ))));
+    ));
+    quote.set_previous(slot.latest.load_full());
+    keep_history(&quote);
+    slot.latest.store(Some(quote));
     seq
+}
+
+/// Ends a symbol's chain of states after [`HISTORY`] of them, so a state a
+/// session still holds keeps at most that many alive.
+fn keep_history(latest: &Arc<Quote>) {
+    let mut q = Arc::clone(latest);
+    for _ in 1..HISTORY {
+        match q.previous() {
+            Some(p) => q = p,
+            None => return,
+        }
+    }
+    q.set_previous(None);
 }
 
 #[cfg(test)]

@@ -182,3 +182,19 @@ fn a_first_source_is_not_news_and_uncovered_symbols_never_turn_stale() {
     assert!(!h.is_stale(0), "AAA never had a quote from it");
     assert_eq!(h.stale_count(), 1);
 }
+
+#[test]
+fn the_hub_keeps_a_symbols_last_states_chained_and_no_more() {
+    let h = hub();
+    for t in 1..=20 {
+        h.ingest(&upd("AAA", &format!(r#"{{"sym":"","t":{t},"bs":{t}}}"#)))
+            .unwrap();
+    }
+    let mut chain = vec![h.latest(0).unwrap()];
+    while let Some(q) = chain.last().unwrap().previous() {
+        chain.push(q);
+    }
+    let seqs: Vec<u64> = chain.iter().map(|q| q.seq).collect();
+    assert_eq!(seqs, (13..=20).rev().collect::<Vec<_>>());
+    assert_eq!(chain.len(), HISTORY);
+}

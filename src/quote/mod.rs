@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -250,6 +251,10 @@ pub struct Quote {
     /// a quote nobody reads costs nothing.
     json: OnceLock<Fragments>,
     msgpack: OnceLock<Fragments>,
+    /// The state this one replaced, while the hub keeps it (a few states per
+    /// symbol): a client that can take every update gets the ones it has not
+    /// seen instead of one merged delta.
+    previous: ArcSwapOption<Quote>,
 }
 
 impl Quote {
@@ -271,7 +276,18 @@ impl Quote {
             ingested_us,
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
+            previous: ArcSwapOption::empty(),
         }
+    }
+
+    /// The state this one replaced, if the hub still keeps it.
+    pub fn previous(&self) -> Option<Arc<Quote>> {
+        self.previous.load_full()
+    }
+
+    /// Links the state this one replaced (`None` ends the chain here).
+    pub(crate) fn set_previous(&self, previous: Option<Arc<Quote>>) {
+        self.previous.store(previous);
     }
 
     /// The quote's `sym`, `seq`, `t` and field entries as JSON text.

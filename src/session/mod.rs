@@ -19,15 +19,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::{LimitSettings, Refusal};
-use crate::hub::{Hub, Inbox, SymbolId};
+use crate::hub::{Hub, Inbox, SymbolId, HISTORY};
 use crate::metrics::Metrics;
-use crate::quote::FieldMask;
+use crate::quote::{FieldMask, Quote};
 use crate::settings::SessionSettings;
 use protocol::{BadRequest, ClientOp, ErrorCode, Format, Limits, QuoteKind, RequestId, ServerMsg};
 use subscriptions::{Subscription, Subscriptions};
 
 /// Error lists name at most this many symbols (the count is in the message).
 const MAX_LISTED_SYMBOLS: usize = 100;
+
+/// A state the hub accepted longer ago than this is merged into the next update
+/// rather than sent on its own: a client that fell behind (its socket full, a
+/// long poll not yet back) catches up with the latest state, not with history.
+const SUPERSEDED_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Per-session limits, from the `[session]` settings.
 #[derive(Clone, Debug)]
@@ -503,7 +508,7 @@ impl Session {
             match latest {
                 Some(quote) if snapshot && !resumed => {
                     sub.sent = Some(quote.clone());
-                    sub.last_sent_at = Some(now);
+                    sub.sent_at(now, 1);
                     self.outbox.push(ServerMsg::Quote {
                         kind: QuoteKind::Snapshot,
                         quote,
@@ -517,7 +522,7 @@ impl Session {
                         // The client has this state already (section 12): later
                         // updates are deltas from it.
                         sub.sent = latest;
-                        sub.last_sent_at = Some(now);
+                        sub.sent_at(now, 1);
                     } else if !snapshot && sub.sent.is_none() {
                         // No snapshot wanted: later updates are deltas from the
                         // current state.
@@ -619,6 +624,7 @@ impl Session {
         let mut out = std::mem::take(&mut self.outbox);
         let hub = &*self.hub;
         let stamp = self.limits.ingest_stamp;
+        let refreshing = self.refresh.is_some();
         let mut conflated = 0;
         // Throttled symbols whose time has come leave the kept marks: the take
         // below collects them with the new ones (their marks are still set).
@@ -652,7 +658,9 @@ impl Session {
                 self.throttled.push(slot);
                 continue;
             }
-            conflated += emit(hub, sub, now, stamp, &mut out);
+            // Full states only (WebRTC) gain nothing from the ones between.
+            let budget = if refreshing { 1 } else { sub.budget(now) };
+            conflated += emit(hub, sub, now, stamp, budget, &mut out);
         }
         marked.clear();
         self.scratch = marked;
@@ -681,7 +689,7 @@ impl Session {
                 continue;
             };
             sub.sent = Some(latest.clone());
-            sub.last_sent_at = Some(now);
+            sub.sent_at(now, 1);
             refreshed += 1;
             out.push(ServerMsg::Quote {
                 kind: QuoteKind::Snapshot,
@@ -736,31 +744,85 @@ fn emit(
     sub: &mut Subscription,
     now: Instant,
     stamp: bool,
+    budget: usize,
     out: &mut Vec<ServerMsg>,
 ) -> u64 {
     let peek = hub.peek(sub.sym);
     let Some(latest) = peek.as_ref() else {
         return 0;
     };
-    let (kind, mask, skipped) = match &sub.sent {
-        None => (QuoteKind::Snapshot, FieldMask::ALL, 0),
-        Some(prev) if latest.seq <= prev.seq => return 0,
-        Some(prev) => (
-            QuoteKind::Update,
-            latest.fields.diff(&prev.fields),
-            latest.seq - prev.seq - 1,
-        ),
+    let Some(prev) = &sub.sent else {
+        sub.sent = Some(latest.clone());
+        sub.sent_at(now, 1);
+        out.push(ServerMsg::Quote {
+            kind: QuoteKind::Snapshot,
+            quote: latest.clone(),
+            mask: FieldMask::ALL,
+            stamp,
+            stale: hub.is_stale(sub.sym),
+        });
+        return 0;
     };
-    sub.sent = Some(latest.clone());
-    sub.last_sent_at = Some(now);
-    out.push(ServerMsg::Quote {
-        kind,
-        quote: latest.clone(),
+    if latest.seq <= prev.seq {
+        return 0;
+    }
+    if budget == 1 || latest.seq - prev.seq == 1 {
+        // The common case: one update, a delta from the client's state.
+        let skipped = latest.seq - prev.seq - 1;
+        out.push(update(
+            latest.clone(),
+            latest.fields.diff(&prev.fields),
+            stamp,
+        ));
+        sub.sent = Some(latest.clone());
+        sub.sent_at(now, 1);
+        return skipped;
+    }
+    // The states since the client's, newest first, as many as the budget
+    // allows: each goes out as its own update, a delta from the one before;
+    // what is older is merged into the first of them.
+    let mut states = [const { None::<Arc<Quote>> }; HISTORY];
+    states[0] = Some(latest.clone());
+    let mut n = 1;
+    while n < budget.min(HISTORY) {
+        let Some(older) = states[n - 1].as_ref().and_then(|q| q.previous()) else {
+            break;
+        };
+        if older.seq <= prev.seq || now.saturating_duration_since(older.ingested) > SUPERSEDED_AGE {
+            break;
+        }
+        states[n] = Some(older);
+        n += 1;
+    }
+    let mut skipped = 0;
+    for i in (0..n).rev() {
+        let Some(quote) = &states[i] else {
+            continue; // states[..n] are all set
+        };
+        let base = match states.get(i + 1) {
+            Some(Some(older)) if i + 1 < n => &**older,
+            _ => &**prev,
+        };
+        skipped += quote.seq - base.seq - 1;
+        out.push(update(
+            quote.clone(),
+            quote.fields.diff(&base.fields),
+            stamp,
+        ));
+    }
+    sub.sent = states[0].take();
+    sub.sent_at(now, n);
+    skipped
+}
+
+fn update(quote: Arc<Quote>, mask: FieldMask, stamp: bool) -> ServerMsg {
+    ServerMsg::Quote {
+        kind: QuoteKind::Update,
+        quote,
         mask,
         stamp,
-        stale: kind == QuoteKind::Snapshot && hub.is_stale(sub.sym),
-    });
-    skipped
+        stale: false,
+    }
 }
 
 impl Session {
@@ -798,3 +860,5 @@ fn summary(names: &[String]) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_burst;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::hub::{SymbolId, SymbolStatus};
+use crate::hub::{SymbolId, SymbolStatus, HISTORY};
 use crate::quote::Quote;
 
 /// One subscribed symbol of one session.
@@ -28,7 +28,14 @@ pub(super) struct Subscription {
     pub rate: f64,
     /// `1 / rate` in microseconds (the throttle's spacing).
     interval_us: u32,
+    /// How many messages of the symbol the last send carried (see
+    /// [`Subscription::budget`]).
+    burst: u8,
 }
+
+/// The longest a burst of one symbol's updates may hold back its next message
+/// beyond the throttle's spacing (section 5.4 allows 250 ms).
+const BURST_SPAN_US: u64 = 100_000;
 
 impl Subscription {
     pub fn new(sym: SymbolId, slot: u32, rate: f64, told: Arc<SymbolStatus>) -> Self {
@@ -40,6 +47,7 @@ impl Subscription {
             told,
             rate,
             interval_us: 0,
+            burst: 1,
         };
         sub.set_rate(rate);
         sub
@@ -51,10 +59,39 @@ impl Subscription {
         self.interval_us = (1e6 / rate).min(f64::from(u32::MAX)) as u32;
     }
 
-    /// The earliest moment the throttle lets this symbol out again.
+    /// The earliest moment the throttle lets this symbol out again: one
+    /// spacing after the last send for each message that send carried.
     pub fn next_allowed(&self) -> Option<Instant> {
         self.last_sent_at
-            .map(|t| t + Duration::from_micros(u64::from(self.interval_us)))
+            .map(|t| t + Duration::from_micros(self.spacing_us() * u64::from(self.burst)))
+    }
+
+    fn spacing_us(&self) -> u64 {
+        u64::from(self.interval_us)
+    }
+
+    /// How many messages of this symbol may go out together now (at least one
+    /// once [`Subscription::next_allowed`] has passed). A send of `k` after a
+    /// send of `j` needs `k + j - 1` spacings between them, which keeps any
+    /// second at `ceil(rate) + 1` messages (section 5.3) however the bursts
+    /// fall; a burst never holds back the next message more than
+    /// [`BURST_SPAN_US`] beyond one spacing (section 5.4), so rates below 10
+    /// never burst; and never more than the hub keeps.
+    pub fn budget(&self, now: Instant) -> usize {
+        let Some(last) = self.last_sent_at else {
+            return 1;
+        };
+        let spacing = self.spacing_us().max(1);
+        let elapsed = now.saturating_duration_since(last).as_micros() as u64;
+        let earned = (elapsed / spacing + 1).saturating_sub(u64::from(self.burst));
+        let span = 1 + BURST_SPAN_US / spacing;
+        earned.min(span).clamp(1, HISTORY as u64) as usize
+    }
+
+    /// Records a send of `messages` messages of this symbol, now.
+    pub fn sent_at(&mut self, now: Instant, messages: usize) {
+        self.last_sent_at = Some(now);
+        self.burst = messages.clamp(1, HISTORY) as u8;
     }
 
     /// When this symbol is due to be sent again although nothing changed
@@ -194,6 +231,84 @@ mod tests {
         subs.trim();
         assert_eq!(subs.by_slot.capacity(), 3, "trailing free slots go");
         assert_eq!(subs.free_slot(), 3);
+    }
+
+    /// Send times (one per message) of a symbol whose quotes come in bursts
+    /// and pauses, looked at by its worker at every tick but now and then late,
+    /// each look taking as many as the budget lets out.
+    fn sends(rate: f64, seed: u64) -> Vec<Instant> {
+        let mut x = seed;
+        let mut random = move || {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let mut s = sub(1, 0, rate);
+        let t0 = Instant::now();
+        let (mut pending, mut busy, mut out) = (0usize, true, Vec::new());
+        let mut late_until = t0;
+        for tick in 0..20_000u64 {
+            let now = t0 + Duration::from_micros(tick * 500);
+            if random() < 0.002 {
+                busy = !busy; // a quiet spell or a busy one, about a second each
+            }
+            if busy && random() < 0.5 {
+                pending += 1;
+            }
+            // A turn every tick, but now and then one comes up to 150 ms late.
+            if random() < 0.005 {
+                late_until = now + Duration::from_micros((random() * 150_000.0) as u64);
+            }
+            let looks = now >= late_until;
+            if looks && pending > 0 && s.next_allowed().is_none_or(|t| t <= now) {
+                let k = s.budget(now).min(pending);
+                out.extend(std::iter::repeat_n(now, k));
+                s.sent_at(now, k);
+                pending = 0;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn bursts_keep_every_second_within_the_rate() {
+        for rate in [1.0f64, 9.0, 10.0, 50.0, 333.0, 1000.0] {
+            let most = rate.ceil() as usize + 1;
+            for seed in 1..20 {
+                let times = sends(rate, seed);
+                for (i, &start) in times.iter().enumerate() {
+                    let within = times[i..]
+                        .iter()
+                        .take_while(|&&t| t < start + Duration::from_secs(1))
+                        .count();
+                    assert!(within <= most, "{within} > {most} at {rate}/s, seed {seed}");
+                }
+                if rate < 10.0 {
+                    assert!(times.windows(2).all(|w| w[0] != w[1]), "{rate}/s burst");
+                } else {
+                    assert!(times.windows(2).any(|w| w[0] == w[1]), "{rate}/s: no burst");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_burst_holds_back_the_next_message_by_its_spacings() {
+        let mut s = sub(1, 0, 50.0);
+        let t0 = Instant::now();
+        assert_eq!(s.budget(t0), 1, "nothing sent yet: a snapshot");
+        s.sent_at(t0, 1);
+        assert_eq!(s.budget(t0 + Duration::from_millis(20)), 1);
+        assert_eq!(s.budget(t0 + Duration::from_millis(60)), 3);
+        assert_eq!(
+            s.budget(t0 + Duration::from_secs(9)),
+            6,
+            "at most 100 ms of spacings"
+        );
+        s.sent_at(t0 + Duration::from_millis(60), 3);
+        assert_eq!(s.next_allowed(), Some(t0 + Duration::from_millis(120)));
+        assert_eq!(s.budget(t0 + Duration::from_millis(120)), 1);
     }
 
     #[test]

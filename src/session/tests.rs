@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::quote::QuoteUpdate;
 use crate::universe::parse;
 
-fn setup() -> (Arc<Hub>, Session) {
+pub(super) fn setup() -> (Arc<Hub>, Session) {
     setup_with(Access::open())
 }
 
@@ -50,19 +50,19 @@ fn session_on(hub: &Arc<Hub>, access: Access) -> Session {
     )
 }
 
-fn feed(hub: &Hub, json: Value) {
+pub(super) fn feed(hub: &Hub, json: Value) {
     let u: QuoteUpdate = serde_json::from_value(json).unwrap();
     hub.ingest(&u).unwrap();
 }
 
-fn take(s: &mut Session, now: Instant) -> Vec<Value> {
+pub(super) fn take(s: &mut Session, now: Instant) -> Vec<Value> {
     s.take_ready(now)
         .iter()
         .map(|m| serde_json::to_value(m).unwrap())
         .collect()
 }
 
-fn sub(s: &mut Session, syms: &[&str], rate: f64, now: Instant) {
+pub(super) fn sub(s: &mut Session, syms: &[&str], rate: f64, now: Instant) {
     s.handle_op(
         ClientOp::Subscribe {
             id: Some(json!(1)),
