@@ -582,17 +582,24 @@ impl Session {
     }
 
     /// True when [`Session::take_ready`] would return something now.
+    /// Looks at the throttled symbols only when nothing else is ready.
     pub fn has_ready(&self, now: Instant) -> bool {
-        self.readiness(now).0
+        self.has_news() || self.next_deadline().is_some_and(|d| d <= now)
     }
 
     /// [`Session::has_ready`] and [`Session::next_deadline`] in one pass (what a
     /// session loop needs on every turn).
     pub fn readiness(&self, now: Instant) -> (bool, Option<Instant>) {
         let deadline = self.next_deadline();
-        let ready =
-            !self.outbox.is_empty() || self.inbox.has_dirty() || deadline.is_some_and(|d| d <= now);
-        (ready, deadline)
+        (
+            self.has_news() || deadline.is_some_and(|d| d <= now),
+            deadline,
+        )
+    }
+
+    /// Replies queued or a subscribed symbol changed.
+    fn has_news(&self) -> bool {
+        !self.outbox.is_empty() || self.inbox.has_dirty()
     }
 
     /// The earliest moment a throttled symbol may be sent again (or, when
@@ -795,20 +802,15 @@ fn emit(
         n += 1;
     }
     let mut skipped = 0;
-    for i in (0..n).rev() {
-        let Some(quote) = &states[i] else {
-            continue; // states[..n] are all set
-        };
-        let base = match states.get(i + 1) {
-            Some(Some(older)) if i + 1 < n => &**older,
-            _ => &**prev,
-        };
+    let mut base: &Quote = prev;
+    for quote in states[..n].iter().rev().flatten() {
         skipped += quote.seq - base.seq - 1;
         out.push(update(
             quote.clone(),
             quote.fields.diff(&base.fields),
             stamp,
         ));
+        base = quote;
     }
     sub.sent = states[0].take();
     sub.sent_at(now, n);
@@ -860,5 +862,3 @@ fn summary(names: &[String]) -> String {
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_burst;

@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::quote::QuoteUpdate;
 use crate::universe::parse;
 
-pub(super) fn setup() -> (Arc<Hub>, Session) {
+fn setup() -> (Arc<Hub>, Session) {
     setup_with(Access::open())
 }
 
@@ -50,19 +50,19 @@ fn session_on(hub: &Arc<Hub>, access: Access) -> Session {
     )
 }
 
-pub(super) fn feed(hub: &Hub, json: Value) {
+fn feed(hub: &Hub, json: Value) {
     let u: QuoteUpdate = serde_json::from_value(json).unwrap();
     hub.ingest(&u).unwrap();
 }
 
-pub(super) fn take(s: &mut Session, now: Instant) -> Vec<Value> {
+fn take(s: &mut Session, now: Instant) -> Vec<Value> {
     s.take_ready(now)
         .iter()
         .map(|m| serde_json::to_value(m).unwrap())
         .collect()
 }
 
-pub(super) fn sub(s: &mut Session, syms: &[&str], rate: f64, now: Instant) {
+fn sub(s: &mut Session, syms: &[&str], rate: f64, now: Instant) {
     s.handle_op(
         ClientOp::Subscribe {
             id: Some(json!(1)),
@@ -562,3 +562,5 @@ fn a_session_without_refresh_stays_quiet() {
     assert_eq!(s.next_deadline(), None);
     assert!(take(&mut s, t0 + Duration::from_secs(5)).is_empty());
 }
+
+mod burst;

@@ -116,7 +116,7 @@ impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
             drop(core);
             return self.kick();
         }
-        let (ready, _) = core.session.readiness(now);
+        let ready = core.session.has_ready(now);
         if !ready && !core.wire.has_output() {
             return;
         }

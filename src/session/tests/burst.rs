@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 
 use std::sync::Arc;
 
-use super::tests::{feed, setup, sub, take};
-use super::Session;
+use super::{feed, setup, sub, take};
 use crate::hub::Hub;
+use crate::session::Session;
 
 /// A session subscribed to AAA at `rate`, its snapshot taken.
 fn subscribed(rate: f64) -> (Arc<Hub>, Session, Instant) {
