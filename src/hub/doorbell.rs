@@ -66,18 +66,17 @@ impl Rings {
         thread_local! {
             static RINGS: RefCell<Rings> = RefCell::default();
         }
-        RINGS.with(|rings| match rings.try_borrow_mut() {
-            Ok(mut rings) => {
-                f(&mut rings);
-                rings.ring_all();
-            }
+        RINGS.with(|rings| {
             // Not re-entered in practice (ringing runs no hub code); if it
             // were, a fresh set rings just as well.
-            Err(_) => {
-                let mut rings = Rings::default();
-                f(&mut rings);
-                rings.ring_all();
-            }
+            let mut fresh = Rings::default();
+            let mut mine = rings.try_borrow_mut();
+            let rings = match &mut mine {
+                Ok(mine) => &mut **mine,
+                Err(_) => &mut fresh,
+            };
+            f(rings);
+            rings.ring_all();
         })
     }
 

@@ -131,6 +131,11 @@ impl Subscriptions {
         self.at_mut(slot)
     }
 
+    /// Where the subscriptions are kept (for a prefetch).
+    pub fn storage(&self) -> *const Option<Subscription> {
+        self.by_slot.as_ptr()
+    }
+
     /// The subscription in an inbox slot.
     pub fn at(&self, slot: u32) -> Option<&Subscription> {
         self.by_slot.get(slot as usize)?.as_ref()

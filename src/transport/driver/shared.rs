@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use prometheus::Histogram;
 
-use super::super::pump::Deliver;
+use super::super::pump::{prefetch, Deliver};
 use super::super::socket::Sink;
 use super::super::{CloseCode, FrameCounters};
 use super::Wire;
@@ -92,6 +92,14 @@ impl<W, S> Shared<W, S> {
 }
 
 impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
+    fn prefetch(&self) {
+        if let Ok(core) = self.core.try_borrow() {
+            for at in core.session.hot() {
+                prefetch(at, 2);
+            }
+        }
+    }
+
     fn deliver(&self, now: Instant) {
         // The driver never holds the borrow across an await: a failure here
         // would be a delivery from inside the driver's own turn.
