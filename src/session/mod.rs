@@ -576,13 +576,13 @@ impl Session {
         std::mem::take(&mut self.outbox)
     }
 
-    /// Symbols with a change held back by their throttle.
     /// Where a delivery to this session reads first, outside the session
     /// itself: its inbox and its subscriptions (for a prefetch).
     pub fn hot(&self) -> [*const u8; 2] {
         [Arc::as_ptr(&self.inbox).cast(), self.subs.storage().cast()]
     }
 
+    /// Symbols with a change held back by their throttle.
     pub fn pending_count(&self) -> usize {
         self.throttled.len()
     }
