@@ -188,10 +188,10 @@ fn the_hub_keeps_a_symbols_last_states_chained_and_no_more() {
     let h = hub();
     for t in 1..=20 {
         h.ingest(&upd("AAA", &format!(r#"{{"sym":"","t":{t},"bs":{t}}}"#)))
-            .unwrap();
+            .expect("AAA is in the universe");
     }
-    let mut chain = vec![h.latest(0).unwrap()];
-    while let Some(q) = chain.last().unwrap().previous() {
+    let mut chain = vec![h.latest(0).expect("AAA has quotes")];
+    while let Some(q) = chain[chain.len() - 1].previous() {
         chain.push(q);
     }
     let seqs: Vec<u64> = chain.iter().map(|q| q.seq).collect();

@@ -509,13 +509,11 @@ impl Session {
                 Some(quote) if snapshot && !resumed => {
                     sub.sent = Some(quote.clone());
                     sub.sent_at(now, 1);
-                    self.outbox.push(ServerMsg::Quote {
-                        kind: QuoteKind::Snapshot,
+                    self.outbox.push(snapshot_msg(
                         quote,
-                        mask: FieldMask::ALL,
-                        stamp: self.limits.ingest_stamp,
-                        stale: status.is_stale(),
-                    });
+                        self.limits.ingest_stamp,
+                        status.is_stale(),
+                    ));
                 }
                 latest => {
                     if resumed {
@@ -704,13 +702,11 @@ impl Session {
             sub.sent = Some(latest.clone());
             sub.sent_at(now, 1);
             refreshed += 1;
-            out.push(ServerMsg::Quote {
-                kind: QuoteKind::Snapshot,
-                quote: latest,
-                mask: FieldMask::ALL,
-                stamp: self.limits.ingest_stamp,
-                stale: self.hub.is_stale(sub.sym),
-            });
+            out.push(snapshot_msg(
+                latest,
+                self.limits.ingest_stamp,
+                self.hub.is_stale(sub.sym),
+            ));
         }
         if refreshed > 0 {
             self.metrics.webrtc_refreshes.inc_by(refreshed);
@@ -767,13 +763,7 @@ fn emit(
     let Some(prev) = &sub.sent else {
         sub.sent = Some(latest.clone());
         sub.sent_at(now, 1);
-        out.push(ServerMsg::Quote {
-            kind: QuoteKind::Snapshot,
-            quote: latest.clone(),
-            mask: FieldMask::ALL,
-            stamp,
-            stale: hub.is_stale(sub.sym),
-        });
+        out.push(snapshot_msg(latest.clone(), stamp, hub.is_stale(sub.sym)));
         return 0;
     };
     if latest.seq <= prev.seq {
@@ -782,7 +772,7 @@ fn emit(
     if budget == 1 || latest.seq - prev.seq == 1 {
         // The common case: one update, a delta from the client's state.
         let skipped = latest.seq - prev.seq - 1;
-        out.push(update(
+        out.push(update_msg(
             latest.clone(),
             latest.fields.diff(&prev.fields),
             stamp,
@@ -811,7 +801,7 @@ fn emit(
     let mut base: &Quote = prev;
     for quote in states[..n].iter().rev().flatten() {
         skipped += quote.seq - base.seq - 1;
-        out.push(update(
+        out.push(update_msg(
             quote.clone(),
             quote.fields.diff(&base.fields),
             stamp,
@@ -823,7 +813,19 @@ fn emit(
     skipped
 }
 
-fn update(quote: Arc<Quote>, mask: FieldMask, stamp: bool) -> ServerMsg {
+/// A symbol's whole state (`stale` as the hub has it now).
+fn snapshot_msg(quote: Arc<Quote>, stamp: bool, stale: bool) -> ServerMsg {
+    ServerMsg::Quote {
+        kind: QuoteKind::Snapshot,
+        quote,
+        mask: FieldMask::ALL,
+        stamp,
+        stale,
+    }
+}
+
+/// A delta: the fields in `mask` changed since the client's last state.
+fn update_msg(quote: Arc<Quote>, mask: FieldMask, stamp: bool) -> ServerMsg {
     ServerMsg::Quote {
         kind: QuoteKind::Update,
         quote,

@@ -22,7 +22,9 @@ fn subscribed(rate: f64) -> (Arc<Hub>, Session, Instant) {
 }
 
 fn seqs(msgs: &[Value]) -> Vec<u64> {
-    msgs.iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+    msgs.iter()
+        .map(|m| m["seq"].as_u64().expect("every quote message has a seq"))
+        .collect()
 }
 
 #[test]
