@@ -174,7 +174,12 @@ impl ClientStream {
     /// was taken may wait in [`ClientStream::backlog`].
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         let Some(tls) = &self.tls else {
-            return self.tcp.try_write(buf);
+            return match send_now(self.tcp.as_raw_fd(), buf) {
+                // Full: through tokio, which clears the write readiness (a
+                // second send) so that waiting for it works.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.try_write(buf),
+                sent => sent,
+            };
         };
         let mut t = tls.borrow_mut();
         t.flush(&self.tcp)?;
@@ -289,5 +294,27 @@ impl Tls {
         // An idle connection keeps no write buffer.
         self.out = BytesMut::new();
         Ok(wrote)
+    }
+}
+
+/// One non-blocking `send` on `fd`, past tokio's readiness bookkeeping (a
+/// cold cache line per connection on the hot path): the caller goes through
+/// tokio when the socket is full.
+fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes for the whole call and the
+    // kernel only reads it; `fd` is the caller's open socket; a failure is
+    // reported through the return value and errno.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
