@@ -1,9 +1,14 @@
 //! Per-session metric handles, resolved once when a session starts so writing a
-//! frame does no label lookups.
+//! frame does no label lookups. During a worker's delivery pass
+//! ([`batched`]) frames are tallied in the worker's own memory and added to
+//! the shared metrics once at its end: the shared counters' cache lines no
+//! longer move between the cores per frame.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
+use prometheus::local::LocalHistogram;
 use prometheus::{Histogram, IntCounter};
 
 use super::close::{CloseCode, Ended};
@@ -14,7 +19,16 @@ use crate::session::protocol::{Format, QuoteKind, ServerMsg};
 /// closed (with a reason label) on [`FrameCounters::closed`].
 pub struct FrameCounters {
     transport: &'static str,
+    format: Format,
     metrics: Arc<Metrics>,
+    handles: Handles,
+    closed: bool,
+    ended: bool,
+}
+
+/// The shared metrics a frame counts in.
+#[derive(Clone)]
+struct Handles {
     snapshots: IntCounter,
     updates: IntCounter,
     statuses: IntCounter,
@@ -22,8 +36,102 @@ pub struct FrameCounters {
     frames: IntCounter,
     bytes: IntCounter,
     latency: Histogram,
-    closed: bool,
-    ended: bool,
+}
+
+/// What frames carried, counted.
+#[derive(Default)]
+struct Tally {
+    snapshots: u64,
+    updates: u64,
+    statuses: u64,
+    replies: u64,
+    frames: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, t: &Tally) {
+        self.snapshots += t.snapshots;
+        self.updates += t.updates;
+        self.statuses += t.statuses;
+        self.replies += t.replies;
+        self.frames += t.frames;
+        self.bytes += t.bytes;
+    }
+}
+
+impl Handles {
+    fn add(&self, t: &Tally) {
+        for (counter, n) in [
+            (&self.snapshots, t.snapshots),
+            (&self.updates, t.updates),
+            (&self.statuses, t.statuses),
+            (&self.replies, t.replies),
+            (&self.frames, t.frames),
+            (&self.bytes, t.bytes),
+        ] {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
+    }
+}
+
+/// One kind of session's frames during a pass, on one worker.
+struct Pending {
+    metrics: Arc<Metrics>,
+    transport: &'static str,
+    format: Format,
+    handles: Handles,
+    tally: Tally,
+    latency: LocalHistogram,
+    frame_messages: LocalHistogram,
+    queue_depth: LocalHistogram,
+}
+
+impl Pending {
+    fn flush(&mut self) {
+        self.handles.add(&std::mem::take(&mut self.tally));
+        self.latency.flush();
+        self.frame_messages.flush();
+        self.queue_depth.flush();
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    /// A pass is under way: frames are tallied here.
+    on: bool,
+    /// Kept between passes (a handful: one per transport and format).
+    pending: Vec<Pending>,
+}
+
+thread_local! {
+    static BATCH: RefCell<Batch> = RefCell::default();
+}
+
+/// Runs `pass` with the frames it counts tallied on this thread, and adds
+/// them to the shared metrics once when it ends (nested calls join the
+/// outer pass).
+pub fn batched<R>(pass: impl FnOnce() -> R) -> R {
+    struct End;
+    impl Drop for End {
+        fn drop(&mut self) {
+            BATCH.with(|b| {
+                let mut b = b.borrow_mut();
+                b.on = false;
+                for p in &mut b.pending {
+                    p.flush();
+                }
+                // Metrics nobody else holds any more (a test's) go too.
+                b.pending.retain(|p| Arc::strong_count(&p.metrics) > 1);
+            });
+        }
+    }
+    let outer = BATCH.with(|b| !std::mem::replace(&mut b.borrow_mut().on, true));
+    // Flushes even if the pass panics.
+    let _end = outer.then_some(End);
+    pass()
 }
 
 impl FrameCounters {
@@ -34,18 +142,21 @@ impl FrameCounters {
         m.connections_opened.with_label_values(&[transport]).inc();
         FrameCounters {
             transport,
+            format,
             metrics: metrics.clone(),
-            snapshots: m.messages_sent.with_label_values(&[transport, "snapshot"]),
-            updates: m.messages_sent.with_label_values(&[transport, "update"]),
-            statuses: m.messages_sent.with_label_values(&[transport, "status"]),
-            replies: m.messages_sent.with_label_values(&[transport, "reply"]),
-            frames: m
-                .frames_sent
-                .with_label_values(&[transport, format.as_str()]),
-            bytes: m
-                .bytes_sent
-                .with_label_values(&[transport, format.as_str()]),
-            latency: m.feed_to_socket_latency.with_label_values(&[transport]),
+            handles: Handles {
+                snapshots: m.messages_sent.with_label_values(&[transport, "snapshot"]),
+                updates: m.messages_sent.with_label_values(&[transport, "update"]),
+                statuses: m.messages_sent.with_label_values(&[transport, "status"]),
+                replies: m.messages_sent.with_label_values(&[transport, "reply"]),
+                frames: m
+                    .frames_sent
+                    .with_label_values(&[transport, format.as_str()]),
+                bytes: m
+                    .bytes_sent
+                    .with_label_values(&[transport, format.as_str()]),
+                latency: m.feed_to_socket_latency.with_label_values(&[transport]),
+            },
             closed: false,
             ended: false,
         }
@@ -53,40 +164,80 @@ impl FrameCounters {
 
     /// Counts one written frame of `len` bytes carrying `msgs`.
     pub fn frame(&self, msgs: &[ServerMsg], len: usize) {
-        let (mut snaps, mut upds, mut statuses) = (0u64, 0u64, 0u64);
+        let mut t = Tally {
+            frames: 1,
+            bytes: len as u64,
+            ..Tally::default()
+        };
         let mut oldest = None::<Instant>;
         for m in msgs {
             match m {
                 ServerMsg::Quote { kind, quote, .. } => {
                     match kind {
-                        QuoteKind::Snapshot => snaps += 1,
-                        QuoteKind::Update => upds += 1,
+                        QuoteKind::Snapshot => t.snapshots += 1,
+                        QuoteKind::Update => t.updates += 1,
                     }
                     oldest = Some(oldest.map_or(quote.ingested, |o| o.min(quote.ingested)));
                 }
-                ServerMsg::Status { .. } => statuses += 1,
+                ServerMsg::Status { .. } => t.statuses += 1,
                 _ => {}
             }
         }
-        let replies = msgs.len() as u64 - snaps - upds - statuses;
-        if statuses > 0 {
-            self.statuses.inc_by(statuses);
+        t.replies = msgs.len() as u64 - t.snapshots - t.updates - t.statuses;
+        let age = oldest.map(|t| t.elapsed().as_secs_f64());
+        let tallied = self.in_batch(|p| {
+            p.tally.add(&t);
+            p.frame_messages.observe(msgs.len() as f64);
+            if let Some(age) = age {
+                p.latency.observe(age);
+            }
+        });
+        if !tallied {
+            self.handles.add(&t);
+            self.metrics.frame_messages.observe(msgs.len() as f64);
+            if let Some(age) = age {
+                self.handles.latency.observe(age);
+            }
         }
-        if snaps > 0 {
-            self.snapshots.inc_by(snaps);
+    }
+
+    /// Counts the symbols a session holds back for their throttle when it
+    /// writes.
+    pub fn queue_depth(&self, pending: usize) {
+        if !self.in_batch(|p| p.queue_depth.observe(pending as f64)) {
+            self.metrics.send_queue_depth.observe(pending as f64);
         }
-        if upds > 0 {
-            self.updates.inc_by(upds);
-        }
-        if replies > 0 {
-            self.replies.inc_by(replies);
-        }
-        self.frames.inc();
-        self.bytes.inc_by(len as u64);
-        self.metrics.frame_messages.observe(msgs.len() as f64);
-        if let Some(t) = oldest {
-            self.latency.observe(t.elapsed().as_secs_f64());
-        }
+    }
+
+    /// Runs `f` on this kind of session's tally if a pass is under way on
+    /// this thread; false if none is.
+    fn in_batch(&self, f: impl FnOnce(&mut Pending)) -> bool {
+        BATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            if !b.on {
+                return false;
+            }
+            let at = b.pending.iter().position(|p| {
+                Arc::ptr_eq(&p.metrics, &self.metrics)
+                    && p.transport == self.transport
+                    && p.format == self.format
+            });
+            let at = at.unwrap_or_else(|| {
+                b.pending.push(Pending {
+                    metrics: self.metrics.clone(),
+                    transport: self.transport,
+                    format: self.format,
+                    handles: self.handles.clone(),
+                    tally: Tally::default(),
+                    latency: self.handles.latency.local(),
+                    frame_messages: self.metrics.frame_messages.local(),
+                    queue_depth: self.metrics.send_queue_depth.local(),
+                });
+                b.pending.len() - 1
+            });
+            f(&mut b.pending[at]);
+            true
+        })
     }
 
     /// Counts how a session ended (once; later calls are ignored); a slow
@@ -125,5 +276,53 @@ impl FrameCounters {
 impl Drop for FrameCounters {
     fn drop(&mut self) {
         self.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(m: &Metrics) -> u64 {
+        m.frames_sent.with_label_values(&["ws", "json"]).get()
+    }
+
+    #[test]
+    fn frames_counted_during_a_pass_all_reach_the_shared_metrics() {
+        let metrics = Arc::new(Metrics::new());
+        let pongs = [ServerMsg::Pong { id: None }, ServerMsg::Pong { id: None }];
+        let a = FrameCounters::open(&metrics, "ws", Format::Json);
+        let b = FrameCounters::open(&metrics, "ws", Format::Json);
+        batched(|| {
+            a.frame(&pongs, 10);
+            b.frame(&pongs[..1], 5);
+            a.queue_depth(3);
+            // A pass inside a pass joins it.
+            batched(|| b.frame(&pongs, 7));
+        });
+        assert_eq!(frames(&metrics), 3);
+        let bytes = metrics.bytes_sent.with_label_values(&["ws", "json"]);
+        assert_eq!(bytes.get(), 22);
+        let replies = metrics.messages_sent.with_label_values(&["ws", "reply"]);
+        assert_eq!(replies.get(), 5);
+        assert_eq!(metrics.frame_messages.get_sample_count(), 3);
+        assert_eq!(metrics.frame_messages.get_sample_sum(), 5.0);
+        assert_eq!(metrics.send_queue_depth.get_sample_count(), 1);
+
+        // Outside a pass a frame counts at once.
+        a.frame(&pongs, 1);
+        assert_eq!(frames(&metrics), 4);
+
+        // A pass that panics still counts what it wrote.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batched(|| {
+                a.frame(&pongs, 1);
+                panic!("a connection's delivery failed");
+            })
+        }));
+        assert!(caught.is_err());
+        assert_eq!(frames(&metrics), 5);
+        a.frame(&pongs, 1);
+        assert_eq!(frames(&metrics), 6, "the pass is over");
     }
 }

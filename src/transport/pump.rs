@@ -162,21 +162,24 @@ async fn run(worker: Rc<Worker>) {
         // loop asks for the state of the connection two ahead, and for what
         // the next one reads beyond it, while it writes this one.
         let mut next = tokens.first().and_then(|&t| lookup(t));
-        for i in 0..tokens.len() {
-            let conn = next.take();
-            if let Some(&ahead) = tokens.get(i + 2) {
-                if let Some(Some(c)) = worker.conns.borrow().conns.get(ahead as usize) {
-                    prefetch(Weak::as_ptr(c).cast(), AHEAD_LINES);
+        // The pass's frames count in the shared metrics once, at its end.
+        super::counters::batched(|| {
+            for i in 0..tokens.len() {
+                let conn = next.take();
+                if let Some(&ahead) = tokens.get(i + 2) {
+                    if let Some(Some(c)) = worker.conns.borrow().conns.get(ahead as usize) {
+                        prefetch(Weak::as_ptr(c).cast(), AHEAD_LINES);
+                    }
+                }
+                next = tokens.get(i + 1).and_then(|&t| lookup(t));
+                if let Some(n) = &next {
+                    n.prefetch();
+                }
+                if let Some(conn) = conn {
+                    conn.deliver(now);
                 }
             }
-            next = tokens.get(i + 1).and_then(|&t| lookup(t));
-            if let Some(n) = &next {
-                n.prefetch();
-            }
-            if let Some(conn) = conn {
-                conn.deliver(now);
-            }
-        }
+        });
         tokens.clear();
     }
 }

@@ -121,7 +121,6 @@ pub async fn drive<W: Wire + 'static, S: Sink + 'static>(
             spill: VecDeque::new(),
         }),
         out,
-        queue_depth: metrics.send_queue_depth.clone(),
         waiting: Cell::new(None),
         kicked: Cell::new(false),
         waits_writable: Cell::new(false),
@@ -189,7 +188,7 @@ pub async fn drive<W: Wire + 'static, S: Sink + 'static>(
                     core.wire.heartbeat(out);
                 }
                 if (ready || own) && core.spill.is_empty() {
-                    core.encode(ready, now, &sh.queue_depth);
+                    core.encode(ready, now);
                 }
                 if let Some((code, text)) = core.wire.closing() {
                     break 'conn End::Close(code, text.to_owned());
@@ -365,7 +364,7 @@ fn close<W: Wire, S: Sink>(
     let core = &mut *core;
     // Replies already queued (errors included) go out before our close.
     if let End::Close(..) = end {
-        core.encode(true, Instant::now(), &sh.queue_depth);
+        core.encode(true, Instant::now());
         for frame in core.spill.drain(..) {
             core.wire.write(out, &frame);
         }

@@ -11,7 +11,6 @@ use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
-use prometheus::Histogram;
 
 use super::super::pump::{prefetch, Deliver};
 use super::super::socket::Sink;
@@ -24,7 +23,6 @@ use crate::session::Session;
 pub(super) struct Shared<W, S> {
     pub out: S,
     pub core: RefCell<Core<W>>,
-    pub queue_depth: Histogram,
     /// The driver's task while it waits, and whether the loop asked it to look.
     pub waiting: Cell<Option<Waker>>,
     pub kicked: Cell<bool>,
@@ -46,10 +44,10 @@ pub(super) struct Core<W> {
 impl<W: Wire> Core<W> {
     /// Encodes the session's ready messages (if `ready`) and the wire's own
     /// frames into `spill`.
-    pub fn encode(&mut self, ready: bool, now: Instant, queue_depth: &Histogram) {
+    pub fn encode(&mut self, ready: bool, now: Instant) {
         let msgs = if ready {
             let msgs = self.session.take_ready(now);
-            queue_depth.observe(self.session.pending_count() as f64);
+            self.counters.queue_depth(self.session.pending_count());
             msgs
         } else {
             Vec::new()
@@ -128,7 +126,7 @@ impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
         if !ready && !core.wire.has_output() {
             return;
         }
-        core.encode(ready, now, &self.queue_depth);
+        core.encode(ready, now);
         if core.wire.closing().is_some() {
             drop(core);
             return self.kick();
