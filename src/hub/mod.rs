@@ -469,21 +469,26 @@ fn store(
     seq: Option<u64>,
     _writer: &Option<FeedRank>,
 ) -> u64 {
-    let (next, mut merged) = match slot.latest.load().as_ref() {
+    let base = slot.latest.load_full();
+    let (next, mut merged) = match &base {
         Some(q) => (q.seq + 1, q.fields.clone()),
         None => (1, Fields::default()),
     };
     let seq = seq.map_or(next, |s| s.max(next));
     merged.merge(fields);
-    let quote = Arc::new(Quote::new(
+    let quote = Quote::new(
         slot.sym.clone(),
         seq,
         t,
         merged,
         Instant::now(),
         unix_micros(),
-    ));
-    quote.set_previous(slot.latest.load_full());
+    );
+    let quote = Arc::new(match &base {
+        Some(b) => quote.after(b),
+        None => quote,
+    });
+    quote.set_previous(base);
     keep_history(&quote);
     slot.latest.store(Some(quote));
     seq

@@ -251,6 +251,14 @@ pub struct Quote {
     /// a quote nobody reads costs nothing.
     json: OnceLock<Fragments>,
     msgpack: OnceLock<Fragments>,
+    /// The `seq` of the state this one replaced and the fields that differ
+    /// from it: the delta nearly every client gets, found once per quote.
+    step: Option<(u64, FieldMask)>,
+    /// The update message carrying [`Quote::step`]'s fields, encoded once per
+    /// format (with whether it carries `ti`): the same bytes for every client
+    /// that had the state before.
+    json_step: OnceLock<(bool, Box<[u8]>)>,
+    msgpack_step: OnceLock<(bool, Box<[u8]>)>,
     /// The state this one replaced, while the hub keeps it (a few states per
     /// symbol): a client that can take every update gets the ones it has not
     /// seen instead of one merged delta.
@@ -276,8 +284,51 @@ impl Quote {
             ingested_us,
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
+            step: None,
+            json_step: OnceLock::new(),
+            msgpack_step: OnceLock::new(),
             previous: ArcSwapOption::empty(),
         }
+    }
+
+    /// This state as the successor of `base` (the state it replaces): its
+    /// delta from it is found here, once.
+    pub fn after(mut self, base: &Quote) -> Quote {
+        self.step = Some((base.seq, self.fields.diff(&base.fields)));
+        self
+    }
+
+    /// The fields that differ from `base` (a state of the same symbol), as
+    /// [`Fields::diff`] finds them.
+    pub fn delta_from(&self, base: &Quote) -> FieldMask {
+        match self.step {
+            Some((seq, mask)) if seq == base.seq => mask,
+            _ => self.fields.diff(&base.fields),
+        }
+    }
+
+    /// The fields of the delta from the state this one replaced.
+    pub fn step_mask(&self) -> Option<FieldMask> {
+        self.step.map(|(_, mask)| mask)
+    }
+
+    /// The update message with [`Quote::step_mask`]'s fields, `binary`
+    /// (MessagePack) or JSON, with `ti` or without: encoded by `encode` the
+    /// first time, then the same bytes. `None` when the cached message is the
+    /// other one of with and without `ti` (a gateway sends one of them).
+    pub fn step_message(
+        &self,
+        binary: bool,
+        stamp: bool,
+        encode: impl FnOnce() -> Vec<u8>,
+    ) -> Option<&[u8]> {
+        let cell = if binary {
+            &self.msgpack_step
+        } else {
+            &self.json_step
+        };
+        let (stamped, bytes) = cell.get_or_init(|| (stamp, encode().into_boxed_slice()));
+        (*stamped == stamp).then_some(&**bytes)
     }
 
     /// The state this one replaced, if the hub still keeps it.

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::protocol::{Format, ServerMsg};
+use super::protocol::{Format, QuoteKind, ServerMsg};
 use crate::quote::{FieldMask, Fragments, Quote};
 
 /// Encodes a batch as frames of about `target` bytes each (a frame closes once it
@@ -46,6 +46,7 @@ pub fn encode_frames(
                     let mut w = (&mut buf).writer();
                     // unwrap: writing into memory cannot fail.
                     match &msgs[end] {
+                        m if step_message(m, true, &mut w) => {}
                         m @ ServerMsg::Quote {
                             quote,
                             mask,
@@ -81,6 +82,7 @@ pub fn write_json_message(buf: &mut BytesMut, m: &ServerMsg) {
     // unwrap: writing into memory cannot fail, and our messages hold only strings,
     // integers and finite floats.
     match m {
+        m if step_message(m, false, &mut w) => {}
         ServerMsg::Quote {
             quote,
             mask,
@@ -91,6 +93,41 @@ pub fn write_json_message(buf: &mut BytesMut, m: &ServerMsg) {
             .expect("unwrap: in-memory write"),
         _ => serde_json::to_writer(&mut w, m).expect("unwrap: JSON encoding"),
     }
+}
+
+/// Writes `m` from its quote's cached update message if it is that message
+/// (an update carrying the delta from the state before, not stale); false
+/// (nothing written) otherwise.
+fn step_message(m: &ServerMsg, binary: bool, w: &mut impl Write) -> bool {
+    let ServerMsg::Quote {
+        kind: QuoteKind::Update,
+        quote,
+        mask,
+        stamp,
+        stale: false,
+    } = m
+    else {
+        return false;
+    };
+    if quote.step_mask() != Some(*mask) {
+        return false;
+    }
+    let cached = quote.step_message(binary, *stamp, || {
+        let mut v = Vec::with_capacity(128);
+        let (name, quote, mask, stamp) = (m.type_name(), &**quote, *mask, *stamp);
+        if binary {
+            write_msgpack_quote(&mut v, name, quote, mask, stamp, false)
+        } else {
+            write_json_quote(&mut v, name, quote, mask, stamp, false)
+        }
+        .expect("unwrap: in-memory write");
+        v
+    });
+    // unwrap: writing into memory cannot fail.
+    cached.is_some_and(|bytes| {
+        w.write_all(bytes).expect("unwrap: in-memory write");
+        true
+    })
 }
 
 /// Writes the head and the selected field entries of a quote.
@@ -464,5 +501,50 @@ mod tests {
         assert_same_as_serde(&msgs);
         // Encoding again reuses the cached fragments: same frames.
         assert_same_as_serde(&msgs);
+    }
+
+    #[test]
+    fn the_cached_update_of_a_states_delta_matches_serde() {
+        let mut rng = SmallRng::seed_from_u64(0x57e9);
+        for seq in 1..200u64 {
+            let base = Quote::new(
+                Arc::from("AAPL"),
+                seq,
+                1,
+                random_fields(&mut rng),
+                Instant::now(),
+                5,
+            );
+            let mut fields = base.fields.clone();
+            fields.merge(&random_fields(&mut rng));
+            let q = Arc::new(
+                Quote::new(Arc::from("AAPL"), seq + 1, 2, fields, Instant::now(), 6).after(&base),
+            );
+            let step = q.step_mask().expect("a successor has a step");
+            assert_eq!(step, q.fields.diff(&base.fields));
+            assert_eq!(q.delta_from(&base), step);
+            // From any other state: its own diff.
+            let other = Quote::new(
+                Arc::from("AAPL"),
+                seq + 1000,
+                0,
+                random_fields(&mut rng),
+                Instant::now(),
+                0,
+            );
+            assert_eq!(q.delta_from(&other), q.fields.diff(&other.fields));
+            // Twice: encoded, then from the cache; with `ti` and without
+            // (the second is not the cached one and is encoded each time).
+            let stamp = seq % 2 == 0;
+            for stamp in [stamp, stamp, !stamp] {
+                assert_same_as_serde(&[
+                    msg(QuoteKind::Update, &q, step, stamp),
+                    // Not the step: encoded from the fragments.
+                    msg(QuoteKind::Update, &q, FieldMask(step.0 ^ 1), stamp),
+                    msg(QuoteKind::Snapshot, &q, step, stamp),
+                    stale_snapshot(&q, step, stamp),
+                ]);
+            }
+        }
     }
 }

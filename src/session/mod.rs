@@ -772,11 +772,7 @@ fn emit(
     if budget == 1 || latest.seq - prev.seq == 1 {
         // The common case: one update, a delta from the client's state.
         let skipped = latest.seq - prev.seq - 1;
-        out.push(update_msg(
-            latest.clone(),
-            latest.fields.diff(&prev.fields),
-            stamp,
-        ));
+        out.push(update_msg(latest.clone(), latest.delta_from(prev), stamp));
         sub.sent = Some(latest.clone());
         sub.sent_at(now, 1);
         return skipped;
@@ -801,11 +797,7 @@ fn emit(
     let mut base: &Quote = prev;
     for quote in states[..n].iter().rev().flatten() {
         skipped += quote.seq - base.seq - 1;
-        out.push(update_msg(
-            quote.clone(),
-            quote.fields.diff(&base.fields),
-            stamp,
-        ));
+        out.push(update_msg(quote.clone(), quote.delta_from(base), stamp));
         base = quote;
     }
     sub.sent = states[0].take();
