@@ -157,10 +157,14 @@ pub async fn tcp_connect(server: SocketAddr, source: IpAddr) -> Result<TcpStream
         IpAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|e| format!("socket: io {:?}", e.kind()))?;
-    // Lets a source port still in TIME_WAIT from an earlier run be bound again.
-    socket
-        .set_reuseaddr(true)
-        .map_err(|e| format!("socket: io {:?}", e.kind()))?;
+    // The source port is chosen by connect(), for the whole address pair
+    // (IP_BIND_ADDRESS_NO_PORT), not by bind() alone: bind(addr, 0) searches
+    // the port range for a port with no owner at all, and with an earlier
+    // run's sockets in TIME_WAIT on the source address that search took the
+    // loadgen's thread long enough to send some handshakes 5 s after their
+    // connect (the ramp fell from 2,000 to about 500 connects/s and the
+    // gateway answered 408; tcpdump, 2026-12-03).
+    no_port(&socket).map_err(|e| format!("socket: io {:?}", e.kind()))?;
     socket
         .bind(SocketAddr::new(source, 0))
         .map_err(|e| format!("bind: io {:?}", e.kind()))?;
@@ -172,6 +176,28 @@ pub async fn tcp_connect(server: SocketAddr, source: IpAddr) -> Result<TcpStream
         .set_nodelay(true)
         .map_err(|e| format!("connect: io {:?}", e.kind()))?;
     Ok(stream)
+}
+
+/// Defers the choice of `socket`'s local port from `bind` to `connect`.
+fn no_port(socket: &TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid descriptor (the socket is alive for the call), and the
+    // option's value is a c_int that outlives the call, as setsockopt asks.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Runs `connecting` (any protocol's connection set-up) within the connect
