@@ -164,7 +164,8 @@ pub async fn tcp_connect(server: SocketAddr, source: IpAddr) -> Result<TcpStream
     // loadgen's thread long enough to send some handshakes 5 s after their
     // connect (the ramp fell from 2,000 to about 500 connects/s and the
     // gateway answered 408; tcpdump, 2026-12-03).
-    no_port(&socket).map_err(|e| format!("socket: io {:?}", e.kind()))?;
+    crate::sys::set_flag(&socket, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT)
+        .map_err(|e| format!("socket: io {:?}", e.kind()))?;
     socket
         .bind(SocketAddr::new(source, 0))
         .map_err(|e| format!("bind: io {:?}", e.kind()))?;
@@ -176,28 +177,6 @@ pub async fn tcp_connect(server: SocketAddr, source: IpAddr) -> Result<TcpStream
         .set_nodelay(true)
         .map_err(|e| format!("connect: io {:?}", e.kind()))?;
     Ok(stream)
-}
-
-/// Defers the choice of `socket`'s local port from `bind` to `connect`.
-fn no_port(socket: &TcpSocket) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid descriptor (the socket is alive for the call), and the
-    // option's value is a c_int that outlives the call, as setsockopt asks.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// Runs `connecting` (any protocol's connection set-up) within the connect

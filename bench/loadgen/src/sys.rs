@@ -25,17 +25,32 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 /// Asks the kernel to acknowledge received data at once on `socket` (Linux resets
 /// this after a while, so it is re-armed after every frame).
 pub fn quickack(socket: &impl std::os::fd::AsRawFd) {
+    // A failure only means the hint was not applied.
+    let _ = set_flag(socket, libc::IPPROTO_TCP, libc::TCP_QUICKACK);
+}
+
+/// Sets the boolean socket option `level`/`name` on `socket`.
+pub fn set_flag(
+    socket: &impl std::os::fd::AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> std::io::Result<()> {
     let one: libc::c_int = 1;
-    // SAFETY: a valid socket fd and a pointer to a c_int with its correct length;
-    // a failure only means the hint was not applied.
-    unsafe {
+    // SAFETY: a valid socket fd (borrowed for the call) and a pointer to a
+    // c_int that outlives the call, with its correct length.
+    let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
+            level,
+            name,
             (&one as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
