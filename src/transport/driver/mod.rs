@@ -96,19 +96,22 @@ enum End {
 
 /// Runs `conn` until it ends, then ends it with exactly one close; the code
 /// the server closed with, if it did.
-pub async fn drive<W: Wire + 'static, S: Sink + 'static>(
+///
+/// Not an `async fn`: the session, wire and socket move into their shared
+/// place here, so the future (most of what an idle connection costs) holds
+/// the pointer to it, not room for the connection it was made from too.
+pub fn drive<W: Wire + 'static, S: Sink + 'static>(
     conn: Connection<W, S>,
     ctx: Arc<TransportContext>,
-) -> Option<CloseCode> {
+) -> impl Future<Output = Option<CloseCode>> {
     let Connection {
         wire,
         out,
         mut input,
         session,
         mut liveness,
-        permit: _permit,
+        permit,
     } = conn;
-    let cfg = &ctx.settings.session;
     let metrics = ctx.metrics.clone();
     let inbox = session.inbox().clone();
     // With authentication on: the keys' reloads (a credential may be revoked).
@@ -126,228 +129,236 @@ pub async fn drive<W: Wire + 'static, S: Sink + 'static>(
         waits_writable: Cell::new(false),
         timer_at: Cell::new(None),
     });
-    let out = &sh.out;
-    // An SSE body the watchdog cut is dropped with this future: counted as a
-    // slow consumer even when the loop never ran again.
-    let _stall_count = StallCount(&sh);
-    // Sockets the worker's loop writes to: news reaches the loop, not this task.
-    let registration = if out.worker_delivery() {
-        let weak: Weak<Shared<W, S>> = Rc::downgrade(&sh);
-        pump::register(weak, &inbox)
-    } else {
-        None
-    };
-    // Both waits live across turns: re-creating them each turn would register
-    // and unregister a waiter per frame.
-    let mut shutting_down = ctx.shutdown.wait();
-    let news = inbox.notified();
-    tokio::pin!(news);
-    // One timer for the heartbeat, the throttle and (for sinks that time their
-    // own) the stall, reset to the earliest each turn (an idle connection's
-    // state is what it costs).
-    let mut heartbeat_at = tokio::time::Instant::now() + liveness.heartbeat;
-    let timer = tokio::time::sleep_until(heartbeat_at);
-    tokio::pin!(timer);
-    let mut last_heard = Instant::now();
-    let mut limit = ctx.message_limit();
-    let mut pong_due: Option<Bytes> = None;
-    let mut heartbeat_due = false;
-    tracing::debug!("open");
+    // A block, not an `async fn`: what it captures is used in place, not
+    // moved into room of its own beside the arguments.
+    async move {
+        // Held for the connection's life.
+        let _permit = permit;
+        let cfg = &ctx.settings.session;
+        let metrics = &ctx.metrics;
+        let out = &sh.out;
+        // An SSE body the watchdog cut is dropped with this future: counted as a
+        // slow consumer even when the loop never ran again.
+        let _stall_count = StallCount(&sh);
+        // Sockets the worker's loop writes to: news reaches the loop, not this task.
+        let registration = if out.worker_delivery() {
+            let weak: Weak<Shared<W, S>> = Rc::downgrade(&sh);
+            pump::register(weak, &inbox)
+        } else {
+            None
+        };
+        // Both waits live across turns: re-creating them each turn would register
+        // and unregister a waiter per frame.
+        let mut shutting_down = ctx.shutdown.wait();
+        let news = inbox.notified();
+        tokio::pin!(news);
+        // One timer for the heartbeat, the throttle and (for sinks that time their
+        // own) the stall, reset to the earliest each turn (an idle connection's
+        // state is what it costs).
+        let mut heartbeat_at = tokio::time::Instant::now() + liveness.heartbeat;
+        let timer = tokio::time::sleep_until(heartbeat_at);
+        tokio::pin!(timer);
+        let mut last_heard = Instant::now();
+        let mut limit = ctx.message_limit();
+        let mut pong_due: Option<Bytes> = None;
+        let mut heartbeat_due = false;
+        tracing::debug!("open");
 
-    let end = 'conn: loop {
-        if out.is_stalled() {
-            break End::SlowConsumer;
-        }
-        let now = Instant::now();
-        // The core is borrowed for the turn's work, never across an await
-        // (the worker's loop borrows it while this task waits).
-        let turn = {
-            let mut core = sh.core.borrow_mut();
-            if let Some(end) = core.session.auth_end(now) {
-                break 'conn End::Close(end.into(), end.message().into());
+        let end = 'conn: loop {
+            if out.is_stalled() {
+                break End::SlowConsumer;
             }
-            let (ready, next_deadline) = core.session.readiness(now);
-            let own = core.wire.has_output();
-            // Bytes a socket written by the worker's loop did not take are
-            // flushed as soon as it can take them (the loop writes only to a
-            // socket with room).
-            let unflushed = out.worker_delivery() && !out.flushed();
-            let want_write = heartbeat_due
-                || pong_due.is_some()
-                || ready
-                || own
-                || !core.spill.is_empty()
-                || unflushed;
-            if want_write && out.has_room() {
-                // Everything that piled up while the last frame was in flight goes out
-                // together; the sink has no room again until it has left.
-                if let Some(p) = pong_due.take() {
-                    core.wire.pong(out, &p);
+            let now = Instant::now();
+            // The core is borrowed for the turn's work, never across an await
+            // (the worker's loop borrows it while this task waits).
+            let turn = {
+                let mut core = sh.core.borrow_mut();
+                if let Some(end) = core.session.auth_end(now) {
+                    break 'conn End::Close(end.into(), end.message().into());
                 }
-                if std::mem::take(&mut heartbeat_due) {
-                    core.wire.heartbeat(out);
-                }
-                if (ready || own) && core.spill.is_empty() {
-                    core.encode(ready, now);
-                }
-                if let Some((code, text)) = core.wire.closing() {
-                    break 'conn End::Close(code, text.to_owned());
-                }
-                let more = match core.spill.pop_front() {
-                    Some(frame) => {
-                        core.wire.write(out, &frame);
-                        !core.spill.is_empty()
+                let (ready, next_deadline) = core.session.readiness(now);
+                let own = core.wire.has_output();
+                // Bytes a socket written by the worker's loop did not take are
+                // flushed as soon as it can take them (the loop writes only to a
+                // socket with room).
+                let unflushed = out.worker_delivery() && !out.flushed();
+                let want_write = heartbeat_due
+                    || pong_due.is_some()
+                    || ready
+                    || own
+                    || !core.spill.is_empty()
+                    || unflushed;
+                if want_write && out.has_room() {
+                    // Everything that piled up while the last frame was in flight goes out
+                    // together; the sink has no room again until it has left.
+                    if let Some(p) = pong_due.take() {
+                        core.wire.pong(out, &p);
                     }
-                    None => false,
-                };
-                Turn::Wrote { more }
-            } else {
+                    if std::mem::take(&mut heartbeat_due) {
+                        core.wire.heartbeat(out);
+                    }
+                    if (ready || own) && core.spill.is_empty() {
+                        core.encode(ready, now);
+                    }
+                    if let Some((code, text)) = core.wire.closing() {
+                        break 'conn End::Close(code, text.to_owned());
+                    }
+                    let more = match core.spill.pop_front() {
+                        Some(frame) => {
+                            core.wire.write(out, &frame);
+                            !core.spill.is_empty()
+                        }
+                        None => false,
+                    };
+                    Turn::Wrote { more }
+                } else {
+                    Turn::Wait {
+                        want_write,
+                        next_deadline,
+                    }
+                }
+            };
+            let (want_write, next_deadline) = match turn {
+                Turn::Wrote { more } => {
+                    if more {
+                        out.next_turn().await;
+                    }
+                    continue;
+                }
                 Turn::Wait {
                     want_write,
                     next_deadline,
+                } => (want_write, next_deadline),
+            };
+            let mut wake_at = match next_deadline {
+                Some(throttle_at) if !want_write => {
+                    heartbeat_at.min(tokio::time::Instant::from_std(throttle_at))
                 }
+                _ => heartbeat_at,
+            };
+            // A silent client is closed when its time is up, not at the next heartbeat.
+            if let Some(timeout) = liveness.client_timeout {
+                wake_at = wake_at.min(tokio::time::Instant::from_std(last_heard + timeout));
             }
-        };
-        let (want_write, next_deadline) = match turn {
-            Turn::Wrote { more } => {
-                if more {
-                    out.next_turn().await;
-                }
-                continue;
+            // A pending `auth` op's deadline, a token's expiry.
+            if let Some(auth_at) = sh.core.borrow().session.auth_deadline() {
+                wake_at = wake_at.min(tokio::time::Instant::from_std(auth_at));
             }
-            Turn::Wait {
-                want_write,
-                next_deadline,
-            } => (want_write, next_deadline),
-        };
-        let mut wake_at = match next_deadline {
-            Some(throttle_at) if !want_write => {
-                heartbeat_at.min(tokio::time::Instant::from_std(throttle_at))
+            // A sink that times its own stalls: wake when the wait becomes one.
+            if let Some(stall_at) = out.stall_deadline() {
+                wake_at = wake_at.min(stall_at);
             }
-            _ => heartbeat_at,
-        };
-        // A silent client is closed when its time is up, not at the next heartbeat.
-        if let Some(timeout) = liveness.client_timeout {
-            wake_at = wake_at.min(tokio::time::Instant::from_std(last_heard + timeout));
-        }
-        // A pending `auth` op's deadline, a token's expiry.
-        if let Some(auth_at) = sh.core.borrow().session.auth_deadline() {
-            wake_at = wake_at.min(tokio::time::Instant::from_std(auth_at));
-        }
-        // A sink that times its own stalls: wake when the wait becomes one.
-        if let Some(stall_at) = out.stall_deadline() {
-            wake_at = wake_at.min(stall_at);
-        }
-        if timer.deadline() != wake_at {
-            timer.as_mut().reset(wake_at);
-        }
-        sh.timer_at.set(Some(wake_at));
-        sh.waits_writable.set(want_write);
+            if timer.deadline() != wake_at {
+                timer.as_mut().reset(wake_at);
+            }
+            sh.timer_at.set(Some(wake_at));
+            sh.waits_writable.set(want_write);
 
-        tokio::select! {
-            biased;
-            _ = &mut shutting_down => {
-                break End::Close(CloseCode::GoingAway, "server shutting down".into());
-            }
-            frame = recv(&mut input) => {
-                let now = Instant::now();
-                let msg = match frame {
-                    None => break End::Gone,
-                    Some(Err(ReadError::Expired)) => break End::Expired,
-                    Some(Err(e)) => break End::Close(e.close_code(), read_error_text(&e, cfg.max_frame_bytes)),
-                    Some(Ok(msg)) => msg,
-                };
-                last_heard = now;
-                let (payload, binary, responder) = match msg {
-                    ClientFrame::Text(t) => (Some(t), false, None),
-                    ClientFrame::Binary(b) => (Some(b), true, None),
-                    ClientFrame::Request(body, r) => (body, false, Some(r)),
-                    ClientFrame::Ping(p) => {
-                        pong_due = Some(p);
-                        continue;
-                    }
-                    ClientFrame::Pong => continue,
-                    ClientFrame::Upgraded => {
-                        sh.core.borrow_mut().wire.upgraded();
-                        continue;
-                    }
-                    ClientFrame::Close(reason) => {
-                        break End::ClientClosed(reason.map(|r| {
-                            (r.code.into(), r.description.unwrap_or_default())
-                        }));
-                    }
-                };
-                let mut core = sh.core.borrow_mut();
-                let Core { wire, session, counters, .. } = &mut *core;
-                let admitted = match &payload {
-                    Some(_) => limit.admit(session, now),
-                    None => Ok(false),
-                };
-                if let (Some(payload), Ok(true)) = (&payload, admitted) {
-                    wire.decode(payload, binary, &mut |request| match request {
-                        Input::Op(op) => session.handle_op(op, now),
-                        Input::Invalid(e) => session.handle_decoded(Err(e), now),
-                        Input::Liveness(l) => {
-                            liveness = l;
-                            heartbeat_at = tokio::time::Instant::from_std(now) + l.heartbeat;
+            tokio::select! {
+                biased;
+                _ = &mut shutting_down => {
+                    break End::Close(CloseCode::GoingAway, "server shutting down".into());
+                }
+                frame = recv(&mut input) => {
+                    let now = Instant::now();
+                    let msg = match frame {
+                        None => break End::Gone,
+                        Some(Err(ReadError::Expired)) => break End::Expired,
+                        Some(Err(e)) => break End::Close(e.close_code(), read_error_text(&e, cfg.max_frame_bytes)),
+                        Some(Ok(msg)) => msg,
+                    };
+                    last_heard = now;
+                    let (payload, binary, responder) = match msg {
+                        ClientFrame::Text(t) => (Some(t), false, None),
+                        ClientFrame::Binary(b) => (Some(b), true, None),
+                        ClientFrame::Request(body, r) => (body, false, Some(r)),
+                        ClientFrame::Ping(p) => {
+                            pong_due = Some(p);
+                            continue;
                         }
-                    });
-                }
-                if let Some(responder) = responder {
-                    // Its replies (a refusal included) go back to whoever asked.
-                    let replies = admitted.map(|_| {
-                        let mut frames = Vec::new();
-                        wire.encode(&session.take_replies(), &mut |part, frame| {
-                            counters.frame(part, frame.len());
-                            frames.push(frame);
+                        ClientFrame::Pong => continue,
+                        ClientFrame::Upgraded => {
+                            sh.core.borrow_mut().wire.upgraded();
+                            continue;
+                        }
+                        ClientFrame::Close(reason) => {
+                            break End::ClientClosed(reason.map(|r| {
+                                (r.code.into(), r.description.unwrap_or_default())
+                            }));
+                        }
+                    };
+                    let mut core = sh.core.borrow_mut();
+                    let Core { wire, session, counters, .. } = &mut *core;
+                    let admitted = match &payload {
+                        Some(_) => limit.admit(session, now),
+                        None => Ok(false),
+                    };
+                    if let (Some(payload), Ok(true)) = (&payload, admitted) {
+                        wire.decode(payload, binary, &mut |request| match request {
+                            Input::Op(op) => session.handle_op(op, now),
+                            Input::Invalid(e) => session.handle_decoded(Err(e), now),
+                            Input::Liveness(l) => {
+                                liveness = l;
+                                heartbeat_at = tokio::time::Instant::from_std(now) + l.heartbeat;
+                            }
                         });
-                        frames
-                    });
-                    // One who stopped waiting for the answer misses only the answer.
-                    let _ = responder.0.send(replies);
-                }
-                if let Err(code) = admitted {
-                    break End::Close(code, "too many messages per second".into());
-                }
-                if let Some((code, text)) = wire.closing() {
-                    break End::Close(code, text.to_owned());
-                }
-            }
-            _ = out.writable(), if want_write => {}
-            _ = &mut news, if !want_write => news.set(inbox.notified()),
-            _ = sh.kicked() => {}
-            _ = reloads.reloaded() => sh.core.borrow_mut().session.recheck_auth(Instant::now()),
-            _ = &mut timer => {
-                let now = tokio::time::Instant::now();
-                if let Some(timeout) = liveness.client_timeout {
-                    if last_heard.elapsed() >= timeout {
-                        break End::Close(CloseCode::ClientTimeout, format!(
-                            "client timeout: nothing received for {timeout:?}"
-                        ));
+                    }
+                    if let Some(responder) = responder {
+                        // Its replies (a refusal included) go back to whoever asked.
+                        let replies = admitted.map(|_| {
+                            let mut frames = Vec::new();
+                            wire.encode(&session.take_replies(), &mut |part, frame| {
+                                counters.frame(part, frame.len());
+                                frames.push(frame);
+                            });
+                            frames
+                        });
+                        // One who stopped waiting for the answer misses only the answer.
+                        let _ = responder.0.send(replies);
+                    }
+                    if let Err(code) = admitted {
+                        break End::Close(code, "too many messages per second".into());
+                    }
+                    if let Some((code, text)) = wire.closing() {
+                        break End::Close(code, text.to_owned());
                     }
                 }
-                if now >= heartbeat_at {
-                    heartbeat_due = true;
-                    heartbeat_at = now + liveness.heartbeat;
+                _ = out.writable(), if want_write => {}
+                _ = &mut news, if !want_write => news.set(inbox.notified()),
+                _ = sh.kicked() => {}
+                _ = reloads.reloaded() => sh.core.borrow_mut().session.recheck_auth(Instant::now()),
+                _ = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if let Some(timeout) = liveness.client_timeout {
+                        if last_heard.elapsed() >= timeout {
+                            break End::Close(CloseCode::ClientTimeout, format!(
+                                "client timeout: nothing received for {timeout:?}"
+                            ));
+                        }
+                    }
+                    if now >= heartbeat_at {
+                        heartbeat_due = true;
+                        heartbeat_at = now + liveness.heartbeat;
+                    }
+                    // Otherwise a throttled symbol is due: the next turn sends it.
                 }
-                // Otherwise a throttled symbol is due: the next turn sends it.
             }
+        };
+        // The worker's loop writes nothing more.
+        drop(registration);
+        let lingers = matches!(end, End::SlowConsumer);
+        let (closed, drain) = close(&sh, end, cfg.write_stall_timeout);
+        if lingers {
+            // Boxed: its timer is paid for only by connections that get here.
+            Box::pin(linger(&mut input, out, cfg.write_stall_timeout, metrics)).await;
         }
-    };
-    // The worker's loop writes nothing more.
-    drop(registration);
-    let lingers = matches!(end, End::SlowConsumer);
-    let (closed, drain) = close(&sh, end, cfg.write_stall_timeout);
-    if lingers {
-        // Boxed: its timer is paid for only by connections that get here.
-        Box::pin(linger(&mut input, out, cfg.write_stall_timeout, &metrics)).await;
+        // The session is over (counted, gone from the gauges) ...
+        sh.core.borrow_mut().counters.end();
+        // ... what is still queued (the close frame) leaves before the socket
+        // closes, and a client we sent a close to gets a moment to answer it.
+        Box::pin(out.finish(cfg.write_stall_timeout, drain)).await;
+        closed
     }
-    // The session is over (counted, gone from the gauges) ...
-    sh.core.borrow_mut().counters.end();
-    // ... what is still queued (the close frame) leaves before the socket
-    // closes, and a client we sent a close to gets a moment to answer it.
-    Box::pin(out.finish(cfg.write_stall_timeout, drain)).await;
-    closed
 }
 
 /// Ends the connection as `end` says: queued replies and the close frame
