@@ -197,13 +197,18 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
                     if std::mem::take(&mut heartbeat_due) {
                         core.wire.heartbeat(out);
                     }
-                    if (ready || own) && core.spill.is_empty() {
-                        core.encode(ready, now);
-                    }
+                    let first = if (ready || own) && core.spill.is_empty() {
+                        core.encode(ready, now)
+                    } else {
+                        None
+                    };
                     if let Some((code, text)) = core.wire.closing() {
-                        break 'conn End::Close(code, text.to_owned());
+                        let end = End::Close(code, text.to_owned());
+                        // Written before the close.
+                        core.spill.extend(first);
+                        break 'conn end;
                     }
-                    let more = match core.spill.pop_front() {
+                    let more = match first.or_else(|| core.spill.pop_front()) {
                         Some(frame) => {
                             core.wire.write(out, &frame);
                             !core.spill.is_empty()
@@ -375,8 +380,8 @@ fn close<W: Wire, S: Sink>(
     let core = &mut *core;
     // Replies already queued (errors included) go out before our close.
     if let End::Close(..) = end {
-        core.encode(true, Instant::now());
-        for frame in core.spill.drain(..) {
+        let first = core.encode(true, Instant::now());
+        for frame in first.into_iter().chain(core.spill.drain(..)) {
             core.wire.write(out, &frame);
         }
     }

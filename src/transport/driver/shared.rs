@@ -43,8 +43,10 @@ pub(super) struct Core<W> {
 
 impl<W: Wire> Core<W> {
     /// Encodes the session's ready messages (if `ready`) and the wire's own
-    /// frames into `spill`.
-    pub fn encode(&mut self, ready: bool, now: Instant) {
+    /// frames: the first is returned when nothing waits in `spill` (the
+    /// common case of one frame leaves `spill` without an allocation), the
+    /// rest go to `spill`, to be written after it.
+    pub fn encode(&mut self, ready: bool, now: Instant) -> Option<Bytes> {
         let msgs = if ready {
             let msgs = self.session.take_ready(now);
             self.counters.queue_depth(self.session.pending_count());
@@ -58,10 +60,16 @@ impl<W: Wire> Core<W> {
             counters,
             ..
         } = self;
+        let mut first = None;
         wire.encode(&msgs, &mut |part, frame| {
             counters.frame(part, frame.len());
-            spill.push_back(frame);
+            if first.is_none() && spill.is_empty() {
+                first = Some(frame);
+            } else {
+                spill.push_back(frame);
+            }
         });
+        first
     }
 }
 
@@ -126,12 +134,14 @@ impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
         if !ready && !core.wire.has_output() {
             return;
         }
-        core.encode(ready, now);
+        let first = core.encode(ready, now);
         if core.wire.closing().is_some() {
+            // The driver writes it before the close.
+            core.spill.extend(first);
             drop(core);
             return self.kick();
         }
-        if let Some(frame) = core.spill.pop_front() {
+        if let Some(frame) = first {
             core.wire.write(out, &frame);
         }
         // A symbol this batch throttled may be due before the driver's timer.
