@@ -20,8 +20,10 @@ use super::doorbell::{Doorbell, Rings};
 pub struct Inbox {
     /// Slots 0..64: inline, so the hub reaches a mark with one pointer hop.
     first: AtomicU64,
-    /// Slots from 64 on.
-    more: Box<[AtomicU64]>,
+    /// Slots from 64 on: `more_words` words, allocated when a slot past 64
+    /// is first used (most sessions never do; an idle connection saves them).
+    more: OnceLock<Box<[AtomicU64]>>,
+    more_words: u32,
     /// Set by the first mark after the session last took its marks.
     signalled: AtomicBool,
     /// Set when a subscribed symbol's status changed (section 10): the session
@@ -40,7 +42,8 @@ impl Inbox {
     pub fn new(slots: usize) -> Inbox {
         Inbox {
             first: AtomicU64::new(0),
-            more: (1..slots.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            more: OnceLock::new(),
+            more_words: u32::try_from(slots.div_ceil(64).saturating_sub(1)).unwrap_or(u32::MAX),
             signalled: AtomicBool::new(false),
             status: AtomicBool::new(false),
             waker: AtomicWaker::new(),
@@ -56,7 +59,13 @@ impl Inbox {
 
     /// How many slots the inbox has.
     pub fn slots(&self) -> usize {
-        (1 + self.more.len()) * 64
+        (1 + self.more_words as usize) * 64
+    }
+
+    /// The words of slots 64 and on, allocated on first use.
+    fn more(&self) -> &[AtomicU64] {
+        self.more
+            .get_or_init(|| (0..self.more_words).map(|_| AtomicU64::new(0)).collect())
     }
 
     /// Marks a slot dirty and, if it is the first mark since the session last
@@ -88,7 +97,8 @@ impl Inbox {
     /// symbols' quotes only after this returns.
     pub fn take(&self, keep: &[u64], mut f: impl FnMut(u32)) {
         self.signalled.store(false, Ordering::SeqCst);
-        for (i, word) in std::iter::once(&self.first).chain(&*self.more).enumerate() {
+        let more = self.more.get().map_or(&[][..], |m| &m[..]);
+        for (i, word) in std::iter::once(&self.first).chain(more).enumerate() {
             let keep = keep.get(i).copied().unwrap_or(0);
             if word.load(Ordering::SeqCst) & !keep == 0 {
                 continue;
@@ -163,7 +173,7 @@ impl Inbox {
     fn locate(&self, slot: u32) -> (&AtomicU64, u64) {
         let word = match slot / 64 {
             0 => &self.first,
-            w => &self.more[w as usize - 1],
+            w => &self.more()[w as usize - 1],
         };
         (word, 1 << (slot % 64))
     }
