@@ -90,11 +90,10 @@ pub struct Session {
     inbox: Arc<Inbox>,
     limits: SessionConfig,
     subs: Subscriptions,
-    /// Inbox slots of symbols with a change held back by their throttle.
-    throttled: Vec<u32>,
-    /// The inbox slots of `throttled`, one bit each: their marks stay set in the
-    /// inbox until the throttle lets them out.
-    kept: Vec<u64>,
+    /// Symbols with a change held back by their throttle; boxed, made when
+    /// the first is held (a session's own state is what an idle connection
+    /// costs).
+    held: Option<Box<Held>>,
     /// The slots one take found marked (kept between takes for its capacity).
     scratch: Vec<u32>,
     outbox: Vec<ServerMsg>,
@@ -103,6 +102,16 @@ pub struct Session {
     /// Send a subscribed symbol again when nothing was sent for it for this
     /// long (a transport that may lose messages: WebRTC).
     refresh: Option<std::time::Duration>,
+}
+
+/// The symbols a session holds back for their throttle.
+#[derive(Default)]
+struct Held {
+    /// Their inbox slots.
+    throttled: Vec<u32>,
+    /// The same slots, one bit each: their marks stay set in the inbox until
+    /// the throttle lets them out.
+    kept: Vec<u64>,
 }
 
 /// A fresh random session id such as `s-8f3a09c2d1e4`.
@@ -138,8 +147,7 @@ impl Session {
             inbox: Arc::new(Inbox::new(limits.max_symbols)),
             limits,
             subs: Subscriptions::default(),
-            throttled: Vec::new(),
-            kept: Vec::new(),
+            held: None,
             scratch: Vec::new(),
             // A connection refused at connect hears why, not a welcome.
             outbox: match access.refused_at_connect() {
@@ -563,8 +571,10 @@ impl Session {
             // The hub marks it no more: the slot is clean for its next symbol.
             let slot = sub.slot;
             self.inbox.unmark(slot);
-            keep_bit(&mut self.kept, slot, false);
-            self.throttled.retain(|&s| s != slot);
+            if let Some(held) = &mut self.held {
+                keep_bit(&mut held.kept, slot, false);
+                held.throttled.retain(|&s| s != slot);
+            }
         }
     }
 
@@ -582,7 +592,7 @@ impl Session {
 
     /// Symbols with a change held back by their throttle.
     pub fn pending_count(&self) -> usize {
-        self.throttled.len()
+        self.held.as_ref().map_or(0, |h| h.throttled.len())
     }
 
     /// True when [`Session::take_ready`] would return something now.
@@ -610,8 +620,9 @@ impl Session {
     /// refreshing, a quiet one is due again).
     pub fn next_deadline(&self) -> Option<Instant> {
         let throttled = self
-            .throttled
+            .held
             .iter()
+            .flat_map(|h| &h.throttled)
             .filter_map(|&slot| self.subs.at(slot).and_then(Subscription::next_allowed))
             .min();
         let Some(every) = self.refresh else {
@@ -639,19 +650,22 @@ impl Session {
         let mut conflated = 0;
         // Throttled symbols whose time has come leave the kept marks: the take
         // below collects them with the new ones (their marks are still set).
-        let (subs, kept) = (&self.subs, &mut self.kept);
-        self.throttled.retain(|&slot| {
-            let Some(sub) = subs.at(slot) else {
-                return false;
-            };
-            if sub.next_allowed().is_some_and(|t| t > now) {
-                return true;
-            }
-            keep_bit(kept, slot, false);
-            false
-        });
+        if let Some(held) = &mut self.held {
+            let (subs, Held { throttled, kept }) = (&self.subs, &mut **held);
+            throttled.retain(|&slot| {
+                let Some(sub) = subs.at(slot) else {
+                    return false;
+                };
+                if sub.next_allowed().is_some_and(|t| t > now) {
+                    return true;
+                }
+                keep_bit(kept, slot, false);
+                false
+            });
+        }
         let mut marked = std::mem::take(&mut self.scratch);
-        self.inbox.take(&self.kept, |slot| marked.push(slot));
+        let kept = self.held.as_ref().map_or(&[][..], |h| &h.kept[..]);
+        self.inbox.take(kept, |slot| marked.push(slot));
         // After the take: a status that changed before a quote was stored is
         // seen here, and told before that quote (section 10).
         if self.inbox.take_status() {
@@ -665,8 +679,9 @@ impl Session {
                 // The mark goes back and stays set while the symbol waits for its
                 // throttle, so the hub neither marks it nor wakes us per quote.
                 self.inbox.remark(slot);
-                keep_bit(&mut self.kept, slot, true);
-                self.throttled.push(slot);
+                let held = self.held.get_or_insert_default();
+                keep_bit(&mut held.kept, slot, true);
+                held.throttled.push(slot);
                 continue;
             }
             // Full states only (WebRTC) gain nothing from the ones between.

@@ -5,7 +5,7 @@
 //! longer move between the cores per frame.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use prometheus::local::LocalHistogram;
@@ -18,16 +18,49 @@ use crate::session::protocol::{Format, QuoteKind, ServerMsg};
 /// A transport's counters for one session; counts it open on creation and
 /// closed (with a reason label) on [`FrameCounters::closed`].
 pub struct FrameCounters {
-    transport: &'static str,
-    format: Format,
-    metrics: Arc<Metrics>,
-    handles: Handles,
+    /// Shared by the sessions of one kind on this thread (a session's own
+    /// state is what an idle connection costs: 16 bytes here, not 88).
+    kind: Arc<Kind>,
     closed: bool,
     ended: bool,
 }
 
+/// A kind of session (transport and format) and the metrics it counts in.
+struct Kind {
+    metrics: Arc<Metrics>,
+    transport: &'static str,
+    format: Format,
+    handles: Handles,
+}
+
+impl Kind {
+    fn new(m: &Arc<Metrics>, transport: &'static str, format: Format) -> Kind {
+        Kind {
+            metrics: m.clone(),
+            transport,
+            format,
+            handles: Handles {
+                snapshots: m.messages_sent.with_label_values(&[transport, "snapshot"]),
+                updates: m.messages_sent.with_label_values(&[transport, "update"]),
+                statuses: m.messages_sent.with_label_values(&[transport, "status"]),
+                replies: m.messages_sent.with_label_values(&[transport, "reply"]),
+                frames: m
+                    .frames_sent
+                    .with_label_values(&[transport, format.as_str()]),
+                bytes: m
+                    .bytes_sent
+                    .with_label_values(&[transport, format.as_str()]),
+                latency: m.feed_to_socket_latency.with_label_values(&[transport]),
+            },
+        }
+    }
+
+    fn is(&self, metrics: &Arc<Metrics>, transport: &'static str, format: Format) -> bool {
+        Arc::ptr_eq(&self.metrics, metrics) && self.transport == transport && self.format == format
+    }
+}
+
 /// The shared metrics a frame counts in.
-#[derive(Clone)]
 struct Handles {
     snapshots: IntCounter,
     updates: IntCounter,
@@ -79,10 +112,7 @@ impl Handles {
 
 /// One kind of session's frames during a pass, on one worker.
 struct Pending {
-    metrics: Arc<Metrics>,
-    transport: &'static str,
-    format: Format,
-    handles: Handles,
+    kind: Arc<Kind>,
     tally: Tally,
     latency: LocalHistogram,
     frame_messages: LocalHistogram,
@@ -91,7 +121,7 @@ struct Pending {
 
 impl Pending {
     fn flush(&mut self) {
-        self.handles.add(&std::mem::take(&mut self.tally));
+        self.kind.handles.add(&std::mem::take(&mut self.tally));
         self.latency.flush();
         self.frame_messages.flush();
         self.queue_depth.flush();
@@ -108,6 +138,9 @@ struct Batch {
 
 thread_local! {
     static BATCH: RefCell<Batch> = RefCell::default();
+    /// The kinds of session this thread's sessions count as (a handful), as
+    /// long as a session or a pass holds them.
+    static KINDS: RefCell<Vec<Weak<Kind>>> = RefCell::default();
 }
 
 /// Runs `pass` with the frames it counts tallied on this thread, and adds
@@ -123,8 +156,8 @@ pub fn batched<R>(pass: impl FnOnce() -> R) -> R {
                 for p in &mut b.pending {
                     p.flush();
                 }
-                // Metrics nobody else holds any more (a test's) go too.
-                b.pending.retain(|p| Arc::strong_count(&p.metrics) > 1);
+                // Kinds no session holds any more go too.
+                b.pending.retain(|p| Arc::strong_count(&p.kind) > 1);
             });
         }
     }
@@ -140,23 +173,19 @@ impl FrameCounters {
         let m = metrics;
         m.sessions_active.with_label_values(&[transport]).inc();
         m.connections_opened.with_label_values(&[transport]).inc();
+        let kind = KINDS.with(|kinds| {
+            let mut kinds = kinds.borrow_mut();
+            kinds.retain(|k| k.strong_count() > 0);
+            let found = kinds.iter().filter_map(Weak::upgrade);
+            if let Some(k) = found.into_iter().find(|k| k.is(m, transport, format)) {
+                return k;
+            }
+            let k = Arc::new(Kind::new(m, transport, format));
+            kinds.push(Arc::downgrade(&k));
+            k
+        });
         FrameCounters {
-            transport,
-            format,
-            metrics: metrics.clone(),
-            handles: Handles {
-                snapshots: m.messages_sent.with_label_values(&[transport, "snapshot"]),
-                updates: m.messages_sent.with_label_values(&[transport, "update"]),
-                statuses: m.messages_sent.with_label_values(&[transport, "status"]),
-                replies: m.messages_sent.with_label_values(&[transport, "reply"]),
-                frames: m
-                    .frames_sent
-                    .with_label_values(&[transport, format.as_str()]),
-                bytes: m
-                    .bytes_sent
-                    .with_label_values(&[transport, format.as_str()]),
-                latency: m.feed_to_socket_latency.with_label_values(&[transport]),
-            },
+            kind,
             closed: false,
             ended: false,
         }
@@ -193,10 +222,11 @@ impl FrameCounters {
             }
         });
         if !tallied {
-            self.handles.add(&t);
-            self.metrics.frame_messages.observe(msgs.len() as f64);
+            let k = &*self.kind;
+            k.handles.add(&t);
+            k.metrics.frame_messages.observe(msgs.len() as f64);
             if let Some(age) = age {
-                self.handles.latency.observe(age);
+                k.handles.latency.observe(age);
             }
         }
     }
@@ -205,7 +235,7 @@ impl FrameCounters {
     /// writes.
     pub fn queue_depth(&self, pending: usize) {
         if !self.in_batch(|p| p.queue_depth.observe(pending as f64)) {
-            self.metrics.send_queue_depth.observe(pending as f64);
+            self.kind.metrics.send_queue_depth.observe(pending as f64);
         }
     }
 
@@ -217,21 +247,15 @@ impl FrameCounters {
             if !b.on {
                 return false;
             }
-            let at = b.pending.iter().position(|p| {
-                Arc::ptr_eq(&p.metrics, &self.metrics)
-                    && p.transport == self.transport
-                    && p.format == self.format
-            });
+            let k = &self.kind;
+            let at = b.pending.iter().position(|p| Arc::ptr_eq(&p.kind, k));
             let at = at.unwrap_or_else(|| {
                 b.pending.push(Pending {
-                    metrics: self.metrics.clone(),
-                    transport: self.transport,
-                    format: self.format,
-                    handles: self.handles.clone(),
+                    kind: k.clone(),
                     tally: Tally::default(),
-                    latency: self.handles.latency.local(),
-                    frame_messages: self.metrics.frame_messages.local(),
-                    queue_depth: self.metrics.send_queue_depth.local(),
+                    latency: k.handles.latency.local(),
+                    frame_messages: k.metrics.frame_messages.local(),
+                    queue_depth: k.metrics.send_queue_depth.local(),
                 });
                 b.pending.len() - 1
             });
@@ -247,12 +271,13 @@ impl FrameCounters {
         if !self.closed {
             self.closed = true;
             let end = end.into();
+            let k = &*self.kind;
             if end == Ended::Code(CloseCode::SlowConsumer) {
-                self.metrics.slow_consumer_closes.inc();
+                k.metrics.slow_consumer_closes.inc();
             }
-            self.metrics
+            k.metrics
                 .connections_closed
-                .with_label_values(&[self.transport, &end.label()])
+                .with_label_values(&[k.transport, &end.label()])
                 .inc();
         }
     }
@@ -265,9 +290,10 @@ impl FrameCounters {
     pub fn end(&mut self) {
         self.closed(Ended::Gone);
         if !std::mem::replace(&mut self.ended, true) {
-            self.metrics
+            self.kind
+                .metrics
                 .sessions_active
-                .with_label_values(&[self.transport])
+                .with_label_values(&[self.kind.transport])
                 .dec();
         }
     }

@@ -20,10 +20,10 @@ pub enum Admission {
     Exceeded,
 }
 
-/// Allows `rate` messages per second on average, `burst` at once.
+/// Allows `rate` messages per second on average, `burst` at once. The rate
+/// and burst are given with each message (they are the same for every
+/// session: a connection keeps only its own state).
 pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
     tokens: f64,
     /// Refused messages, draining at `rate` like the tokens refill.
     excess: f64,
@@ -31,10 +31,8 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub fn new(rate: f64, burst: u32, now: Instant) -> TokenBucket {
+    pub fn new(burst: u32, now: Instant) -> TokenBucket {
         TokenBucket {
-            rate,
-            burst: burst as f64,
             tokens: burst as f64,
             excess: 0.0,
             last: now,
@@ -42,17 +40,18 @@ impl TokenBucket {
     }
 
     /// Admits or refuses one message.
-    pub fn admit(&mut self, now: Instant) -> Admission {
-        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
+    pub fn admit(&mut self, rate: f64, burst: u32, now: Instant) -> Admission {
+        let burst = f64::from(burst);
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * rate;
         self.last = now;
-        self.tokens = (self.tokens + refill).min(self.burst);
+        self.tokens = (self.tokens + refill).min(burst);
         self.excess = (self.excess - refill).max(0.0);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Admission::Allowed
         } else {
             self.excess += 1.0;
-            if self.excess > self.burst {
+            if self.excess > burst {
                 Admission::Exceeded
             } else {
                 Admission::Refused
@@ -65,23 +64,30 @@ impl TokenBucket {
 /// refusal text, one 4029 path.
 pub struct MessageLimit {
     bucket: TokenBucket,
-    per_sec: f64,
 }
 
 impl MessageLimit {
-    /// `client_msgs_per_sec` on average, `client_msgs_burst` at once.
+    /// `client_msgs_per_sec` on average, `client_msgs_burst` at once (`s` is
+    /// given again with each message).
     pub fn new(s: &SessionSettings, now: Instant) -> MessageLimit {
         MessageLimit {
-            bucket: TokenBucket::new(s.client_msgs_per_sec, s.client_msgs_burst, now),
-            per_sec: s.client_msgs_per_sec,
+            bucket: TokenBucket::new(s.client_msgs_burst, now),
         }
     }
 
     /// Admits one client message. `Ok(true)`: handle it. `Ok(false)`: refused,
     /// and a `rate_limited` error is queued on the session. `Err`: the client
     /// keeps flooding; end the session with this close code.
-    pub fn admit(&mut self, session: &mut Session, now: Instant) -> Result<bool, CloseCode> {
-        match self.bucket.admit(now) {
+    pub fn admit(
+        &mut self,
+        s: &SessionSettings,
+        session: &mut Session,
+        now: Instant,
+    ) -> Result<bool, CloseCode> {
+        match self
+            .bucket
+            .admit(s.client_msgs_per_sec, s.client_msgs_burst, now)
+        {
             Admission::Allowed => Ok(true),
             Admission::Refused => {
                 session.push_error(
@@ -89,7 +95,7 @@ impl MessageLimit {
                     ErrorCode::RateLimited,
                     format!(
                         "more than {} messages per second; message ignored (keep this up and the session ends with {})",
-                        self.per_sec,
+                        s.client_msgs_per_sec,
                         CloseCode::TooManyMessages.code()
                     ),
                     None,
@@ -109,17 +115,18 @@ mod tests {
     #[test]
     fn burst_then_refill_then_refuse_then_close() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::new(10.0, 3, t0);
+        let mut b = TokenBucket::new(3, t0);
+        let mut admit = |now| b.admit(10.0, 3, now);
         for _ in 0..3 {
-            assert_eq!(b.admit(t0), Admission::Allowed);
+            assert_eq!(admit(t0), Admission::Allowed);
         }
-        assert_eq!(b.admit(t0), Admission::Refused);
+        assert_eq!(admit(t0), Admission::Refused);
         let t1 = t0 + Duration::from_millis(100);
-        assert_eq!(b.admit(t1), Admission::Allowed);
+        assert_eq!(admit(t1), Admission::Allowed);
         // A further burst's worth (3) is refused, then the next one is too many.
         for _ in 0..3 {
-            assert_eq!(b.admit(t1), Admission::Refused);
+            assert_eq!(admit(t1), Admission::Refused);
         }
-        assert_eq!(b.admit(t1), Admission::Exceeded);
+        assert_eq!(admit(t1), Admission::Exceeded);
     }
 }

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::pump;
-use super::socket::{ClientFrame, ReadError, Reader, Sink};
+use super::socket::{ClientFrame, ReadError, Reader, Recv, Sink};
 use super::{CloseCode, Ended, FrameCounters, TransportContext};
 use crate::metrics::Metrics;
 use crate::session::Session;
@@ -112,13 +112,12 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
         mut liveness,
         permit,
     } = conn;
-    let metrics = ctx.metrics.clone();
     let inbox = session.inbox().clone();
     // With authentication on: the keys' reloads (a credential may be revoked).
     let mut reloads = Reloads::new(session.auth_reloads());
     let sh = Rc::new(Shared {
         core: RefCell::new(Core {
-            counters: FrameCounters::open(&metrics, W::TRANSPORT, wire.format()),
+            counters: FrameCounters::open(&ctx.metrics, W::TRANSPORT, wire.format()),
             wire,
             session,
             spill: VecDeque::new(),
@@ -132,16 +131,11 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
     // A block, not an `async fn`: what it captures is used in place, not
     // moved into room of its own beside the arguments.
     async move {
-        // Held for the connection's life.
-        let _permit = permit;
-        let cfg = &ctx.settings.session;
-        let metrics = &ctx.metrics;
-        let out = &sh.out;
         // An SSE body the watchdog cut is dropped with this future: counted as a
         // slow consumer even when the loop never ran again.
         let _stall_count = StallCount(&sh);
         // Sockets the worker's loop writes to: news reaches the loop, not this task.
-        let registration = if out.worker_delivery() {
+        let registration = if sh.out.worker_delivery() {
             let weak: Weak<Shared<W, S>> = Rc::downgrade(&sh);
             pump::register(weak, &inbox)
         } else {
@@ -160,12 +154,14 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
         tokio::pin!(timer);
         let mut last_heard = Instant::now();
         let mut limit = ctx.message_limit();
-        let mut pong_due: Option<Bytes> = None;
+        // Boxed: a client's ping is rare, and the driver's future is most of
+        // what an idle connection costs (8 bytes here instead of 32).
+        let mut pong_due: Option<Box<Bytes>> = None;
         let mut heartbeat_due = false;
         tracing::debug!("open");
 
         let end = 'conn: loop {
-            if out.is_stalled() {
+            if sh.out.is_stalled() {
                 break End::SlowConsumer;
             }
             let now = Instant::now();
@@ -181,21 +177,21 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
                 // Bytes a socket written by the worker's loop did not take are
                 // flushed as soon as it can take them (the loop writes only to a
                 // socket with room).
-                let unflushed = out.worker_delivery() && !out.flushed();
+                let unflushed = sh.out.worker_delivery() && !sh.out.flushed();
                 let want_write = heartbeat_due
                     || pong_due.is_some()
                     || ready
                     || own
                     || !core.spill.is_empty()
                     || unflushed;
-                if want_write && out.has_room() {
+                if want_write && sh.out.has_room() {
                     // Everything that piled up while the last frame was in flight goes out
                     // together; the sink has no room again until it has left.
                     if let Some(p) = pong_due.take() {
-                        core.wire.pong(out, &p);
+                        core.wire.pong(&sh.out, &p);
                     }
                     if std::mem::take(&mut heartbeat_due) {
-                        core.wire.heartbeat(out);
+                        core.wire.heartbeat(&sh.out);
                     }
                     let first = if (ready || own) && core.spill.is_empty() {
                         core.encode(ready, now)
@@ -210,7 +206,7 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
                     }
                     let more = match first.or_else(|| core.spill.pop_front()) {
                         Some(frame) => {
-                            core.wire.write(out, &frame);
+                            core.wire.write(&sh.out, &frame);
                             !core.spill.is_empty()
                         }
                         None => false,
@@ -223,41 +219,45 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
                     }
                 }
             };
-            let (want_write, next_deadline) = match turn {
-                Turn::Wrote { more } => {
-                    if more {
-                        out.next_turn().await;
+            // In a block: what it works out is not kept across the wait.
+            let want_write = {
+                let (want_write, next_deadline) = match turn {
+                    Turn::Wrote { more } => {
+                        if more {
+                            sh.out.next_turn().await;
+                        }
+                        continue;
                     }
-                    continue;
+                    Turn::Wait {
+                        want_write,
+                        next_deadline,
+                    } => (want_write, next_deadline),
+                };
+                let mut wake_at = match next_deadline {
+                    Some(throttle_at) if !want_write => {
+                        heartbeat_at.min(tokio::time::Instant::from_std(throttle_at))
+                    }
+                    _ => heartbeat_at,
+                };
+                // A silent client is closed when its time is up, not at the next heartbeat.
+                if let Some(timeout) = liveness.client_timeout {
+                    wake_at = wake_at.min(tokio::time::Instant::from_std(last_heard + timeout));
                 }
-                Turn::Wait {
-                    want_write,
-                    next_deadline,
-                } => (want_write, next_deadline),
-            };
-            let mut wake_at = match next_deadline {
-                Some(throttle_at) if !want_write => {
-                    heartbeat_at.min(tokio::time::Instant::from_std(throttle_at))
+                // A pending `auth` op's deadline, a token's expiry.
+                if let Some(auth_at) = sh.core.borrow().session.auth_deadline() {
+                    wake_at = wake_at.min(tokio::time::Instant::from_std(auth_at));
                 }
-                _ => heartbeat_at,
+                // A sink that times its own stalls: wake when the wait becomes one.
+                if let Some(stall_at) = sh.out.stall_deadline() {
+                    wake_at = wake_at.min(stall_at);
+                }
+                if timer.deadline() != wake_at {
+                    timer.as_mut().reset(wake_at);
+                }
+                sh.timer_at.set(Some(wake_at));
+                sh.waits_writable.set(want_write);
+                want_write
             };
-            // A silent client is closed when its time is up, not at the next heartbeat.
-            if let Some(timeout) = liveness.client_timeout {
-                wake_at = wake_at.min(tokio::time::Instant::from_std(last_heard + timeout));
-            }
-            // A pending `auth` op's deadline, a token's expiry.
-            if let Some(auth_at) = sh.core.borrow().session.auth_deadline() {
-                wake_at = wake_at.min(tokio::time::Instant::from_std(auth_at));
-            }
-            // A sink that times its own stalls: wake when the wait becomes one.
-            if let Some(stall_at) = out.stall_deadline() {
-                wake_at = wake_at.min(stall_at);
-            }
-            if timer.deadline() != wake_at {
-                timer.as_mut().reset(wake_at);
-            }
-            sh.timer_at.set(Some(wake_at));
-            sh.waits_writable.set(want_write);
 
             tokio::select! {
                 biased;
@@ -269,7 +269,7 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
                     let msg = match frame {
                         None => break End::Gone,
                         Some(Err(ReadError::Expired)) => break End::Expired,
-                        Some(Err(e)) => break End::Close(e.close_code(), read_error_text(&e, cfg.max_frame_bytes)),
+                        Some(Err(e)) => break End::Close(e.close_code(), read_error_text(&e, ctx.settings.session.max_frame_bytes)),
                         Some(Ok(msg)) => msg,
                     };
                     last_heard = now;
@@ -278,7 +278,7 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
                         ClientFrame::Binary(b) => (Some(b), true, None),
                         ClientFrame::Request(body, r) => (body, false, Some(r)),
                         ClientFrame::Ping(p) => {
-                            pong_due = Some(p);
+                            pong_due = Some(Box::new(p));
                             continue;
                         }
                         ClientFrame::Pong => continue,
@@ -295,7 +295,7 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
                     let mut core = sh.core.borrow_mut();
                     let Core { wire, session, counters, .. } = &mut *core;
                     let admitted = match &payload {
-                        Some(_) => limit.admit(session, now),
+                        Some(_) => limit.admit(&ctx.settings.session, session, now),
                         None => Ok(false),
                     };
                     if let (Some(payload), Ok(true)) = (&payload, admitted) {
@@ -328,7 +328,7 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
                         break End::Close(code, text.to_owned());
                     }
                 }
-                _ = out.writable(), if want_write => {}
+                _ = sh.out.writable(), if want_write => {}
                 _ = &mut news, if !want_write => news.set(inbox.notified()),
                 _ = sh.kicked() => {}
                 _ = reloads.reloaded() => sh.core.borrow_mut().session.recheck_auth(Instant::now()),
@@ -351,19 +351,36 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
         };
         // The worker's loop writes nothing more.
         drop(registration);
-        let lingers = matches!(end, End::SlowConsumer);
-        let (closed, drain) = close(&sh, end, cfg.write_stall_timeout);
-        if lingers {
-            // Boxed: its timer is paid for only by connections that get here.
-            Box::pin(linger(&mut input, out, cfg.write_stall_timeout, metrics)).await;
-        }
-        // The session is over (counted, gone from the gauges) ...
-        sh.core.borrow_mut().counters.end();
-        // ... what is still queued (the close frame) leaves before the socket
-        // closes, and a client we sent a close to gets a moment to answer it.
-        Box::pin(out.finish(cfg.write_stall_timeout, drain)).await;
+        // Boxed: what closing takes is paid for only by connections that get
+        // here, not kept as room in the future every open connection holds.
+        let closed = Box::pin(wind_down(&sh, &mut input, end, &ctx)).await;
+        // The connection's place under `server.max_connections`, held to here.
+        drop(permit);
         closed
     }
+}
+
+/// Closes as `end` says, lingers for a slow consumer, counts the session
+/// over and lets what is queued (the close frame) leave before the socket
+/// closes; the code the server closed with, if it did.
+async fn wind_down<W: Wire, S: Sink>(
+    sh: &Shared<W, S>,
+    input: &mut Option<Reader>,
+    end: End,
+    ctx: &TransportContext,
+) -> Option<CloseCode> {
+    let lingers = matches!(end, End::SlowConsumer);
+    let stall_timeout = ctx.settings.session.write_stall_timeout;
+    let (closed, drain) = close(sh, end, stall_timeout);
+    if lingers {
+        linger(input, &sh.out, stall_timeout, &ctx.metrics).await;
+    }
+    // The session is over (counted, gone from the gauges) ...
+    sh.core.borrow_mut().counters.end();
+    // ... what is still queued (the close frame) leaves before the socket
+    // closes, and a client we sent a close to gets a moment to answer it.
+    sh.out.finish(stall_timeout, drain).await;
+    closed
 }
 
 /// Ends the connection as `end` says: queued replies and the close frame
@@ -515,9 +532,9 @@ impl Reloads {
 }
 
 /// The client's next frame; never resolves for a client that does not talk.
-async fn recv(input: &mut Option<Reader>) -> Option<Result<ClientFrame, ReadError>> {
+fn recv(input: &mut Option<Reader>) -> Recv<'_> {
     match input {
-        Some(input) => input.recv().await,
-        None => std::future::pending().await,
+        Some(input) => input.recv(),
+        None => Recv::Never,
     }
 }

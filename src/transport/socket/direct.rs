@@ -8,7 +8,7 @@
 //! stream's backlog, and counts the same as `pending`.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -135,7 +135,9 @@ impl Sink for DirectSocket {
         st.pending.is_empty() && self.stream.backlog() == 0 && !st.closed
     }
 
-    async fn writable(&self) {
+    // Not an `async fn`: the driver's future holds this one while it waits,
+    // and a plain `poll_fn` is one pointer.
+    fn writable(&self) -> impl Future<Output = ()> {
         poll_fn(|cx| loop {
             if self.flushed() {
                 return Poll::Ready(());
@@ -156,7 +158,6 @@ impl Sink for DirectSocket {
                 Poll::Pending => return Poll::Pending,
             }
         })
-        .await
     }
 
     async fn next_turn(&self) {

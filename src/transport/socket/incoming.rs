@@ -186,7 +186,10 @@ impl Incoming {
         Ok(())
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ClientFrame, ReadError>>> {
+    pub(super) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<ClientFrame, ReadError>>> {
         loop {
             if let Err(e) = self.check_header() {
                 return Poll::Ready(Some(Err(e)));

@@ -26,6 +26,10 @@ mod sink;
 mod stream;
 mod watchdog;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 pub use direct::DirectSocket;
 pub use frames::{ws_close, ws_frame};
 pub use incoming::{handshake, ClientFrame, Incoming, ReadError};
@@ -44,15 +48,42 @@ pub enum Reader {
     Queue(tokio::sync::mpsc::Receiver<Result<ClientFrame, ReadError>>),
 }
 
+/// What a read gives: a client message, a read error, or `None` once the
+/// client is gone.
+pub type ReadResult = Option<Result<ClientFrame, ReadError>>;
+
 impl Reader {
-    /// The client's next message; `None` once it is gone.
-    pub async fn recv(&mut self) -> Option<Result<ClientFrame, ReadError>> {
+    /// The client's next message; `None` once it is gone. Cancel-safe.
+    pub fn recv(&mut self) -> Recv<'_> {
         match self {
-            Reader::Ws(r) => r.recv().await,
+            Reader::Ws(r) => Recv::Ws(r),
             // Boxed: a WebSocket connection's driver, which holds this future,
             // carries no room for the polling socket's larger one.
-            Reader::Poll(r) => Box::pin(r.recv()).await,
-            Reader::Queue(r) => r.recv().await,
+            Reader::Poll(r) => Recv::Boxed(Box::pin(r.recv())),
+            Reader::Queue(r) => Recv::Queue(r),
+        }
+    }
+}
+
+/// [`Reader::recv`]'s future, a pointer or two: the driver holds one while
+/// it waits (an `async fn` would keep a reference per layer).
+pub enum Recv<'a> {
+    Ws(&'a mut Incoming),
+    Queue(&'a mut tokio::sync::mpsc::Receiver<Result<ClientFrame, ReadError>>),
+    Boxed(Pin<Box<dyn Future<Output = ReadResult> + 'a>>),
+    /// A client that does not talk: never resolves.
+    Never,
+}
+
+impl Future for Recv<'_> {
+    type Output = ReadResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ReadResult> {
+        match self.get_mut() {
+            Recv::Ws(r) => r.poll_recv(cx),
+            Recv::Queue(r) => r.poll_recv(cx),
+            Recv::Boxed(f) => f.as_mut().poll(cx),
+            Recv::Never => Poll::Pending,
         }
     }
 }
