@@ -32,7 +32,7 @@ pub use doorbell::Doorbell;
 use doorbell::Rings;
 pub use inbox::Inbox;
 use inbox::Subscriber;
-pub use sources::{FeedRank, Sources, Stale, SymbolStatus, MAX_RANKED_FEEDS};
+pub use sources::{FeedRank, Sources, Stale, SymbolStatus, Told, MAX_RANKED_FEEDS};
 
 use crate::quote::{is_valid_symbol, Fields, Quote, QuoteUpdate};
 use crate::universe::SymbolInfo;
@@ -411,6 +411,7 @@ impl Hub {
                     version: current.version + u64::from(news),
                     stale: None,
                     feed: Some(self.sources.name(rank).clone()),
+                    rank: Some(rank),
                 }
             }
             None if current.is_stale() => return,
@@ -421,6 +422,7 @@ impl Hub {
                     reason: Arc::from(reason),
                 }),
                 feed: None,
+                rank: None,
             },
         };
         let news = next.version != current.version;

@@ -117,6 +117,27 @@ pub struct SymbolStatus {
     pub stale: Option<Stale>,
     /// The feed now in use.
     pub feed: Option<Arc<str>>,
+    /// Its rank (what [`Told`] keeps of it).
+    pub rank: Option<FeedRank>,
+}
+
+/// What a client was last told of a symbol's status: enough to decide
+/// whether a newer status is news to it, in 6 bytes (a session keeps one per
+/// subscription). The version is kept modulo 2^16: a session looks at a
+/// symbol's status each time it changes, never 65,536 changes later.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Told {
+    version: u16,
+    stale: bool,
+    rank: Option<FeedRank>,
+}
+
+impl Told {
+    /// True when a client told `self` must be told `newer`.
+    pub fn differs_for_client(self, newer: &SymbolStatus) -> bool {
+        newer.version as u16 != self.version
+            && (self.stale != newer.is_stale() || self.rank != newer.rank)
+    }
 }
 
 impl SymbolStatus {
@@ -124,10 +145,13 @@ impl SymbolStatus {
         self.stale.is_some()
     }
 
-    /// True when a client told `self` must be told `newer`.
-    pub fn differs_for_client(&self, newer: &SymbolStatus) -> bool {
-        newer.version != self.version
-            && (self.is_stale() != newer.is_stale() || self.feed != newer.feed)
+    /// What a client told this status keeps of it.
+    pub fn told(&self) -> Told {
+        Told {
+            version: self.version as u16,
+            stale: self.is_stale(),
+            rank: self.rank,
+        }
     }
 }
 
@@ -155,14 +179,14 @@ mod tests {
 
     #[test]
     fn a_flap_that_ends_where_it_began_is_not_news() {
-        let told = SymbolStatus::default();
+        let told = SymbolStatus::default().told();
         let stale = SymbolStatus {
             version: 1,
             stale: Some(Stale {
                 since: 1,
                 reason: "feed a down".into(),
             }),
-            feed: None,
+            ..SymbolStatus::default()
         };
         assert!(told.differs_for_client(&stale));
         let back = SymbolStatus {
@@ -171,13 +195,27 @@ mod tests {
                 since: 2,
                 reason: "feed a down".into(),
             }),
-            feed: None,
+            ..SymbolStatus::default()
         };
-        assert!(!stale.differs_for_client(&back));
+        assert!(!stale.told().differs_for_client(&back));
         let adopted = SymbolStatus {
             feed: Some("a".into()),
+            rank: Some(0),
             ..SymbolStatus::default()
         };
         assert!(!told.differs_for_client(&adopted), "same version");
+        let moved = SymbolStatus {
+            version: 65_536 + 4,
+            feed: Some("b".into()),
+            rank: Some(1),
+            ..SymbolStatus::default()
+        };
+        assert!(adopted.told().differs_for_client(&moved), "another feed");
+        let back_on_a = SymbolStatus {
+            version: 65_536 + 6,
+            ..adopted.clone()
+        };
+        assert!(!adopted.told().differs_for_client(&back_on_a));
+        assert!(moved.told().differs_for_client(&back_on_a));
     }
 }

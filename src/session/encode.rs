@@ -494,6 +494,7 @@ mod tests {
                         reason: "feed sim down".into(),
                     }),
                     feed: None,
+                    rank: None,
                 }),
             },
             stale_snapshot(&a, FieldMask::ALL, true),

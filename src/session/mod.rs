@@ -261,7 +261,7 @@ impl Session {
                 let mut symbols: Vec<(Arc<str>, f64)> = self
                     .subs
                     .iter()
-                    .map(|(sym, s)| (self.hub.symbol(sym).clone(), s.rate))
+                    .map(|(sym, s)| (self.hub.symbol(sym).clone(), s.rate()))
                     .collect();
                 symbols.sort_by(|a, b| a.0.cmp(&b.0));
                 self.outbox.push(ServerMsg::Subscriptions { id, symbols });
@@ -450,9 +450,11 @@ impl Session {
             }
             allowed
         });
-        let rate = max_rate
-            .unwrap_or(self.limits.default_rate)
-            .clamp(self.limits.min_rate, self.limits.max_rate);
+        let rate = subscriptions::granted_rate(
+            max_rate
+                .unwrap_or(self.limits.default_rate)
+                .clamp(self.limits.min_rate, self.limits.max_rate),
+        );
         let mut room = self.limits.max_symbols.saturating_sub(self.subs.len());
         let mut granted = Vec::new();
         let mut refused = Vec::new();
@@ -468,8 +470,8 @@ impl Session {
                 debug_assert!((slot as usize) < self.inbox.slots());
                 self.hub.subscribe(sym, slot, &self.inbox);
                 self.metrics.subscriptions_active.inc();
-                let told = self.hub.status(sym);
-                self.subs.insert(Subscription::new(sym, slot, rate, told));
+                let told = self.hub.status(sym).told();
+                self.subs.insert(slot, Subscription::new(sym, rate, told));
             }
             granted.push(sym);
         }
@@ -543,7 +545,7 @@ impl Session {
                     }
                 }
             }
-            sub.told = status;
+            sub.told = status.told();
         }
     }
 
@@ -565,11 +567,10 @@ impl Session {
     }
 
     fn drop_subscription(&mut self, sym: SymbolId) {
-        if let Some(sub) = self.subs.remove(sym) {
-            self.hub.unsubscribe(sym, sub.slot, &self.inbox);
+        if let Some((slot, _)) = self.subs.remove(sym) {
+            self.hub.unsubscribe(sym, slot, &self.inbox);
             self.metrics.subscriptions_active.dec();
             // The hub marks it no more: the slot is clean for its next symbol.
-            let slot = sub.slot;
             self.inbox.unmark(slot);
             if let Some(held) = &mut self.held {
                 keep_bit(&mut held.kept, slot, false);
@@ -740,7 +741,7 @@ fn tell_status(hub: &Hub, subs: &mut Subscriptions, out: &mut Vec<ServerMsg>) {
                 status: status.clone(),
             });
         }
-        sub.told = status;
+        sub.told = status.told();
     }
 }
 

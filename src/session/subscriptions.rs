@@ -11,27 +11,37 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::hub::{SymbolId, SymbolStatus, HISTORY};
+use crate::hub::{SymbolId, Told, HISTORY};
 use crate::quote::Quote;
 
-/// One subscribed symbol of one session.
+/// One subscribed symbol of one session: 32 bytes (20 of them fit
+/// jemalloc's 640-byte size class); its inbox slot is where it is stored.
 pub(super) struct Subscription {
     pub sym: SymbolId,
-    /// Its inbox slot (the bit the hub sets when the symbol changes).
-    pub slot: u32,
+    /// The granted `max_rate` (see [`granted_rate`]).
+    rate: f32,
     /// The state this client last received (deltas are computed against it).
     pub sent: Option<Arc<Quote>>,
     /// When the last message of the symbol went to the client.
     last_sent: Stamp,
     /// The symbol's status as this client was last told it (section 10).
-    pub told: Arc<SymbolStatus>,
-    /// The granted `max_rate`, as the client is told.
-    pub rate: f64,
-    /// `1 / rate` in microseconds (the throttle's spacing).
-    interval_us: u32,
+    pub told: Told,
     /// How many messages of the symbol the last send carried (see
     /// [`Subscription::budget`]).
     burst: u8,
+}
+
+/// A granted `max_rate` as the session keeps it: the nearest single-precision
+/// value, written back with the fewest digits that name it (2.5 stays 2.5, 0.1
+/// stays 0.1; 2.345678901234 becomes 2.3456788), so `subscribed` and
+/// `subscriptions` tell the client the same rate the throttle uses.
+pub(super) fn granted_rate(rate: f64) -> f64 {
+    as_told(rate as f32)
+}
+
+fn as_told(rate: f32) -> f64 {
+    // An f32's shortest decimal form always parses as an f64.
+    rate.to_string().parse().unwrap_or(f64::from(rate))
 }
 
 /// The longest a burst of one symbol's updates may hold back its next message
@@ -39,15 +49,13 @@ pub(super) struct Subscription {
 const BURST_SPAN_US: u64 = 100_000;
 
 impl Subscription {
-    pub fn new(sym: SymbolId, slot: u32, rate: f64, told: Arc<SymbolStatus>) -> Self {
+    pub fn new(sym: SymbolId, rate: f64, told: Told) -> Self {
         let mut sub = Subscription {
             sym,
-            slot,
+            rate: 0.0,
             sent: None,
             last_sent: Stamp::NONE,
             told,
-            rate,
-            interval_us: 0,
             burst: 1,
         };
         sub.set_rate(rate);
@@ -55,9 +63,12 @@ impl Subscription {
     }
 
     pub fn set_rate(&mut self, rate: f64) {
-        self.rate = rate;
-        // Rates are clamped to positive bounds by the settings; saturate anyway.
-        self.interval_us = (1e6 / rate).min(f64::from(u32::MAX)) as u32;
+        self.rate = rate as f32;
+    }
+
+    /// The granted `max_rate`, as the client is told it.
+    pub fn rate(&self) -> f64 {
+        as_told(self.rate)
     }
 
     /// The earliest moment the throttle lets this symbol out again: one
@@ -68,8 +79,10 @@ impl Subscription {
             .map(|t| t + Duration::from_micros(self.spacing_us() * u64::from(self.burst)))
     }
 
+    /// `1 / rate` in microseconds (the throttle's spacing). Rates are
+    /// clamped to positive bounds by the settings; saturate anyway.
     fn spacing_us(&self) -> u64 {
-        u64::from(self.interval_us)
+        (1e6 / f64::from(self.rate)).min(f64::from(u32::MAX)) as u64
     }
 
     /// How many messages of this symbol may go out together now (at least one
@@ -101,7 +114,7 @@ impl Subscription {
     /// `None` before the client has any state of it.
     pub fn refresh_due(&self, every: Duration) -> Option<Instant> {
         self.sent.as_ref()?;
-        let spacing = Duration::from_micros(u64::from(self.interval_us)).max(every);
+        let spacing = Duration::from_micros(self.spacing_us()).max(every);
         self.last_sent.get().map(|t| t + spacing)
     }
 }
@@ -192,8 +205,8 @@ impl Subscriptions {
 
     /// Adds a subscription for a symbol not subscribed yet, in its slot (which
     /// [`Subscriptions::free_slot`] gave).
-    pub fn insert(&mut self, sub: Subscription) {
-        let (sym, slot) = (sub.sym, sub.slot);
+    pub fn insert(&mut self, slot: u32, sub: Subscription) {
+        let sym = sub.sym;
         debug_assert!(self.at(slot).is_none(), "slot {slot} is taken");
         if let Err(i) = self.find(sym) {
             self.by_sym.insert(i, (sym, slot));
@@ -205,9 +218,10 @@ impl Subscriptions {
         self.by_slot[i] = Some(sub);
     }
 
-    pub fn remove(&mut self, sym: SymbolId) -> Option<Subscription> {
+    /// Removes a symbol's subscription; gives back its slot with it.
+    pub fn remove(&mut self, sym: SymbolId) -> Option<(u32, Subscription)> {
         let (_, slot) = self.by_sym.remove(self.find(sym).ok()?);
-        self.by_slot.get_mut(slot as usize)?.take()
+        Some((slot, self.by_slot.get_mut(slot as usize)?.take()?))
     }
 
     /// Every subscription, by ascending symbol id.
@@ -236,13 +250,13 @@ impl Subscriptions {
 mod tests {
     use super::*;
 
-    fn sub(sym: SymbolId, slot: u32, rate: f64) -> Subscription {
-        Subscription::new(sym, slot, rate, Default::default())
+    fn sub(sym: SymbolId, rate: f64) -> Subscription {
+        Subscription::new(sym, rate, Default::default())
     }
 
     fn add(subs: &mut Subscriptions, sym: SymbolId, rate: f64) -> u32 {
         let slot = subs.free_slot();
-        subs.insert(sub(sym, slot, rate));
+        subs.insert(slot, sub(sym, rate));
         slot
     }
 
@@ -259,7 +273,7 @@ mod tests {
         );
         assert_eq!(subs.at(1).map(|s| s.sym), Some(3), "slots in arrival order");
         subs.get_mut(3).unwrap().set_rate(5.0);
-        assert_eq!(subs.at(1).map(|s| s.rate), Some(5.0));
+        assert_eq!(subs.at(1).map(|s| s.rate()), Some(5.0));
         assert!(subs.remove(3).is_some());
         assert!(subs.remove(3).is_none());
         assert!(!subs.contains(3) && subs.contains(9));
@@ -281,7 +295,7 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             (x >> 33) as f64 / (1u64 << 31) as f64
         };
-        let mut s = sub(1, 0, rate);
+        let mut s = sub(1, rate);
         let t0 = Instant::now();
         let (mut pending, mut busy, mut out) = (0usize, true, Vec::new());
         let mut late_until = t0;
@@ -332,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_burst_holds_back_the_next_message_by_its_spacings() {
-        let mut s = sub(1, 0, 50.0);
+        let mut s = sub(1, 50.0);
         let t0 = Instant::now();
         assert_eq!(s.budget(t0), 1, "nothing sent yet: a snapshot");
         s.sent_at(t0, 1);
@@ -349,9 +363,20 @@ mod tests {
     }
 
     #[test]
-    fn a_subscription_takes_48_bytes() {
-        // 20 of them fit jemalloc's 1 KiB size class (56 bytes took 1.25 KiB).
-        assert_eq!(std::mem::size_of::<Option<Subscription>>(), 48);
+    fn a_subscription_takes_32_bytes() {
+        // 20 of them fit jemalloc's 640-byte size class (48 bytes took 1 KiB).
+        assert_eq!(std::mem::size_of::<Option<Subscription>>(), 32);
+    }
+
+    #[test]
+    fn a_granted_rate_is_told_as_the_throttle_keeps_it() {
+        for r in [0.1, 0.5, 2.0, 2.5, 10.0, 33.3, 50.0] {
+            assert_eq!(granted_rate(r), r, "{r} is kept as asked");
+            assert_eq!(sub(1, r).rate(), r);
+        }
+        let odd = granted_rate(2.345678901234);
+        assert_eq!(odd, 2.3456788);
+        assert_eq!(sub(1, odd).rate(), odd, "told the same twice");
     }
 
     #[test]
@@ -371,7 +396,7 @@ mod tests {
 
     #[test]
     fn the_throttle_spacing_follows_the_rate() {
-        let mut s = sub(1, 0, 4.0);
+        let mut s = sub(1, 4.0);
         let t0 = Instant::now();
         assert_eq!(s.next_allowed(), None, "nothing sent yet");
         s.last_sent = Stamp::at(t0);
