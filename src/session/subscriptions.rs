@@ -1,12 +1,13 @@
 //! A session's subscriptions: per symbol its granted rate, throttle clock and
 //! last state sent, stored by inbox slot (the inbox names changed symbols by
-//! slot, so a delivered update finds its subscription without a search) with a
-//! small index sorted by symbol id for client ops.
+//! slot, so a delivered update finds its subscription without a search).
+//! Client ops find a symbol by a scan (at most `max_symbols` entries, for ops
+//! the message rate limit keeps rare) rather than through an index every
+//! connection would carry.
 //!
-//! Both are vectors trimmed after each change, so they cost exactly their
-//! entries: 48 bytes a symbol (1 KiB for 20, jemalloc's size class) instead of
-//! the 2.3 KiB a hash map's spare buckets take. Idle connections are mostly
-//! this.
+//! The vector is trimmed after each change, so it costs exactly its entries:
+//! 32 bytes a symbol (640 bytes for 20, jemalloc's size class) instead of the
+//! 2.3 KiB a hash map's spare buckets take. Idle connections are mostly this.
 
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
@@ -149,30 +150,33 @@ impl Stamp {
     }
 }
 
-/// Subscriptions by inbox slot, with an index by symbol.
+/// Subscriptions by inbox slot.
 #[derive(Default)]
 pub(super) struct Subscriptions {
     /// Indexed by inbox slot; `None` for a free slot.
     by_slot: Vec<Option<Subscription>>,
-    /// `(symbol, slot)`, sorted by symbol.
-    by_sym: Vec<(SymbolId, u32)>,
 }
 
 impl Subscriptions {
     pub fn len(&self) -> usize {
-        self.by_sym.len()
+        self.by_slot.iter().flatten().count()
     }
 
-    fn find(&self, sym: SymbolId) -> Result<usize, usize> {
-        self.by_sym.binary_search_by_key(&sym, |&(s, _)| s)
+    /// The slot of a symbol's subscription.
+    fn find(&self, sym: SymbolId) -> Option<u32> {
+        let at = self
+            .by_slot
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.sym == sym));
+        at.map(|i| i as u32)
     }
 
     pub fn contains(&self, sym: SymbolId) -> bool {
-        self.find(sym).is_ok()
+        self.find(sym).is_some()
     }
 
     pub fn get_mut(&mut self, sym: SymbolId) -> Option<&mut Subscription> {
-        let slot = self.by_sym[self.find(sym).ok()?].1;
+        let slot = self.find(sym)?;
         self.at_mut(slot)
     }
 
@@ -206,11 +210,8 @@ impl Subscriptions {
     /// Adds a subscription for a symbol not subscribed yet, in its slot (which
     /// [`Subscriptions::free_slot`] gave).
     pub fn insert(&mut self, slot: u32, sub: Subscription) {
-        let sym = sub.sym;
         debug_assert!(self.at(slot).is_none(), "slot {slot} is taken");
-        if let Err(i) = self.find(sym) {
-            self.by_sym.insert(i, (sym, slot));
-        }
+        debug_assert!(!self.contains(sub.sym), "symbol {} twice", sub.sym);
         let i = slot as usize;
         if self.by_slot.len() <= i {
             self.by_slot.resize_with(i + 1, || None);
@@ -220,15 +221,15 @@ impl Subscriptions {
 
     /// Removes a symbol's subscription; gives back its slot with it.
     pub fn remove(&mut self, sym: SymbolId) -> Option<(u32, Subscription)> {
-        let (_, slot) = self.by_sym.remove(self.find(sym).ok()?);
+        let slot = self.find(sym)?;
         Some((slot, self.by_slot.get_mut(slot as usize)?.take()?))
     }
 
     /// Every subscription, by ascending symbol id.
     pub fn iter(&self) -> impl Iterator<Item = (SymbolId, &Subscription)> {
-        self.by_sym
-            .iter()
-            .filter_map(|&(sym, slot)| Some((sym, self.at(slot)?)))
+        let mut all: Vec<_> = self.by_slot.iter().flatten().map(|s| (s.sym, s)).collect();
+        all.sort_unstable_by_key(|&(sym, _)| sym);
+        all.into_iter()
     }
 
     /// Every subscription, mutable, in slot order.
@@ -242,7 +243,6 @@ impl Subscriptions {
             self.by_slot.pop();
         }
         self.by_slot.shrink_to_fit();
-        self.by_sym.shrink_to_fit();
     }
 }
 
@@ -261,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn a_map_by_symbol_stored_by_slot() {
+    fn found_by_symbol_stored_by_slot() {
         let mut subs = Subscriptions::default();
         for sym in [7, 3, 9, 1] {
             add(&mut subs, sym, 2.0);
