@@ -261,7 +261,7 @@ impl Session {
                 let mut symbols: Vec<(Arc<str>, f64)> = self
                     .subs
                     .iter()
-                    .map(|(sym, s)| (self.hub.symbol(sym).clone(), s.rate()))
+                    .map(|s| (self.hub.symbol(s.sym).clone(), s.rate()))
                     .collect();
                 symbols.sort_by(|a, b| a.0.cmp(&b.0));
                 self.outbox.push(ServerMsg::Subscriptions { id, symbols });
@@ -362,12 +362,14 @@ impl Session {
     /// After a refresh: symbols the principal may no longer see go, with an
     /// `unsubscribed` that says why.
     fn drop_unentitled(&mut self, principal: &Principal) {
-        let gone: Vec<SymbolId> = self
+        let mut gone: Vec<SymbolId> = self
             .subs
             .iter()
-            .map(|(sym, _)| sym)
+            .map(|s| s.sym)
             .filter(|&sym| !principal.may_see(self.hub.symbol(sym)))
             .collect();
+        // Told in the universe's order, whatever order they came in.
+        gone.sort_unstable();
         if gone.is_empty() {
             return;
         }
@@ -632,7 +634,7 @@ impl Session {
         let refresh = self
             .subs
             .iter()
-            .filter_map(|(_, sub)| sub.refresh_due(every))
+            .filter_map(|sub| sub.refresh_due(every))
             .min();
         match (throttled, refresh) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -733,7 +735,7 @@ impl Session {
 /// Queues a `status` for every subscribed symbol whose status changed since
 /// the client was last told (never throttled).
 fn tell_status(hub: &Hub, subs: &mut Subscriptions, out: &mut Vec<ServerMsg>) {
-    for sub in subs.each_mut() {
+    for sub in subs.iter_mut() {
         let status = hub.status(sub.sym);
         if sub.told.differs_for_client(&status) {
             out.push(ServerMsg::Status {
@@ -847,7 +849,7 @@ impl Session {
     /// Leaves the fan-out: every subscription dropped, so a closing client
     /// costs the hub nothing more (dropping the session does it too).
     pub fn leave(&mut self) {
-        let syms: Vec<SymbolId> = self.subs.iter().map(|(s, _)| s).collect();
+        let syms: Vec<SymbolId> = self.subs.iter().map(|s| s.sym).collect();
         for sym in syms {
             self.drop_subscription(sym);
         }

@@ -194,11 +194,6 @@ impl Subscriptions {
         self.by_slot.get_mut(slot as usize)?.as_mut()
     }
 
-    /// Every subscription, in slot order.
-    pub fn each_mut(&mut self) -> impl Iterator<Item = &mut Subscription> {
-        self.by_slot.iter_mut().flatten()
-    }
-
     /// The lowest free inbox slot: where the next subscription goes.
     pub fn free_slot(&self) -> u32 {
         self.by_slot
@@ -225,11 +220,9 @@ impl Subscriptions {
         Some((slot, self.by_slot.get_mut(slot as usize)?.take()?))
     }
 
-    /// Every subscription, by ascending symbol id.
-    pub fn iter(&self) -> impl Iterator<Item = (SymbolId, &Subscription)> {
-        let mut all: Vec<_> = self.by_slot.iter().flatten().map(|s| (s.sym, s)).collect();
-        all.sort_unstable_by_key(|&(sym, _)| sym);
-        all.into_iter()
+    /// Every subscription, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
+        self.by_slot.iter().flatten()
     }
 
     /// Every subscription, mutable, in slot order.
@@ -267,10 +260,7 @@ mod tests {
             add(&mut subs, sym, 2.0);
         }
         assert_eq!(subs.len(), 4);
-        assert_eq!(
-            subs.iter().map(|(s, _)| s).collect::<Vec<_>>(),
-            [1, 3, 7, 9]
-        );
+        assert_eq!(subs.iter().map(|s| s.sym).collect::<Vec<_>>(), [7, 3, 9, 1]);
         assert_eq!(subs.at(1).map(|s| s.sym), Some(3), "slots in arrival order");
         subs.get_mut(3).unwrap().set_rate(5.0);
         assert_eq!(subs.at(1).map(|s| s.rate()), Some(5.0));
