@@ -362,6 +362,12 @@ impl Settings {
         if s.max_symbols == 0 {
             return Err(invalid("session.max_symbols", "must be at least 1"));
         }
+        if s.max_symbols > crate::hub::MAX_INBOX_SLOTS {
+            return Err(invalid(
+                "session.max_symbols",
+                format!("must be at most {}", crate::hub::MAX_INBOX_SLOTS),
+            ));
+        }
         if !(s.min_rate.is_finite() && s.min_rate > 0.0) {
             return Err(invalid("session.min_rate", "must be a positive number"));
         }
@@ -474,6 +480,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("client_timeout"), "{err}");
+        let err = Settings::load_with(None, &["[session]\nmax_symbols = 600000"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("session.max_symbols") && err.contains("524288"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -179,11 +179,65 @@ impl Inbox {
     }
 }
 
-/// One (session, symbol) subscription as the hub sees it: whose inbox, which
-/// slot. Stored inline in the symbol's subscriber list.
-pub(super) struct Subscriber {
-    pub inbox: Arc<Inbox>,
-    pub slot: u32,
+/// One (session, symbol) subscription as the hub sees it, stored inline in
+/// the symbol's subscriber list: whose inbox, which slot, in 8 bytes (a
+/// symbol's list holds one per subscribing session, the largest part of the
+/// hub an idle connection costs). The inbox's pointer (from [`Arc::into_raw`],
+/// holding one reference) keeps the slot in the bits no inbox address uses:
+/// the 3 below its 8-byte alignment and the 16 above the 48 bits of a
+/// user-space address on the 64-bit targets Linux runs (a process gets
+/// addresses beyond 2^47 only by asking `mmap` for them; the allocator does
+/// not). So a slot is below [`MAX_SLOTS`], which `session.max_symbols` is
+/// checked against.
+pub(super) struct Subscriber(u64);
+
+/// Address bits a user-space pointer uses.
+const ADDR_BITS: u32 = 48;
+/// The low bits an inbox's alignment leaves zero.
+const LOW_BITS: u32 = 3;
+const LOW_MASK: u64 = (1 << LOW_BITS) - 1;
+const ADDR_MASK: u64 = ((1 << ADDR_BITS) - 1) & !LOW_MASK;
+
+/// Inbox slots a [`Subscriber`] can name: 2^19.
+pub const MAX_SLOTS: usize = 1 << (64 - ADDR_BITS + LOW_BITS);
+
+const _: () = assert!(std::mem::align_of::<Inbox>() >= 1 << LOW_BITS);
+const _: () = assert!(usize::BITS == 64, "Subscriber packs a 64-bit pointer");
+
+impl Subscriber {
+    /// `inbox`'s `slot`; takes a reference to the inbox.
+    pub fn new(inbox: &Arc<Inbox>, slot: u32) -> Subscriber {
+        let addr = Arc::into_raw(inbox.clone()) as u64;
+        let slot = u64::from(slot);
+        // Both hold by construction (the two constant checks above, the
+        // settings' bound on slots); a violation would name another inbox.
+        assert!(addr & !ADDR_MASK == 0, "an inbox address beyond 48 bits");
+        assert!(slot < MAX_SLOTS as u64, "an inbox slot beyond MAX_SLOTS");
+        Subscriber(addr | (slot & LOW_MASK) | (slot >> LOW_BITS) << ADDR_BITS)
+    }
+
+    pub fn inbox(&self) -> &Inbox {
+        // SAFETY: the address came from `Arc::into_raw` in `new`, and the
+        // reference it holds is given back only in `drop`.
+        unsafe { &*((self.0 & ADDR_MASK) as *const Inbox) }
+    }
+
+    pub fn slot(&self) -> u32 {
+        // At most 19 bits: fits.
+        ((self.0 & LOW_MASK) | (self.0 >> ADDR_BITS) << LOW_BITS) as u32
+    }
+
+    /// Whether this is `inbox`'s `slot`.
+    pub fn is(&self, inbox: &Arc<Inbox>, slot: u32) -> bool {
+        std::ptr::eq(self.inbox(), Arc::as_ptr(inbox)) && self.slot() == slot
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        // SAFETY: as in `inbox`; this gives back the reference `new` took.
+        drop(unsafe { Arc::from_raw((self.0 & ADDR_MASK) as *const Inbox) });
+    }
 }
 
 #[cfg(test)]
@@ -219,6 +273,24 @@ mod tests {
         inbox.remark(7);
         inbox.unmark(7);
         assert!(taken(&inbox, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_subscriber_is_8_bytes_and_names_its_inbox_and_slot() {
+        assert_eq!(std::mem::size_of::<Subscriber>(), 8);
+        let inbox = Arc::new(Inbox::new(MAX_SLOTS));
+        let other = Arc::new(Inbox::new(64));
+        let slots = [0, 1, 7, 8, 63, 64, 65_535, 65_536, MAX_SLOTS as u32 - 1];
+        let subs: Vec<_> = slots.iter().map(|&s| Subscriber::new(&inbox, s)).collect();
+        assert_eq!(Arc::strong_count(&inbox), 1 + slots.len());
+        for (sub, &slot) in subs.iter().zip(&slots) {
+            assert_eq!(sub.slot(), slot);
+            assert!(std::ptr::eq(sub.inbox(), &*inbox));
+            assert!(sub.is(&inbox, slot));
+            assert!(!sub.is(&other, slot));
+        }
+        drop(subs);
+        assert_eq!(Arc::strong_count(&inbox), 1, "each reference given back");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

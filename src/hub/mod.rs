@@ -30,8 +30,8 @@ use parking_lot::{Mutex, RwLock};
 pub use demand::Demand;
 pub use doorbell::Doorbell;
 use doorbell::Rings;
-pub use inbox::Inbox;
 use inbox::Subscriber;
+pub use inbox::{Inbox, MAX_SLOTS as MAX_INBOX_SLOTS};
 pub use sources::{FeedRank, Sources, Stale, SymbolStatus, Told, MAX_RANKED_FEEDS};
 
 use crate::quote::{is_valid_symbol, Fields, Quote, QuoteUpdate};
@@ -319,7 +319,7 @@ impl Hub {
         fence(Ordering::SeqCst);
         Rings::with(|rings| {
             for sub in slot.subscribers.lock().iter() {
-                sub.inbox.mark(sub.slot, rings);
+                sub.inbox().mark(sub.slot(), rings);
             }
         });
     }
@@ -429,7 +429,7 @@ impl Hub {
         slot.status.store(Arc::new(next));
         if news {
             for sub in slot.subscribers.lock().iter() {
-                sub.inbox.status_changed();
+                sub.inbox().status_changed();
             }
         }
     }
@@ -437,10 +437,7 @@ impl Hub {
     /// Registers `inbox` as a subscriber of `id`, marking `slot` on changes.
     pub fn subscribe(&self, id: SymbolId, slot: u32, inbox: &Arc<Inbox>) {
         let mut subs = self.slot(id).subscribers.lock();
-        subs.push(Subscriber {
-            inbox: inbox.clone(),
-            slot,
-        });
+        subs.push(Subscriber::new(inbox, slot));
         // Under the symbol's lock, so demand changes apply in order.
         if subs.len() == 1 {
             self.demand.want(id);
@@ -450,10 +447,7 @@ impl Hub {
     /// Removes a subscription made by [`Hub::subscribe`].
     pub fn unsubscribe(&self, id: SymbolId, slot: u32, inbox: &Arc<Inbox>) {
         let mut subs = self.slot(id).subscribers.lock();
-        if let Some(pos) = subs
-            .iter()
-            .position(|s| s.slot == slot && Arc::ptr_eq(&s.inbox, inbox))
-        {
+        if let Some(pos) = subs.iter().position(|s| s.is(inbox, slot)) {
             subs.swap_remove(pos);
             if subs.is_empty() {
                 self.demand.release(id);
