@@ -1,6 +1,8 @@
 //! [`Shutdown`]: the one shutdown signal, set in one place ([`Shutdown::begin`])
-//! and seen two ways. Every connection's driver waits for it on every turn, so
-//! that wait ([`Shutdown::wait`]) must cost next to nothing once registered:
+//! and seen two ways. Every worker's delivery loop waits for it and tells its
+//! connections, whose drivers then see [`Shutdown::has_begun`]; a connection
+//! outside such a loop (SSE, long-polling, WebRTC) waits for it on every turn
+//! of its driver, so that wait ([`Shutdown::wait`]) must cost next to nothing once registered:
 //! one atomic load, and a waker compared with the one already registered. (A
 //! `watch` or `Notify` wait takes the channel's one mutex on each poll, shared
 //! by every connection of every worker.) The mutex here is taken when a

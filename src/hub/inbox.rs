@@ -9,8 +9,10 @@
 //! wakes it: its own task, or, once the inbox is routed to a worker's
 //! [`Doorbell`], that worker's delivery loop (with the session's token).
 
+use std::future::Future;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
@@ -153,21 +155,24 @@ impl Inbox {
 
     /// Resolves once something is marked (at once if something is): for the
     /// session's one task (while the inbox is not routed to a doorbell).
-    pub async fn notified(&self) {
-        std::future::poll_fn(|cx| {
-            if self.signalled.load(Ordering::SeqCst) {
-                return std::task::Poll::Ready(());
-            }
-            // Registered before looking again: a mark in between either is
-            // seen here or wakes the waker just registered.
-            self.waker.register(cx.waker());
-            if self.signalled.load(Ordering::SeqCst) {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
-        .await
+    pub fn notified(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_notified(cx))
+    }
+
+    /// [`Inbox::notified`] as a poll: ready once something is marked,
+    /// otherwise `cx` is woken by the next mark.
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signalled.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        // Registered before looking again: a mark in between either is
+        // seen here or wakes the waker just registered.
+        self.waker.register(cx.waker());
+        if self.signalled.load(Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     fn locate(&self, slot: u32) -> (&AtomicU64, u64) {

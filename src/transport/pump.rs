@@ -14,12 +14,15 @@
 //! does the rest as it would have without the loop.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use crate::hub::{Doorbell, Inbox};
+use crate::shutdown::{Shutdown, ShutdownWait};
 
 /// A connection the loop can deliver to.
 pub trait Deliver {
@@ -31,6 +34,10 @@ pub trait Deliver {
     /// the connection's own state, while the loop delivers to the one
     /// before it.
     fn prefetch(&self) {}
+
+    /// The time the connection set with [`Registration::set_timer`] has
+    /// come: its driver looks.
+    fn alarm(&self);
 }
 
 /// Asks the CPU to bring `lines` cache lines from `at` on into its cache,
@@ -52,10 +59,24 @@ pub fn prefetch(at: *const u8, lines: usize) {
 /// connections ahead.
 const AHEAD_LINES: usize = 16;
 
-/// A worker's connections, by token.
+/// A worker's connections, by token, and their timers.
 struct Worker {
     doorbell: Arc<Doorbell>,
     conns: RefCell<Slots>,
+    timers: RefCell<Timers>,
+}
+
+/// The worker's connections' timers, one per connection at most, run by one
+/// task and one tokio timer per worker ([`alarms`]): a connection's heartbeat,
+/// client timeout, throttle and stall deadlines cost it an entry here (16
+/// bytes) instead of a tokio timer of its own (112 bytes) in every idle
+/// connection's future.
+#[derive(Default)]
+struct Timers {
+    /// (when, token), earliest first.
+    due: BTreeSet<(tokio::time::Instant, u32)>,
+    /// The alarms' task while it waits (woken for an earlier entry).
+    waker: Option<Waker>,
 }
 
 #[derive(Default)]
@@ -75,8 +96,33 @@ pub struct Registration {
     token: u32,
 }
 
+impl Registration {
+    /// Moves the connection's timer from `from` (where the last call put it)
+    /// to `to`: at `to` its [`Deliver::alarm`] is called.
+    pub fn set_timer(&self, from: Option<tokio::time::Instant>, to: Option<tokio::time::Instant>) {
+        if from == to {
+            return;
+        }
+        let mut timers = self.worker.timers.borrow_mut();
+        if let Some(from) = from {
+            timers.due.remove(&(from, self.token));
+        }
+        if let Some(to) = to {
+            let earliest = timers.due.first().is_none_or(|&(at, _)| to < at);
+            timers.due.insert((to, self.token));
+            if earliest {
+                if let Some(waker) = timers.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
+        // A timer left set (the driver clears its own) rings whoever gets
+        // the token next: an alarm only makes a driver look, harmless.
         let mut slots = self.worker.conns.borrow_mut();
         slots.conns[self.token as usize] = None;
         slots.free.push(self.token);
@@ -87,15 +133,22 @@ impl Drop for Registration {
 /// worker's first) and routes `inbox` to it. Call it from the connection's
 /// task, on a worker thread (inside its `LocalSet`); `None` if the inbox was
 /// routed already (the connection's task keeps being woken directly).
-pub fn register(conn: Weak<dyn Deliver>, inbox: &Inbox) -> Option<Registration> {
+pub fn register(
+    conn: Weak<dyn Deliver>,
+    inbox: &Inbox,
+    shutdown: &Arc<Shutdown>,
+) -> Option<Registration> {
     let worker = WORKER.with(|w| {
         w.borrow_mut()
             .get_or_insert_with(|| {
                 let worker = Rc::new(Worker {
                     doorbell: Arc::new(Doorbell::new()),
                     conns: RefCell::default(),
+                    timers: RefCell::default(),
                 });
                 actix_web::rt::spawn(run(worker.clone()));
+                actix_web::rt::spawn(alarms(worker.clone()));
+                actix_web::rt::spawn(on_shutdown(worker.clone(), shutdown.wait()));
                 worker
             })
             .clone()
@@ -184,6 +237,77 @@ async fn run(worker: Rc<Worker>) {
     }
 }
 
+/// At shutdown every connection of the worker looks (one wait per worker,
+/// instead of one per connection: a connection in the loop sees shutdown
+/// with [`Shutdown::has_begun`] when it looks; one that registers later, on
+/// its first turn).
+async fn on_shutdown(worker: Rc<Worker>, wait: ShutdownWait) {
+    wait.await;
+    let conns: Vec<_> = worker
+        .conns
+        .borrow()
+        .conns
+        .iter()
+        .flatten()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for conn in conns {
+        conn.alarm();
+    }
+}
+
+/// The worker's timers: sleeps until the earliest entry, then calls the
+/// alarm of each connection whose time has come.
+async fn alarms(worker: Rc<Worker>) {
+    let sleep = tokio::time::sleep(std::time::Duration::from_secs(3600));
+    tokio::pin!(sleep);
+    let mut due = Vec::new();
+    loop {
+        // The deadline the tokio timer fired for: due whatever the clock says.
+        let mut fired = None;
+        std::future::poll_fn(|cx| loop {
+            let clock = tokio::time::Instant::now();
+            let now = fired.map_or(clock, |at: tokio::time::Instant| clock.max(at));
+            let mut timers = worker.timers.borrow_mut();
+            while let Some(&(at, token)) = timers.due.first() {
+                if at > now {
+                    break;
+                }
+                timers.due.pop_first();
+                due.push(token);
+            }
+            if !due.is_empty() {
+                return Poll::Ready(());
+            }
+            timers.waker = Some(cx.waker().clone());
+            let Some(&(at, _)) = timers.due.first() else {
+                return Poll::Pending;
+            };
+            drop(timers);
+            if sleep.deadline() != at {
+                sleep.as_mut().reset(at);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            fired = Some(at);
+        })
+        .await;
+        for token in due.drain(..) {
+            // Upgraded outside the borrow of the slots: an alarm may register.
+            let conn = worker
+                .conns
+                .borrow()
+                .conns
+                .get(token as usize)
+                .and_then(|c| c.as_ref()?.upgrade());
+            if let Some(conn) = conn {
+                conn.alarm();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +329,10 @@ mod tests {
             self.inbox.take(&[], |s| slots.push(s));
             let _ = self.told.send((self.name, slots));
         }
+
+        fn alarm(&self) {
+            let _ = self.told.send((self.name, Vec::new()));
+        }
     }
 
     fn quote(hub: &Arc<Hub>, t: i64) {
@@ -224,6 +352,7 @@ mod tests {
             parse("h\nAAA\tA\t1.00\t0.01\tsim\n").expect("universe"),
         ));
         let (told, mut heard) = mpsc::unbounded_channel();
+        let shutdown = Arc::new(Shutdown::default());
         let mut conns = Vec::new();
         let mut registrations = Vec::new();
         // The one that goes sits between the others in the hub's list, so
@@ -236,9 +365,10 @@ mod tests {
                 inbox: inbox.clone(),
                 told: told.clone(),
             });
-            registrations.push(register(Rc::downgrade(&conn), &inbox).expect("routed once"));
+            registrations
+                .push(register(Rc::downgrade(&conn), &inbox, &shutdown).expect("routed once"));
             // Routed already: a second registration is refused.
-            assert!(register(Rc::downgrade(&conn), &inbox).is_none());
+            assert!(register(Rc::downgrade(&conn), &inbox, &shutdown).is_none());
             conns.push(conn);
         }
         // The second connection ends: its registration and itself go.
@@ -264,5 +394,65 @@ mod tests {
             tokio::task::yield_now().await;
             assert!(heard.try_recv().is_err());
         }
+    }
+
+    #[actix_web::test]
+    async fn a_timer_rings_its_connection_once_a_moved_or_cleared_one_follows_and_shutdown_rings_all(
+    ) {
+        let (told, mut heard) = mpsc::unbounded_channel();
+        let shutdown = Arc::new(Shutdown::default());
+        let mut conns = Vec::new();
+        let mut regs = Vec::new();
+        for name in ["a", "b", "c"] {
+            let inbox = Arc::new(Inbox::new(64));
+            let conn: Rc<dyn Deliver> = Rc::new(Recorder {
+                name,
+                inbox: inbox.clone(),
+                told: told.clone(),
+            });
+            regs.push(register(Rc::downgrade(&conn), &inbox, &shutdown).expect("routed once"));
+            conns.push(conn);
+        }
+        let now = tokio::time::Instant::now();
+        let hour = now + std::time::Duration::from_secs(3600);
+        let soon = now + std::time::Duration::from_millis(20);
+        let later = now + std::time::Duration::from_millis(40);
+        // "a" first waits an hour, then is moved earlier: the alarms' task,
+        // asleep until the hour, must see the earlier entry.
+        regs[0].set_timer(None, Some(hour));
+        tokio::task::yield_now().await;
+        regs[0].set_timer(Some(hour), Some(later));
+        // "b" is set sooner, then cleared: it must never ring.
+        regs[1].set_timer(None, Some(soon));
+        regs[1].set_timer(Some(soon), None);
+        // "c" is set at the same time as "a".
+        regs[2].set_timer(None, Some(later));
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            // A lost alarm hangs here.
+            let next = tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv());
+            got.push(next.await.expect("rung in time").expect("open").0);
+        }
+        got.sort();
+        assert_eq!(got, ["a", "c"]);
+        assert!(tokio::time::Instant::now() >= later, "not before its time");
+        // Once each: nothing more is due.
+        assert!(worker_timers_empty(&regs[0]));
+        tokio::task::yield_now().await;
+        assert!(heard.try_recv().is_err());
+
+        // At shutdown every connection of the worker looks.
+        shutdown.begin();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv());
+            got.push(next.await.expect("told in time").expect("open").0);
+        }
+        got.sort();
+        assert_eq!(got, ["a", "b", "c"]);
+    }
+
+    fn worker_timers_empty(r: &Registration) -> bool {
+        r.worker.timers.borrow().due.is_empty()
     }
 }

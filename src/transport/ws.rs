@@ -9,7 +9,6 @@
 //! without actix's dispatcher, read and write buffers (measured in
 //! `bench/README.md`, "The delivery engine").
 
-use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +21,7 @@ use actix_http::{h1, ConnectionType, Request, Response};
 use actix_web::http::header;
 use actix_web::{web, HttpResponse, ResponseError};
 use bytes::{Bytes, BytesMut};
-use futures_util::future::LocalBoxFuture;
-use futures_util::{FutureExt, SinkExt};
+use futures_util::SinkExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -135,7 +133,7 @@ pub async fn ws_endpoint() -> Result<HttpResponse, ApiError> {
 ///
 /// Once the 101 is out, the connection's life is a task of its own and this
 /// future ends, so actix's dispatcher for the connection (sized for any HTTP
-/// request) is freed; the task's future is boxed at exactly its kind's size (a
+/// request) is freed; the task's future is exactly its kind's size (a
 /// ticker.v1 session carries no room for STOMP's or Socket.IO's state). The
 /// connection keeps its place under `server.max_connections`, and shutdown
 /// waits for those places (`app.rs`), not for actix's count. Idle memory per
@@ -152,14 +150,17 @@ where
         return Ok(());
     };
     let io = Rc::new(io.into_client_stream());
-    let life = match speaks {
+    match speaks {
         Accepted::Session(speaks) => {
             let access = ctx.access_or_pending(hook);
-            serve(ctx, io, read_buf, speaks, access)
+            serve(ctx, io, read_buf, speaks, access);
         }
-        Accepted::Upgrade(driver) => Box::pin(socketio::upgrade::probe(ctx, io, read_buf, driver)),
-    };
-    actix_web::rt::spawn(life);
+        Accepted::Upgrade(driver) => {
+            actix_web::rt::spawn(Box::pin(socketio::upgrade::probe(
+                ctx, io, read_buf, driver,
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -199,14 +200,15 @@ where
 }
 
 /// An accepted WebSocket on the driver: everything is set up here; what is
-/// left is one boxed future, exactly the size its wire needs.
+/// left is one task whose future is exactly the size its wire needs, held in
+/// the task itself (no box beside it).
 fn serve(
     ctx: Arc<TransportContext>,
     stream: Rc<ClientStream>,
     read: BytesMut,
     speaks: Speaks,
     access: Access,
-) -> LocalBoxFuture<'static, ()> {
+) {
     let cfg = &ctx.settings.session;
     let out = DirectSocket::new(
         stream.clone(),
@@ -226,7 +228,8 @@ fn serve(
             .inc();
         ws_close(&out, Some((full.code(), "server full, try again later")));
         let stall = cfg.write_stall_timeout;
-        return Box::pin(async move { out.finish(stall, Duration::from_secs(1)).await });
+        actix_web::rt::spawn(async move { out.finish(stall, Duration::from_secs(1)).await });
+        return;
     };
     let mut session = ctx.session(format, access);
     if let Speaks::SocketIo(_) = speaks {
@@ -250,8 +253,7 @@ fn serve(
     };
     match speaks {
         Speaks::TickerV1(format) => {
-            let conn = conn.with_wire(TickerV1(format));
-            Box::pin(drive(conn, ctx).instrument(span))
+            spawn(conn.with_wire(TickerV1(format)), ctx, span);
         }
         Speaks::Stomp => {
             let wishes = Wishes {
@@ -260,7 +262,7 @@ fn serve(
             };
             let pending = conn.session.awaits_auth();
             let wire = Stomp::new(conn.session.id(), wishes, cfg.max_frame_bytes, pending);
-            Box::pin(drive(conn.with_wire(wire), ctx).instrument(span))
+            spawn(conn.with_wire(wire), ctx, span);
         }
         Speaks::SocketIo(echo) => {
             let handshake = Handshake::new(&ctx.settings);
@@ -272,18 +274,25 @@ fn serve(
             if let Some(level) = echo {
                 wire = wire.echoing(level);
             }
-            Box::pin(drive(conn.with_wire(wire), ctx).instrument(span))
+            spawn(conn.with_wire(wire), ctx, span);
         }
     }
 }
 
-/// The driver, its close code dropped. Not an `async fn`: one would keep its
-/// arguments beside the driver's future, which holds them already.
-fn drive<W: Wire + 'static, S: Sink + 'static>(
+/// Runs the driver as a task of its own, in the connection's span when
+/// there is one: a disabled span (debug logging off) would be 40 bytes of
+/// every idle connection's future doing nothing.
+fn spawn<W: Wire + 'static, S: Sink + 'static>(
     conn: Connection<W, S>,
     ctx: Arc<TransportContext>,
-) -> impl Future<Output = ()> {
-    driver::drive(conn, ctx).map(drop)
+    span: tracing::Span,
+) {
+    let driver = driver::drive(conn, ctx);
+    if span.is_disabled() {
+        actix_web::rt::spawn(driver);
+    } else {
+        actix_web::rt::spawn(driver.instrument(span));
+    }
 }
 
 /// Answers a refused upgrade with its JSON error, then the connection closes.

@@ -16,11 +16,12 @@
 //! stalled, so its watchdog marks it and the loop closes when it runs again.
 
 mod shared;
+mod timer;
 mod wire;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use super::{CloseCode, Ended, FrameCounters, TransportContext};
 use crate::metrics::Metrics;
 use crate::session::Session;
 use shared::{Core, Shared, StallCount};
+use timer::Timer;
 pub use wire::{batch_frames, Input, Liveness, Wire, FRAME_BYTES};
 
 /// How long a client gets to answer our close frame before its socket closes.
@@ -112,7 +114,6 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
         mut liveness,
         permit,
     } = conn;
-    let inbox = session.inbox().clone();
     // With authentication on: the keys' reloads (a credential may be revoked).
     let mut reloads = Reloads::new(session.auth_reloads());
     let sh = Rc::new(Shared {
@@ -127,6 +128,7 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
         kicked: Cell::new(false),
         waits_writable: Cell::new(false),
         timer_at: Cell::new(None),
+        _permit: permit,
     });
     // A block, not an `async fn`: what it captures is used in place, not
     // moved into room of its own beside the arguments.
@@ -137,21 +139,19 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
         // Sockets the worker's loop writes to: news reaches the loop, not this task.
         let registration = if sh.out.worker_delivery() {
             let weak: Weak<Shared<W, S>> = Rc::downgrade(&sh);
-            pump::register(weak, &inbox)
+            pump::register(weak, sh.core.borrow().session.inbox(), &ctx.shutdown)
         } else {
             None
         };
-        // Both waits live across turns: re-creating them each turn would register
-        // and unregister a waiter per frame.
-        let mut shutting_down = ctx.shutdown.wait();
-        let news = inbox.notified();
-        tokio::pin!(news);
         // One timer for the heartbeat, the throttle and (for sinks that time their
         // own) the stall, reset to the earliest each turn (an idle connection's
         // state is what it costs).
         let mut heartbeat_at = tokio::time::Instant::now() + liveness.heartbeat;
-        let timer = tokio::time::sleep_until(heartbeat_at);
-        tokio::pin!(timer);
+        let mut timer = Timer::new(registration, heartbeat_at);
+        // The worker's loop tells its connections of shutdown; others wait
+        // for it themselves (across turns: re-creating the wait each turn
+        // would register and unregister a waiter per frame).
+        let mut shutting_down = (!timer.worker()).then(|| ctx.shutdown.wait());
         let mut last_heard = Instant::now();
         let mut limit = ctx.message_limit();
         // Boxed: a client's ping is rare, and the driver's future is most of
@@ -251,17 +251,18 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
                 if let Some(stall_at) = sh.out.stall_deadline() {
                     wake_at = wake_at.min(stall_at);
                 }
-                if timer.deadline() != wake_at {
-                    timer.as_mut().reset(wake_at);
-                }
-                sh.timer_at.set(Some(wake_at));
+                timer.set(&sh.timer_at, wake_at);
                 sh.waits_writable.set(want_write);
                 want_write
             };
 
             tokio::select! {
                 biased;
-                _ = &mut shutting_down => {
+                _ = poll_fn(|cx| match &mut shutting_down {
+                    Some(wait) => Pin::new(wait).poll(cx),
+                    None if ctx.shutdown.has_begun() => Poll::Ready(()),
+                    None => Poll::Pending,
+                }) => {
                     break End::Close(CloseCode::GoingAway, "server shutting down".into());
                 }
                 frame = recv(&mut input) => {
@@ -329,10 +330,10 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
                     }
                 }
                 _ = sh.out.writable(), if want_write => {}
-                _ = &mut news, if !want_write => news.set(inbox.notified()),
+                _ = poll_fn(|cx| sh.core.borrow().session.inbox().poll_notified(cx)), if !want_write => {}
                 _ = sh.kicked() => {}
                 _ = reloads.reloaded() => sh.core.borrow_mut().session.recheck_auth(Instant::now()),
-                _ = &mut timer => {
+                _ = timer.fired(&sh.timer_at) => {
                     let now = tokio::time::Instant::now();
                     if let Some(timeout) = liveness.client_timeout {
                         if last_heard.elapsed() >= timeout {
@@ -350,13 +351,12 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
             }
         };
         // The worker's loop writes nothing more.
-        drop(registration);
+        timer.end(&sh.timer_at);
         // Boxed: what closing takes is paid for only by connections that get
         // here, not kept as room in the future every open connection holds.
-        let closed = Box::pin(wind_down(&sh, &mut input, end, &ctx)).await;
-        // The connection's place under `server.max_connections`, held to here.
-        drop(permit);
-        closed
+        // The connection's place under `server.max_connections` goes with
+        // the shared state, after this.
+        Box::pin(wind_down(&sh, &mut input, end, &ctx)).await
     }
 }
 

@@ -11,6 +11,7 @@ use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::super::pump::{prefetch, Deliver};
 use super::super::socket::Sink;
@@ -31,6 +32,10 @@ pub(super) struct Shared<W, S> {
     pub waits_writable: Cell<bool>,
     /// When the waiting driver's timer fires.
     pub timer_at: Cell<Option<tokio::time::Instant>>,
+    /// The connection's place under `server.max_connections`, given back
+    /// when the driver's future (which holds the only strong reference)
+    /// ends.
+    pub _permit: OwnedSemaphorePermit,
 }
 
 pub(super) struct Core<W> {
@@ -98,6 +103,10 @@ impl<W, S> Shared<W, S> {
 }
 
 impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
+    fn alarm(&self) {
+        self.kick();
+    }
+
     fn prefetch(&self) {
         if let Ok(core) = self.core.try_borrow() {
             for at in core.session.hot() {

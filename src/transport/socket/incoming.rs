@@ -122,8 +122,10 @@ pub struct Incoming {
     buf: BytesMut,
     codec: Codec,
     max_size: usize,
-    /// A message being joined from continuation frames: (is text, bytes so far).
-    partial: Option<(bool, BytesMut)>,
+    /// A message being joined from continuation frames: (is text, bytes so
+    /// far). Boxed: rare, and an idle connection's reader is part of what it
+    /// costs.
+    partial: Option<Box<(bool, BytesMut)>>,
 }
 
 impl Incoming {
@@ -171,7 +173,7 @@ impl Incoming {
             return Ok(());
         };
         let joined = match opcode {
-            0x0 => self.partial.as_ref().map_or(0, |(_, b)| b.len() as u64),
+            0x0 => self.partial.as_deref().map_or(0, |(_, b)| b.len() as u64),
             0x8..=0xF if len > MAX_CONTROL_PAYLOAD => {
                 return Err(ReadError::Protocol(format!(
                     "control frame of {len} bytes (at most {MAX_CONTROL_PAYLOAD})"
@@ -250,9 +252,9 @@ impl Incoming {
             Item::Last(b) => (None, b, true),
         };
         if let Some(text) = text {
-            self.partial = Some((text, BytesMut::new()));
+            self.partial = Some(Box::new((text, BytesMut::new())));
         }
-        let Some((text, joined)) = self.partial.as_mut() else {
+        let Some((text, joined)) = self.partial.as_deref_mut() else {
             return Some(Err(ReadError::Protocol(
                 "continuation frame without a first frame".into(),
             )));
@@ -265,7 +267,7 @@ impl Incoming {
             return None;
         }
         let text = *text;
-        let (_, joined) = self.partial.take()?;
+        let (_, joined) = *self.partial.take()?;
         let message = joined.freeze();
         Some(if text {
             self::text(message)
