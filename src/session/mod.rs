@@ -82,6 +82,11 @@ impl SessionConfig {
     }
 }
 
+thread_local! {
+    /// The slots one take found marked, per thread (see [`Session::take_ready`]).
+    static MARKED: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// One client's session state.
 pub struct Session {
     id: String,
@@ -94,8 +99,6 @@ pub struct Session {
     /// the first is held (a session's own state is what an idle connection
     /// costs).
     held: Option<Box<Held>>,
-    /// The slots one take found marked (kept between takes for its capacity).
-    scratch: Vec<u32>,
     outbox: Vec<ServerMsg>,
     /// Who this session serves (asked at subscribe) and until when.
     access: Access,
@@ -148,7 +151,6 @@ impl Session {
             limits,
             subs: Subscriptions::default(),
             held: None,
-            scratch: Vec::new(),
             // A connection refused at connect hears why, not a welcome.
             outbox: match access.refused_at_connect() {
                 Some(_) => Vec::new(),
@@ -666,7 +668,9 @@ impl Session {
                 false
             });
         }
-        let mut marked = std::mem::take(&mut self.scratch);
+        // The worker's buffer, kept between takes for its capacity (one per
+        // session would be an allocation every idle connection holds).
+        let mut marked = MARKED.take();
         let kept = self.held.as_ref().map_or(&[][..], |h| &h.kept[..]);
         self.inbox.take(kept, |slot| marked.push(slot));
         // After the take: a status that changed before a quote was stored is
@@ -692,7 +696,7 @@ impl Session {
             conflated += emit(hub, sub, now, stamp, budget, &mut out);
         }
         marked.clear();
-        self.scratch = marked;
+        MARKED.set(marked);
         if conflated > 0 {
             self.metrics.updates_conflated.inc_by(conflated);
         }

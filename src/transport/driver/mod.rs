@@ -116,7 +116,9 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
     } = conn;
     // With authentication on: the keys' reloads (a credential may be revoked).
     let mut reloads = Reloads::new(session.auth_reloads());
-    let sh = Rc::new(Shared {
+    // An SSE body the watchdog cut is dropped with the future that holds
+    // this: counted as a slow consumer even when the loop never ran again.
+    let sh = StallCount(Rc::new(Shared {
         core: RefCell::new(Core {
             counters: FrameCounters::open(&ctx.metrics, W::TRANSPORT, wire.format()),
             wire,
@@ -128,14 +130,10 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
         kicked: Cell::new(false),
         waits_writable: Cell::new(false),
         timer_at: Cell::new(None),
-        _permit: permit,
-    });
+    }));
     // A block, not an `async fn`: what it captures is used in place, not
     // moved into room of its own beside the arguments.
     async move {
-        // An SSE body the watchdog cut is dropped with this future: counted as a
-        // slow consumer even when the loop never ran again.
-        let _stall_count = StallCount(&sh);
         // Sockets the worker's loop writes to: news reaches the loop, not this task.
         let registration = if sh.out.worker_delivery() {
             let weak: Weak<Shared<W, S>> = Rc::downgrade(&sh);
@@ -354,9 +352,10 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
         timer.end(&sh.timer_at);
         // Boxed: what closing takes is paid for only by connections that get
         // here, not kept as room in the future every open connection holds.
-        // The connection's place under `server.max_connections` goes with
-        // the shared state, after this.
-        Box::pin(wind_down(&sh, &mut input, end, &ctx)).await
+        let closed = Box::pin(wind_down(&sh, &mut input, end, &ctx)).await;
+        // The connection's place under `server.max_connections`, held to here.
+        drop(permit);
+        closed
     }
 }
 
@@ -498,15 +497,18 @@ fn read_error_text(e: &ReadError, max_frame_bytes: usize) -> String {
 /// connection costs).
 type ReloadWait = Pin<Box<dyn Future<Output = Option<watch::Receiver<u64>>> + Send>>;
 
-struct Reloads(Option<ReloadWait>);
+/// Boxed twice: a thin pointer (8 bytes of every connection's future, not 16).
+struct Reloads(Option<Box<ReloadWait>>);
 
 impl Reloads {
     fn new(reloads: Option<watch::Receiver<u64>>) -> Reloads {
         Reloads(reloads.map(Reloads::wait))
     }
 
-    fn wait(mut reloads: watch::Receiver<u64>) -> ReloadWait {
-        Box::pin(async move { reloads.changed().await.ok().map(|()| reloads) })
+    fn wait(mut reloads: watch::Receiver<u64>) -> Box<ReloadWait> {
+        Box::new(Box::pin(async move {
+            reloads.changed().await.ok().map(|()| reloads)
+        }))
     }
 
     /// Resolves when the keys were reloaded; never without authentication (or
@@ -516,7 +518,7 @@ impl Reloads {
             let Some(wait) = &mut self.0 else {
                 return Poll::Pending;
             };
-            match wait.as_mut().poll(cx) {
+            match (**wait).as_mut().poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(reloads)) => {
                     self.0 = Some(Reloads::wait(reloads));

@@ -7,11 +7,11 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::super::pump::{prefetch, Deliver};
 use super::super::socket::Sink;
@@ -32,10 +32,6 @@ pub(super) struct Shared<W, S> {
     pub waits_writable: Cell<bool>,
     /// When the waiting driver's timer fires.
     pub timer_at: Cell<Option<tokio::time::Instant>>,
-    /// The connection's place under `server.max_connections`, given back
-    /// when the driver's future (which holds the only strong reference)
-    /// ends.
-    pub _permit: OwnedSemaphorePermit,
 }
 
 pub(super) struct Core<W> {
@@ -166,11 +162,20 @@ impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
     }
 }
 
-/// Counts a connection the watchdog cut as closed with 4008 even when its loop
-/// never ran again (its future is dropped with the body).
-pub(super) struct StallCount<'a, W, S: Sink>(pub &'a Shared<W, S>);
+/// The driver's hold on the shared state, which counts a connection the
+/// watchdog cut as closed with 4008 even when its loop never ran again (its
+/// future is dropped with the body).
+pub(super) struct StallCount<W, S: Sink>(pub Rc<Shared<W, S>>);
 
-impl<W, S: Sink> Drop for StallCount<'_, W, S> {
+impl<W, S: Sink> std::ops::Deref for StallCount<W, S> {
+    type Target = Rc<Shared<W, S>>;
+
+    fn deref(&self) -> &Rc<Shared<W, S>> {
+        &self.0
+    }
+}
+
+impl<W, S: Sink> Drop for StallCount<W, S> {
     fn drop(&mut self) {
         if self.0.out.is_stalled() {
             // Not borrowed: the driver holds the core only between awaits.
