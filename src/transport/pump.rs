@@ -12,6 +12,12 @@
 //! must see after a write (bytes the socket did not take, an earlier throttle
 //! deadline, a close the protocol asked for), wakes that task, whose driver
 //! does the rest as it would have without the loop.
+//!
+//! The worker also keeps its connections' timers ([`Registration::set_timer`],
+//! one tokio timer per worker in [`alarms`]) and waits for shutdown once for
+//! all of them ([`on_shutdown`]): a registered connection holds neither a
+//! timer nor a shutdown wait of its own, which an idle connection would pay
+//! for.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
