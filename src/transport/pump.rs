@@ -41,8 +41,9 @@ pub trait Deliver {
     /// before it.
     fn prefetch(&self) {}
 
-    /// The time the connection set with [`Registration::set_timer`] has
-    /// come: its driver looks.
+    /// Something only the connection's driver handles: the time it set with
+    /// [`Registration::set_timer`] has come, or shutdown began. The driver
+    /// looks.
     fn alarm(&self);
 }
 
@@ -74,15 +75,27 @@ struct Worker {
 
 /// The worker's connections' timers, one per connection at most, run by one
 /// task and one tokio timer per worker ([`alarms`]): a connection's heartbeat,
-/// client timeout, throttle and stall deadlines cost it an entry here (16
-/// bytes) instead of a tokio timer of its own (112 bytes) in every idle
-/// connection's future.
+/// client timeout, throttle and stall deadlines cost it an entry here (24
+/// bytes, in B-tree nodes) instead of a tokio timer of its own (112 bytes)
+/// in every idle connection's future.
 #[derive(Default)]
 struct Timers {
     /// (when, token), earliest first.
     due: BTreeSet<(tokio::time::Instant, u32)>,
     /// The alarms' task while it waits (woken for an earlier entry).
     waker: Option<Waker>,
+}
+
+impl Worker {
+    /// The connection holding `token`, if it is still there; upgraded
+    /// outside the borrow of the slots (what is done with it may register).
+    fn conn(&self, token: u32) -> Option<Rc<dyn Deliver>> {
+        self.conns
+            .borrow()
+            .conns
+            .get(token as usize)
+            .and_then(|c| c.as_ref()?.upgrade())
+    }
 }
 
 #[derive(Default)]
@@ -137,7 +150,8 @@ impl Drop for Registration {
 
 /// Registers `conn` with this worker's loop (started here if this is the
 /// worker's first) and routes `inbox` to it. Call it from the connection's
-/// task, on a worker thread (inside its `LocalSet`); `None` if the inbox was
+/// task, on a worker thread (inside its `LocalSet`); the worker's first
+/// registration makes it wait for `shutdown` (one signal per server). `None` if the inbox was
 /// routed already (the connection's task keeps being woken directly).
 pub fn register(
     conn: Weak<dyn Deliver>,
@@ -209,18 +223,10 @@ async fn run(worker: Rc<Worker>) {
         .await;
         let now = Instant::now();
         // Upgraded outside the borrow of the slots.
-        let lookup = |token: u32| {
-            worker
-                .conns
-                .borrow()
-                .conns
-                .get(token as usize)
-                .and_then(|c| c.as_ref()?.upgrade())
-        };
         // Each connection's state is cold by the time its news comes: the
         // loop asks for the state of the connection two ahead, and for what
         // the next one reads beyond it, while it writes this one.
-        let mut next = tokens.first().and_then(|&t| lookup(t));
+        let mut next = tokens.first().and_then(|&t| worker.conn(t));
         // The pass's frames count in the shared metrics once, at its end.
         super::counters::batched(|| {
             for i in 0..tokens.len() {
@@ -230,7 +236,7 @@ async fn run(worker: Rc<Worker>) {
                         prefetch(Weak::as_ptr(c).cast(), AHEAD_LINES);
                     }
                 }
-                next = tokens.get(i + 1).and_then(|&t| lookup(t));
+                next = tokens.get(i + 1).and_then(|&t| worker.conn(t));
                 if let Some(n) = &next {
                     n.prefetch();
                 }
@@ -300,14 +306,7 @@ async fn alarms(worker: Rc<Worker>) {
         })
         .await;
         for token in due.drain(..) {
-            // Upgraded outside the borrow of the slots: an alarm may register.
-            let conn = worker
-                .conns
-                .borrow()
-                .conns
-                .get(token as usize)
-                .and_then(|c| c.as_ref()?.upgrade());
-            if let Some(conn) = conn {
+            if let Some(conn) = worker.conn(token) {
                 conn.alarm();
             }
         }
