@@ -22,58 +22,70 @@ pub fn encode_frames(
     target: usize,
     mut emit: impl FnMut(&[ServerMsg], Bytes),
 ) {
-    /// Room for the longest MessagePack array header (array32), written last.
-    const HEADER_ROOM: usize = 5;
     let mut start = 0;
     while start < msgs.len() {
         let mut buf = BytesMut::with_capacity((64 + (msgs.len() - start) * 96).min(target + 512));
-        let mut end = start;
-        match format {
-            Format::Json => {
-                buf.put_u8(b'[');
-                while end < msgs.len() && (end == start || buf.len() < target) {
-                    if end > start {
-                        buf.put_u8(b',');
-                    }
-                    write_json_message(&mut buf, &msgs[end]);
-                    end += 1;
-                }
-                buf.put_u8(b']');
-            }
-            Format::Msgpack => {
-                buf.put_bytes(0, HEADER_ROOM);
-                while end < msgs.len() && (end == start || buf.len() < target) {
-                    let mut w = (&mut buf).writer();
-                    // unwrap: writing into memory cannot fail.
-                    match &msgs[end] {
-                        m if step_message(m, true, &mut w) => {}
-                        m @ ServerMsg::Quote {
-                            quote,
-                            mask,
-                            stamp,
-                            stale,
-                            ..
-                        } => {
-                            write_msgpack_quote(&mut w, m.type_name(), quote, *mask, *stamp, *stale)
-                                .expect("unwrap: in-memory write")
-                        }
-                        m => rmp_serde::encode::write_named(&mut w, m)
-                            .expect("unwrap: MessagePack encoding"),
-                    }
-                    end += 1;
-                }
-                // The array header in its shortest form, just before the messages.
-                let mut header = Vec::with_capacity(HEADER_ROOM);
-                rmp::encode::write_array_len(&mut header, (end - start) as u32)
-                    .expect("unwrap: in-memory write");
-                let skip = HEADER_ROOM - header.len();
-                buf[skip..HEADER_ROOM].copy_from_slice(&header);
-                buf.advance(skip);
-            }
-        }
-        emit(&msgs[start..end], buf.freeze());
-        start = end;
+        let n = encode_frame(format, &msgs[start..], target, &mut buf);
+        emit(&msgs[start..start + n], buf.freeze());
+        start += n;
     }
+}
+
+/// Appends one frame's payload to `buf` (empty): the first messages of `msgs`
+/// (at least one), until the frame reaches `target` bytes. Returns how many
+/// it took.
+pub fn encode_frame(
+    format: Format,
+    msgs: &[ServerMsg],
+    target: usize,
+    buf: &mut BytesMut,
+) -> usize {
+    /// Room for the longest MessagePack array header (array32), written last.
+    const HEADER_ROOM: usize = 5;
+    let mut end = 0;
+    match format {
+        Format::Json => {
+            buf.put_u8(b'[');
+            while end < msgs.len() && (end == 0 || buf.len() < target) {
+                if end > 0 {
+                    buf.put_u8(b',');
+                }
+                write_json_message(buf, &msgs[end]);
+                end += 1;
+            }
+            buf.put_u8(b']');
+        }
+        Format::Msgpack => {
+            buf.put_bytes(0, HEADER_ROOM);
+            while end < msgs.len() && (end == 0 || buf.len() < target) {
+                let mut w = (&mut *buf).writer();
+                // unwrap: writing into memory cannot fail.
+                match &msgs[end] {
+                    m if step_message(m, true, &mut w) => {}
+                    m @ ServerMsg::Quote {
+                        quote,
+                        mask,
+                        stamp,
+                        stale,
+                        ..
+                    } => write_msgpack_quote(&mut w, m.type_name(), quote, *mask, *stamp, *stale)
+                        .expect("unwrap: in-memory write"),
+                    m => rmp_serde::encode::write_named(&mut w, m)
+                        .expect("unwrap: MessagePack encoding"),
+                }
+                end += 1;
+            }
+            // The array header in its shortest form, just before the messages.
+            let mut header = [0u8; HEADER_ROOM];
+            let mut room = &mut header[..];
+            rmp::encode::write_array_len(&mut room, end as u32).expect("unwrap: 5 bytes suffice");
+            let len = HEADER_ROOM - room.len();
+            let skip = HEADER_ROOM - len;
+            buf[skip..HEADER_ROOM].copy_from_slice(&header[..len]);
+            buf.advance(skip);
+        }
+    }
+    end
 }
 
 /// Appends one message as JSON (quotes from their cached entries).

@@ -648,7 +648,20 @@ impl Session {
     /// delta per dirty symbol whose throttle allows it. Symbols still throttled stay
     /// pending (one merged state each) until [`Session::next_deadline`].
     pub fn take_ready(&mut self, now: Instant) -> Vec<ServerMsg> {
-        let mut out = std::mem::take(&mut self.outbox);
+        let mut out = Vec::new();
+        self.take_ready_into(now, &mut out);
+        out
+    }
+
+    /// [`Session::take_ready`] appending to `out` (a buffer the caller keeps
+    /// between takes: no allocation per take).
+    pub fn take_ready_into(&mut self, now: Instant, out: &mut Vec<ServerMsg>) {
+        // The replies' block is not kept: an idle session holds none.
+        if out.capacity() == 0 {
+            *out = std::mem::take(&mut self.outbox);
+        } else if self.outbox.capacity() > 0 {
+            out.append(&mut std::mem::take(&mut self.outbox));
+        }
         let hub = &*self.hub;
         let stamp = self.limits.ingest_stamp;
         let refreshing = self.refresh.is_some();
@@ -676,7 +689,7 @@ impl Session {
         // After the take: a status that changed before a quote was stored is
         // seen here, and told before that quote (section 10).
         if self.inbox.take_status() {
-            tell_status(hub, &mut self.subs, &mut out);
+            tell_status(hub, &mut self.subs, out);
         }
         for &slot in &marked {
             let Some(sub) = self.subs.at_mut(slot) else {
@@ -693,7 +706,7 @@ impl Session {
             }
             // Full states only (WebRTC) gain nothing from the ones between.
             let budget = if refreshing { 1 } else { sub.budget(now) };
-            conflated += emit(hub, sub, now, stamp, budget, &mut out);
+            conflated += emit(hub, sub, now, stamp, budget, out);
         }
         marked.clear();
         MARKED.set(marked);
@@ -701,9 +714,8 @@ impl Session {
             self.metrics.updates_conflated.inc_by(conflated);
         }
         if let Some(every) = self.refresh {
-            self.refresh_quiet(every, now, &mut out);
+            self.refresh_quiet(every, now, out);
         }
-        out
     }
 
     /// Symbols nothing was sent for in `every` go out again in full.

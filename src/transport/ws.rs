@@ -37,7 +37,7 @@ use super::{CloseCode, Ended, TransportContext};
 use crate::auth::Refusal;
 use crate::http::origins::{Origins, Verdict};
 use crate::http::ApiError;
-use crate::session::encode::encode_frames;
+use crate::session::encode::{encode_frame, encode_frames};
 use crate::session::protocol::{self, ErrorCode, Format, ServerMsg};
 use crate::session::Access;
 
@@ -49,6 +49,12 @@ const SUBPROTOCOLS: [&str; 5] = [
     stomp::SUBPROTOCOLS[1],
     stomp::SUBPROTOCOLS[2],
 ];
+
+thread_local! {
+    /// The worker's buffer a batch's payload is put together in before its
+    /// frame header (see [`TickerV1`]'s `write_batch`).
+    static PAYLOAD: std::cell::Cell<BytesMut> = std::cell::Cell::new(BytesMut::new());
+}
 
 /// The protocol a new WebSocket session speaks.
 #[derive(Clone, Copy, Debug)]
@@ -91,6 +97,27 @@ impl Wire for TickerV1 {
 
     fn encode(&mut self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes)) {
         encode_frames(self.0, msgs, FRAME_BYTES, emit);
+    }
+
+    fn write_batch(
+        &mut self,
+        out: &impl Sink,
+        msgs: &[ServerMsg],
+        counted: &mut dyn FnMut(&[ServerMsg], usize),
+    ) -> usize {
+        if msgs.is_empty() {
+            return 0;
+        }
+        let mut payload = PAYLOAD.take();
+        let n = encode_frame(self.0, msgs, FRAME_BYTES, &mut payload);
+        self.write(out, &payload);
+        counted(&msgs[..n], payload.len());
+        payload.clear();
+        // A frame passes FRAME_BYTES by one message at most.
+        if payload.capacity() <= FRAME_BYTES * 4 {
+            PAYLOAD.set(payload);
+        }
+        n
     }
 
     fn write(&self, out: &impl Sink, frame: &[u8]) {
@@ -476,6 +503,43 @@ mod tests {
         }
         assert!(buf.is_empty(), "trailing bytes");
         all
+    }
+
+    #[test]
+    fn a_batch_written_in_place_is_the_frames_encode_and_write_make() {
+        // Long enough that the batch makes three frames of FRAME_BYTES.
+        let msgs: Vec<ServerMsg> = (0..3 * FRAME_BYTES / 200)
+            .map(|i| ServerMsg::Pong {
+                id: Some(serde_json::json!(format!("{i:0>180}"))),
+            })
+            .collect();
+        for format in [Format::Json, Format::Msgpack] {
+            let mut wire = TickerV1(format);
+            let (direct, encoded) = (Collect::default(), Collect::default());
+            let mut made = Vec::new();
+            wire.encode(&msgs, &mut |part, frame| made.push((part.len(), frame)));
+            assert_eq!(made.len(), 3, "{format:?}");
+            for (_, frame) in &made {
+                wire.write(&encoded, frame);
+            }
+            // In place, frame by frame, the same bytes and counts.
+            let mut start = 0;
+            for (n, frame) in &made {
+                let mut told = Vec::new();
+                let wrote = wire.write_batch(&direct, &msgs[start..], &mut |m, len| {
+                    told.push((m.len(), len))
+                });
+                assert_eq!((wrote, &told[..]), (*n, &[(*n, frame.len())][..]));
+                start += wrote;
+            }
+            assert_eq!(start, msgs.len());
+            assert_eq!(*direct.0.borrow(), *encoded.0.borrow(), "{format:?}");
+            assert_eq!(frames(&direct).len(), 3);
+            assert_eq!(
+                wire.write_batch(&direct, &[], &mut |_, _| panic!("counted")),
+                0
+            );
+        }
     }
 
     #[test]

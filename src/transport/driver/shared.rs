@@ -17,6 +17,7 @@ use super::super::pump::{prefetch, Deliver};
 use super::super::socket::Sink;
 use super::super::{CloseCode, FrameCounters};
 use super::Wire;
+use crate::session::protocol::ServerMsg;
 use crate::session::Session;
 
 /// What the driver and its worker's delivery loop share: the socket's write
@@ -34,6 +35,11 @@ pub(super) struct Shared<W, S> {
     pub timer_at: Cell<Option<tokio::time::Instant>>,
 }
 
+thread_local! {
+    /// The messages of one take, per worker (see [`Core::encode`]).
+    static MSGS: Cell<Vec<ServerMsg>> = const { Cell::new(Vec::new()) };
+}
+
 pub(super) struct Core<W> {
     pub wire: W,
     pub session: Session,
@@ -48,13 +54,62 @@ impl<W: Wire> Core<W> {
     /// common case of one frame leaves `spill` without an allocation), the
     /// rest go to `spill`, to be written after it.
     pub fn encode(&mut self, ready: bool, now: Instant) -> Option<Bytes> {
-        let msgs = if ready {
-            let msgs = self.session.take_ready(now);
+        self.take(ready, now, |core, msgs| core.encode_msgs(msgs))
+    }
+
+    /// [`Core::encode`], except that the first frame of the batch goes to
+    /// `out` at once where the wire can write it in place
+    /// ([`Wire::write_batch`]; nothing then waits in `spill` and the wire has
+    /// no frames of its own): `None` when that was all.
+    pub fn write_or_encode(&mut self, out: &impl Sink, now: Instant) -> Option<Bytes> {
+        self.take(true, now, |core, msgs| {
+            let Core {
+                wire,
+                spill,
+                counters,
+                ..
+            } = core;
+            let direct = if spill.is_empty() && !wire.has_output() && wire.closing().is_none() {
+                wire.write_batch(out, msgs, &mut |part, len| counters.frame(part, len))
+            } else {
+                0
+            };
+            if direct == 0 {
+                return core.encode_msgs(msgs);
+            }
+            if direct < msgs.len() {
+                // What did not fit the first frame waits in `spill`, written
+                // one frame per turn as ever.
+                let next = core.encode_msgs(&msgs[direct..]);
+                if let Some(frame) = next {
+                    core.spill.push_front(frame);
+                }
+            }
+            None
+        })
+    }
+
+    /// Runs `then` with the session's ready messages (none unless `ready`),
+    /// taken into the worker's buffer.
+    fn take<R>(
+        &mut self,
+        ready: bool,
+        now: Instant,
+        then: impl FnOnce(&mut Self, &[ServerMsg]) -> R,
+    ) -> R {
+        // The worker's buffer, kept for its capacity (emptied below).
+        let mut msgs = MSGS.take();
+        if ready {
+            self.session.take_ready_into(now, &mut msgs);
             self.counters.queue_depth(self.session.pending_count());
-            msgs
-        } else {
-            Vec::new()
-        };
+        }
+        let r = then(self, &msgs);
+        msgs.clear();
+        MSGS.set(msgs);
+        r
+    }
+
+    fn encode_msgs(&mut self, msgs: &[ServerMsg]) -> Option<Bytes> {
         let Core {
             wire,
             spill,
@@ -62,7 +117,7 @@ impl<W: Wire> Core<W> {
             ..
         } = self;
         let mut first = None;
-        wire.encode(&msgs, &mut |part, frame| {
+        wire.encode(msgs, &mut |part, frame| {
             counters.frame(part, frame.len());
             if first.is_none() && spill.is_empty() {
                 first = Some(frame);
@@ -139,7 +194,11 @@ impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
         if !ready && !core.wire.has_output() {
             return;
         }
-        let first = core.encode(ready, now);
+        let first = if ready {
+            core.write_or_encode(out, now)
+        } else {
+            core.encode(false, now)
+        };
         if core.wire.closing().is_some() {
             // The driver writes it before the close.
             core.spill.extend(first);

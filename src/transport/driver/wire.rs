@@ -54,6 +54,21 @@ pub trait Wire {
     /// carries.
     fn encode(&mut self, msgs: &[ServerMsg], emit: &mut dyn FnMut(&[ServerMsg], Bytes));
 
+    /// Writes the first frame of `msgs` (a batch of the session's messages,
+    /// at most [`FRAME_BYTES`] as [`Wire::encode`] cuts it) to `out`, put
+    /// together in place, where the wire can, telling `counted` its messages
+    /// and size: no encoded frame is kept, only what the socket does not
+    /// take. Returns how many messages it wrote; the rest (all, where the
+    /// wire cannot) are left to [`Wire::encode`].
+    fn write_batch(
+        &mut self,
+        _out: &impl Sink,
+        _msgs: &[ServerMsg],
+        _counted: &mut dyn FnMut(&[ServerMsg], usize),
+    ) -> usize {
+        0
+    }
+
     /// True when the wire has frames of its own to send.
     fn has_output(&self) -> bool {
         false

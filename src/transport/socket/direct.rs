@@ -43,6 +43,41 @@ struct State {
     closed: bool,
 }
 
+impl State {
+    /// Books the outcome of one write: false when nothing more can go now
+    /// (the socket is full, and the stall clock runs, or the peer is gone,
+    /// and the connection is `closed`).
+    fn progress(&mut self, wrote: io::Result<usize>) -> bool {
+        match wrote {
+            // Progress (part of the backlog counts): a client that reads
+            // slowly is not stalled.
+            Ok(n) if n > 0 => {
+                self.blocked_since = None;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.blocked_since.get_or_insert_with(Instant::now);
+                false
+            }
+            // The peer is gone (the read side sees it too): drop the rest.
+            _ => {
+                self.pending.clear();
+                self.closed = true;
+                false
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The worker's buffer a frame is put together in when nothing waits
+    /// before it (see [`DirectSocket`]'s `write`).
+    static SCRATCH: std::cell::Cell<BytesMut> = std::cell::Cell::new(BytesMut::new());
+}
+
+/// A scratch buffer that grew beyond this (a large snapshot) is not kept.
+const SCRATCH_KEEP: usize = 16 * 1024;
+
 impl DirectSocket {
     pub fn new(stream: Rc<ClientStream>, stall_timeout: Duration, open: Option<IntGauge>) -> Self {
         if let Some(g) = &open {
@@ -70,26 +105,39 @@ impl DirectSocket {
                 }
                 wrote
             };
-            match wrote {
-                // Progress (part of the backlog counts): a client that reads
-                // slowly is not stalled.
-                Ok(n) if n > 0 => st.blocked_since = None,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    st.blocked_since.get_or_insert_with(Instant::now);
+            if !st.progress(wrote) {
+                if !st.closed {
                     return false;
                 }
-                // The peer is gone (the read side sees it too): drop the rest.
-                _ => {
-                    st.pending.clear();
-                    self.stream.drop_backlog();
-                    st.closed = true;
-                }
+                self.stream.drop_backlog();
             }
         }
         st.blocked_since = None;
         // An idle connection keeps no write buffer.
         st.pending = BytesMut::new();
         true
+    }
+
+    /// Sends `bytes` (nothing pending before them) as far as the socket takes
+    /// them; what it does not take becomes `pending`.
+    fn send(&self, st: &mut State, bytes: &[u8]) {
+        let mut sent = 0;
+        while sent < bytes.len() {
+            let wrote = self.stream.try_write(&bytes[sent..]);
+            if let Ok(n) = wrote {
+                sent += n.min(bytes.len() - sent);
+            }
+            if !st.progress(wrote) {
+                if !st.closed {
+                    st.pending.extend_from_slice(&bytes[sent..]);
+                    return;
+                }
+                self.stream.drop_backlog();
+                break;
+            }
+        }
+        // Under TLS the kernel may not have taken all the records yet.
+        self.flush(st);
     }
 
     /// Reads and drops what the client sent; false once it closed (or failed).
@@ -126,8 +174,21 @@ impl Sink for DirectSocket {
         if st.closed {
             return;
         }
-        encode(&mut st.pending);
-        self.flush(&mut st);
+        if !st.pending.is_empty() || self.stream.backlog() > 0 {
+            encode(&mut st.pending);
+            self.flush(&mut st);
+            return;
+        }
+        // The usual case, nothing waiting: the frame is put together in the
+        // worker's buffer and only what the socket does not take is copied
+        // into the connection's (no allocation per frame).
+        let mut scratch = SCRATCH.take();
+        encode(&mut scratch);
+        self.send(&mut st, &scratch);
+        scratch.clear();
+        if scratch.capacity() <= SCRATCH_KEEP {
+            SCRATCH.set(scratch);
+        }
     }
 
     fn has_room(&self) -> bool {

@@ -299,17 +299,23 @@ impl Tls {
 
 /// One non-blocking `send` on `fd`, past tokio's readiness bookkeeping (a
 /// cold cache line per connection on the hot path): the caller goes through
-/// tokio when the socket is full.
+/// tokio when the socket is full. The system call itself, not libc's `send`,
+/// which is a thread cancellation point and switches cancellation off and on
+/// around every call (the gateway cancels no threads).
 fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` bytes for the whole call and the
-    // kernel only reads it; `fd` is the caller's open socket; a failure is
-    // reported through the return value and errno.
+    // kernel only reads it; `fd` is the caller's open socket; no address is
+    // given (a connected socket); a failure is reported through the return
+    // value and errno.
     let n = unsafe {
-        libc::send(
+        libc::syscall(
+            libc::SYS_sendto,
             fd,
-            buf.as_ptr().cast(),
+            buf.as_ptr(),
             buf.len(),
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            std::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
         )
     };
     if n < 0 {
