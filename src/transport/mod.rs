@@ -18,6 +18,7 @@ pub mod socket;
 pub mod socketio;
 pub mod sse;
 pub mod stomp;
+mod ticker_v1;
 pub mod webrtc;
 pub mod ws;
 
