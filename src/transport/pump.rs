@@ -151,8 +151,9 @@ impl Drop for Registration {
 /// Registers `conn` with this worker's loop (started here if this is the
 /// worker's first) and routes `inbox` to it. Call it from the connection's
 /// task, on a worker thread (inside its `LocalSet`); the worker's first
-/// registration makes it wait for `shutdown` (one signal per server). `None` if the inbox was
-/// routed already (the connection's task keeps being woken directly).
+/// registration makes it wait for `shutdown` (one signal per server). `None`
+/// if the inbox was routed already (the connection's task keeps being woken
+/// directly).
 pub fn register(
     conn: Weak<dyn Deliver>,
     inbox: &Inbox,

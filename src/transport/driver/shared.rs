@@ -61,8 +61,8 @@ impl<W: Wire> Core<W> {
     /// `out` at once where the wire can write it in place
     /// ([`Wire::write_batch`]; nothing then waits in `spill` and the wire has
     /// no frames of its own): `None` when that was all.
-    pub fn write_or_encode(&mut self, out: &impl Sink, now: Instant) -> Option<Bytes> {
-        self.take(true, now, |core, msgs| {
+    pub fn write_or_encode(&mut self, out: &impl Sink, ready: bool, now: Instant) -> Option<Bytes> {
+        self.take(ready, now, |core, msgs| {
             let Core {
                 wire,
                 spill,
@@ -194,11 +194,7 @@ impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
         if !ready && !core.wire.has_output() {
             return;
         }
-        let first = if ready {
-            core.write_or_encode(out, now)
-        } else {
-            core.encode(false, now)
-        };
+        let first = core.write_or_encode(out, ready, now);
         if core.wire.closing().is_some() {
             // The driver writes it before the close.
             core.spill.extend(first);
