@@ -5,7 +5,8 @@
 //! transport. Layout:
 //!
 //! - [`settings`]: typed, layered settings (`config/default.toml`, overlay, env);
-//!   [`duration`]: how they write durations.
+//!   [`duration`]: how they write durations; [`lend`]: a thread's buffers lent
+//!   to per-frame work.
 //! - [`universe`]: the symbol universe file.
 //! - [`quote`]: quotes, exact decimal prices, deltas, pre-encoded wire entries.
 //! - [`feeds`]: feed adapters (`sim`, `replay`, `nats`, `alpaca`, `ticker`) behind
@@ -48,6 +49,7 @@ pub mod feeds;
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
+pub mod lend;
 pub mod metrics;
 pub mod quote;
 pub mod reload;

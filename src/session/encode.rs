@@ -25,28 +25,35 @@ pub fn encode_frames(
     let mut start = 0;
     while start < msgs.len() {
         let mut buf = BytesMut::with_capacity((64 + (msgs.len() - start) * 96).min(target + 512));
-        let n = encode_frame(format, &msgs[start..], target, &mut buf);
+        let (n, at) = encode_frame(format, &msgs[start..], target, 0, &mut buf);
+        // Only the front of this buffer's view moves.
+        buf.advance(at);
         emit(&msgs[start..start + n], buf.freeze());
         start += n;
     }
 }
 
-/// Appends one frame's payload to `buf` (empty): the first messages of `msgs`
-/// (at least one), until the frame reaches `target` bytes. Returns how many
-/// it took.
+/// Puts one frame's payload in `buf` (empty): the first messages of `msgs`
+/// (at least one), until the payload reaches `target` bytes, with at least
+/// `room` bytes before it for the caller's header. Returns how many messages
+/// it took and where the payload starts (`room` or more: the bytes before are
+/// free for the caller to fill and skip).
 pub fn encode_frame(
     format: Format,
     msgs: &[ServerMsg],
     target: usize,
+    room: usize,
     buf: &mut BytesMut,
-) -> usize {
+) -> (usize, usize) {
     /// Room for the longest MessagePack array header (array32), written last.
     const HEADER_ROOM: usize = 5;
+    debug_assert!(buf.is_empty());
     let mut end = 0;
     match format {
         Format::Json => {
+            buf.put_bytes(0, room);
             buf.put_u8(b'[');
-            while end < msgs.len() && (end == 0 || buf.len() < target) {
+            while end < msgs.len() && (end == 0 || buf.len() - room < target) {
                 if end > 0 {
                     buf.put_u8(b',');
                 }
@@ -54,10 +61,13 @@ pub fn encode_frame(
                 end += 1;
             }
             buf.put_u8(b']');
+            (end, room)
         }
         Format::Msgpack => {
-            buf.put_bytes(0, HEADER_ROOM);
-            while end < msgs.len() && (end == 0 || buf.len() < target) {
+            // The cut counts the array header at its longest.
+            let at = room + HEADER_ROOM;
+            buf.put_bytes(0, at);
+            while end < msgs.len() && (end == 0 || buf.len() - room < target) {
                 let mut w = (&mut *buf).writer();
                 // unwrap: writing into memory cannot fail.
                 match &msgs[end] {
@@ -77,15 +87,14 @@ pub fn encode_frame(
             }
             // The array header in its shortest form, just before the messages.
             let mut header = [0u8; HEADER_ROOM];
-            let mut room = &mut header[..];
-            rmp::encode::write_array_len(&mut room, end as u32).expect("unwrap: 5 bytes suffice");
-            let len = HEADER_ROOM - room.len();
-            let skip = HEADER_ROOM - len;
-            buf[skip..HEADER_ROOM].copy_from_slice(&header[..len]);
-            buf.advance(skip);
+            let mut room_left = &mut header[..];
+            rmp::encode::write_array_len(&mut room_left, end as u32)
+                .expect("unwrap: 5 bytes suffice");
+            let len = HEADER_ROOM - room_left.len();
+            buf[at - len..at].copy_from_slice(&header[..len]);
+            (end, at - len)
         }
     }
-    end
 }
 
 /// Appends one message as JSON (quotes from their cached entries).

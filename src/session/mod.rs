@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use crate::auth::{LimitSettings, Refusal};
 use crate::hub::{Hub, Inbox, SymbolId, HISTORY};
+use crate::lend::lend;
 use crate::metrics::Metrics;
 use crate::quote::{FieldMask, Quote};
 use crate::settings::SessionSettings;
@@ -682,34 +683,34 @@ impl Session {
             });
         }
         // The worker's buffer, kept between takes for its capacity (one per
-        // session would be an allocation every idle connection holds).
-        let mut marked = MARKED.take();
-        let kept = self.held.as_ref().map_or(&[][..], |h| &h.kept[..]);
-        self.inbox.take(kept, |slot| marked.push(slot));
-        // After the take: a status that changed before a quote was stored is
-        // seen here, and told before that quote (section 10).
-        if self.inbox.take_status() {
-            tell_status(hub, &mut self.subs, out);
-        }
-        for &slot in &marked {
-            let Some(sub) = self.subs.at_mut(slot) else {
-                continue;
-            };
-            if sub.next_allowed().is_some_and(|t| t > now) {
-                // The mark goes back and stays set while the symbol waits for its
-                // throttle, so the hub neither marks it nor wakes us per quote.
-                self.inbox.remark(slot);
-                let held = self.held.get_or_insert_default();
-                keep_bit(&mut held.kept, slot, true);
-                held.throttled.push(slot);
-                continue;
+        // session would be an allocation every idle connection holds; a take
+        // marks at most `max_symbols`).
+        lend(&MARKED, usize::MAX, |marked| {
+            let kept = self.held.as_ref().map_or(&[][..], |h| &h.kept[..]);
+            self.inbox.take(kept, |slot| marked.push(slot));
+            // After the take: a status that changed before a quote was stored is
+            // seen here, and told before that quote (section 10).
+            if self.inbox.take_status() {
+                tell_status(hub, &mut self.subs, out);
             }
-            // Full states only (WebRTC) gain nothing from the ones between.
-            let budget = if refreshing { 1 } else { sub.budget(now) };
-            conflated += emit(hub, sub, now, stamp, budget, out);
-        }
-        marked.clear();
-        MARKED.set(marked);
+            for &slot in &*marked {
+                let Some(sub) = self.subs.at_mut(slot) else {
+                    continue;
+                };
+                if sub.next_allowed().is_some_and(|t| t > now) {
+                    // The mark goes back and stays set while the symbol waits for its
+                    // throttle, so the hub neither marks it nor wakes us per quote.
+                    self.inbox.remark(slot);
+                    let held = self.held.get_or_insert_default();
+                    keep_bit(&mut held.kept, slot, true);
+                    held.throttled.push(slot);
+                    continue;
+                }
+                // Full states only (WebRTC) gain nothing from the ones between.
+                let budget = if refreshing { 1 } else { sub.budget(now) };
+                conflated += emit(hub, sub, now, stamp, budget, out);
+            }
+        });
         if conflated > 0 {
             self.metrics.updates_conflated.inc_by(conflated);
         }

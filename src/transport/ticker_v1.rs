@@ -2,25 +2,30 @@
 //! server frame an array of messages (text for JSON, binary for
 //! MessagePack), client frames one op each, the heartbeat a ping, and close
 //! frames with the codes of section 8. A batch's first frame is put together
-//! in place ([`Wire::write_batch`]): a client that keeps up costs no
-//! allocation per frame.
+//! in place ([`Wire::write_batch`]), its payload encoded behind room for the
+//! frame's header: a client that keeps up costs no allocation and no copy per
+//! frame.
 
 use actix_http::ws::OpCode;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::driver::{Input, Wire, FRAME_BYTES};
-use super::socket::{ws_close, ws_frame, Sink};
+use super::socket::{ws_close, ws_frame, ws_frame_in_place, Sink, MAX_HEAD};
 use crate::session::encode::{encode_frame, encode_frames};
 use crate::session::protocol::{self, Format, ServerMsg};
 
-thread_local! {
-    /// The worker's buffer a batch's payload is put together in before its
-    /// frame header (see [`TickerV1`]'s `write_batch`).
-    static PAYLOAD: std::cell::Cell<BytesMut> = std::cell::Cell::new(BytesMut::new());
-}
-
 /// The ticker.v1 wire protocol over WebSocket frames.
 pub(super) struct TickerV1(pub Format);
+
+impl TickerV1 {
+    /// Text frames for JSON, binary for MessagePack.
+    fn op(&self) -> OpCode {
+        match self.0 {
+            Format::Json => OpCode::Text,
+            Format::Msgpack => OpCode::Binary,
+        }
+    }
+}
 
 impl Wire for TickerV1 {
     const TRANSPORT: &'static str = "ws";
@@ -42,24 +47,18 @@ impl Wire for TickerV1 {
         if msgs.is_empty() {
             return 0;
         }
-        let mut payload = PAYLOAD.take();
-        let n = encode_frame(self.0, msgs, FRAME_BYTES, &mut payload);
-        self.write(out, &payload);
-        counted(&msgs[..n], payload.len());
-        payload.clear();
-        // A frame passes FRAME_BYTES by one message at most.
-        if payload.capacity() <= FRAME_BYTES * 4 {
-            PAYLOAD.set(payload);
-        }
+        let mut n = 0;
+        ws_frame_in_place(out, self.op(), |buf| {
+            let at;
+            (n, at) = encode_frame(self.0, msgs, FRAME_BYTES, MAX_HEAD, buf);
+            counted(&msgs[..n], buf.len() - at);
+            at
+        });
         n
     }
 
     fn write(&self, out: &impl Sink, frame: &[u8]) {
-        let op = match self.0 {
-            Format::Json => OpCode::Text,
-            Format::Msgpack => OpCode::Binary,
-        };
-        ws_frame(out, op, frame);
+        ws_frame(out, self.op(), frame);
     }
 
     fn heartbeat(&self, out: &impl Sink) {
@@ -87,6 +86,7 @@ mod tests {
 
     use actix_codec::Decoder;
     use actix_http::ws::{Codec, Frame};
+    use bytes::BytesMut;
 
     use super::*;
 
@@ -122,7 +122,7 @@ mod tests {
 
     fn frames(out: &Collect) -> Vec<Frame> {
         let mut buf = out.0.borrow().clone();
-        let mut codec = Codec::new().client_mode();
+        let mut codec = Codec::new().client_mode().max_size(1 << 20);
         let mut all = Vec::new();
         while let Some(f) = codec.decode(&mut buf).unwrap() {
             all.push(f);
@@ -165,6 +165,38 @@ mod tests {
                 wire.write_batch(&direct, &[], &mut |_, _| panic!("counted")),
                 0
             );
+        }
+    }
+
+    #[test]
+    fn a_frame_in_place_has_the_header_its_length_needs() {
+        // A short batch (a 7-bit length), and one message past 64 KiB (a
+        // 64-bit length) in a frame of its own.
+        let big = ServerMsg::Pong {
+            id: Some(serde_json::json!("x".repeat(70_000))),
+        };
+        let batches = [vec![ServerMsg::Pong { id: None }], vec![big]];
+        for format in [Format::Json, Format::Msgpack] {
+            for msgs in &batches {
+                let (direct, encoded) = (Collect::default(), Collect::default());
+                let mut wire = TickerV1(format);
+                assert_eq!(wire.write_batch(&direct, msgs, &mut |_, _| {}), 1);
+                let plain = TickerV1(format);
+                wire.encode(msgs, &mut |_, frame| plain.write(&encoded, &frame));
+                assert_eq!(*direct.0.borrow(), *encoded.0.borrow(), "{format:?}");
+                let [frame] = &frames(&direct)[..] else {
+                    panic!("one frame expected")
+                };
+                let payload = match frame {
+                    Frame::Text(p) | Frame::Binary(p) => p,
+                    other => panic!("a data frame expected, got {other:?}"),
+                };
+                let v: serde_json::Value = match format {
+                    Format::Json => serde_json::from_slice(payload).unwrap(),
+                    Format::Msgpack => rmp_serde::from_slice(payload).unwrap(),
+                };
+                assert_eq!(v[0]["type"], "pong");
+            }
         }
     }
 

@@ -17,6 +17,7 @@ use super::super::pump::{prefetch, Deliver};
 use super::super::socket::Sink;
 use super::super::{CloseCode, FrameCounters};
 use super::Wire;
+use crate::lend::lend;
 use crate::session::protocol::ServerMsg;
 use crate::session::Session;
 
@@ -97,16 +98,14 @@ impl<W: Wire> Core<W> {
         now: Instant,
         then: impl FnOnce(&mut Self, &[ServerMsg]) -> R,
     ) -> R {
-        // The worker's buffer, kept for its capacity (emptied below).
-        let mut msgs = MSGS.take();
-        if ready {
-            self.session.take_ready_into(now, &mut msgs);
-            self.counters.queue_depth(self.session.pending_count());
-        }
-        let r = then(self, &msgs);
-        msgs.clear();
-        MSGS.set(msgs);
-        r
+        // A batch is at most a session's symbols and replies: always kept.
+        lend(&MSGS, usize::MAX, |msgs| {
+            if ready {
+                self.session.take_ready_into(now, msgs);
+                self.counters.queue_depth(self.session.pending_count());
+            }
+            then(self, msgs)
+        })
     }
 
     fn encode_msgs(&mut self, msgs: &[ServerMsg]) -> Option<Bytes> {

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use super::outgoing::ClientSocket;
 use super::stream::ClientStream;
 use super::Sink;
+use crate::lend::lend;
 
 /// An owned client socket's write side.
 pub struct DirectSocket {
@@ -70,8 +71,8 @@ impl State {
 }
 
 thread_local! {
-    /// The worker's buffer a frame is put together in when nothing waits
-    /// before it (see [`DirectSocket`]'s `write`).
+    /// The worker's buffer a frame is put together in (see [`DirectSocket`]'s
+    /// `write` and `write_frame`).
     static SCRATCH: std::cell::Cell<BytesMut> = std::cell::Cell::new(BytesMut::new());
 }
 
@@ -118,26 +119,32 @@ impl DirectSocket {
         true
     }
 
-    /// Sends `bytes` (nothing pending before them) as far as the socket takes
-    /// them; what it does not take becomes `pending`.
+    /// True when nothing waits to go before a new write.
+    fn idle(&self, st: &State) -> bool {
+        st.pending.is_empty() && self.stream.backlog() == 0
+    }
+
+    /// Sends `bytes` (nothing waiting before them: [`DirectSocket::idle`]) as
+    /// far as the socket takes them; what it does not take becomes `pending`.
     fn send(&self, st: &mut State, bytes: &[u8]) {
-        let mut sent = 0;
-        while sent < bytes.len() {
-            let wrote = self.stream.try_write(&bytes[sent..]);
-            if let Ok(n) = wrote {
-                sent += n.min(bytes.len() - sent);
-            }
-            if !st.progress(wrote) {
-                if !st.closed {
-                    st.pending.extend_from_slice(&bytes[sent..]);
-                    return;
-                }
-                self.stream.drop_backlog();
-                break;
-            }
+        if bytes.is_empty() {
+            // (A write of nothing returns 0, which `progress` reads as the
+            // peer gone.)
+            return;
         }
-        // Under TLS the kernel may not have taken all the records yet.
-        self.flush(st);
+        let wrote = self.stream.try_write(bytes);
+        let sent = wrote.as_ref().map_or(0, |&n| n.min(bytes.len()));
+        if st.progress(wrote) {
+            // The rest (if any) is tried at once; under TLS the kernel may not
+            // have taken all the records yet.
+            st.pending.extend_from_slice(&bytes[sent..]);
+            self.flush(st);
+        } else if st.closed {
+            self.stream.drop_backlog();
+        } else {
+            // Full: the rest waits for the socket to take bytes.
+            st.pending.extend_from_slice(&bytes[sent..]);
+        }
     }
 
     /// Reads and drops what the client sent; false once it closed (or failed).
@@ -174,7 +181,7 @@ impl Sink for DirectSocket {
         if st.closed {
             return;
         }
-        if !st.pending.is_empty() || self.stream.backlog() > 0 {
+        if !self.idle(&st) {
             encode(&mut st.pending);
             self.flush(&mut st);
             return;
@@ -182,18 +189,32 @@ impl Sink for DirectSocket {
         // The usual case, nothing waiting: the frame is put together in the
         // worker's buffer and only what the socket does not take is copied
         // into the connection's (no allocation per frame).
-        let mut scratch = SCRATCH.take();
-        encode(&mut scratch);
-        self.send(&mut st, &scratch);
-        scratch.clear();
-        if scratch.capacity() <= SCRATCH_KEEP {
-            SCRATCH.set(scratch);
+        lend(&SCRATCH, SCRATCH_KEEP, |scratch| {
+            encode(scratch);
+            self.send(&mut st, scratch);
+        });
+    }
+
+    fn write_frame(&self, build: impl FnOnce(&mut BytesMut) -> usize) {
+        let mut st = self.state.borrow_mut();
+        if st.closed {
+            return;
         }
+        lend(&SCRATCH, SCRATCH_KEEP, |scratch| {
+            let at = build(scratch);
+            let frame = &scratch[at..];
+            if self.idle(&st) {
+                self.send(&mut st, frame);
+            } else {
+                st.pending.extend_from_slice(frame);
+                self.flush(&mut st);
+            }
+        });
     }
 
     fn has_room(&self) -> bool {
         let st = self.state.borrow();
-        st.pending.is_empty() && self.stream.backlog() == 0 && !st.closed
+        self.idle(&st) && !st.closed
     }
 
     // Not an `async fn`: the driver's future holds this one while it waits,
@@ -253,7 +274,7 @@ impl Sink for DirectSocket {
     }
 
     fn flushed(&self) -> bool {
-        self.state.borrow().pending.is_empty() && self.stream.backlog() == 0
+        self.idle(&self.state.borrow())
     }
 
     fn unsent(&self) -> usize {

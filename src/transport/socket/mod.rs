@@ -8,7 +8,8 @@
 //!   gateway after the upgrade), with the calls the layer makes of a socket.
 //! - [`DirectSocket`]: the write side of a WebSocket the gateway owns after the
 //!   upgrade: frames straight to the kernel, stalls timed here.
-//! - [`ws_frame`], [`ws_close`]: the frames a server writes on a WebSocket.
+//! - [`ws_frame`], [`ws_frame_in_place`], [`ws_close`]: the frames a server
+//!   writes on a WebSocket.
 //! - [`incoming`]: the WebSocket read side on actix-http's codec, from the owned
 //!   socket: the upgrade handshake, frames refused from their header when over
 //!   the size limit, text checked for UTF-8.
@@ -31,7 +32,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pub use direct::DirectSocket;
-pub use frames::{ws_close, ws_frame};
+pub use frames::{ws_close, ws_frame, ws_frame_in_place, MAX_HEAD};
 pub use incoming::{handshake, ClientFrame, Incoming, ReadError};
 pub use outgoing::{remember_socket, ClientSocket, Outgoing, OutgoingBody};
 pub use poll::{PollInput, PollRequest, PollSocket, Post, Responder, SecondGet, Upgrade};

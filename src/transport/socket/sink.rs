@@ -24,6 +24,15 @@ pub trait Sink {
     /// Appends bytes (a wire protocol's frame) to go out; ignored after
     /// [`Sink::end`].
     fn write(&self, encode: impl FnOnce(&mut BytesMut));
+    /// Like [`Sink::write`], for a frame put together in place: `build` fills
+    /// an empty buffer and returns where the bytes to send start (those before
+    /// are room it did not need). Sinks that keep no buffer of their own for
+    /// this copy the frame.
+    fn write_frame(&self, build: impl FnOnce(&mut BytesMut) -> usize) {
+        let mut frame = BytesMut::new();
+        let at = build(&mut frame);
+        self.write(|buf| buf.extend_from_slice(&frame[at..]));
+    }
     /// Nothing more goes out: the stream ends once what is queued has left.
     fn end(&self);
     /// Drops the connection without flushing.
