@@ -70,9 +70,9 @@ const AHEAD_LINES: usize = 16;
 /// thousands of connections takes tens of milliseconds, and the time a
 /// session books for a send (its throttle's spacing counts from it) stays
 /// within a few dozen sends of the truth. A connection left twice in one
-/// pass (its own task took its marks between two rings) then finds the
-/// symbols its first visit sent past their spacing, instead of held for a
-/// wake-up and a frame of their own.
+/// pass (its own task took its marks between two rings) then usually finds
+/// the symbols its first visit sent past their spacing, instead of held for
+/// a wake-up and a frame of their own.
 const CLOCK_EVERY: usize = 32;
 
 /// A worker's connections, by token, and their timers.

@@ -177,21 +177,9 @@ impl Drop for DirectSocket {
 
 impl Sink for DirectSocket {
     fn write(&self, encode: impl FnOnce(&mut BytesMut)) {
-        let mut st = self.state.borrow_mut();
-        if st.closed {
-            return;
-        }
-        if !self.idle(&st) {
-            encode(&mut st.pending);
-            self.flush(&mut st);
-            return;
-        }
-        // The usual case, nothing waiting: the frame is put together in the
-        // worker's buffer and only what the socket does not take is copied
-        // into the connection's (no allocation per frame).
-        lend(&SCRATCH, SCRATCH_KEEP, |scratch| {
-            encode(scratch);
-            self.send(&mut st, scratch);
+        self.write_frame(|buf| {
+            encode(buf);
+            0
         });
     }
 
@@ -200,6 +188,9 @@ impl Sink for DirectSocket {
         if st.closed {
             return;
         }
+        // The frame is put together in the worker's buffer and only what the
+        // socket does not take is copied into the connection's (no
+        // allocation per frame).
         lend(&SCRATCH, SCRATCH_KEEP, |scratch| {
             let at = build(scratch);
             let frame = &scratch[at..];
