@@ -591,9 +591,14 @@ impl Session {
     }
 
     /// Where a delivery to this session reads first, outside the session
-    /// itself: its inbox and its subscriptions (for a prefetch).
-    pub fn hot(&self) -> [*const u8; 2] {
-        [Arc::as_ptr(&self.inbox).cast(), self.subs.storage().cast()]
+    /// itself, and how many bytes from there: its inbox and its
+    /// subscriptions (for a prefetch; a marked slot may be any of them).
+    pub fn hot(&self) -> [(*const u8, usize); 2] {
+        let (subs, len) = self.subs.storage();
+        [
+            (Arc::as_ptr(&self.inbox).cast(), size_of::<Inbox>()),
+            (subs.cast(), len * size_of::<Option<Subscription>>()),
+        ]
     }
 
     /// Symbols with a change held back by their throttle.

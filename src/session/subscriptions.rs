@@ -181,8 +181,8 @@ impl Subscriptions {
     }
 
     /// Where the subscriptions are kept (for a prefetch).
-    pub fn storage(&self) -> *const Option<Subscription> {
-        self.by_slot.as_ptr()
+    pub fn storage(&self) -> (*const Option<Subscription>, usize) {
+        (self.by_slot.as_ptr(), self.by_slot.len())
     }
 
     /// The subscription in an inbox slot.

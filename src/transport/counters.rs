@@ -191,8 +191,10 @@ impl FrameCounters {
         }
     }
 
-    /// Counts one written frame of `len` bytes carrying `msgs`.
-    pub fn frame(&self, msgs: &[ServerMsg], len: usize) {
+    /// Counts one written frame of `len` bytes carrying `msgs`, written at
+    /// `now` (the caller's clock: a worker's pass reads it every few
+    /// deliveries, not per frame).
+    pub fn frame(&self, msgs: &[ServerMsg], len: usize, now: Instant) {
         let mut t = Tally {
             frames: 1,
             bytes: len as u64,
@@ -213,7 +215,7 @@ impl FrameCounters {
             }
         }
         t.replies = msgs.len() as u64 - t.snapshots - t.updates - t.statuses;
-        let age = oldest.map(|t| t.elapsed().as_secs_f64());
+        let age = oldest.map(|t| now.saturating_duration_since(t).as_secs_f64());
         let tallied = self.in_batch(|p| {
             p.tally.add(&t);
             p.frame_messages.observe(msgs.len() as f64);
@@ -320,11 +322,11 @@ mod tests {
         let a = FrameCounters::open(&metrics, "ws", Format::Json);
         let b = FrameCounters::open(&metrics, "ws", Format::Json);
         batched(|| {
-            a.frame(&pongs, 10);
-            b.frame(&pongs[..1], 5);
+            a.frame(&pongs, 10, Instant::now());
+            b.frame(&pongs[..1], 5, Instant::now());
             a.queue_depth(3);
             // A pass inside a pass joins it.
-            batched(|| b.frame(&pongs, 7));
+            batched(|| b.frame(&pongs, 7, Instant::now()));
         });
         assert_eq!(frames(&metrics), 3);
         let bytes = metrics.bytes_sent.with_label_values(&["ws", "json"]);
@@ -336,19 +338,19 @@ mod tests {
         assert_eq!(metrics.send_queue_depth.get_sample_count(), 1);
 
         // Outside a pass a frame counts at once.
-        a.frame(&pongs, 1);
+        a.frame(&pongs, 1, Instant::now());
         assert_eq!(frames(&metrics), 4);
 
         // A pass that panics still counts what it wrote.
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             batched(|| {
-                a.frame(&pongs, 1);
+                a.frame(&pongs, 1, Instant::now());
                 panic!("a connection's delivery failed");
             })
         }));
         assert!(caught.is_err());
         assert_eq!(frames(&metrics), 5);
-        a.frame(&pongs, 1);
+        a.frame(&pongs, 1, Instant::now());
         assert_eq!(frames(&metrics), 6, "the pass is over");
     }
 }

@@ -312,7 +312,7 @@ pub fn drive<W: Wire + 'static, S: Sink + 'static>(
                         let replies = admitted.map(|_| {
                             let mut frames = Vec::new();
                             wire.encode(&session.take_replies(), &mut |part, frame| {
-                                counters.frame(part, frame.len());
+                                counters.frame(part, frame.len(), now);
                                 frames.push(frame);
                             });
                             frames

@@ -36,6 +36,10 @@ pub(super) struct Shared<W, S> {
     pub timer_at: Cell<Option<tokio::time::Instant>>,
 }
 
+/// The most of a session's hot blocks the loop prefetches (a session with
+/// hundreds of subscriptions reads few of them per delivery).
+const HOT_LINES: usize = 12;
+
 thread_local! {
     /// The messages of one take, per worker (see [`Core::encode`]).
     static MSGS: Cell<Vec<ServerMsg>> = const { Cell::new(Vec::new()) };
@@ -55,7 +59,7 @@ impl<W: Wire> Core<W> {
     /// common case of one frame leaves `spill` without an allocation), the
     /// rest go to `spill`, to be written after it.
     pub fn encode(&mut self, ready: bool, now: Instant) -> Option<Bytes> {
-        self.take(ready, now, |core, msgs| core.encode_msgs(msgs))
+        self.take(ready, now, |core, msgs| core.encode_msgs(msgs, now))
     }
 
     /// [`Core::encode`], except that the first frame of the batch goes to
@@ -71,17 +75,17 @@ impl<W: Wire> Core<W> {
                 ..
             } = core;
             let direct = if spill.is_empty() && !wire.has_output() && wire.closing().is_none() {
-                wire.write_batch(out, msgs, &mut |part, len| counters.frame(part, len))
+                wire.write_batch(out, msgs, &mut |part, len| counters.frame(part, len, now))
             } else {
                 0
             };
             if direct == 0 {
-                return core.encode_msgs(msgs);
+                return core.encode_msgs(msgs, now);
             }
             if direct < msgs.len() {
                 // What did not fit the first frame waits in `spill`, written
                 // one frame per turn as ever.
-                let next = core.encode_msgs(&msgs[direct..]);
+                let next = core.encode_msgs(&msgs[direct..], now);
                 if let Some(frame) = next {
                     core.spill.push_front(frame);
                 }
@@ -108,7 +112,7 @@ impl<W: Wire> Core<W> {
         })
     }
 
-    fn encode_msgs(&mut self, msgs: &[ServerMsg]) -> Option<Bytes> {
+    fn encode_msgs(&mut self, msgs: &[ServerMsg], now: Instant) -> Option<Bytes> {
         let Core {
             wire,
             spill,
@@ -117,7 +121,7 @@ impl<W: Wire> Core<W> {
         } = self;
         let mut first = None;
         wire.encode(msgs, &mut |part, frame| {
-            counters.frame(part, frame.len());
+            counters.frame(part, frame.len(), now);
             if first.is_none() && spill.is_empty() {
                 first = Some(frame);
             } else {
@@ -159,8 +163,8 @@ impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
 
     fn prefetch(&self) {
         if let Ok(core) = self.core.try_borrow() {
-            for at in core.session.hot() {
-                prefetch(at, 2);
+            for (at, bytes) in core.session.hot() {
+                prefetch(at, bytes.div_ceil(64).min(HOT_LINES));
             }
         }
     }
