@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::protocol::{QuoteKind, ServerMsg};
 use super::subscriptions::{Subscription, Subscriptions};
-use super::{Held, Session};
+use super::Session;
 use crate::hub::{Hub, Inbox, HISTORY};
 use crate::lend::lend;
 use crate::quote::{FieldMask, Quote};
@@ -109,16 +109,10 @@ impl Session {
         // Throttled symbols whose time has come leave the kept marks: the take
         // below collects them with the new ones (their marks are still set).
         if let Some(held) = &mut self.held {
-            let (subs, Held { throttled, kept }) = (&self.subs, &mut **held);
-            throttled.retain(|&slot| {
-                let Some(sub) = subs.at(slot) else {
-                    return false;
-                };
-                if sub.next_allowed().is_some_and(|t| t > now) {
-                    return true;
-                }
-                keep_bit(kept, slot, false);
-                false
+            let subs = &self.subs;
+            held.release_where(|slot| {
+                subs.at(slot)
+                    .is_none_or(|sub| sub.next_allowed().is_none_or(|t| t <= now))
             });
         }
         // The worker's buffer, kept between takes for its capacity (one per
@@ -140,9 +134,7 @@ impl Session {
                     // The mark goes back and stays set while the symbol waits for its
                     // throttle, so the hub neither marks it nor wakes us per quote.
                     self.inbox.remark(slot);
-                    let held = self.held.get_or_insert_default();
-                    keep_bit(&mut held.kept, slot, true);
-                    held.throttled.push(slot);
+                    self.held.get_or_insert_default().hold(slot);
                     continue;
                 }
                 // Full states only (WebRTC) gain nothing from the ones between.
@@ -203,8 +195,42 @@ fn tell_status(hub: &Hub, subs: &mut Subscriptions, out: &mut Vec<ServerMsg>) {
     }
 }
 
+/// The symbols a session holds back for their throttle.
+#[derive(Default)]
+pub(super) struct Held {
+    /// Their inbox slots.
+    throttled: Vec<u32>,
+    /// The same slots, one bit each: their marks stay set in the inbox until
+    /// the throttle lets them out.
+    kept: Vec<u64>,
+}
+
+impl Held {
+    fn hold(&mut self, slot: u32) {
+        keep_bit(&mut self.kept, slot, true);
+        self.throttled.push(slot);
+    }
+
+    /// Lets go of `slot` (its symbol was unsubscribed).
+    pub(super) fn release(&mut self, slot: u32) {
+        self.release_where(|s| s == slot);
+    }
+
+    /// Lets go of every held slot `done` says may go.
+    fn release_where(&mut self, mut done: impl FnMut(u32) -> bool) {
+        let kept = &mut self.kept;
+        self.throttled.retain(|&slot| {
+            let go = done(slot);
+            if go {
+                keep_bit(kept, slot, false);
+            }
+            !go
+        });
+    }
+}
+
 /// Sets or clears a slot's bit in a word-per-64-slots mask.
-pub(super) fn keep_bit(mask: &mut Vec<u64>, slot: u32, set: bool) {
+fn keep_bit(mask: &mut Vec<u64>, slot: u32, set: bool) {
     let (word, bit) = ((slot / 64) as usize, 1u64 << (slot % 64));
     if mask.len() <= word {
         if !set {

@@ -24,6 +24,7 @@ use crate::auth::{LimitSettings, Refusal};
 use crate::hub::{Hub, Inbox, SymbolId};
 use crate::metrics::Metrics;
 use crate::settings::SessionSettings;
+use deliver::Held;
 use protocol::{BadRequest, ClientOp, ErrorCode, Format, Limits, RequestId, ServerMsg};
 use subscriptions::Subscriptions;
 
@@ -93,16 +94,6 @@ pub struct Session {
     /// Send a subscribed symbol again when nothing was sent for it for this
     /// long (a transport that may lose messages: WebRTC).
     refresh: Option<std::time::Duration>,
-}
-
-/// The symbols a session holds back for their throttle.
-#[derive(Default)]
-struct Held {
-    /// Their inbox slots.
-    throttled: Vec<u32>,
-    /// The same slots, one bit each: their marks stay set in the inbox until
-    /// the throttle lets them out.
-    kept: Vec<u64>,
 }
 
 /// A fresh random session id such as `s-8f3a09c2d1e4`.

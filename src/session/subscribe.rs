@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::deliver::{keep_bit, snapshot_msg};
+use super::deliver::snapshot_msg;
 use super::protocol::{ErrorCode, RequestId, ServerMsg};
 use super::subscriptions::{self, Subscription};
 use super::Session;
@@ -169,8 +169,7 @@ impl Session {
             // The hub marks it no more: the slot is clean for its next symbol.
             self.inbox.unmark(slot);
             if let Some(held) = &mut self.held {
-                keep_bit(&mut held.kept, slot, false);
-                held.throttled.retain(|&s| s != slot);
+                held.release(slot);
             }
         }
     }

@@ -316,6 +316,39 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_is_as_old_as_its_oldest_quote_at_the_callers_clock() {
+        use crate::quote::{FieldMask, Quote};
+        use std::time::Duration;
+
+        let metrics = Arc::new(Metrics::new());
+        let latency = metrics.feed_to_socket_latency.with_label_values(&["ws"]);
+        let t0 = Instant::now();
+        let update = |ms: u64| ServerMsg::Quote {
+            kind: QuoteKind::Update,
+            quote: Arc::new(Quote::new(
+                Arc::from("A"),
+                1,
+                0,
+                Default::default(),
+                t0 + Duration::from_millis(ms),
+                0,
+            )),
+            mask: FieldMask(0),
+            stamp: false,
+            stale: false,
+        };
+        let c = FrameCounters::open(&metrics, "ws", Format::Json);
+        // Written at t0 + 10 ms: the quote stored at t0 + 2 ms is 8 ms old.
+        batched(|| c.frame(&[update(5), update(2)], 10, t0 + Duration::from_millis(10)));
+        assert_eq!(latency.get_sample_count(), 1);
+        assert!((latency.get_sample_sum() - 0.008).abs() < 1e-9);
+        // A quote stored after the caller read its clock is not negative.
+        c.frame(&[update(30)], 10, t0 + Duration::from_millis(20));
+        assert_eq!(latency.get_sample_count(), 2);
+        assert!((latency.get_sample_sum() - 0.008).abs() < 1e-9);
+    }
+
+    #[test]
     fn frames_counted_during_a_pass_all_reach_the_shared_metrics() {
         let metrics = Arc::new(Metrics::new());
         let pongs = [ServerMsg::Pong { id: None }, ServerMsg::Pong { id: None }];

@@ -69,9 +69,12 @@ const AHEAD_LINES: usize = 16;
 /// The loop reads the clock again after this many deliveries: a pass over
 /// thousands of connections takes tens of milliseconds, and the time a
 /// session books for a send (its throttle's spacing counts from it) and a
-/// frame's feed-to-socket latency are taken from within a few sends of the
-/// truth (tens of microseconds, under the latency histogram's first
-/// bucket), for one clock read per eight frames instead of one per frame.
+/// frame's feed-to-socket latency are taken from within eight deliveries of
+/// the truth (a few tens of microseconds of the worker's work, under the
+/// latency histogram's first bucket of 0.1 ms; more if the thread is
+/// preempted between two reads, when the latency is counted short by the
+/// time it was off the CPU), for one clock read per eight frames instead of
+/// one per frame.
 /// A connection left twice in one pass (its own task took its marks between
 /// two rings) then usually finds the symbols its first visit sent past
 /// their spacing, instead of held for a wake-up and a frame of their own.
