@@ -13,6 +13,10 @@
 //! deadline, a close the protocol asked for), wakes that task, whose driver
 //! does the rest as it would have without the loop.
 //!
+//! A pass long enough to show a heavy load (thousands of connections) is
+//! followed by a rest as long as it ([`rest_after`]), so that each
+//! connection's next frame carries more of what came in.
+//!
 //! The worker also keeps its connections' timers ([`Registration::set_timer`],
 //! one tokio timer per worker in [`alarms`]) and waits for shutdown once for
 //! all of them ([`on_shutdown`]): a registered connection holds neither a
@@ -25,7 +29,7 @@ use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::hub::{Doorbell, Inbox};
 use crate::shutdown::{Shutdown, ShutdownWait};
@@ -79,6 +83,26 @@ const AHEAD_LINES: usize = 16;
 /// two rings) then usually finds the symbols its first visit sent past
 /// their spacing, instead of held for a wake-up and a frame of their own.
 const CLOCK_EVERY: usize = 8;
+
+/// A pass that took at least this long (wall time: thousands of connections
+/// written, where a light load's pass writes a few hundred in under a
+/// millisecond) makes the worker rest before the next one.
+const REST_FROM: Duration = Duration::from_millis(10);
+
+/// The longest rest after a pass.
+const REST_MAX: Duration = Duration::from_millis(25);
+
+/// How long the worker waits after a pass that took `spent` before it takes
+/// news again: as long as the pass took, up to [`REST_MAX`], once the pass
+/// took [`REST_FROM`]. Under a heavy load each frame's cost is mostly its
+/// send, and a worker that went round again at once would write every
+/// connection again with the little that came in during the pass; resting
+/// lets each connection's next frame carry about twice as much, for a wait
+/// shorter than the pass its news already waited for. A light load never
+/// rests, so its latency is untouched.
+fn rest_after(spent: Duration) -> Option<Duration> {
+    (spent >= REST_FROM).then(|| spent.min(REST_MAX))
+}
 
 /// A worker's connections, by token, and their timers.
 struct Worker {
@@ -218,7 +242,12 @@ async fn run(worker: Rc<Worker>) {
     // keeps a buffer too): a pass allocates nothing once they have grown.
     let mut tokens = Vec::new();
     let mut more = Vec::new();
+    let mut rest = None;
     loop {
+        if let Some(until) = rest.take() {
+            // What rings meanwhile waits at the doorbell for the next pass.
+            tokio::time::sleep_until(until).await;
+        }
         std::future::poll_fn(|cx| {
             worker.doorbell.take(cx.waker(), &mut tokens);
             if tokens.is_empty() {
@@ -237,6 +266,7 @@ async fn run(worker: Rc<Worker>) {
         })
         .await;
         let mut now = Instant::now();
+        let started = now;
         // Upgraded outside the borrow of the slots.
         // Each connection's state is cold by the time its news comes: the
         // loop asks for the state of the connection two ahead, and for what
@@ -264,6 +294,7 @@ async fn run(worker: Rc<Worker>) {
             }
         });
         tokens.clear();
+        rest = rest_after(started.elapsed()).map(|d| tokio::time::Instant::now() + d);
     }
 }
 
@@ -289,7 +320,7 @@ async fn on_shutdown(worker: Rc<Worker>, wait: ShutdownWait) {
 /// The worker's timers: sleeps until the earliest entry, then calls the
 /// alarm of each connection whose time has come.
 async fn alarms(worker: Rc<Worker>) {
-    let sleep = tokio::time::sleep(std::time::Duration::from_secs(3600));
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut due = Vec::new();
     loop {
@@ -473,6 +504,66 @@ mod tests {
         }
         got.sort();
         assert_eq!(got, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_pass_that_shows_a_heavy_load_is_followed_by_a_rest_as_long_as_it_up_to_the_most() {
+        let ms = Duration::from_millis;
+        assert_eq!(rest_after(ms(0)), None);
+        assert_eq!(rest_after(REST_FROM - ms(1)), None);
+        assert_eq!(rest_after(REST_FROM), Some(REST_FROM));
+        assert_eq!(rest_after(ms(12)), Some(ms(12)));
+        assert_eq!(rest_after(ms(400)), Some(REST_MAX));
+    }
+
+    /// A connection whose deliveries take `linger` (a pass over thousands of
+    /// connections, in one) and that reports when each ended.
+    struct Slow {
+        inbox: Arc<Inbox>,
+        linger: Duration,
+        told: mpsc::UnboundedSender<(Vec<u32>, Instant)>,
+    }
+
+    impl Deliver for Slow {
+        fn deliver(&self, _now: Instant) {
+            let mut slots = Vec::new();
+            self.inbox.take(&[], |s| slots.push(s));
+            std::thread::sleep(self.linger);
+            let _ = self.told.send((slots, Instant::now()));
+        }
+
+        fn alarm(&self) {}
+    }
+
+    #[actix_web::test]
+    async fn after_a_long_pass_the_worker_rests_and_then_delivers_what_rang_meanwhile() {
+        let hub = Arc::new(Hub::new(
+            parse("h\nAAA\tA\t1.00\t0.01\tsim\n").expect("universe"),
+        ));
+        let (told, mut heard) = mpsc::unbounded_channel();
+        let inbox = Arc::new(Inbox::new(64));
+        hub.subscribe(0, 3, &inbox);
+        let conn: Rc<dyn Deliver> = Rc::new(Slow {
+            inbox: inbox.clone(),
+            linger: REST_FROM,
+            told,
+        });
+        let shutdown = Arc::new(Shutdown::default());
+        let _registration = register(Rc::downgrade(&conn), &inbox, &shutdown).expect("routed");
+        let mut rounds = Vec::new();
+        for round in 0..2 {
+            // The second rings while the worker rests: delivered once the
+            // rest is over, not lost.
+            quote(&hub, round);
+            let next = tokio::time::timeout(Duration::from_secs(10), heard.recv());
+            let (slots, at) = next.await.expect("delivered in time").expect("open");
+            assert_eq!(slots, [3], "round {round}");
+            rounds.push(at);
+        }
+        let (first, second) = (rounds[0], rounds[1]);
+        // The second pass began a rest (at least REST_FROM) after the first
+        // ended, and took REST_FROM itself.
+        assert!(second.duration_since(first) >= REST_FROM * 2);
     }
 
     fn worker_timers_empty(r: &Registration) -> bool {
