@@ -97,9 +97,9 @@ const REST_MAX: Duration = Duration::from_millis(25);
 /// took [`REST_FROM`]. Under a heavy load each frame's cost is mostly its
 /// send, and a worker that went round again at once would write every
 /// connection again with the little that came in during the pass; resting
-/// lets each connection's next frame carry about twice as much, for a wait
-/// shorter than the pass its news already waited for. A light load never
-/// rests, so its latency is untouched.
+/// lets each connection's next frame carry more, for a wait no longer than
+/// the pass its news already waited for. A light load's passes are far
+/// shorter than [`REST_FROM`], so its latency is untouched.
 fn rest_after(spent: Duration) -> Option<Duration> {
     (spent >= REST_FROM).then(|| spent.min(REST_MAX))
 }
@@ -242,12 +242,7 @@ async fn run(worker: Rc<Worker>) {
     // keeps a buffer too): a pass allocates nothing once they have grown.
     let mut tokens = Vec::new();
     let mut more = Vec::new();
-    let mut rest = None;
     loop {
-        if let Some(until) = rest.take() {
-            // What rings meanwhile waits at the doorbell for the next pass.
-            tokio::time::sleep_until(until).await;
-        }
         std::future::poll_fn(|cx| {
             worker.doorbell.take(cx.waker(), &mut tokens);
             if tokens.is_empty() {
@@ -294,7 +289,10 @@ async fn run(worker: Rc<Worker>) {
             }
         });
         tokens.clear();
-        rest = rest_after(started.elapsed()).map(|d| tokio::time::Instant::now() + d);
+        if let Some(rest) = rest_after(started.elapsed()) {
+            // What rings meanwhile waits at the doorbell for the next pass.
+            tokio::time::sleep(rest).await;
+        }
     }
 }
 
