@@ -13,6 +13,10 @@
 //! deadline, a close the protocol asked for), wakes that task, whose driver
 //! does the rest as it would have without the loop.
 //!
+//! The frames a pass writes to plain sockets go to the kernel together, a
+//! few hundred per `io_uring_enter` ([`uring`]), and each connection is
+//! settled at the end of the batch as a direct send would have been at once.
+//!
 //! A pass long enough to show a heavy load (thousands of connections) is
 //! followed by a rest as long as it ([`rest_after`]), so that each
 //! connection's next frame carries more of what came in.
@@ -26,11 +30,14 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::socket::uring;
 use crate::hub::{Doorbell, Inbox};
 use crate::shutdown::{Shutdown, ShutdownWait};
 
@@ -44,6 +51,16 @@ pub trait Deliver {
     /// the connection's own state, while the loop delivers to the one
     /// before it.
     fn prefetch(&self) {}
+
+    /// The socket the loop may batch this connection's sends for
+    /// ([`uring`]): a plain one the connection writes to directly.
+    fn batch_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// How a send the loop batched for this connection went: `frame` is what
+    /// [`Deliver::deliver`] wrote, `wrote` what the socket took of it.
+    fn settle(&self, _wrote: io::Result<usize>, _frame: &[u8]) {}
 
     /// Something only the connection's driver handles: the time it set with
     /// [`Registration::set_timer`] has come, or shutdown began. The driver
@@ -151,6 +168,8 @@ thread_local! {
 pub struct Registration {
     worker: Rc<Worker>,
     token: u32,
+    /// The connection's socket is a registered file of the worker's ring.
+    batched: bool,
 }
 
 impl Registration {
@@ -180,6 +199,9 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // A timer left set (the driver clears its own) rings whoever gets
         // the token next: an alarm only makes a driver look, harmless.
+        if self.batched {
+            uring::unregister(self.token);
+        }
         let mut slots = self.worker.conns.borrow_mut();
         slots.conns[self.token as usize] = None;
         slots.free.push(self.token);
@@ -212,6 +234,7 @@ pub fn register(
             })
             .clone()
     });
+    let fd = conn.upgrade().and_then(|c| c.batch_fd());
     let token = {
         let mut slots = worker.conns.borrow_mut();
         match slots.free.pop() {
@@ -225,7 +248,12 @@ pub fn register(
             }
         }
     };
-    let registration = Registration { worker, token };
+    let batched = fd.is_some_and(|fd| uring::register(token, fd));
+    let registration = Registration {
+        worker,
+        token,
+        batched,
+    };
     // Dropping the registration gives the token back.
     inbox
         .route(registration.worker.doorbell.clone(), token)
@@ -268,6 +296,7 @@ async fn run(worker: Rc<Worker>) {
         // the next one reads beyond it, while it writes this one.
         let mut next = tokens.first().and_then(|&t| worker.conn(t));
         // The pass's frames count in the shared metrics once, at its end.
+        uring::begin();
         super::counters::batched(|| {
             for i in 0..tokens.len() {
                 let conn = next.take();
@@ -281,19 +310,34 @@ async fn run(worker: Rc<Worker>) {
                     n.prefetch();
                 }
                 if let Some(conn) = conn {
+                    uring::writing(tokens[i]);
                     conn.deliver(now);
+                    if uring::is_full() {
+                        settle(&worker, true);
+                    }
                 }
                 if i % CLOCK_EVERY == CLOCK_EVERY - 1 {
                     now = Instant::now();
                 }
             }
         });
+        settle(&worker, false);
         tokens.clear();
         if let Some(rest) = rest_after(started.elapsed()) {
             // What rings meanwhile waits at the doorbell for the next pass.
             tokio::time::sleep(rest).await;
         }
     }
+}
+
+/// Sends what the pass queued ([`uring`]) and settles each connection it
+/// wrote; the pass goes on queueing if `more`.
+fn settle(worker: &Worker, more: bool) {
+    uring::end(more, |token, wrote, frame| {
+        if let Some(conn) = worker.conn(token) {
+            conn.settle(wrote, frame);
+        }
+    });
 }
 
 /// At shutdown every connection of the worker looks (one wait per worker,

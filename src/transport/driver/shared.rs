@@ -161,6 +161,18 @@ impl<W: Wire, S: Sink> Deliver for Shared<W, S> {
         self.kick();
     }
 
+    fn batch_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.out.batch_fd()
+    }
+
+    fn settle(&self, wrote: std::io::Result<usize>, frame: &[u8]) {
+        self.out.settle(wrote, frame);
+        // What the socket did not take waits for it: the driver writes it.
+        if !self.out.has_room() {
+            self.kick();
+        }
+    }
+
     fn prefetch(&self) {
         if let Ok(core) = self.core.try_borrow() {
             for (at, bytes) in core.session.hot() {

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::outgoing::ClientSocket;
 use super::stream::ClientStream;
-use super::Sink;
+use super::{uring, Sink};
 use crate::lend::lend;
 
 /// An owned client socket's write side.
@@ -42,6 +42,9 @@ struct State {
     blocked_since: Option<Instant>,
     /// A close frame was written (or the stream ended): nothing more goes out.
     closed: bool,
+    /// A frame waits in the worker's batch ([`uring`]) until the end of the
+    /// pass: what is written meanwhile goes to `pending`, after it.
+    in_flight: bool,
 }
 
 impl State {
@@ -121,7 +124,7 @@ impl DirectSocket {
 
     /// True when nothing waits to go before a new write.
     fn idle(&self, st: &State) -> bool {
-        st.pending.is_empty() && self.stream.backlog() == 0
+        st.pending.is_empty() && self.stream.backlog() == 0 && !st.in_flight
     }
 
     /// Sends `bytes` (nothing waiting before them: [`DirectSocket::idle`]) as
@@ -195,7 +198,18 @@ impl Sink for DirectSocket {
             let at = build(scratch);
             let frame = &scratch[at..];
             if self.idle(&st) {
-                self.send(&mut st, frame);
+                let batched = self
+                    .stream
+                    .plain_fd()
+                    .is_some_and(|fd| uring::queue(fd, frame));
+                if batched {
+                    st.in_flight = true;
+                } else {
+                    self.send(&mut st, frame);
+                }
+            } else if st.in_flight {
+                // Sent after the batched frame, once that one is settled.
+                st.pending.extend_from_slice(frame);
             } else {
                 st.pending.extend_from_slice(frame);
                 self.flush(&mut st);
@@ -204,8 +218,32 @@ impl Sink for DirectSocket {
     }
 
     fn has_room(&self) -> bool {
+        // A frame in the pass's batch counts as gone: the pass settles it.
         let st = self.state.borrow();
-        self.idle(&st) && !st.closed
+        st.pending.is_empty() && self.stream.backlog() == 0 && !st.closed
+    }
+
+    fn batch_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.stream.plain_fd()
+    }
+
+    fn settle(&self, wrote: io::Result<usize>, frame: &[u8]) {
+        let mut st = self.state.borrow_mut();
+        st.in_flight = false;
+        // Written during the pass after the batched frame.
+        let later = std::mem::take(&mut st.pending);
+        let sent = wrote.as_ref().map_or(0, |&n| n.min(frame.len()));
+        let progress = st.progress(wrote);
+        if st.closed {
+            self.stream.drop_backlog();
+            return;
+        }
+        st.pending.extend_from_slice(&frame[sent..]);
+        st.pending.extend_from_slice(&later);
+        if progress {
+            // The rest (if any) is tried at once, as after a direct send.
+            self.flush(&mut st);
+        }
     }
 
     // Not an `async fn`: the driver's future holds this one while it waits,
@@ -291,5 +329,102 @@ impl Sink for DirectSocket {
             }
         };
         let _ = tokio::time::timeout(drain, discard).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::IntoClientStream;
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A connected pair: the server's side as a [`DirectSocket`] (registered
+    /// with this thread's ring as `token`), and the client's.
+    async fn pair(token: u32) -> (DirectSocket, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let stream = server.into_client_stream();
+        let fd = stream.plain_fd().expect("plain TCP");
+        assert!(uring::register(token, fd), "io_uring set up");
+        let out = DirectSocket::new(Rc::new(stream), Duration::from_secs(30), None);
+        (out, client)
+    }
+
+    fn settle_pass(out: &DirectSocket, token: u32) -> usize {
+        let mut settled = 0;
+        uring::end(false, |t, wrote, frame| {
+            assert_eq!(t, token);
+            out.settle(wrote, frame);
+            settled += 1;
+        });
+        settled
+    }
+
+    async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0; n];
+        client.read_exact(&mut got).await.expect("read");
+        got
+    }
+
+    #[tokio::test]
+    async fn a_pass_sends_its_first_frame_in_the_batch_and_what_follows_after_it_in_order() {
+        let (out, mut client) = pair(3).await;
+        // Outside a pass a write is sent at once.
+        out.write(|b| b.extend_from_slice(b"before "));
+        assert!(out.flushed());
+
+        uring::begin();
+        uring::writing(3);
+        out.write(|b| b.extend_from_slice(b"first "));
+        // Batched: counted as gone for the loop, not yet flushed.
+        assert!(out.has_room());
+        assert!(!out.flushed());
+        out.write(|b| b.extend_from_slice(b"second "));
+        out.write(|b| b.extend_from_slice(b"third"));
+        assert_eq!(settle_pass(&out, 3), 1, "one send batched");
+        assert!(out.flushed());
+        assert!(out.stall_deadline().is_none());
+        assert_eq!(
+            read_exactly(&mut client, 25).await,
+            b"before first second third"
+        );
+
+        // A frame for another connection's token is not batched.
+        uring::begin();
+        uring::writing(4);
+        out.write(|b| b.extend_from_slice(b" after"));
+        assert!(out.flushed(), "sent at once");
+        assert_eq!(settle_pass(&out, 4), 0);
+        assert_eq!(read_exactly(&mut client, 6).await, b" after");
+        uring::unregister(3);
+    }
+
+    #[tokio::test]
+    async fn a_batched_frame_the_socket_does_not_take_whole_waits_and_starts_the_stall_clock() {
+        let (out, mut client) = pair(5).await;
+        // More than loopback buffers take while the client reads nothing.
+        let frame: Vec<u8> = (0..32 << 20).map(|i| (i % 251) as u8).collect();
+        uring::begin();
+        uring::writing(5);
+        out.write(|b| b.extend_from_slice(&frame));
+        out.write(|b| b.extend_from_slice(b"tail"));
+        assert_eq!(settle_pass(&out, 5), 1);
+        assert!(!out.has_room(), "the rest waits");
+        assert!(out.stall_deadline().is_some(), "the stall clock runs");
+        assert!(out.unsent() > 0);
+
+        let (_, got) = tokio::join!(out.writable(), read_exactly(&mut client, frame.len() + 4));
+        assert!(
+            got[..frame.len()] == frame[..],
+            "the frame whole and in order"
+        );
+        assert_eq!(&got[frame.len()..], b"tail");
+        assert!(out.flushed());
+        assert!(out.stall_deadline().is_none());
+        uring::unregister(5);
     }
 }

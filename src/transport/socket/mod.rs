@@ -15,6 +15,8 @@
 //!   the size limit, text checked for UTF-8.
 //! - [`poll`]: long-polling: a waiting `GET` is the write side, `POST` and
 //!   `DELETE` the read side, reaching the session's driver by message.
+//! - [`uring`]: a worker's sends of one delivery pass, handed to the kernel
+//!   together (io_uring), settled at the end of the pass.
 //! - [`Sink`]: what the driver needs of a write side; it moves bytes, the wire
 //!   protocol (`ws`, `sse`, `poll`) decides what a frame, a heartbeat and a close are.
 
@@ -25,6 +27,7 @@ pub mod outgoing;
 pub mod poll;
 mod sink;
 mod stream;
+pub mod uring;
 mod watchdog;
 
 use std::future::Future;

@@ -3,6 +3,8 @@
 //! It moves bytes only; what a frame looks like is the wire protocol's.
 
 use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
 
 use bytes::BytesMut;
 
@@ -48,6 +50,16 @@ pub trait Sink {
     fn worker_delivery(&self) -> bool {
         false
     }
+    /// The socket the worker's delivery loop may batch this sink's sends
+    /// for ([`super::uring`]), written during a pass and settled at its end
+    /// ([`Sink::settle`]).
+    fn batch_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// How a frame batched during the pass went: the socket took `wrote`
+    /// of `frame`; the rest is this sink's to send, as if the write had
+    /// just been made.
+    fn settle(&self, _wrote: io::Result<usize>, _frame: &[u8]) {}
     /// Lets what is queued leave (at most `flush`) before the connection ends,
     /// then waits at most `drain` for the client to close its half.
     fn finish(

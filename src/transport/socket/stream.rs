@@ -169,6 +169,12 @@ impl ClientStream {
         }
     }
 
+    /// The descriptor when the connection is plain TCP (what is written is
+    /// what the kernel sends), `None` under TLS.
+    pub fn plain_fd(&self) -> Option<RawFd> {
+        self.tls.is_none().then(|| self.tcp.as_raw_fd())
+    }
+
     /// Writes `buf` (encrypted under TLS); `WouldBlock` (readiness cleared)
     /// when the kernel takes nothing more. Under TLS the ciphertext of what
     /// was taken may wait in [`ClientStream::backlog`].
