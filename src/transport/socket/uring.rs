@@ -1,7 +1,7 @@
 //! A worker's sends of one delivery pass, handed to the kernel together: the
 //! frames a pass writes to plain sockets are queued here (copied into one
-//! buffer) and sent with one `io_uring_enter` at the end of the pass, instead
-//! of one `sendto` system call each. The sockets are the ring's registered
+//! buffer) and sent with one `io_uring_enter` per [`ENTRIES`] of them and at
+//! the end of the pass, instead of one `sendto` system call each. The sockets are the ring's registered
 //! files (by the connection's token), so the kernel does not look each one up
 //! in the descriptor table and count a reference to it per send.
 //!
@@ -96,14 +96,12 @@ fn nofile_limit() -> u32 {
 /// batched (no ring, a token beyond the table, the kernel refused).
 pub fn register(token: u32, fd: RawFd) -> bool {
     BATCH.with_borrow_mut(|b| {
-        if b.ring().is_none() {
-            return false;
-        }
-        let Some(ring) = &b.ring else {
+        // Set up on the worker's first registration.
+        b.ring();
+        let Some(ring) = b.ring.as_ref().filter(|_| token < b.capacity) else {
             return false;
         };
-        let ok = token < b.capacity
-            && matches!(ring.submitter().register_files_update(token, &[fd]), Ok(1));
+        let ok = matches!(ring.submitter().register_files_update(token, &[fd]), Ok(1));
         if ok {
             set_file(&mut b.files, token, fd);
         }
