@@ -168,8 +168,6 @@ thread_local! {
 pub struct Registration {
     worker: Rc<Worker>,
     token: u32,
-    /// The connection's socket is a registered file of the worker's ring.
-    batched: bool,
 }
 
 impl Registration {
@@ -199,9 +197,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // A timer left set (the driver clears its own) rings whoever gets
         // the token next: an alarm only makes a driver look, harmless.
-        if self.batched {
-            uring::unregister(self.token);
-        }
+        uring::unregister(self.token);
         let mut slots = self.worker.conns.borrow_mut();
         slots.conns[self.token as usize] = None;
         slots.free.push(self.token);
@@ -248,12 +244,11 @@ pub fn register(
             }
         }
     };
-    let batched = fd.is_some_and(|fd| uring::register(token, fd));
-    let registration = Registration {
-        worker,
-        token,
-        batched,
-    };
+    // Without a registered socket its sends are system calls of their own.
+    if let Some(fd) = fd {
+        uring::register(token, fd);
+    }
+    let registration = Registration { worker, token };
     // Dropping the registration gives the token back.
     inbox
         .route(registration.worker.doorbell.clone(), token)
@@ -310,11 +305,10 @@ async fn run(worker: Rc<Worker>) {
                     n.prefetch();
                 }
                 if let Some(conn) = conn {
-                    uring::writing(tokens[i]);
-                    conn.deliver(now);
-                    if uring::is_full() {
+                    if uring::writing(tokens[i]) {
                         settle(&worker, true);
                     }
+                    conn.deliver(now);
                 }
                 if i % CLOCK_EVERY == CLOCK_EVERY - 1 {
                     now = Instant::now();

@@ -417,7 +417,12 @@ mod tests {
         assert!(out.stall_deadline().is_some(), "the stall clock runs");
         assert!(out.unsent() > 0);
 
-        let (_, got) = tokio::join!(out.writable(), read_exactly(&mut client, frame.len() + 4));
+        // A lost or reordered rest shows as a timeout, not a hang.
+        let both =
+            async { tokio::join!(out.writable(), read_exactly(&mut client, frame.len() + 4)) };
+        let (_, got) = tokio::time::timeout(Duration::from_secs(60), both)
+            .await
+            .expect("everything arrives");
         assert!(
             got[..frame.len()] == frame[..],
             "the frame whole and in order"

@@ -1,9 +1,10 @@
 //! A worker's sends of one delivery pass, handed to the kernel together: the
 //! frames a pass writes to plain sockets are queued here (copied into one
 //! buffer) and sent with one `io_uring_enter` per [`ENTRIES`] of them and at
-//! the end of the pass, instead of one `sendto` system call each. The sockets are the ring's registered
-//! files (by the connection's token), so the kernel does not look each one up
-//! in the descriptor table and count a reference to it per send.
+//! the end of the pass, instead of one `sendto` system call each. The
+//! sockets are the ring's registered files (by the connection's token), so
+//! the kernel does not look each one up in the descriptor table and count a
+//! reference to it per send.
 //!
 //! Every send is non-blocking (`MSG_DONTWAIT`): the kernel completes it while
 //! the batch is submitted, with what the socket took, or `EAGAIN`; the pass
@@ -18,9 +19,9 @@ use std::os::fd::RawFd;
 use io_uring::{opcode, types, IoUring};
 
 /// Sends one batch holds at most; a pass that writes more settles the batch
-/// and starts another ([`is_full`]). A batch's first frame leaves when the
-/// batch does: a few hundred writes later (a fraction of a millisecond at
-/// light load, about two under a heavy one), for one system call per batch.
+/// and starts another ([`writing`]). A batch's first frame leaves when the
+/// batch does, at most this many writes later, for one system call per
+/// batch.
 const ENTRIES: u32 = 256;
 
 /// Registered files, one per connection token (the kernel's table is sparse:
@@ -109,11 +110,14 @@ pub fn register(token: u32, fd: RawFd) -> bool {
     })
 }
 
-/// Forgets connection `token`'s file (its socket closes once its descriptor
-/// is closed too).
+/// Forgets connection `token`'s file, if [`register`] registered one (its
+/// socket closes once its descriptor is closed too).
 pub fn unregister(token: u32) {
     BATCH.with_borrow_mut(|b| {
-        set_file(&mut b.files, token, -1);
+        let Some(file) = b.files.get_mut(token as usize).filter(|f| **f >= 0) else {
+            return;
+        };
+        *file = -1;
         if let Some(ring) = &b.ring {
             // -1 empties the entry; a failure leaves the file registered,
             // and the socket open, until the entry is used again.
@@ -137,9 +141,13 @@ pub fn begin() {
     BATCH.with_borrow_mut(|b| b.open = b.ring.is_some());
 }
 
-/// The pass now writes connection `token`.
-pub fn writing(token: u32) {
-    BATCH.with_borrow_mut(|b| b.token = token);
+/// The pass now writes connection `token`; true when the batch is full and
+/// must be settled ([`end`]) first.
+pub fn writing(token: u32) -> bool {
+    BATCH.with_borrow_mut(|b| {
+        b.token = token;
+        b.sends.len() >= ENTRIES as usize
+    })
 }
 
 /// Queues `frame` for socket `fd`, the connection being written (registered
@@ -163,25 +171,23 @@ pub fn queue(fd: RawFd, frame: &[u8]) -> bool {
     })
 }
 
-/// True when the batch holds as many sends as it can.
-pub fn is_full() -> bool {
-    BATCH.with_borrow(|b| b.sends.len() >= ENTRIES as usize)
-}
-
 /// Sends what was queued and calls `settle` with each send's token, outcome
 /// and frame (in the order queued); the pass stays open if `keep_open`.
 pub fn end(keep_open: bool, mut settle: impl FnMut(u32, io::Result<usize>, &[u8])) {
-    let (bytes, sends, results) = BATCH.with_borrow_mut(|b| {
+    let taken = BATCH.with_borrow_mut(|b| {
         b.open = keep_open && b.ring.is_some();
         if b.sends.is_empty() {
-            return (Vec::new(), Vec::new(), Vec::new());
+            return None;
         }
         let mut bytes = std::mem::take(&mut b.bytes);
         let sends = std::mem::take(&mut b.sends);
         let mut results = std::mem::take(&mut b.results);
         submit(b, &mut bytes, &sends, &mut results);
-        (bytes, sends, results)
+        Some((bytes, sends, results))
     });
+    let Some((mut bytes, mut sends, results)) = taken else {
+        return;
+    };
     for (send, &res) in sends.iter().zip(&results) {
         let wrote = if res < 0 {
             Err(io::Error::from_raw_os_error(-res))
@@ -190,19 +196,15 @@ pub fn end(keep_open: bool, mut settle: impl FnMut(u32, io::Result<usize>, &[u8]
         };
         settle(send.token, wrote, &bytes[send.start..send.start + send.len]);
     }
+    // Kept for their capacity (a large byte buffer not).
+    bytes.clear();
+    sends.clear();
     BATCH.with_borrow_mut(|b| {
-        // Kept for their capacity (a large one not).
-        if bytes.capacity() <= 1 << 20 && b.bytes.capacity() == 0 {
+        if bytes.capacity() <= 1 << 20 {
             b.bytes = bytes;
-            b.bytes.clear();
         }
-        if b.sends.capacity() == 0 {
-            b.sends = sends;
-            b.sends.clear();
-        }
-        if b.results.capacity() == 0 {
-            b.results = results;
-        }
+        b.sends = sends;
+        b.results = results;
     });
 }
 
