@@ -72,6 +72,8 @@ from benchkit.tls import TestCa, make_ca  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 UNIVERSE = 500
 SYMBOLS_PER_CLIENT = 20
+# The sim feeds' tick: the gateway's (feeds/sim.rs) and the peers' (feed.mjs) every 5 ms.
+FEED_TICKS_PER_S = 200
 SERVER_MAX_RATE = 1000.0
 NOISE_NOTE = ("one 2-core machine runs the gateway and the load generator (and "
               "whatever else is running on it); figures are indicative only.")
@@ -349,6 +351,9 @@ def summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code) ->
     delivered = lg["updates_per_sec"]
     offered = feed * subs_per_symbol
     feed_actual = delta["quotes"] / window if "quotes" in delta and window > 0 else None
+    # Only the peers count their feed's ticks; the gateway's sim ticks on
+    # tokio's interval, on a thread of its own.
+    ticks = delta["ticks"] / window if "ticks" in delta and window > 0 else None
     warnings = []
     if scenario != "churn" and subscribed < cfg["clients"]:
         warnings.append(f"only {subscribed} of {cfg['clients']} clients had all their snapshots "
@@ -357,6 +362,9 @@ def summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code) ->
         warnings.append("no update carried `ti`: is [bench] ingest_stamp on?")
     if feed_actual is not None and feed > 10 and feed_actual < 0.95 * feed:
         warnings.append(f"the feed brought only {feed_actual:,.0f} of {feed:,.0f} quotes/s")
+    if ticks is not None and ticks < 0.9 * FEED_TICKS_PER_S:
+        warnings.append(f"the feed ticked only {ticks:,.0f} times/s of {FEED_TICKS_PER_S} "
+                        "(more quotes per tick than the gateway's)")
     if exit_code != 0:
         warnings.append(f"gateway exited with {exit_code} on SIGTERM")
     connections = lg["open_at_measure_start"]
@@ -365,6 +373,7 @@ def summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code) ->
         "label": f"{feed:g} q/s",
         "feed_qps": feed,
         "feed_qps_measured": feed_actual,
+        "feed_ticks_per_s": ticks,
         "max_rate": cfg["max_rate"],
         "clients": cfg["clients"],
         "clients_subscribed": subscribed,

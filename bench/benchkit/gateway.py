@@ -203,6 +203,8 @@ class Gateway:
         """Sums of the counters the report uses, over all label sets."""
         wanted = {
             "ticker_feed_quotes_received_total": "quotes",
+            # The peers' feed only (feed.mjs): its 5 ms timer's firings.
+            "ticker_feed_ticks_total": "ticks",
             'ticker_messages_sent_total{type="update"}': "updates_sent",
             "ticker_updates_conflated_total": "conflated",
             "ticker_slow_consumer_closes_total": "slow_consumer_closes",

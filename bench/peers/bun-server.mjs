@@ -38,7 +38,7 @@ const feed = new SimFeed(universe, cfg.qps, (sym, msg) => {
   updates += subscribers;
 });
 
-const route = httpRoutes(universe, () => ({ quotes: feed.received, updates }));
+const route = httpRoutes(universe, () => ({ quotes: feed.received, ticks: feed.ticks, updates }));
 
 server = Bun.serve({
   hostname: cfg.host,

@@ -40,6 +40,9 @@ export function loadUniverse(path, n) {
   });
 }
 
+/** The feed's tick, in ms (the gateway's sim feed ticks every 5 ms too). */
+const TICK_MS = 5;
+
 /**
  * A random-walk market over `universe`. Every 5 ms it emits the quotes due at
  * `qps` (round-robin over the symbols, so evenly spread), calling onQuote(sym, msg)
@@ -51,6 +54,7 @@ export class SimFeed {
     this.qps = qps;
     this.onQuote = onQuote;
     this.received = 0;
+    this.ticks = 0;
     this.next = 0;
     this.state = universe.map((u) => {
       const bid = u.ref - 1;
@@ -125,8 +129,19 @@ export class SimFeed {
     }
     const t0 = performance.now();
     let emitted = 0;
-    this.timer = setInterval(() => {
-      const due = Math.floor(((performance.now() - t0) / 1000) * this.qps) - emitted;
+    // Ticks on a fixed 5 ms schedule from t0, as the gateway's sim feed does
+    // (tokio's interval with `MissedTickBehavior::Delay`: a tick more than
+    // 5 ms late moves the schedule to 5 ms after it, never a burst of
+    // ticks). setInterval would not: JS timers count the next 5 ms from when
+    // the callback ran, so a server whose loop is busy sending (the tick's
+    // fan-out runs in the same loop) ticks less often, with more quotes per
+    // tick, which its sockets then send in fewer writes: Bun's loop ticked
+    // about 110 times a second, not 200, at the light load on one core.
+    // `ticks` counts them (/metrics).
+    let next = t0 + TICK_MS;
+    const tick = () => {
+      const now = performance.now();
+      const due = Math.floor(((now - t0) / 1000) * this.qps) - emitted;
       // One stamp per tick: the quotes of a tick arrive together, as they do at
       // the gateway, which stamps them all on ingest before fanning any out.
       // (Stamped one by one, a quote would not count the wait behind the fan-out
@@ -139,15 +154,20 @@ export class SimFeed {
       }
       emitted += Math.max(0, due);
       this.received += Math.max(0, due);
-    }, 5);
+      this.ticks += 1;
+      next = now > next + TICK_MS ? now + TICK_MS : next + TICK_MS;
+      this.timer = setTimeout(tick, Math.max(0, next - performance.now()));
+    };
+    this.timer = setTimeout(tick, TICK_MS);
   }
 }
 
 /**
  * The HTTP side all peers share: GET /readyz → 200, GET /api/v1/symbols (the
  * loadgen reads the universe from it, as from the gateway), GET /metrics with the
- * two counters the driver reads. Returns a function path → {type, body}, or null
- * for paths it does not serve (the Bun peer wraps it in a fetch handler).
+ * two counters the driver reads and the feed's ticks. Returns a function path →
+ * {type, body}, or null for paths it does not serve (the Bun peer wraps it in a
+ * fetch handler).
  */
 export function httpRoutes(universe, counters) {
   const symbols = JSON.stringify(universe.map((u) => ({ sym: u.sym, name: u.name, feed: u.feed })));
@@ -161,7 +181,8 @@ export function httpRoutes(universe, counters) {
       return {
         type: "text/plain; version=0.0.4",
         body: `ticker_feed_quotes_received_total ${c.quotes}\n` +
-          `ticker_messages_sent_total{type="update"} ${c.updates}\n`,
+          `ticker_messages_sent_total{type="update"} ${c.updates}\n` +
+          `ticker_feed_ticks_total ${c.ticks}\n`,
       };
     }
     return null;

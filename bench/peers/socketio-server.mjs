@@ -18,7 +18,7 @@ const universe = loadUniverse(cfg.universe, cfg.symbols);
 const known = new Set(universe.map((u) => u.sym));
 let updates = 0;
 
-const handle = httpHandler(universe, () => ({ quotes: feed.received, updates }));
+const handle = httpHandler(universe, () => ({ quotes: feed.received, ticks: feed.ticks, updates }));
 // Socket.IO answers /socket.io/ itself and leaves every other request to this handler.
 const server = http.createServer((req, res) => {
   if (!req.url.startsWith("/socket.io/") && !handle(req, res)) res.writeHead(404).end();

@@ -32,7 +32,7 @@ const feed = new SimFeed(universe, cfg.qps, (sym, msg) => {
   }
 });
 
-const handle = httpHandler(universe, () => ({ quotes: feed.received, updates }));
+const handle = httpHandler(universe, () => ({ quotes: feed.received, ticks: feed.ticks, updates }));
 const server = http.createServer((req, res) => {
   if (!handle(req, res)) res.writeHead(404).end();
 });
