@@ -31,7 +31,7 @@
 //! - [`http`]: the JSON error type, the symbol/quote API, health, metrics, and
 //!   the OpenAPI and AsyncAPI documents.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`shutdown`]: the one shutdown signal.
+//! - [`shutdown`]: the one shutdown signal; [`open_files`]: the descriptor limit.
 //! - [`app`]: [`app::Application`], which wires it all and shuts down gracefully;
 //!   [`reload`]: what SIGHUP changes while it runs (keys, certificate).
 //!
@@ -51,6 +51,7 @@ pub mod http;
 pub mod hub;
 pub mod lend;
 pub mod metrics;
+pub mod open_files;
 pub mod quote;
 pub mod reload;
 pub mod session;

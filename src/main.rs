@@ -105,24 +105,6 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// Every connection is a file descriptor: raise the soft limit to the hard one.
-fn raise_open_file_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::warn!("could not raise the open-file limit");
-            }
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::Keygen { sub, syms }) = &args.command {
@@ -149,7 +131,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&settings.log);
-    raise_open_file_limit();
+    ticker_gateway::open_files::raise_to_hard_limit();
     let result = actix_web::rt::System::new().block_on(async move {
         let signals = shutdown_signal()?;
         // Registered before start-up: SIGHUP's default action ends the process.

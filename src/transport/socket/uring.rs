@@ -62,7 +62,8 @@ impl Batch {
     fn ring(&mut self) -> Option<&mut IoUring> {
         if !self.tried {
             self.tried = true;
-            self.capacity = FILES.min(nofile_limit());
+            // A registered table may not be larger than the descriptor limit.
+            self.capacity = FILES.min(crate::open_files::soft_limit());
             self.ring = setup(self.capacity)
                 .inspect_err(|e| {
                     tracing::info!(error = %e, "io_uring is not available: one system call per send")
@@ -77,19 +78,6 @@ fn setup(files: u32) -> io::Result<IoUring> {
     let ring = IoUring::new(ENTRIES)?;
     ring.submitter().register_files_sparse(files)?;
     Ok(ring)
-}
-
-/// The process's descriptor limit: a registered table may not be larger.
-fn nofile_limit() -> u32 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    u32::try_from(lim.rlim_cur).unwrap_or(u32::MAX)
 }
 
 /// Registers `fd` as connection `token`'s file on this worker's ring (sets the
