@@ -274,7 +274,9 @@ pub(crate) fn wait_of(query: &str, max_wait: Duration) -> Result<Duration, ApiEr
     let params = web::Query::<PollParams>::from_query(query)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
     match params.wait.as_deref() {
-        None | Some("") => Ok(Duration::from_secs(25).min(max_wait)),
+        // `wait=` with no value is not a number either: refused, as the
+        // document's `number` says, rather than read as absent.
+        None => Ok(Duration::from_secs(25).min(max_wait)),
         Some(w) => match w.parse::<f64>() {
             // Longer than a Duration can hold is longer than max_wait too.
             Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::try_from_secs_f64(s)
@@ -343,4 +345,32 @@ pub async fn delete(
         .await
         .map_err(|_| gone(&path))?;
     Ok(HttpResponse::Ok().json(json!({"session": path.as_str(), "closed": true})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_is_absent_or_a_number_of_seconds_up_to_the_maximum() {
+        let max = Duration::from_secs(30);
+        assert_eq!(wait_of("", max).unwrap(), Duration::from_secs(25));
+        assert_eq!(
+            wait_of("wait=1.5", max).unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(wait_of("wait=1e9", max).unwrap(), max);
+        assert_eq!(wait_of("wait=0", max).unwrap(), Duration::ZERO);
+        for bad in [
+            "wait=",
+            "wait=-1",
+            "wait=soon",
+            "wait=NaN",
+            "wait=inf",
+            "other=1",
+        ] {
+            let e = wait_of(bad, max).expect_err(bad);
+            assert_eq!(e.status, 400, "{bad}");
+        }
+    }
 }

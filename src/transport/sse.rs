@@ -47,7 +47,8 @@ pub(crate) fn subscribe_op(query: &str) -> Result<ClientOp, ApiError> {
         .collect();
     let mut op = json!({"op": "subscribe", "symbols": symbols});
     match params.max_rate.as_deref() {
-        None | Some("") => {}
+        // `max_rate=` with no value is not a number: refused, not absent.
+        None => {}
         Some(r) => match r.parse::<f64>() {
             Ok(rate) if rate.is_finite() => op["max_rate"] = json!(rate),
             _ => {
@@ -148,5 +149,20 @@ pub fn encode_events(msgs: &[ServerMsg], buf: &mut BytesMut) {
         buf.put_slice(b"\ndata: ");
         write_json_message(buf, m);
         buf.put_slice(b"\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_rate_is_absent_or_a_number() {
+        assert!(subscribe_op("symbols=AAPL").is_ok());
+        assert!(subscribe_op("symbols=AAPL&max_rate=2.5").is_ok());
+        for bad in ["symbols=AAPL&max_rate=", "symbols=AAPL&max_rate=fast"] {
+            let e = subscribe_op(bad).expect_err(bad);
+            assert_eq!(e.status, 400, "{bad}");
+        }
     }
 }
