@@ -122,9 +122,15 @@ impl DirectSocket {
         true
     }
 
+    /// True when nothing this socket holds waits to go (a frame in the
+    /// worker's batch aside).
+    fn drained(&self, st: &State) -> bool {
+        st.pending.is_empty() && self.stream.backlog() == 0
+    }
+
     /// True when nothing waits to go before a new write.
     fn idle(&self, st: &State) -> bool {
-        st.pending.is_empty() && self.stream.backlog() == 0 && !st.in_flight
+        self.drained(st) && !st.in_flight
     }
 
     /// Sends `bytes` (nothing waiting before them: [`DirectSocket::idle`]) as
@@ -207,12 +213,12 @@ impl Sink for DirectSocket {
                 } else {
                     self.send(&mut st, frame);
                 }
-            } else if st.in_flight {
-                // Sent after the batched frame, once that one is settled.
-                st.pending.extend_from_slice(frame);
             } else {
                 st.pending.extend_from_slice(frame);
-                self.flush(&mut st);
+                // Behind a batched frame it goes once that one is settled.
+                if !st.in_flight {
+                    self.flush(&mut st);
+                }
             }
         });
     }
@@ -220,7 +226,7 @@ impl Sink for DirectSocket {
     fn has_room(&self) -> bool {
         // A frame in the pass's batch counts as gone: the pass settles it.
         let st = self.state.borrow();
-        st.pending.is_empty() && self.stream.backlog() == 0 && !st.closed
+        self.drained(&st) && !st.closed
     }
 
     fn batch_fd(&self) -> Option<std::os::fd::RawFd> {
