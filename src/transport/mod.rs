@@ -10,6 +10,7 @@ pub mod close;
 mod context;
 mod counters;
 pub mod driver;
+mod number;
 pub mod poll;
 mod pump;
 mod ratelimit;

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::driver::{self, Connection, Input, Liveness, Wire};
 use super::registry::{LookupError, SessionRegistry};
 use super::socket::{PollRequest, PollSocket, Reader, Responder, SecondGet, Sink};
-use super::{CloseCode, TransportContext};
+use super::{number, CloseCode, TransportContext};
 use crate::http::ApiError;
 use crate::session::encode::write_json_message;
 use crate::session::protocol::{op_from_value, parse_op, ClientOp, ErrorCode, Format, ServerMsg};
@@ -273,19 +273,17 @@ pub struct PollParams {
 pub(crate) fn wait_of(query: &str, max_wait: Duration) -> Result<Duration, ApiError> {
     let params = web::Query::<PollParams>::from_query(query)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
-    match params.wait.as_deref() {
-        // `wait=` with no value is not a number either: refused, as the
-        // document's `number` says, rather than read as absent.
-        None => Ok(Duration::from_secs(25).min(max_wait)),
-        Some(w) => match w.parse::<f64>() {
-            // Longer than a Duration can hold is longer than max_wait too.
-            Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::try_from_secs_f64(s)
-                .unwrap_or(max_wait)
-                .min(max_wait)),
-            _ => Err(ApiError::bad_request(format!(
-                "wait must be a number of seconds, not {w:?}"
-            ))),
-        },
+    let Some(w) = params.wait.as_deref() else {
+        return Ok(Duration::from_secs(25).min(max_wait));
+    };
+    match number::finite("wait", w).map_err(ApiError::bad_request)? {
+        // Longer than a Duration can hold is longer than max_wait too.
+        s if s >= 0.0 => Ok(Duration::try_from_secs_f64(s)
+            .unwrap_or(max_wait)
+            .min(max_wait)),
+        _ => Err(ApiError::bad_request(format!(
+            "wait must be a number of seconds at least 0, not {w:?}"
+        ))),
     }
 }
 

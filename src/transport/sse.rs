@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::driver::{self, batch_frames, Connection, Liveness, Wire};
 use super::socket::{ClientSocket, Outgoing, Sink};
-use super::TransportContext;
+use super::{number, TransportContext};
 use crate::http::ApiError;
 use crate::session::encode::write_json_message;
 use crate::session::protocol::{op_from_value, ClientOp, Format, ServerMsg};
@@ -46,17 +46,8 @@ pub(crate) fn subscribe_op(query: &str) -> Result<ClientOp, ApiError> {
         .map(str::to_owned)
         .collect();
     let mut op = json!({"op": "subscribe", "symbols": symbols});
-    match params.max_rate.as_deref() {
-        // `max_rate=` with no value is not a number: refused, not absent.
-        None => {}
-        Some(r) => match r.parse::<f64>() {
-            Ok(rate) if rate.is_finite() => op["max_rate"] = json!(rate),
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "max_rate {r:?} is not a number"
-                )))
-            }
-        },
+    if let Some(r) = params.max_rate.as_deref() {
+        op["max_rate"] = json!(number::finite("max_rate", r).map_err(ApiError::bad_request)?);
     }
     // The same checks as a WebSocket subscribe, answered as HTTP errors: SSE has
     // no channel for errors before the stream starts.

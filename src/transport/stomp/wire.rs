@@ -19,7 +19,7 @@ use crate::session::encode::write_json_message;
 use crate::session::protocol::{ClientOp, ErrorCode, Format, RequestId, ServerMsg};
 use crate::transport::driver::{batch_frames, Input, Wire};
 use crate::transport::socket::{ws_close, ws_frame, Sink};
-use crate::transport::CloseCode;
+use crate::transport::{number, CloseCode};
 
 /// Destinations are `/topic/quotes.<SYM>`.
 const DESTINATION_PREFIX: &str = "/topic/quotes.";
@@ -221,15 +221,13 @@ impl Stomp {
                 return self.fail(CloseCode::Normal, &message, receipt);
             }
         }
-        let max_rate = match frame.header("max-rate") {
+        let max_rate = match frame
+            .header("max-rate")
+            .map(|r| number::finite("max-rate", r))
+        {
             None => None,
-            Some(r) => match r.trim().parse::<f64>() {
-                Ok(rate) if rate.is_finite() => Some(rate),
-                _ => {
-                    let message = format!("max-rate must be a number, not {r:?}");
-                    return self.fail(CloseCode::Normal, &message, receipt);
-                }
-            },
+            Some(Ok(rate)) => Some(rate),
+            Some(Err(message)) => return self.fail(CloseCode::Normal, &message, receipt),
         };
         let snapshot = match frame.header("snapshot") {
             None | Some("true") => true,
