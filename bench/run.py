@@ -345,16 +345,23 @@ def run_step(cfg: dict, scenario: str, feed: float, tmp: Path, gw_bin: Path, lg_
 def summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code) -> dict:
     window = end.t - start.t
     cpu = end.cpu_s - start.cpu_s
-    delta = {k: end.metrics.get(k, 0.0) - start.metrics.get(k, 0.0) for k in end.metrics}
+    # Counters over the scrapes' own window (a scrape of a loaded server
+    # answers late); none when either scrape failed.
+    delta = {k: end.metrics[k] - start.metrics[k] for k in end.metrics if k in start.metrics}
+    counted = end.metrics_t - start.metrics_t
     subscribed = lg["subscribed_at_measure_start"]
     subs_per_symbol = subscribed * SYMBOLS_PER_CLIENT / UNIVERSE
     delivered = lg["updates_per_sec"]
     offered = feed * subs_per_symbol
-    feed_actual = delta["quotes"] / window if "quotes" in delta and window > 0 else None
+    feed_actual = delta["quotes"] / counted if "quotes" in delta and counted > 0 else None
     # Only the peers count their feed's ticks; the gateway's sim ticks on
     # tokio's interval, on a thread of its own.
-    ticks = delta["ticks"] / window if "ticks" in delta and window > 0 else None
+    ticks = delta["ticks"] / counted if "ticks" in delta and counted > 0 else None
     warnings = []
+    for edge, sample in (("start", start), ("end", end)):
+        if sample.metrics_error is not None:
+            warnings.append(f"/metrics at the window's {edge} failed ({sample.metrics_error}): "
+                            "no feed rate or server counters for this step")
     if scenario != "churn" and subscribed < cfg["clients"]:
         warnings.append(f"only {subscribed} of {cfg['clients']} clients had all their snapshots "
                         "when measuring started")
@@ -384,9 +391,10 @@ def summarize(cfg, scenario, feed, before, ramped, start, end, lg, exit_code) ->
         "delivered_ups": delivered,
         "delivery_ratio": delivered / offered if offered else None,
         "conflation_ratio": offered / delivered if delivered else None,
-        "server_updates_sent_ups": delta["updates_sent"] / window if "updates_sent" in delta else None,
-        "server_conflated_ps": delta["conflated"] / window if "conflated" in delta else None,
+        "server_updates_sent_ups": delta["updates_sent"] / counted if "updates_sent" in delta and counted > 0 else None,
+        "server_conflated_ps": delta["conflated"] / counted if "conflated" in delta and counted > 0 else None,
         "window_s": window,
+        "metrics_window_s": counted,
         "server_cpu_s": cpu,
         "server_cpu_pct": 100 * cpu / window if window else None,
         "server_cpu_s_per_m": cpu / (delivered * window / 1e6) if delivered else None,

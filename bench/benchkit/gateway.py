@@ -105,15 +105,37 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+# The counters a sample reads from /metrics, summed over their label sets.
+METRICS = {
+    "ticker_feed_quotes_received_total": "quotes",
+    # The peers' feed only (feed.mjs): its 5 ms timer's firings.
+    "ticker_feed_ticks_total": "ticks",
+    'ticker_messages_sent_total{type="update"}': "updates_sent",
+    "ticker_updates_conflated_total": "conflated",
+    "ticker_slow_consumer_closes_total": "slow_consumer_closes",
+    "ticker_connections_rejected_total": "rejected",
+    "ticker_feed_quotes_rejected_total": "rejected_quotes",
+}
+
+# A saturated server answers a scrape in a second or so (its workers' queues
+# are long); Prometheus's own default timeout is 10 s.
+METRICS_TIMEOUT_S = 10
+
+
 @dataclass
 class Sample:
     """One look at the gateway process."""
     t: float          # time.monotonic()
     cpu_s: float      # utime + stime
     rss_kib: int      # VmRSS
-    metrics: dict     # selected /metrics counters (may be empty)
+    metrics: dict     # selected /metrics counters (empty when not scraped)
     threads: dict     # CPU seconds per thread, keyed "name#tid"
     sys_s: float = 0.0  # stime alone: the kernel's share of cpu_s
+    # When the /metrics answer arrived (the counters are read just before it
+    # is written; under load it can come a second or more after `t`).
+    metrics_t: float = 0.0
+    # Why /metrics was not read, when it was asked for and failed.
+    metrics_error: str | None = None
 
 
 class Gateway:
@@ -200,23 +222,19 @@ class Gateway:
         return 0
 
     def metrics(self) -> dict:
-        """Sums of the counters the report uses, over all label sets."""
-        wanted = {
-            "ticker_feed_quotes_received_total": "quotes",
-            # The peers' feed only (feed.mjs): its 5 ms timer's firings.
-            "ticker_feed_ticks_total": "ticks",
-            'ticker_messages_sent_total{type="update"}': "updates_sent",
-            "ticker_updates_conflated_total": "conflated",
-            "ticker_slow_consumer_closes_total": "slow_consumer_closes",
-            "ticker_connections_rejected_total": "rejected",
-            "ticker_feed_quotes_rejected_total": "rejected_quotes",
-        }
+        """Sums of the counters the report uses, over all label sets (empty
+        when the scrape failed)."""
+        return self._metrics()[0]
+
+    def _metrics(self) -> tuple[dict, str | None]:
+        """`metrics`, and why the scrape failed (None when it did not)."""
+        wanted = METRICS
         out: dict = {}
         try:
-            with self._get("/metrics", timeout=5) as r:
+            with self._get("/metrics", timeout=METRICS_TIMEOUT_S) as r:
                 text = r.read().decode()
-        except (urllib.error.URLError, OSError):
-            return out
+        except (urllib.error.URLError, OSError) as e:
+            return out, f"{type(e).__name__}: {e}"
         for line in text.splitlines():
             if line.startswith("#") or " " not in line:
                 continue
@@ -226,12 +244,15 @@ class Gateway:
                 key_name, _, key_label = key.partition("{")
                 if name == key_name and (not key_label or key_label.rstrip("}") in name_labels):
                     out[label] = out.get(label, 0.0) + float(value)
-        return out
+        return out, None
 
     def sample(self, with_metrics: bool = True) -> Sample:
+        t = time.monotonic()
         user, kernel = self.cpu_split()
-        return Sample(time.monotonic(), user + kernel, self.rss_kib(),
-                      self.metrics() if with_metrics else {}, self.thread_cpu(), kernel)
+        rss, threads = self.rss_kib(), self.thread_cpu()
+        metrics, error = self._metrics() if with_metrics else ({}, None)
+        return Sample(t, user + kernel, rss, metrics, threads, kernel,
+                      metrics_t=time.monotonic(), metrics_error=error)
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:

@@ -1,7 +1,8 @@
 """A fleet of ticker-loadgen processes run as one: each gets a share of the
 clients and its own source address 127.0.0.(2+i); all of them ramp up, then the
 driver starts their warmup together (--sync-stdin), follows their progress events
-(JSON lines on stderr) and merges their JSON reports."""
+(JSON lines on stderr), lets them close their clients once it has looked at the
+server after the window, and merges their JSON reports."""
 
 from __future__ import annotations
 
@@ -93,14 +94,21 @@ class Fleet:
         return got
 
     def go(self) -> None:
-        """Ends the wait after ramp-up in every process."""
+        """Ends every process's wait: the one after ramp-up, then the one after
+        the measured window."""
         for p in self.procs:
             assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
+            try:
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            except BrokenPipeError:
+                # It exited (finish reports how).
+                pass
 
     def finish(self, timeout: float = 60.0) -> dict:
-        """Waits for every process and returns the merged report."""
+        """Lets every process close its clients (they wait after the measured
+        window, see `go`), waits for it and returns the merged report."""
+        self.go()
         reports = []
         for i, p in enumerate(self.procs):
             code = p.wait(timeout)

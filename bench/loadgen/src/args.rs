@@ -158,7 +158,9 @@ pub struct Args {
     pub workers: usize,
 
     /// After ramp-up, wait for a line on stdin before the warmup starts (lets a
-    /// driver start the measured window of several loadgen processes together).
+    /// driver start the measured window of several loadgen processes together),
+    /// and after the measured window, for another before the clients close
+    /// (lets it look at the server first).
     #[arg(long)]
     pub sync_stdin: bool,
 

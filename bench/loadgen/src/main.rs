@@ -262,6 +262,11 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<Value> {
     let secs = measure_start.elapsed().as_secs_f64();
     let cpu_measured = sys::cpu_seconds() - cpu_start;
     event("measure_end", &stats, json!({}));
+    if args.sync_stdin {
+        // The clients stay connected until the driver has taken its last look
+        // at the server: 10,000 closes at once would be in that look.
+        wait_for_stdin().await?;
+    }
 
     let mut report = json!({
         "tool": "ticker-loadgen",
