@@ -45,6 +45,8 @@ pub struct AppState {
 /// A built, not yet running gateway.
 pub struct Application {
     listener: TcpListener,
+    /// `server.admin_port`'s listener.
+    admin: Option<TcpListener>,
     state: Arc<AppState>,
 }
 
@@ -59,6 +61,16 @@ impl Application {
 
     /// Builds the gateway on an already bound listener.
     pub fn build_on(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
+        let admin = settings
+            .server
+            .admin_port
+            .map(|port| {
+                let addr = format!("{}:{port}", settings.server.host);
+                TcpListener::bind(&addr).map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {addr} (server.admin_port): {e}")
+                })
+            })
+            .transpose()?;
         let universe = universe::load(&settings.universe.file)?;
         let ranking: Vec<(&str, i32)> = settings
             .feeds
@@ -118,13 +130,22 @@ impl Application {
             transport,
             api,
         });
-        Ok(Application { listener, state })
+        Ok(Application {
+            listener,
+            admin,
+            state,
+        })
     }
 
     /// The address the gateway listens on.
     pub fn local_addr(&self) -> SocketAddr {
         // unwrap: a bound TCP listener always has a local address.
         self.listener.local_addr().expect("unwrap: bound listener")
+    }
+
+    /// The address of `server.admin_port`'s listener, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Applies reloaded keys and certificate while the gateway runs (SIGHUP).
@@ -299,6 +320,15 @@ impl Application {
         let server_task = actix_web::rt::spawn(server);
         let tls = state.certificates.is_some();
         tracing::info!(%addr, workers, tls, feeds = settings.feeds.len(), symbols = state.hub.len(), "ticker gateway listening on {addr}");
+        let admin = match self.admin {
+            Some(listener) => {
+                let admin_addr = listener.local_addr()?;
+                let server = http::serve_admin(listener, web::Data::from(state.api.clone()))?;
+                tracing::info!(%admin_addr, "health and metrics also on {admin_addr}");
+                Some((server.handle(), actix_web::rt::spawn(server)))
+            }
+            None => None,
+        };
 
         shutdown.await;
         tracing::info!("shutting down: closing connections with 1001, stopping feeds");
@@ -324,6 +354,10 @@ impl Application {
         }
         handle.stop(true).await;
         let _ = server_task.await;
+        if let Some((handle, task)) = admin {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

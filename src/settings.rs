@@ -74,6 +74,11 @@ pub struct ServerSettings {
     /// (0: no limit).
     #[serde(default)]
     pub max_connections_per_ip: u32,
+    /// A second port, on `host`, serving only `/healthz`, `/readyz` and
+    /// `/metrics` (plain HTTP) from a thread of its own; absent: none (0
+    /// picks a free port).
+    #[serde(default)]
+    pub admin_port: Option<u16>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

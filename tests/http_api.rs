@@ -408,3 +408,48 @@ async fn a_looping_replay_plays_its_recording_again_with_later_timestamps() {
     let (_, feeds) = app.get_json("/api/v1/feeds").await;
     assert_eq!(feeds[0]["state"], "running");
 }
+
+#[tokio::test]
+async fn the_admin_port_serves_health_readiness_and_metrics_and_nothing_else() {
+    let app = spawn_app(&format!("{}\n[server]\nadmin_port = 0\n", replay_instant())).await;
+    app.wait_feeds_done().await;
+    let admin = app.admin.expect("server.admin_port = 0 binds a port");
+    assert_ne!(admin.port(), app.addr.port());
+    let get = |path: &str| {
+        let url = format!("http://{admin}{path}");
+        let http = app.http.clone();
+        async move {
+            let r = http.get(url).send().await.expect("the admin port answers");
+            (r.status().as_u16(), r.text().await.expect("a body"))
+        }
+    };
+
+    let (status, body) = get("/healthz").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let (status, body) = get("/readyz").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ready"}"#));
+    let (status, text) = get("/metrics").await;
+    assert_eq!(status, 200);
+    let missing: Vec<&str> = METRIC_NAMES
+        .iter()
+        .copied()
+        .filter(|name| !text.contains(name))
+        .collect();
+    assert!(missing.is_empty(), "missing metrics {missing:?}");
+
+    // The clients' endpoints are on the main port only.
+    for path in ["/api/v1/symbols", "/ws", "/sse?symbols=AAPL", "/"] {
+        let (status, body) = get(path).await;
+        let body: Value = serde_json::from_str(&body).expect("a JSON error");
+        assert_error(status, &body, 404, "not_found");
+    }
+    // The main port keeps its own.
+    let (status, _, _) = get_raw(&app, "/metrics").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn without_an_admin_port_there_is_none() {
+    let app = quiet_app().await;
+    assert!(app.admin.is_none());
+}

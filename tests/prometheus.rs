@@ -188,7 +188,8 @@ fn metric_names(expr: &str) -> Vec<String> {
 async fn prometheus_scrapes_the_gateway_and_every_panel_and_alert_evaluates() {
     let promtool = tool("promtool");
     let app = spawn_app(
-        "[[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 400.0\nhot_fraction = 1.0\n",
+        "[[feeds]]\nname = \"sim\"\nkind = \"sim\"\nquotes_per_sec = 400.0\nhot_fraction = 1.0\n\
+         [server]\nadmin_port = 0\n",
     )
     .await;
 
@@ -244,7 +245,9 @@ async fn prometheus_scrapes_the_gateway_and_every_panel_and_alert_evaluates() {
         "promtool check metrics:\n{lint}"
     );
 
-    let prom = start_prometheus(&app.addr.to_string());
+    // Prometheus scrapes the admin port, as README's Deploying recommends.
+    let admin = app.admin.expect("server.admin_port = 0 binds a port");
+    let prom = start_prometheus(&admin.to_string());
     let http = reqwest::Client::new();
     prom.wait_until(
         &http,

@@ -52,8 +52,35 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/tickets", web::post().to(api::ticket))
         .route("/api/v1/openapi.json", web::get().to(docs::openapi))
         .route("/api/v1/asyncapi.json", web::get().to(docs::asyncapi))
-        .route("/healthz", web::get().to(health::healthz))
+        .configure(admin_routes);
+}
+
+/// The operators' endpoints (health, readiness, metrics) and the JSON 404:
+/// part of [`routes`], and all that `server.admin_port` serves, on a worker
+/// thread of its own (see [`serve_admin`]).
+pub fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
         .default_service(web::to(error::not_found));
+}
+
+/// Serves [`admin_routes`] on `listener` (plain HTTP, one worker thread): a
+/// probe or a scrape there does not queue behind the client connections'
+/// work, which on a saturated gateway makes the main port answer a second
+/// or more late.
+pub fn serve_admin(
+    listener: std::net::TcpListener,
+    api: web::Data<ApiContext>,
+) -> std::io::Result<actix_web::dev::Server> {
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(api.clone())
+            .configure(admin_routes)
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
 }

@@ -89,6 +89,8 @@ pub async fn quiet_app_with(extra: &str) -> TestApp {
 /// A running gateway.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// `server.admin_port`'s address, when the overlay sets one.
+    pub admin: Option<SocketAddr>,
     pub state: Arc<AppState>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -125,6 +127,7 @@ pub fn start_app_on(overlay: &str, listener: TcpListener) -> TestApp {
     let settings = Settings::load_with(None, &[base, overlay]).expect("test settings");
     let app = Application::build_on(settings, listener).unwrap();
     let addr = app.local_addr();
+    let admin = app.admin_addr();
     let state = app.state().clone();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
@@ -136,6 +139,7 @@ pub fn start_app_on(overlay: &str, listener: TcpListener) -> TestApp {
     });
     TestApp {
         addr,
+        admin,
         state,
         http: reqwest::Client::new(),
         stop: Some(stop_tx),
