@@ -42,6 +42,13 @@ pub struct AppState {
     pub api: Arc<ApiContext>,
 }
 
+/// Binds `host:port`; the error names the address and the `setting`.
+fn listen(host: &str, port: u16, setting: &str) -> anyhow::Result<TcpListener> {
+    let addr = format!("{host}:{port}");
+    TcpListener::bind(&addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({setting}): {e}"))
+}
+
 /// A built, not yet running gateway.
 pub struct Application {
     listener: TcpListener,
@@ -53,9 +60,7 @@ pub struct Application {
 impl Application {
     /// Loads the universe and binds `server.host:server.port` (port 0 picks one).
     pub fn build(settings: Settings) -> anyhow::Result<Application> {
-        let addr = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&addr)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let listener = listen(&settings.server.host, settings.server.port, "server.port")?;
         Self::build_on(settings, listener)
     }
 
@@ -64,12 +69,7 @@ impl Application {
         let admin = settings
             .server
             .admin_port
-            .map(|port| {
-                let addr = format!("{}:{port}", settings.server.host);
-                TcpListener::bind(&addr).map_err(|e| {
-                    anyhow::anyhow!("cannot listen on {addr} (server.admin_port): {e}")
-                })
-            })
+            .map(|port| listen(&settings.server.host, port, "server.admin_port"))
             .transpose()?;
         let universe = universe::load(&settings.universe.file)?;
         let ranking: Vec<(&str, i32)> = settings

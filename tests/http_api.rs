@@ -447,9 +447,3 @@ async fn the_admin_port_serves_health_readiness_and_metrics_and_nothing_else() {
     let (status, _, _) = get_raw(&app, "/metrics").await;
     assert_eq!(status, 200);
 }
-
-#[tokio::test]
-async fn without_an_admin_port_there_is_none() {
-    let app = quiet_app().await;
-    assert!(app.admin.is_none());
-}

@@ -228,7 +228,6 @@ class Gateway:
 
     def _metrics(self) -> tuple[dict, str | None]:
         """`metrics`, and why the scrape failed (None when it did not)."""
-        wanted = METRICS
         out: dict = {}
         try:
             with self._get("/metrics", timeout=METRICS_TIMEOUT_S) as r:
@@ -240,7 +239,7 @@ class Gateway:
                 continue
             name_labels, value = line.rsplit(" ", 1)
             name = name_labels.split("{", 1)[0]
-            for key, label in wanted.items():
+            for key, label in METRICS.items():
                 key_name, _, key_label = key.partition("{")
                 if name == key_name and (not key_label or key_label.rstrip("}") in name_labels):
                     out[label] = out.get(label, 0.0) + float(value)
